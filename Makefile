@@ -1,0 +1,28 @@
+# Set-up is part of every target: a fresh clone needs only `make train` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install train test tensorboard clean
+
+install: $(STAMP)
+
+# Reinstall whenever pyproject.toml changes (new or re-pinned dependencies).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/vl-train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1
+
+clean:
+	rm -rf $(VENV) .pytest_cache

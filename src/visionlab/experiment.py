@@ -1,0 +1,84 @@
+"""One run, straight through: config -> data -> model -> fit -> test once -> metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from visionlab.config import validate
+from visionlab.data import ImageDataset, holdout_indices, make_splits
+from visionlab.reporting.metrics_file import write_metrics
+from visionlab.reporting.reporter import Reporter
+from visionlab.training.device import resolve_device
+from visionlab.training.loop import evaluate, fit, steps_per_epoch
+
+log = logging.getLogger("visionlab")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    validate(cfg)
+    started = time.perf_counter()
+    trainer = cfg.trainer
+    if trainer.threads:
+        torch.set_num_threads(trainer.threads)
+    device = resolve_device(trainer.device)
+    log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+    seed_everything(cfg.seed)
+
+    dataset: ImageDataset = instantiate(cfg.dataset)
+    raw = dataset.load()
+    train_index, val_index = holdout_indices(len(raw.train), dataset.val_fraction, cfg.seed)
+    splits = make_splits(raw, train_index, val_index, device)
+    del raw
+    log.info(
+        "data: %s, %d train / %d val / %d test images of shape %s, %d classes",
+        type(dataset).__name__, len(splits.train), len(splits.val), len(splits.test),
+        "x".join(map(str, splits.in_shape)), splits.num_classes,
+    )
+
+    model = instantiate(cfg.model, in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
+    loss_fn = instantiate(cfg.loss)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    schedule = instantiate(cfg.scheduler)(
+        optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch(len(splits.train), trainer.batch_size)
+    )
+    reporter = Reporter(run_dir, trainer.epochs, trainer.log_every_n_steps)
+    try:
+        result = fit(
+            model, splits, loss_fn, optimizer, schedule, reporter,
+            epochs=trainer.epochs, batch_size=trainer.batch_size,
+            eval_batch_size=trainer.eval_batch_size, seed=cfg.seed,
+        )
+        test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size)  # the one and only look at test
+        metrics: dict[str, Any] = {
+            "train/loss": result.train["loss"], "train/acc": result.train["acc"],
+            "val/loss": result.val["loss"], "val/acc": result.val["acc"],
+            "test/loss": test["loss"], "test/acc": test["acc"],
+            "epochs": result.epochs, "steps": result.steps,
+            "seconds": round(time.perf_counter() - started, 3), "device": str(device), "status": "completed",
+        }
+        reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
+        write_metrics(run_dir / "metrics.json", metrics)
+    finally:
+        reporter.close()
+    reporter.finish(metrics, run_dir)
+    return metrics
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

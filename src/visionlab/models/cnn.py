@@ -1,0 +1,67 @@
+"""A configurable ConvNet: stages of [conv -> BatchNorm -> activation] x n -> pool, then an MLP head.
+
+Presets (the default small net, LeNet-5-like shapes, ...) are YAML files over these knobs, not code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from visionlab.errors import UserError
+from visionlab.models.blocks import activation as make_activation
+
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class CNN(nn.Module):
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: Sequence[int] = (16, 32),
+        convs_per_stage: int = 1,
+        kernel_size: int = 3,
+        pool: str = "max",
+        batchnorm: bool = True,
+        activation: str = "relu",
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.25,
+    ):
+        super().__init__()
+        if pool not in (*POOLS, "none"):
+            raise UserError(f"model.pool={pool!r} is unknown: use one of max, avg, none")
+        layers: list[nn.Module] = []
+        width = in_shape[0]
+        for out in channels:
+            for _ in range(convs_per_stage):
+                layers.append(nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
+                if batchnorm:
+                    layers.append(nn.BatchNorm2d(out))
+                layers.append(make_activation(activation))
+                width = out
+            if pool != "none":
+                layers.append(POOLS[pool](2))
+        self.features = nn.Sequential(*layers)
+        try:
+            with torch.no_grad():
+                flat = math.prod(self.features(torch.zeros(1, *in_shape)).shape[1:])
+        except RuntimeError as exc:
+            raise UserError(
+                f"model.channels={list(channels)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing: "
+                "use fewer stages or model.pool=none"
+            ) from exc
+        head: list[nn.Module] = [nn.Flatten()]
+        for size in hidden:
+            head += [nn.Linear(flat, size), make_activation(activation)]
+            flat = size
+        if dropout:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(flat, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

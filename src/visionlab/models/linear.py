@@ -1,0 +1,16 @@
+"""The linear classifier s = Wx + b on flattened pixels: each row of W is one class's template."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, bias: bool = True):
+        super().__init__()
+        self.fc = nn.Linear(math.prod(in_shape), num_classes, bias=bias)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

@@ -1,0 +1,1 @@
+"""Where numbers go: TensorBoard, the terminal, the log file and metrics.json, under the same names."""

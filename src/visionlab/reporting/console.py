@@ -1,0 +1,35 @@
+"""One rich Console for logs, the progress bar and tables, so they never garble each other.
+
+On a terminal rich draws colours and a live bar; anywhere else (nohup, CI, a pipe) it writes
+plain lines with no control characters, and the per-step lines replace the bar.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+def live_progress_enabled() -> bool:
+    return console.is_terminal
+
+
+class ConsoleHandler(logging.Handler):
+    """Hydra's console log handler (see conf/hydra/job_logging): errors to stderr, the rest to stdout.
+
+    Records marked `extra={"progress": True}` are skipped when the live bar already shows them,
+    and `extra={"file_only": True}` ones when the terminal shows the same thing as a table.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False) or (getattr(record, "progress", False) and live_progress_enabled()):
+            return
+        try:
+            target = error_console if record.levelno >= logging.ERROR else console
+            target.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)

@@ -1,0 +1,1 @@
+"""The fit/evaluate loop and the device it runs on."""
