@@ -18,7 +18,7 @@ from visionlab.data import ImageDataset, holdout_indices, make_splits
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
 from visionlab.training.device import resolve_device
-from visionlab.training.loop import evaluate, fit, steps_per_epoch
+from visionlab.training.loop import evaluate, fit, memorize, steps_per_epoch
 
 log = logging.getLogger("visionlab")
 
@@ -52,18 +52,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     model = instantiate(cfg.model, in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
     log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
-    loss_fn = instantiate(cfg.loss)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    schedule = instantiate(cfg.scheduler)(
-        optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch(len(splits.train), trainer.batch_size)
-    )
     reporter = Reporter(run_dir, trainer.epochs, trainer.log_every_n_steps)
     try:
-        result = fit(
-            model, splits, loss_fn, optimizer, schedule, reporter,
-            epochs=trainer.epochs, batch_size=trainer.batch_size,
-            eval_batch_size=trainer.eval_batch_size, seed=cfg.seed,
-        )
+        if count_trainable(model):
+            loss_fn = instantiate(cfg.loss)
+            optimizer = instantiate(cfg.optimizer)(model.parameters())
+            schedule = instantiate(cfg.scheduler)(
+                optimizer, epochs=trainer.epochs,
+                steps_per_epoch=steps_per_epoch(len(splits.train), trainer.batch_size),
+            )
+            result = fit(
+                model, splits, loss_fn, optimizer, schedule, reporter,
+                epochs=trainer.epochs, batch_size=trainer.batch_size,
+                eval_batch_size=trainer.eval_batch_size, seed=cfg.seed,
+            )
+        else:
+            log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
+            loss_fn = None
+            result = memorize(model, splits, reporter, eval_batch_size=trainer.eval_batch_size)
         test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size)  # the one and only look at test
         metrics: dict[str, Any] = {
             "train/loss": result.train["loss"], "train/acc": result.train["acc"],
