@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from visionlab.config import validate
+from visionlab.config import build, validate
 from visionlab.data import ImageDataset, holdout_indices, make_splits
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
@@ -39,7 +38,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
     seed_everything(cfg.seed)
 
-    dataset: ImageDataset = instantiate(cfg.dataset)
+    dataset: ImageDataset = build(cfg, "dataset")
     raw = dataset.load()
     train_index, val_index = holdout_indices(len(raw.train), dataset.val_fraction, cfg.seed)
     splits = make_splits(raw, train_index, val_index, device)
@@ -50,20 +49,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "x".join(map(str, splits.in_shape)), splits.num_classes,
     )
 
-    model = instantiate(cfg.model, in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
     log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
     reporter = Reporter(run_dir, trainer.epochs, trainer.log_every_n_steps)
     try:
         if count_trainable(model):
-            loss_fn = instantiate(cfg.loss)
-            optimizer = instantiate(cfg.optimizer)(model.parameters())
-            schedule = instantiate(cfg.scheduler)(
-                optimizer, epochs=trainer.epochs,
-                steps_per_epoch=steps_per_epoch(len(splits.train), trainer.batch_size),
+            batch_size = len(splits.train) if trainer.batch_size == "all" else trainer.batch_size
+            loss_fn = build(cfg, "loss")
+            penalty = build(cfg, "regularization")(model.parameters())
+            optimizer = build(cfg, "optimizer")(model.parameters())
+            schedule = build(cfg, "scheduler")(
+                optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch(len(splits.train), batch_size),
             )
             result = fit(
                 model, splits, loss_fn, optimizer, schedule, reporter,
-                epochs=trainer.epochs, batch_size=trainer.batch_size,
+                penalty=penalty, augment=dataset.augment, grad_clip=trainer.grad_clip,
+                epochs=trainer.epochs, batch_size=batch_size,
                 eval_batch_size=trainer.eval_batch_size, seed=cfg.seed,
             )
         else:
@@ -73,10 +74,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size)  # the one and only look at test
         metrics: dict[str, Any] = {
             "train/loss": result.train["loss"], "train/acc": result.train["acc"],
+            "train/data_loss": result.train.get("data_loss"), "train/reg_loss": result.train.get("reg_loss"),
             "val/loss": result.val["loss"], "val/acc": result.val["acc"],
             "test/loss": test["loss"], "test/acc": test["acc"],
             "epochs": result.epochs, "steps": result.steps,
             "seconds": round(time.perf_counter() - started, 3), "device": str(device), "status": "completed",
+            **result.extra,
         }
         reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
         write_metrics(run_dir / "metrics.json", metrics)

@@ -43,8 +43,11 @@ class Reporter:
         self._mark = (time.perf_counter(), 0)
         self._images = 0
 
-    def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int) -> None:
-        """Cheap on every step; the loss is read from the device only every N steps."""
+    def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> None:
+        """Cheap on every step; the loss is read from the device only every N steps.
+
+        `lr` goes to TensorBoard at the same steps, so per-batch schedules show as curves, not stairs.
+        """
         self._images += batch_images
         if self.progress is not None:
             self.progress.advance(self.task)
@@ -52,6 +55,8 @@ class Reporter:
             return
         value = loss.item()
         self.writer.add_scalar("train/loss", value, step)
+        if lr is not None:
+            self.writer.add_scalar("lr", lr, step)
         now = time.perf_counter()
         speed = (self._images - self._mark[1]) / max(now - self._mark[0], 1e-9)
         self._mark = (now, self._images)

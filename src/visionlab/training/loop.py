@@ -6,8 +6,10 @@ sums stay on the device and are read once per epoch, so a GPU never waits on the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,8 @@ from visionlab.reporting.reporter import Reporter
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+log = logging.getLogger("visionlab")
+
 
 @dataclass
 class FitResult:
@@ -25,6 +29,7 @@ class FitResult:
     val: dict[str, float | None]
     epochs: int
     steps: int
+    extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. kNN's val/acc@k and best_k
 
 
 def usable_size(n: int, batch_size: int) -> int:
@@ -44,12 +49,17 @@ def fit(
     schedule: Schedule,
     reporter: Reporter,
     *,
+    penalty: Callable[[], torch.Tensor],
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    grad_clip: float | None,
     epochs: int,
     batch_size: int,
     eval_batch_size: int,
     seed: int,
 ) -> FitResult:
+    """Minimize data loss + penalty() over the train split; augment touches training batches only."""
     train = splits.train
+    params = [p for p in model.parameters() if p.requires_grad]
     device = train.labels.device
     order_rng = torch.Generator().manual_seed(seed)
     n = usable_size(len(train), batch_size)
@@ -59,39 +69,72 @@ def fit(
     val_metrics: dict[str, float | None] = {}
     for epoch in range(1, epochs + 1):
         model.train()
-        loss_sum = torch.zeros((), device=device)
+        data_loss_sum = torch.zeros((), device=device)
+        reg_loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         reporter.start_epoch(epoch, steps)
         order = torch.randperm(len(train), generator=order_rng)[:n].to(device)
         for index in order.split(batch_size):
             images, labels = train.batch(index)
-            scores = model(images)
-            loss = loss_fn(scores, labels)
+            scores = model(augment(images))
+            data_loss = loss_fn(scores, labels)
+            reg_loss = penalty()
+            loss = data_loss + reg_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             schedule.after_step()
             step += 1
-            loss_sum += loss.detach() * len(labels)
+            data_loss_sum += data_loss.detach() * len(labels)
+            reg_loss_sum += reg_loss.detach() * len(labels)
             correct += (scores.detach().argmax(1) == labels).sum()
-            reporter.step(epoch, step, loss, len(labels))
-        train_metrics = {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+            reporter.step(epoch, step, loss, len(labels), lr=current_lr(optimizer))
+        data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
+        train_metrics = {
+            "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
+            "acc": correct.item() / n,
+        }
         val_metrics = evaluate(model, splits.val, loss_fn, eval_batch_size)
         lr = current_lr(optimizer)
         schedule.after_epoch(val_metrics)
         reporter.end_epoch(epoch, step, {
-            "train/loss": train_metrics["loss"], "train/acc": train_metrics["acc"],
+            "train/loss": train_metrics["loss"], "train/data_loss": train_metrics["data_loss"],
+            "train/reg_loss": train_metrics["reg_loss"], "train/acc": train_metrics["acc"],
             "val/loss": val_metrics["loss"], "val/acc": val_metrics["acc"], "lr": lr,
         })
     return FitResult(train_metrics, val_metrics, epochs, step)
 
 
 def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch_size: int) -> FitResult:
-    """"Training" for a model with no parameters (kNN): it stores the train split, then is scored on val."""
+    """"Training" for a model with no parameters (kNN): it stores the train split, then picks k on val.
+
+    Such a model has `fit(train)`, a list of candidate `ks`, `scores_by_k(images)` (scores for every
+    k from one neighbour search) and the `k` its forward() uses. Every k is scored on val, the best
+    (ties: the smaller k) is kept for test: val/acc@k for each k, val/acc and best_k come out of it.
+    """
     model.fit(splits.train)
-    val_metrics = evaluate(model, splits.val, None, eval_batch_size)
-    reporter.end_epoch(1, 0, {"val/acc": val_metrics["acc"]})
-    return FitResult({"loss": None, "acc": None}, val_metrics, epochs=0, steps=0)
+    accuracy = accuracy_by_k(model, splits.val, eval_batch_size)
+    model.k = max(accuracy, key=lambda k: (accuracy[k], -k))
+    by_k = {f"val/acc@{k}": acc for k, acc in accuracy.items()}
+    reporter.scalars({**by_k, "val/acc": accuracy[model.k]}, 0)
+    log.info("%s  best k %d (chosen on val)", "  ".join(f"{tag} {acc:.4f}" for tag, acc in by_k.items()), model.k)
+    return FitResult(
+        {"loss": None, "acc": None}, {"loss": None, "acc": accuracy[model.k]}, epochs=0, steps=0,
+        extra={**by_k, "best_k": model.k},
+    )
+
+
+@torch.inference_mode()
+def accuracy_by_k(model: nn.Module, split: DeviceSplit, batch_size: int) -> dict[int, float]:
+    """Accuracy over a whole split for every k of a nearest-neighbour model, one search per batch."""
+    model.eval()
+    correct = {k: torch.zeros((), device=split.labels.device, dtype=torch.long) for k in model.ks}
+    for images, labels in split.in_order(batch_size):
+        for k, scores in model.scores_by_k(images).items():
+            correct[k] += (scores.argmax(1) == labels).sum()
+    return {k: count.item() / len(split) for k, count in correct.items()}
 
 
 @torch.inference_mode()

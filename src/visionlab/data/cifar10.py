@@ -1,0 +1,51 @@
+"""CIFAR-10 from the standard `cifar-10-batches-py` layout.
+
+Checksums are verified when torchvision downloads the archive, not on every read, so a
+locally rebuilt copy (such as one made from JPEGs) loads too.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from visionlab.data.base import ImageDataset, LabeledImages, RawData
+from visionlab.data.files import ensure_files
+from visionlab.errors import UserError
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILES = ["test_batch"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class CIFAR10(ImageDataset):
+    root: str = "data"
+    download: bool = True
+
+    def read(self) -> RawData:
+        folder = Path(self.root).expanduser() / FOLDER
+        ensure_files(
+            "CIFAR-10", folder, TRAIN_FILES + TEST_FILES, self.download,
+            lambda: torchvision.datasets.CIFAR10(folder.parent, download=True),
+        )
+        return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES))
+
+
+def read_batches(folder: Path, names: list[str]) -> LabeledImages:
+    images, labels = [], []
+    for name in names:
+        try:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch["labels"], dtype=np.int64))
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"CIFAR-10 file {folder / name} is corrupt ({type(exc).__name__}); delete it to download again") from exc
+    return LabeledImages(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))

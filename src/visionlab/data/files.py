@@ -1,0 +1,33 @@
+"""Find a dataset's files under `dataset.root`, downloading once if allowed and possible."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from visionlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def ensure_files(name: str, folder: Path, files: list[str], download: bool, fetch: Callable[[], None]) -> None:
+    """Raise one clear line when `files` are not in `folder` and cannot be downloaded."""
+    missing = [f for f in files if not (folder / f).is_file()]
+    if not missing:
+        return
+    reason = "dataset.download=false"
+    if download:
+        log.info("%s: %s not found, downloading into %s", name, ", ".join(missing), folder.parent)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints per-mirror chatter
+                fetch()
+            return
+        except Exception as exc:  # any failure (no network, bad checksum) ends in the same advice
+            reason = f"download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+    raise UserError(
+        f"{name} not found in {folder}: expected {', '.join(files)}; {reason}. "
+        f"Set dataset.root (or VL_DATA_DIR) to the folder that holds them."
+    )

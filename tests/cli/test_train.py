@@ -1,0 +1,109 @@
+"""The real `vl-train` command, in subprocesses, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, read_metrics, run_cli
+
+METRIC_KEYS = {"train/loss", "train/acc", "val/acc", "val/loss", "test/acc", "test/loss", "epochs", "seconds", "device", "status"}
+SCALAR_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "test/acc", "test/loss"}
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp", "cnn"])
+def test_each_model_trains_and_writes_the_run_directory(tmp_path, model):
+    run_dir = tmp_path / "run"
+    result = run_cli([f"model={model}", *TINY], run_dir)
+    assert result.returncode == 0, result.stderr
+
+    metrics = read_metrics(run_dir)
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["status"] == "completed" and metrics["device"] == "cpu" and metrics["epochs"] == 2
+    assert metrics["val/acc"] > 0.3, "tiny synthetic data is learnable well above the 10% chance level"
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/loss"] > 0
+
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    log_text = (run_dir / "train.log").read_text()
+    assert "epoch 2/2" in log_text and "run directory" in log_text
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert SCALAR_TAGS <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val/acc")) == 2  # once per epoch
+    assert len(events.Scalars("test/acc")) == 1  # the test set is touched once
+
+
+def test_output_without_a_terminal_is_plain_lines(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(["model=linear", *TINY], run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    step_lines = [line for line in result.stdout.splitlines() if " step " in line and "img/s" in line]
+    assert step_lines, "with no progress bar, the every-N-steps lines stand in for it"
+    assert "test/acc" in result.stdout  # the final table
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        result = run_cli(["model=cnn", "seed=7", *TINY], tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        metrics = read_metrics(tmp_path / name)
+        metrics.pop("seconds")
+        runs.append(metrics)
+    assert runs[0] == runs[1]
+
+
+def test_different_seeds_give_different_runs(tmp_path):
+    accs = []
+    for seed in (1, 2):
+        assert run_cli(["model=mlp", f"seed={seed}", *TINY], tmp_path / str(seed)).returncode == 0
+        accs.append(read_metrics(tmp_path / str(seed))["train/loss"])
+    assert accs[0] != accs[1]
+
+
+def test_return_value_follows_objective(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(["model=linear", "objective=val/loss", *TINY], run_dir)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("trainer.epochs=0", "trainer.epochs=0"),
+        ("trainer.batch_size=-4", "trainer.batch_size=-4"),
+        ("trainer.device=tpu", "trainer.device='tpu'"),
+        ("trainer.device=cuda", "no CUDA GPU"),
+        ("optimizer.lr=0", "optimizer.lr=0"),
+        ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5"),
+        ("objective=test/acc", "objective='test/acc'"),
+        ("dataset.train_size=0", "dataset.train_size=0"),
+        ("model.activation=swish", "model.activation='swish'"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(tmp_path, override, expected):
+    result = run_cli([*TINY[:2], override], tmp_path / "run")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_offline_dataset_missing_names_the_folder_and_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(["dataset=mnist", f"dataset.root={empty}", "dataset.download=false"], tmp_path / "run")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert str(empty / "MNIST" / "raw") in line and "train-images-idx3-ubyte" in line
+
+
+def test_vl_data_dir_points_at_the_data(tmp_path, shared_data):
+    result = run_cli(
+        ["dataset=mnist", "dataset.train_size=3000", "dataset.test_size=1000", "model=linear", "trainer.epochs=3"],
+        tmp_path / "run", env={"VL_DATA_DIR": str(shared_data)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_metrics(tmp_path / "run")["test/acc"] > 0.8

@@ -1,0 +1,62 @@
+"""Shared test helpers: the repo's real configs, the real CLI, and the shared datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+CIFAR_TOOL = REPO.parent / "shared" / "tools" / "cifar10-from-jpeg"
+VL_TRAIN = Path(sys.executable).parent / "vl-train"
+
+# Small and fast: a few hundred images, one or two epochs, one CPU thread per run.
+TINY = [
+    "dataset.train_size=600", "dataset.test_size=200",
+    "trainer.epochs=2", "trainer.batch_size=64", "trainer.log_every_n_steps=5", "trainer.threads=1",
+    "trainer.device=cpu",
+]
+
+
+def compose_train(overrides: list[str] = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def run_cli(args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `vl-train` as a user would, with its run directory under tmp."""
+    return subprocess.run(
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=timeout, cwd=run_dir.parent,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """CIFAR-10 in its standard layout, rebuilt once per machine from the shared JPEG copy."""
+    root = REPO / ".cache" / "cifar10"
+    if not (root / "cifar-10-batches-py" / "test_batch").is_file():
+        if not CIFAR_TOOL.is_file():
+            pytest.skip(f"CIFAR-10 not available: {CIFAR_TOOL} is absent (it lives in the workplace's shared/ folder)")
+        subprocess.run([sys.executable, str(CIFAR_TOOL), str(root)], check=True, capture_output=True, timeout=600)
+    return root

@@ -1,0 +1,51 @@
+"""Every option of every config group composes with the real conf/ and builds its object."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import CONF_DIR, compose_train
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_default_config_has_every_group_and_a_seed():
+    cfg = compose_train()
+    for group in ("dataset", "model", "loss", "optimizer", "scheduler", "trainer"):
+        assert group in cfg, group
+    assert cfg.seed == 0
+    assert cfg.objective == "val/acc"
+    assert cfg.dataset._target_.endswith("Synthetic")
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(group, option):
+    cfg = compose_train([f"{group}={option}"])
+    node = cfg[group]
+    if group == "model":
+        model = instantiate(node, in_shape=(1, 28, 28), num_classes=10)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    elif group == "optimizer":
+        optimizer = instantiate(node)([torch.nn.Parameter(torch.zeros(3))])
+        assert isinstance(optimizer, torch.optim.Optimizer)
+    elif group == "scheduler":
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+        schedule = instantiate(node)(optimizer, epochs=2, steps_per_epoch=5)
+        assert schedule.interval in ("step", "epoch")
+    elif group == "loss":
+        loss = instantiate(node)(torch.randn(4, 10), torch.tensor([0, 1, 2, 3]))
+        assert loss.ndim == 0 and torch.isfinite(loss)
+    elif group == "dataset":
+        dataset = instantiate(node)
+        assert 0 < dataset.val_fraction < 1
+    else:
+        assert node is not None
+
+
+def test_data_root_defaults_to_data_and_follows_vl_data_dir(monkeypatch):
+    assert compose_train(["dataset=mnist"]).dataset.root == "data"
+    monkeypatch.setenv("VL_DATA_DIR", "/somewhere/else")
+    assert compose_train(["dataset=cifar10"]).dataset.root == "/somewhere/else"
