@@ -29,6 +29,8 @@ def validate(cfg: DictConfig) -> None:
     batch_size = trainer.batch_size  # "all": full-batch gradient descent, one step per epoch
     if batch_size != "all" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise UserError(f"trainer.batch_size={batch_size!r} is invalid: use a whole number of at least 1, or all for full-batch")
+    if batch_size == 1 and cfg.model.get("batchnorm"):
+        raise UserError("trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use model.batchnorm=false or batch_size of at least 2")
     _positive_int("trainer.eval_batch_size", trainer.eval_batch_size)
     _positive_int("trainer.log_every_n_steps", trainer.log_every_n_steps)
     if trainer.threads is not None:

@@ -16,6 +16,7 @@ from visionlab.config import build, validate
 from visionlab.data import ImageDataset, holdout_indices, make_splits
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
+from visionlab.reporting.visual_log import VisualLog, VisualSettings
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate, fit, memorize, steps_per_epoch
 
@@ -30,6 +31,7 @@ def seed_everything(seed: int) -> None:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
+    visual_settings: VisualSettings = build(cfg, "logging")
     started = time.perf_counter()
     trainer = cfg.trainer
     if trainer.threads:
@@ -52,7 +54,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
     log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
     reporter = Reporter(run_dir, trainer.epochs, trainer.log_every_n_steps)
+    visuals = VisualLog(visual_settings, reporter, model, splits, trainer.epochs)
     try:
+        visuals.start()
         if count_trainable(model):
             batch_size = len(splits.train) if trainer.batch_size == "all" else trainer.batch_size
             loss_fn = build(cfg, "loss")
@@ -65,13 +69,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 model, splits, loss_fn, optimizer, schedule, reporter,
                 penalty=penalty, augment=dataset.augment, grad_clip=trainer.grad_clip,
                 epochs=trainer.epochs, batch_size=batch_size,
-                eval_batch_size=trainer.eval_batch_size, seed=cfg.seed,
+                eval_batch_size=trainer.eval_batch_size, seed=cfg.seed, visuals=visuals,
             )
         else:
             log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
             loss_fn = None
             result = memorize(model, splits, reporter, eval_batch_size=trainer.eval_batch_size)
-        test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size)  # the one and only look at test
+        test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size, watch=visuals.watch())  # the one and only look at test
+        visuals.finish(result.steps, test)
         metrics: dict[str, Any] = {
             "train/loss": result.train["loss"], "train/acc": result.train["acc"],
             "train/data_loss": result.train.get("data_loss"), "train/reg_loss": result.train.get("reg_loss"),

@@ -5,12 +5,12 @@ per-pixel standardization and PCA, both fitted on the training split alone) and 
 `[N, C]` vote shares like any other model's class scores.
 
 The search is exact brute force on the device, a chunk of `chunk_size` queries at a time: float32
-distances to every training image (one matrix product for L2 and cosine, `torch.cdist` for L1/Lp),
-`topk` for a few candidates more than k, then the candidates' distances recomputed in float64. A row
-is accepted only when no image left out can be as close even after the worst float32 rounding (see
-`_rounding_bound`); the rare rows that fail (near ties, duplicated images) re-rank every image the
-bound cannot rule out. The answer is therefore what a float64 brute force gives, with ties settled
-as scikit-learn's brute force settles them:
+distances to every training image (one matrix product for L2 and cosine, `torch.cdist` for L1/Lp)
+and `topk` for a few candidates more than k. float32 rounding could swap near-equal distances, so
+the neighbours' distances are recomputed in float64, and a proven bound on the rounding (see
+`_rounding_bound`) says when the float32 shortlist is enough; when it is not (near ties, duplicated
+images) more images are recomputed until it is. The answer is therefore what a float64 brute force
+gives, with ties settled as scikit-learn's brute force settles them:
 
 - neighbours at equal distance: the lower training index comes first;
 - classes with equal votes: the lowest class index wins (`argmax` returns the first maximum).
@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 DISTANCES = ("l2", "l1", "lp", "cosine")
 WEIGHTS = ("uniform", "distance")
-# float32 candidates per query beyond k, re-ranked in float64: enough that the rounding bound settles
-# almost every row without the slower fallback (measured on MNIST, see BENCHMARKS.md).
-CANDIDATE_MARGIN = 16
+# float32 candidates per query beyond k, re-ranked in float64. On MNIST (k=3, 2,000 test images) a
+# margin of 2 sent 0.8% of rows to the slower fallback, 4 and 8 none; 8 leaves room for harder data.
+CANDIDATE_MARGIN = 8
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 
 
@@ -86,7 +86,8 @@ class KNN(nn.Module):
             raise UserError(f"model.distance={distance!r} is unknown: use one of l2, l1, cosine, or lp with model.p")
         if distance == "lp":
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p < math.inf:
-                raise UserError(f"model.p={p!r} is invalid for model.distance=lp: use a number of at least 1, such as 3")
+                shown = "null" if p is None else repr(p)
+                raise UserError(f"model.p={shown} is invalid for model.distance=lp: use a number of at least 1, such as 3")
             distance = {1: "l1", 2: "l2"}.get(p, "lp")  # the exact same distances, by the faster route
         elif p is not None:
             raise UserError(f"model.p={p!r} is only used with model.distance=lp: set model.distance=lp or leave model.p null")
@@ -113,39 +114,53 @@ class KNN(nn.Module):
     # ---- memorizing ---------------------------------------------------------------------------
 
     def fit(self, train: DeviceSplit) -> None:
-        """Store the training split, after the preprocessing fitted on it (and on nothing else)."""
+        """Store the training split, after the preprocessing fitted on it (and on nothing else).
+
+        One float32 copy of the training images is made, filled chunk by chunk and transformed in
+        place, so memorizing needs no second copy of the training set (PCA adds its smaller result).
+        """
         n = len(train)
         if self.ks[-1] > n:
             raise UserError(f"model.k={self.ks[-1]} is more than the {n:,} training images: use values of k from 1 to {n}")
-        pixels = torch.cat([images.flatten(1) for images, _ in train.in_order(self.chunk_size)])
+        self.mean = self.scale = self.components = None  # a second fit starts afresh
+        pixels = torch.empty(n, math.prod(train.images.shape[1:]), device=train.labels.device)
+        rows = list(zip(pixels.split(self.chunk_size), torch.arange(n, device=pixels.device).split(self.chunk_size)))
+        for part, index in rows:
+            part.copy_(train.batch(index)[0].flatten(1))
         if self.normalize or self.pca:
             std, mean = torch.std_mean(pixels, dim=0, correction=0)
             self.mean = mean
             if self.normalize:
                 self.scale = torch.where(std > 0, std, torch.ones_like(std))  # as scikit-learn's StandardScaler
             if self.pca:
-                self.components = principal_axes((self._preprocess(part) for part in pixels.split(self.chunk_size)), self.pca)
-        self.train_features = torch.cat([self._features(part) for part in pixels.split(self.chunk_size)])
-        del pixels
+                self.components = principal_axes((self._preprocess(part) for part, _ in rows), self.pca)
+        if self.components is None:
+            for part, _ in rows:
+                part.copy_(self._features(part))
+            self.train_features = pixels
+        else:
+            self.train_features = torch.cat([self._features(part) for part, _ in rows])
+        del pixels, rows
         self.train_norms = torch.linalg.vector_norm(self.train_features, ord=self.p, dim=1)
         self.train_labels = train.labels
-        features = self.train_features
+        n_features = self.train_features.shape[1]
         log.info(
-            "kNN: memorized %s training images as %d features each (%.0f MB); searching %d queries at a time "
-            "takes at most %.0f MB of scratch memory (model.chunk_size sets it)",
-            f"{n:,}", features.shape[1], features.numel() * 4 / 2**20, self.chunk_size, self.scratch_bytes() / 2**20,
+            "kNN: memorized %s training images as %d features each (%.0f MiB); searching %d queries at a time "
+            "takes at most %.0f MiB of scratch memory (model.chunk_size sets it)",
+            f"{n:,}", n_features, n * n_features * 4 / 2**20, self.chunk_size, self.scratch_bytes() / 2**20,
         )
 
     def scratch_bytes(self) -> int:
-        """An upper bound on the memory one chunk of the search allocates besides the stored training set.
+        """An upper bound on the memory a search allocates besides the stored training set.
 
-        Per query: its float32 distances to all n training images (4n), the candidates' indices and
-        float64 distances while they are sorted (about 64 bytes each), the float64 rows being compared
-        (about 48 per feature); plus topk's per-thread row buffer (16n).
+        Per query in a chunk: its float32 distances to all n training images (4n), its candidates'
+        indices and float64 distances while they are sorted (64 per candidate), its preprocessed and
+        float64 copies (32 per feature); plus topk's per-thread row buffer (16n). The exact distances
+        are computed in pieces no larger than the float32 block, after that block is freed.
         """
         n, d = self.train_features.shape
         m = min(self.ks[-1] + CANDIDATE_MARGIN, n)
-        return self.chunk_size * (4 * n + 64 * m + 48 * d) + 16 * n * torch.get_num_threads()
+        return self.chunk_size * (4 * n + 64 * m + 32 * d) + 16 * n * torch.get_num_threads()
 
     def _features(self, x: Tensor) -> Tensor:
         """Images -> the vectors distances are measured between (float32 `[N, d]`)."""
@@ -167,56 +182,78 @@ class KNN(nn.Module):
     # ---- searching and voting -----------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.vote(*self.neighbours(x, self.k), self.k)
+        return self.vote(*self.neighbours(x, self.k), (self.k,))[:, 0]
 
     def scores_by_k(self, x: Tensor) -> dict[int, Tensor]:
         """Vote shares `[N, C]` for every k in `ks`, from a single search for the largest."""
-        distances, indices = self.neighbours(x, self.ks[-1])
-        return {k: self.vote(distances, indices, k) for k in self.ks}
+        return dict(zip(self.ks, self.vote(*self.neighbours(x, self.ks[-1]), self.ks).unbind(1)))
 
     def neighbours(self, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The k nearest training images of each query: distances `[N, k]` (float64, ascending) and
         training indices `[N, k]`; at equal distance the lower training index comes first."""
+        if self.train_features is None:
+            raise RuntimeError("KNN has not memorized a training split yet: call fit(train) first")
         found = [self._search(self._features(part), k) for part in x.split(self.chunk_size)]
         distances = torch.cat([d for d, _ in found])
         if self.distance == "l2":
             distances = distances.sqrt()  # searched as squared distances
         return distances, torch.cat([i for _, i in found])
 
-    def vote(self, distances: Tensor, indices: Tensor, k: int) -> Tensor:
-        """Vote shares `[N, C]` of the first k neighbours; they sum to 1 per row."""
-        labels = self.train_labels[indices[:, :k]]
+    def vote(self, distances: Tensor, indices: Tensor, ks: Sequence[int]) -> Tensor:
+        """Vote shares `[N, len(ks), C]`: for each k, the first k neighbours' votes, summing to 1.
+
+        One running tally over the neighbours, nearest first, serves every k at once.
+        """
+        one_hot = F.one_hot(self.train_labels[indices], self.num_classes).double()
         if self.weights == "uniform":
-            weights = torch.ones(labels.shape, dtype=torch.float64, device=labels.device)
-        else:
-            nearest = distances[:, :k]
-            at_zero = nearest == 0
-            weights = torch.where(at_zero.any(1, keepdim=True), at_zero.double(), 1 / nearest)
-        votes = torch.zeros(len(labels), self.num_classes, dtype=torch.float64, device=labels.device)
-        votes.scatter_add_(1, labels, weights)
-        return (votes / votes.sum(1, keepdim=True)).float()
+            tally = one_hot.cumsum(1)
+        else:  # 1 / distance, unless some of the first k are at distance 0: then those take the whole vote
+            at_zero = distances == 0
+            inverse = (one_hot * torch.where(at_zero, 0.0, 1 / distances).unsqueeze(2)).cumsum(1)
+            exact_matches = (one_hot * at_zero.unsqueeze(2)).cumsum(1)
+            tally = torch.where(exact_matches.sum(2, keepdim=True) > 0, exact_matches, inverse)
+        tally = tally[:, [k - 1 for k in ks]]
+        return (tally / tally.sum(2, keepdim=True)).float()
 
     def _search(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Exact k nearest for one chunk of query features: float64 distances (squared for l2), indices."""
+        """Exact k nearest for one chunk of query features: float64 distances (squared for l2), indices.
+
+        1. float32 distances to every training image; topk keeps k + CANDIDATE_MARGIN candidates.
+           Where the float32 gap after the k-th is wider than twice the rounding bound, those k are
+           the k nearest as a set, and only their distances are recomputed, to order them.
+        2. Elsewhere (a near tie at the k-th) all candidates are recomputed; that is final when the
+           k-th is closer than any image left out can be, even after rounding.
+        3. Otherwise (many near-equal distances, duplicated images) every image that the rounding
+           bound cannot rule out is recomputed.
+        The float32 block (chunk x n_train) is the largest allocation and is freed before step 1's
+        recomputing, which goes in pieces no larger than it.
+        """
         train = self.train_features
-        approx = self._approx(q)
         m = min(k + CANDIDATE_MARGIN, len(train))
-        values, candidates = approx.topk(m, dim=1, largest=False)
-        candidates = candidates.sort(dim=1).values  # index order, so the stable sort below keeps lower indices first
-        exact = torch.stack([self._exact(q, train[column]) for column in candidates.T], dim=1)
-        exact, order = exact.sort(dim=1, stable=True)
-        candidates = candidates.gather(1, order)
-        distances, indices = exact[:, :k].clone(), candidates[:, :k].clone()
-        if m == len(train):
-            return distances, indices
-        # Every image left out has float32 distance >= values[:, -1], so exact distance >= that - slack.
+        values, candidates = self._approx(q).topk(m, dim=1, largest=False)
         slack = self._rounding_bound(q)
-        for row in (exact[:, k - 1] >= values[:, -1] - slack).nonzero().flatten().tolist():
-            near = (approx[row].double() <= exact[row, k - 1] + slack[row]).nonzero().flatten()  # every possible neighbour
-            exact_row = torch.cat([self._exact(q[row], train[part]) for part in near.split(self.chunk_size)])
-            exact_row, order = exact_row.sort(stable=True)
-            distances[row], indices[row] = exact_row[:k], near[order[:k]]
+        settled = values[:, k] - values[:, k - 1] > 2 * slack if m > k else torch.ones_like(slack, dtype=torch.bool)
+        distances, indices = slack.new_empty(len(q), k), candidates.new_empty(len(q), k)
+        for rows, width in ((settled, k), (~settled, m)):
+            if rows.any():
+                distances[rows], indices[rows] = self._rank(q[rows], candidates[rows, :width], k)
+        if m < len(train):  # every image left out has float32 distance >= values[:, -1]
+            for row in (~settled & (distances[:, k - 1] >= values[:, -1] - slack)).nonzero().flatten().tolist():
+                near = (self._approx(q[row:row + 1])[0].double() <= distances[row, k - 1] + slack[row]).nonzero()
+                distances[row], indices[row] = self._rank(q[row:row + 1], near.T, k)
         return distances, indices
+
+    def _rank(self, q: Tensor, candidates: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The first k of each row's candidates by (exact float64 distance, training index)."""
+        n, width = candidates.shape
+        candidates = candidates.sort(dim=1).values  # index order, so the stable sort below keeps lower indices first
+        queries, images = torch.arange(n, device=q.device).repeat_interleave(width), candidates.flatten()
+        piece = max(1, self.chunk_size * len(self.train_features) // (10 * q.shape[1]))  # ~40 bytes per element
+        exact = torch.cat([
+            self._exact(q[a], self.train_features[b]) for a, b in zip(queries.split(piece), images.split(piece))
+        ])
+        exact, order = exact.view(n, width).sort(dim=1, stable=True)
+        return exact[:, :k], candidates.gather(1, order[:, :k])
 
     def _approx(self, q: Tensor) -> Tensor:
         """float32 distances `[n, N]` from each query to every training image (squared for l2)."""
@@ -228,13 +265,16 @@ class KNN(nn.Module):
         return torch.cdist(q, train, p=self.p)
 
     def _exact(self, a: Tensor, b: Tensor) -> Tensor:
-        """float64 distances between paired (broadcast) rows of a and b, in the units of `_approx`."""
-        a, b = a.double(), b.double()
-        if self.distance == "l2":
-            return (a - b).square().sum(-1)
+        """float64 distances between paired rows of a and b, in the units of `_approx`.
+
+        In place on a's float64 copy, which promotes b's float32 values exactly, element by element.
+        """
+        a = a.double()
         if self.distance == "cosine":
-            return (1 - (a * b).sum(-1)).clamp_min(0)  # clipped like scikit-learn's cosine_distances
-        return torch.linalg.vector_norm(a - b, ord=self.p, dim=-1)
+            return (1 - a.mul_(b).sum(-1)).clamp_min(0)  # clipped like scikit-learn's cosine_distances
+        if self.distance == "l2":
+            return a.sub_(b).square_().sum(-1)
+        return torch.linalg.vector_norm(a.sub_(b), ord=self.p, dim=-1)
 
     def _rounding_bound(self, q: Tensor) -> Tensor:
         """Per query, how far any float32 distance of `_approx` can be from the exact one.

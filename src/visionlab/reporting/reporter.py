@@ -1,11 +1,16 @@
 """Fans every number out to TensorBoard, the log and the progress bar under one tag.
 
+The one place that writes TensorBoard event files: scalars here, and the pictures, histograms
+and graph that `visual_log.py` makes.
+
 Tags are the contract of ARCHITECTURE.md: the same tag means the same thing for every model
 and dataset. All scalars use the optimizer step as their x axis, so train and val curves line up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from pathlib import Path
@@ -13,10 +18,11 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from visionlab.reporting.console import console, live_progress_enabled
+from visionlab.reporting.summary import RunSummary, command_line
 
 log = logging.getLogger("visionlab")
 
@@ -29,6 +35,8 @@ class Reporter:
         self.progress: Progress | None = None
         self.task = None
         self._mark = (time.perf_counter(), 0)  # (time, images) at the last step line
+        self.val_acc: dict[int, float] = {}  # after each epoch, for the summary's best epoch
+        self.image_tags: dict[str, None] = {}  # written so far, in order, for the summary
 
     def start_epoch(self, epoch: int, steps: int) -> None:
         if live_progress_enabled():
@@ -68,6 +76,8 @@ class Reporter:
         if self.progress is not None:
             self.progress.remove_task(self.task)
         self.scalars(scalars, step)
+        if scalars.get("val/acc") is not None:
+            self.val_acc[epoch] = scalars["val/acc"]
         shown = "  ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None)
         log.info("epoch %d/%d (step %d)  %s", epoch, self.epochs, step, shown)
 
@@ -77,11 +87,27 @@ class Reporter:
                 self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """A uint8 RGB picture `[3, H, W]`; its tag goes into the run summary."""
+        self.writer.add_image(tag, image, step)
+        self.image_tags[tag] = None
+
+    def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        self.writer.add_histogram(tag, values.detach().cpu(), step)
+
+    def graph(self, model: nn.Module, example: torch.Tensor) -> None:
+        """The model traced on `example` for the Graphs tab; raises if it does not trace.
+
+        torch prints the reason a trace failed to stdout before raising it; the caller logs it instead.
+        """
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.writer.add_graph(model, example)
+
     def finish(self, metrics: dict[str, Any], run_dir: Path) -> None:
-        table = Table(title="final metrics", show_header=False, box=None, pad_edge=False)
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-        console.print(table)
+        """The run summary: printed, and written to `summary.md` in the run directory."""
+        summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir)
+        console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
+        (run_dir / "summary.md").write_text(summary.markdown())
         log.info("final metrics: %s", metrics, extra={"file_only": True})
         log.info("run directory: %s", run_dir)
 

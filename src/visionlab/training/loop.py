@@ -1,7 +1,8 @@
 """The training loop: one readable pass per epoch, evaluation under inference_mode.
 
-Per step it does the gather, forward, backward and optimizer step and nothing else: running
-sums stay on the device and are read once per epoch, so a GPU never waits on the host.
+Per step it does the gather, augmentation, forward (data loss + R(W)), backward, optional
+clipping and optimizer step, and nothing else: running sums stay on the device and are read
+once per epoch, so a GPU never waits on the host.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from visionlab.data import DeviceSplit, Splits
 from visionlab.optimization import Schedule, current_lr
 from visionlab.reporting.reporter import Reporter
+from visionlab.reporting.visual_log import VisualLog
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,6 +58,7 @@ def fit(
     batch_size: int,
     eval_batch_size: int,
     seed: int,
+    visuals: VisualLog | None = None,
 ) -> FitResult:
     """Minimize data loss + penalty() over the train split; augment touches training batches only."""
     train = splits.train
@@ -96,7 +99,7 @@ def fit(
             "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
             "acc": correct.item() / n,
         }
-        val_metrics = evaluate(model, splits.val, loss_fn, eval_batch_size)
+        val_metrics = evaluate(model, splits.val, loss_fn, eval_batch_size, watch=visuals.watch(epoch) if visuals else None)
         lr = current_lr(optimizer)
         schedule.after_epoch(val_metrics)
         reporter.end_epoch(epoch, step, {
@@ -104,6 +107,8 @@ def fit(
             "train/reg_loss": train_metrics["reg_loss"], "train/acc": train_metrics["acc"],
             "val/loss": val_metrics["loss"], "val/acc": val_metrics["acc"], "lr": lr,
         })
+        if visuals is not None:
+            visuals.end_epoch(epoch, step, val_metrics)
     return FitResult(train_metrics, val_metrics, epochs, step)
 
 
@@ -138,16 +143,27 @@ def accuracy_by_k(model: nn.Module, split: DeviceSplit, batch_size: int) -> dict
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: DeviceSplit, loss_fn: LossFn | None, batch_size: int) -> dict[str, float | None]:
-    """Accuracy and mean loss over a whole split; loss is None for models a loss does not apply to."""
+def evaluate(
+    model: nn.Module, split: DeviceSplit, loss_fn: LossFn | None, batch_size: int,
+    watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> dict[str, Any]:
+    """Accuracy and mean loss over a whole split; loss is None for models a loss does not apply to.
+
+    Also "confusion": a CPU tensor [C, C] counting images of true class t predicted as p at [t, p],
+    one bincount per batch on the device. `watch(scores, labels)`, if given, sees every batch in order.
+    """
     model.eval()
     device = split.labels.device
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    confusion = torch.zeros((), device=device, dtype=torch.long)  # broadcasts to C*C counts at the first batch
     for images, labels in split.in_order(batch_size):
         scores = model(images)
         if loss_fn is not None:
             loss_sum += loss_fn(scores, labels) * len(labels)
-        correct += (scores.argmax(1) == labels).sum()
+        classes = scores.shape[1]
+        confusion = confusion + torch.bincount(labels * classes + scores.argmax(1), minlength=classes * classes)
+        if watch is not None:
+            watch(scores, labels)
     n = len(split)
-    return {"acc": correct.item() / n, "loss": loss_sum.item() / n if loss_fn is not None else None}
+    confusion = confusion.view(classes, classes).cpu()
+    return {"acc": confusion.trace().item() / n, "loss": loss_sum.item() / n if loss_fn is not None else None, "confusion": confusion}

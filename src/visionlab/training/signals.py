@@ -1,0 +1,41 @@
+"""Stop cleanly on SIGINT, SIGTERM, SIGHUP and SIGUSR2 (SLURM preemption via submitit).
+
+The first signal only raises a flag: the loop finishes its step, saves last.pt, writes
+metrics.json with status "interrupted" and exits with 128 + the signal number. A second
+SIGINT exits at once, for a user who really means it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            sys.stderr.write("second Ctrl-C: exiting now, without saving\n")
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        sys.stderr.write(f"received {signal.Signals(signum).name}: stopping after this step (Ctrl-C again to exit now)\n")

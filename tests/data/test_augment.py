@@ -1,0 +1,75 @@
+"""Batch augmentation: each image gets its own random crop/flip/shift, and off means untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from tests.conftest import compose_train
+from visionlab.data.augment import Augment
+from visionlab.errors import UserError
+
+
+def batch(n: int = 64, c: int = 3, size: int = 8) -> torch.Tensor:
+    """Images whose every pixel value is distinct and non-zero, so a shift is recognisable."""
+    return torch.arange(1, n * c * size * size + 1, dtype=torch.float32).view(n, c, size, size)
+
+
+def test_everything_off_returns_the_batch_itself():
+    images = batch()
+    assert Augment()(images) is images
+
+
+def test_random_crop_is_a_zero_filled_shift_of_at_most_padding_pixels_per_image():
+    torch.manual_seed(0)
+    images, p = batch(), 2
+    out = Augment(crop_padding=p)(images)
+    assert out.shape == images.shape
+    padded = F.pad(images, (p, p, p, p))
+    h, w = images.shape[2:]
+    shifts = set()
+    for i in range(len(images)):
+        matches = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                   if torch.equal(out[i], padded[i, :, dy:dy + h, dx:dx + w])]
+        assert len(matches) == 1, f"image {i} is not a crop of its padded self"
+        shifts.add(matches[0])
+    assert len(shifts) > 5  # offsets are drawn per image, not once per batch
+
+
+def test_flip_mirrors_about_half_the_images_left_right():
+    torch.manual_seed(0)
+    images = batch(n=200)
+    out = Augment(flip=True)(images)
+    flipped = [torch.equal(o, i.flip(2)) for o, i in zip(out, images)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images)]
+    assert all(f != k for f, k in zip(flipped, kept))
+    assert 60 < sum(flipped) < 140
+
+
+def test_translate_shifts_content_within_the_fraction():
+    torch.manual_seed(0)
+    images = torch.zeros(32, 1, 20, 20)
+    images[:, :, 10, 10] = 1.0  # one bright pixel in the middle
+    out = Augment(translate=0.1)(images)
+    assert out.shape == images.shape
+    ys, xs = torch.meshgrid(torch.arange(20.0), torch.arange(20.0), indexing="ij")
+    mass = out[:, 0].sum((1, 2))
+    cy, cx = (out[:, 0] * ys).sum((1, 2)) / mass, (out[:, 0] * xs).sum((1, 2)) / mass
+    assert ((cy - 10).abs() <= 2.01).all() and ((cx - 10).abs() <= 2.01).all()  # at most 10% of 20 pixels
+    assert (cx - 10).abs().max() > 0.5  # and it does move
+
+
+@pytest.mark.parametrize("field,value", [("crop_padding", -1), ("flip", "yes"), ("translate", 1.0)])
+def test_bad_values_are_user_errors(field, value):
+    with pytest.raises(UserError, match=f"dataset.augment.{field}="):
+        Augment(**{field: value})
+
+
+def test_on_for_cifar10_off_for_mnist_and_synthetic():
+    on = instantiate(compose_train(["dataset=cifar10"]).dataset.augment)
+    assert on.crop_padding == 4 and on.flip
+    for name in ("mnist", "synthetic"):
+        off = instantiate(compose_train([f"dataset={name}"]).dataset.augment)
+        assert (off.crop_padding, off.flip, off.translate) == (0, False, 0.0)

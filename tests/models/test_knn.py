@@ -1,0 +1,285 @@
+"""k-nearest neighbours: hand-made cases with known answers, the tie rules, agreement with scikit-learn's
+brute force on MNIST, one search for many k, chunking, preprocessing fitted on train only, the real command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, read_metrics, run_cli
+from visionlab.data import DeviceSplit, make_splits
+from visionlab.data.base import LabeledImages, RawData
+from visionlab.data.mnist import MNIST
+from visionlab.data.synthetic import Synthetic
+from visionlab.errors import UserError
+from visionlab.models.knn import KNN
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def points(coords: list[list[int]], labels: list[int]) -> DeviceSplit:
+    """A train split whose images are the given points (1 x 1 x D, raw values: no normalization)."""
+    images = torch.tensor(coords, dtype=torch.uint8).view(len(coords), 1, 1, -1)
+    return DeviceSplit(images, torch.tensor(labels), torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+
+
+def queries(coords: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(coords, dtype=torch.float32).view(len(coords), 1, 1, -1)
+
+
+def fitted(train: DeviceSplit, num_classes: int = 3, **options) -> KNN:
+    model = KNN(tuple(train.images.shape[1:]), num_classes, **options)
+    model.fit(train)
+    return model
+
+
+def as_matrix(split: DeviceSplit) -> torch.Tensor:
+    return split.batch(torch.arange(len(split)))[0].flatten(1)
+
+
+# ---- hand-made cases ------------------------------------------------------------------------------
+
+
+def test_neighbours_on_a_line_come_nearest_first():
+    model = fitted(points([[0], [10], [3], [7], [20]], [0, 1, 0, 1, 2]), k=3)
+    distances, indices = model.neighbours(queries([[4]]), 3)
+    assert indices.tolist() == [[2, 3, 0]]
+    assert distances.tolist() == [[1.0, 3.0, 4.0]]
+    assert model(queries([[4], [19]])).argmax(1).tolist() == [0, 1]  # votes: (0, 1, 0) and (2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "distance,p,nearest,expected",
+    [
+        ("l2", None, 0, 18**0.5),  # (3, 3) at sqrt(18) = 4.24 beats (5, 0) at 5
+        ("l1", None, 1, 5.0),  # (5, 0) at 5 beats (3, 3) at 6
+        ("lp", 3, 0, 54 ** (1 / 3)),  # (3, 3) at 54^(1/3) = 3.78 beats (5, 0) at 5
+        ("cosine", None, 1, 0.0),  # (5, 0) points the same way as (2, 0)
+    ],
+)
+def test_each_distance_measures_what_it_says(distance, p, nearest, expected):
+    model = fitted(points([[3, 3], [5, 0]], [0, 1]), distance=distance, p=p)
+    query = queries([[0, 0]]) if distance != "cosine" else queries([[2, 0]])
+    distances, indices = model.neighbours(query, 1)
+    assert indices.item() == nearest
+    assert distances.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_equal_distances_put_the_lower_training_index_first():
+    # 8 and 2 are both 3 away from 5; index 0 (class 1) wins over index 1 (class 0) at k=1.
+    model = fitted(points([[8], [2], [9]], [1, 0, 0]))
+    assert model.neighbours(queries([[5]]), 2)[1].tolist() == [[0, 1]]
+    assert model(queries([[5]])).argmax(1).item() == 1
+
+
+def test_many_identical_images_keep_the_lowest_indices():
+    # 200 copies of one image among decoys: more equal distances than float32 candidates, so the exact
+    # re-ranking of everything the rounding bound cannot rule out decides, by training index.
+    coords = [[200, 200, 200]] * 30 + [[7, 9, 11]] * 200 + [[8, 9, 11]] * 5
+    labels = [0] * 30 + [1, 2] * 100 + [0] * 5
+    model = fitted(points(coords, labels), k=5)
+    distances, indices = model.neighbours(queries([[7, 9, 11]]), 5)
+    assert indices.tolist() == [[30, 31, 32, 33, 34]]
+    assert distances.tolist() == [[0.0] * 5]
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_equal_votes_go_to_the_lowest_class_index(weights):
+    model = fitted(points([[4], [6]], [2, 1]), k=2, weights=weights)
+    scores = model(queries([[5]]))
+    assert scores.tolist() == [[0.0, 0.5, 0.5]]
+    assert scores.argmax(1).item() == 1
+
+
+def test_uniform_votes_ignore_which_neighbour_is_nearer():
+    # one vote each, 1:1, so class 1 wins although the class-2 neighbour is nearer (as scikit-learn)
+    model = fitted(points([[4], [7]], [2, 1]), k=2)
+    assert model(queries([[5]])).argmax(1).item() == 1
+
+
+def test_distance_weights_let_one_near_neighbour_outvote_two_far_ones():
+    train = points([[11], [13], [7]], [1, 0, 0])
+    assert fitted(train, k=3)(queries([[10]])).argmax(1).item() == 0  # two votes to one
+    scores = fitted(train, k=3, weights="distance")(queries([[10]]))
+    assert scores[0].tolist() == pytest.approx([0.4, 0.6, 0.0])  # 1/3 + 1/3 against 1/1
+    assert scores.argmax(1).item() == 1
+
+
+def test_neighbours_at_distance_zero_take_the_whole_distance_weighted_vote():
+    model = fitted(points([[10], [11], [9]], [2, 0, 0]), k=3, weights="distance")
+    assert model(queries([[10]])).tolist() == [[0.0, 0.0, 1.0]]
+    tied = fitted(points([[10], [10], [11]], [2, 1, 0]), k=3, weights="distance")
+    scores = tied(queries([[10]]))
+    assert scores.tolist() == [[0.0, 0.5, 0.5]] and scores.argmax(1).item() == 1
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"distance": "manhattan"}, "model.distance='manhattan'"),
+        ({"k": 0}, "model.k=0"),
+        ({"k": [1, 3, -1]}, "model.k=[1, 3, -1]"),
+        ({"k": 2.5}, "model.k=2.5"),
+        ({"distance": "lp"}, "model.p=null"),
+        ({"distance": "lp", "p": 0.5}, "model.p=0.5"),
+        ({"p": 3}, "model.p=3 is only used with model.distance=lp"),
+        ({"weights": "inverse"}, "model.weights='inverse'"),
+        ({"chunk_size": 0}, "model.chunk_size=0"),
+        ({"pca": 4}, "model.pca=4"),
+        ({"normalize": "yes"}, "model.normalize='yes'"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_accepted(options, message):
+    with pytest.raises(UserError, match="use") as error:
+        KNN((1, 1, 3), 3, **options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_searching_before_fit_says_so():
+    with pytest.raises(RuntimeError, match="call fit"):
+        KNN((1, 1, 1), 3)(queries([[1]]))
+
+
+def test_k_larger_than_the_training_split_is_a_user_error():
+    model = KNN((1, 1, 1), 3, k=[1, 5])
+    with pytest.raises(UserError, match=r"model.k=5 is more than the 4 training images: use values of k from 1 to 4"):
+        model.fit(points([[1], [2], [3], [4]], [0, 1, 2, 0]))
+
+
+# ---- one search for many k, chunking, preprocessing (synthetic data: always available) ------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    raw = Synthetic(train_size=1500, test_size=300).load()
+    return make_splits(raw, torch.arange(1500), torch.arange(0), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_one_search_for_many_k_equals_separate_runs(synthetic, weights):
+    images = as_matrix(synthetic.test)[:150].view(-1, 1, 28, 28)
+    many = fitted(synthetic.train, 10, k=[9, 1, 5, 3, 7], weights=weights)
+    assert many.ks == (1, 3, 5, 7, 9)
+    by_k = many.scores_by_k(images)
+    for k in (1, 3, 5, 7, 9):
+        assert torch.equal(by_k[k], fitted(synthetic.train, 10, k=k, weights=weights)(images))
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1", "cosine"])
+def test_chunk_size_does_not_change_the_answer(synthetic, distance):
+    images = as_matrix(synthetic.test)[:60].view(-1, 1, 28, 28)
+    answers = [fitted(synthetic.train, 10, k=7, distance=distance, chunk_size=size).neighbours(images, 7) for size in (1, 13, 4096)]
+    for distances, indices in answers[1:]:
+        assert torch.equal(indices, answers[0][1]) and torch.equal(distances, answers[0][0])
+
+
+def test_standardization_and_pca_are_fitted_on_the_training_split_only(synthetic):
+    model = fitted(points([[1] * 784, [9] * 784], [0, 1]), 10, normalize=True, pca=20)
+    model.fit(synthetic.train)  # fitted again: nothing of the first fit may remain
+    train = as_matrix(synthetic.train).double()
+    assert torch.allclose(model.mean.double(), train.mean(0), atol=1e-5)
+    std = train.std(0, correction=0)
+    assert torch.allclose(model.scale.double(), torch.where(std > 0, std, 1.0), rtol=1e-4)
+    # the PCA axes are the top 20 principal axes of the standardized training images, in any sign
+    standardized = (train - train.mean(0)) / model.scale.double()
+    _, vectors = np.linalg.eigh(standardized.numpy().T @ standardized.numpy())  # numpy's LAPACK, ascending
+    axes = torch.from_numpy(vectors[:, -20:])
+    ours = model.components.double()
+    assert torch.allclose(ours.T @ ours, torch.eye(20, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(ours @ ours.T, axes @ axes.T, atol=1e-3)
+    # and the stored features are the training images through exactly that map
+    assert torch.allclose(model.train_features.double(), standardized @ ours, atol=1e-3)
+
+
+def test_preprocessing_matches_a_scikit_learn_pipeline(synthetic):
+    x_train, x_test = as_matrix(synthetic.train).numpy(), as_matrix(synthetic.test).numpy()
+    reference = make_pipeline(StandardScaler(), PCA(20, svd_solver="full"), KNeighborsClassifier(5, algorithm="brute"))
+    expected = reference.fit(x_train, synthetic.train.labels.numpy()).predict(x_test)
+    ours = fitted(synthetic.train, 10, k=5, normalize=True, pca=20)(torch.from_numpy(x_test).view(-1, 1, 28, 28)).argmax(1)
+    assert (ours.numpy() == expected).mean() >= 0.99  # two PCA solvers: axes equal to ~1e-6, not bit for bit
+
+
+# ---- agreement with scikit-learn's brute force on real MNIST -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
+    raw = MNIST(root=str(SHARED_DATA), download=False).load()
+    subset = RawData(
+        LabeledImages(raw.train.images[:5000], raw.train.labels[:5000]),
+        LabeledImages(raw.test.images[:1000], raw.test.labels[:1000]),
+        raw.classes,
+    )
+    return make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "k,distance,p,weights,metric,train_size,test_size",
+    [
+        (3, "l2", None, "uniform", "euclidean", 5000, 1000),
+        (1, "l2", None, "uniform", "euclidean", 5000, 1000),
+        (5, "l2", None, "distance", "euclidean", 5000, 1000),
+        (4, "cosine", None, "distance", "cosine", 5000, 1000),
+        (3, "l1", None, "uniform", "manhattan", 2000, 1000),  # L1 and Lp have no matrix-product form:
+        (3, "lp", 3, "uniform", "minkowski", 500, 200),  # smaller sets keep both libraries quick
+    ],
+)
+def test_agrees_with_scikit_learn_brute_force_on_mnist(mnist, k, distance, p, weights, metric, train_size, test_size):
+    train = DeviceSplit(mnist.train.images[:train_size], mnist.train.labels[:train_size], mnist.train.scale, mnist.train.shift)
+    x_train, y_train, x_test = as_matrix(train).numpy(), train.labels.numpy(), as_matrix(mnist.test)[:test_size]
+    reference = KNeighborsClassifier(k, algorithm="brute", metric=metric, p=p or 2, weights=weights, n_jobs=-1).fit(x_train, y_train)
+    ref_distances, ref_indices = reference.kneighbors(x_test.numpy(), k + 1)
+
+    model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights)
+    images = x_test.view(-1, 1, 28, 28)
+    distances, indices = model.neighbours(images, k)
+    predictions = model(images).argmax(1).numpy()
+
+    assert (predictions == reference.predict(x_test.numpy())).mean() >= 0.999
+    # where the k-th and (k+1)-th neighbours are not (near) tied, the neighbours are the same images
+    gap = ref_distances[:, k] - ref_distances[:, k - 1]
+    untied = gap > 1e-5 * ref_distances[:, k]
+    assert untied.mean() > 0.95
+    same = (np.sort(indices.numpy(), 1) == np.sort(ref_indices[:, :k], 1)).all(1)
+    assert same[untied].all()
+    np.testing.assert_allclose(distances.numpy(), ref_distances[:, :k], rtol=1e-4, atol=1e-4)
+
+
+# ---- the real command ----------------------------------------------------------------------------
+
+
+def test_vl_train_model_knn_writes_the_same_run_directory_as_trained_models(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(["model=knn", "model.k=[1,3,5]", *TINY], run_dir)
+    assert result.returncode == 0, result.stderr
+
+    metrics = read_metrics(run_dir)
+    assert all(metrics[key] is None for key in ("train/loss", "val/loss", "test/loss"))
+    assert {"val/acc@1", "val/acc@3", "val/acc@5"} <= metrics.keys()
+    assert metrics["best_k"] in (1, 3, 5)
+    assert metrics["val/acc"] == metrics[f"val/acc@{metrics['best_k']}"] == max(metrics[f"val/acc@{k}"] for k in (1, 3, 5))
+    assert 0.3 < metrics["test/acc"] <= 1.0 and metrics["status"] == "completed"
+
+    log_text = (run_dir / "train.log").read_text()
+    assert "loss, optimizer and scheduler are not used" in log_text
+    assert "MiB of scratch memory" in log_text and f"best k {metrics['best_k']}" in log_text
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert {"val/acc@1", "val/acc@3", "val/acc@5", "val/acc", "test/acc"} <= set(events.Tags()["scalars"])
+
+
+def test_vl_train_rejects_a_bad_knn_value_in_one_line_with_exit_code_2(tmp_path):
+    result = run_cli(["model=knn", "model.distance=manhattan", *TINY], tmp_path / "run")
+    assert result.returncode == 2
+    assert "model.distance='manhattan' is unknown: use one of l2, l1, cosine, or lp with model.p" in result.stderr
+    assert "Traceback" not in result.stderr

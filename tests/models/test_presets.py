@@ -1,0 +1,47 @@
+"""The LeNet-5 and small-ResNet presets: their shapes, and that data decides input and class count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from tests.conftest import compose_train
+from visionlab.errors import UserError
+from visionlab.models.resnet import BasicBlock, ResNet
+
+
+def build(name: str, in_shape=(1, 28, 28), num_classes=10, overrides=()) -> nn.Module:
+    return instantiate(compose_train([f"model={name}", *overrides]).model, in_shape=in_shape, num_classes=num_classes)
+
+
+def test_lenet5_has_two_5x5_convs_of_6_and_16_filters_and_fc_120_84():
+    model = build("lenet5")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
+    assert [f.out_features for f in fcs] == [120, 84, 10]
+    assert fcs[0].in_features == 16 * 7 * 7
+
+
+@pytest.mark.parametrize("in_shape,num_classes", [((1, 28, 28), 10), ((3, 32, 32), 10), ((3, 32, 32), 7)])
+@pytest.mark.parametrize("name", ["lenet5", "resnet_small"])
+def test_presets_take_shape_and_classes_from_the_data(name, in_shape, num_classes):
+    model = build(name, in_shape, num_classes)
+    assert model(torch.zeros(2, *in_shape)).shape == (2, num_classes)
+
+
+def test_resnet_small_stages_halve_resolution_and_widen():
+    model = ResNet((3, 32, 32), 10, widths=[16, 32, 64], blocks=2)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 6
+    # Only the first block of each later stage changes shape, so only it needs a projection shortcut.
+    assert [not isinstance(b.shortcut, nn.Identity) for b in blocks] == [False, False, True, False, True, False]
+    assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+
+
+@pytest.mark.parametrize("kwargs,key", [({"widths": []}, "model.widths"), ({"blocks": 0}, "model.blocks")])
+def test_bad_resnet_values_are_user_errors(kwargs, key):
+    with pytest.raises(UserError, match=key):
+        ResNet((3, 32, 32), 10, **kwargs)
