@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train test tensorboard clean
+.PHONY: install train test bench tensorboard clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmark in bench/, then one table of all their rows (BENCHMARKS.md has the last one).
+# BENCH_ARGS="--quick" for smoke runs, "--only startup,memory" for some.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1

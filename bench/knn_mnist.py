@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("VL_DATA_DIR", REPO.parent / "shared" / "data"))
+from common import Row, main, mnist_root, parser
+
 SWEEP = list(range(1, 20, 2))  # 10 values of k
 
 
@@ -130,15 +128,6 @@ def progress(rows: list[tuple[str, ...]]) -> None:
         print("  " + " | ".join(row), flush=True)
 
 
-def machine() -> str:
-    import sklearn
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"scikit-learn {sklearn.__version__}, Python {platform.python_version()}")
-
-
 def l2_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
     ours, theirs = measure(repeat, method="ours", distance="l2", k=3, **sizes), measure(repeat, method="sklearn", distance="l2", k=3, **sizes)
     agreement = np.mean(np.array(ours["predictions"]) == np.array(theirs["predictions"]))
@@ -177,40 +166,37 @@ def sweep_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="5,000 train / 500 test images: a smoke run")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding MNIST/raw/")
-    parser.add_argument("--parts", default="l2,l1,sweep", help="which benchmarks, comma-separated (default: all)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each L2 and sweep measurement; the fastest is kept")
-    parser.add_argument("--l1-baseline-queries", type=int, default=500, help="test images scikit-learn's L1 is timed on")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    if not (args.data / "MNIST" / "raw").is_dir():
-        sys.exit(f"MNIST not found: {args.data / 'MNIST' / 'raw'} is absent (pass --data)")
-    sizes = {"data": str(args.data), "train": 5000 if args.quick else 60000, "test": 500 if args.quick else 10000}
+def rows(args) -> list[Row]:
+    """Every part's rows, named as kNN rows against scikit-learn for bench/run_all.py's one table."""
+    import sklearn
+
+    data = mnist_root(args.mnist)
+    sizes = {"data": str(data), "train": 5000 if args.quick else 60000, "test": 500 if args.quick else 10000}
     parts = {
         "l2": lambda: l2_rows(sizes, args.repeat),
         "l1": lambda: l1_rows(sizes, min(args.l1_baseline_queries, sizes["test"])),
         "sweep": lambda: sweep_rows(sizes, args.repeat),
     }
-    print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; {machine()}", flush=True)
-    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
-    rows = []
+    print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baseline: scikit-learn "
+          f"{sklearn.__version__} KNeighborsClassifier(algorithm='brute', n_jobs=-1)", flush=True)
+    quick = " (--quick: 5,000 train / 500 test)" if args.quick else ""
+    found = []
     for part in args.parts.split(","):
         new = parts[part]()
         progress(new)
-        rows += new
-    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print("| benchmark | ours (visionlab KNN) | baseline (scikit-learn brute, n_jobs=-1) | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(f"\nmachine: {machine()}")
+        against = "" if part == "sweep" else " vs scikit-learn brute force"  # the sweep rows name their own baseline
+        found += [Row(f"kNN MNIST{against}: {name}{quick}", *figures) for name, *figures in new]
+    return found
 
 
 if __name__ == "__main__":
-    main()
+    cli = parser(__doc__.split("\n\n")[0])
+    cli.add_argument("--parts", default="l2,l1,sweep", help="which benchmarks, comma-separated (default: all)")
+    cli.add_argument("--repeat", type=int, default=1, help="runs of each L2 and sweep measurement; the fastest is kept")
+    cli.add_argument("--l1-baseline-queries", type=int, default=500, help="test images scikit-learn's L1 is timed on")
+    cli.add_argument("--worker", help=argparse.SUPPRESS)
+    arguments = cli.parse_args()
+    if arguments.worker:
+        print(json.dumps(worker(json.loads(arguments.worker))))
+    else:
+        main("kNN on MNIST", rows, arguments)

@@ -7,10 +7,13 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import CONF_DIR, compose_train
+from visionlab.data import ImageDataset
+from visionlab.data.folds import Holdout, KFold
 from visionlab.data.splits import DeviceSplit
 
-# experiment/ holds recipes over the other groups (global package, no node of its own): tests/test_menu.py covers them.
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
+# experiment/ and hparams_search/ set other groups (global package, no node of their own): tests/test_menu.py
+# and tests/selection/ cover them.
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "hparams_search"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
@@ -48,8 +51,9 @@ def test_option_composes_and_instantiates(group, option):
         loss = instantiate(node)(torch.randn(4, 10), torch.tensor([0, 1, 2, 3]))
         assert loss.ndim == 0 and torch.isfinite(loss)
     elif group == "dataset":
-        dataset = instantiate(node)
-        assert 0 < dataset.val_fraction < 1
+        assert isinstance(instantiate(node), ImageDataset)
+    elif group == "split":
+        assert isinstance(instantiate(node), (Holdout, KFold))
     else:
         assert node is not None
 

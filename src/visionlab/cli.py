@@ -1,28 +1,149 @@
-"""Console entry points. Thin: Hydra composes the config, `experiment.run` does the work."""
+"""Console entry points. Thin: Hydra composes the config, `experiment.run` does the work.
+
+Every way a command can fail ends in one line on stderr and the exit code of ARCHITECTURE.md:
+2 for bad config or input, 3 for a diverged run, 128+n for signal n, 1 for a bug (whose
+traceback goes to the run's log file, not the terminal).
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from visionlab import experiment
-from visionlab.errors import UserError
+from rich.table import Table
+
+from visionlab.config import OBJECTIVES
+from visionlab.errors import RunStopped, UserError
+from visionlab.reporting.console import ConsoleHandler, console, error_console
+from visionlab.reporting import sweep_report
+from visionlab.training.resume import resume_arguments
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("visionlab")
 
 
+class JobFailed(Exception):
+    """A job ended badly and has said why in its log; this carries its exit code out of Hydra."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def train(cfg: DictConfig) -> float:
-    """`vl-train`: returns the objective so Hydra sweepers can optimize it."""
+def _train_job(cfg: DictConfig) -> float:
+    from visionlab import experiment  # torch and the rest load only once the config has composed
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        metrics = experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        metrics = experiment.run(cfg, run_dir)
     except UserError as exc:
         log.error("error: %s", exc)
-        sys.exit(exc.exit_code)
+        end_job(exc.exit_code)
+    except RunStopped as exc:  # already said, and saved, by experiment.run
+        end_job(exc.exit_code)
+    except Exception as exc:
+        log.error("unexpected error", exc_info=True, extra={"file_only": True})
+        log.error("error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log")
+        end_job(1)
     return float(metrics[cfg.objective])
+
+
+def end_job(exit_code: int) -> NoReturn:
+    """A single run exits now; a sweep's job fails and the sweep goes on, unless a signal stopped it."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN and exit_code < 128:
+        raise JobFailed(exit_code) from None
+    sys.exit(exit_code)
+
+
+def train() -> None:
+    """`vl-train`: one run, or a sweep with -m."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; we print one line
+    try:
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+        _train_job()
+    except JobFailed as exc:
+        sys.exit(exc.exit_code)
+    except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
+        error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's messages span lines (and hint at HYDRA_FULL_ERROR): keep what matters."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot write {exc.filename} ({exc.strerror}): choose another folder, e.g. hydra.run.dir=/tmp/run"
+    text = str(exc)
+    if key := re.search(r"Could not override '([^']+)'", text):
+        return f"{key[1]} is not a key of the config: check its spelling against conf/ (to add a new key, write +{key[1]}=...)"
+    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
+        listed = text.split("Available options in", 1)[1].split("Config search path", 1)[0].splitlines()[1:]
+        options = ", ".join(o.strip() for o in listed if o.strip())
+        return f"{missing[1]}={missing[2]} is not an option of conf/{missing[1]}/: use one of {options}"
+    text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    return "; ".join(lines)
+
+
+EVAL_USAGE = "usage: vl-eval PATH [split=test|val|train] [key=value ...]  (PATH: a checkpoint, or a run directory for its last.pt)"
+
+
+def evaluate() -> None:
+    """`vl-eval`: score a saved model on one split; prints the metrics and writes them as JSON."""
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(EVAL_USAGE)
+        sys.exit(0 if args else 2)
+    from visionlab import evaluation
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
+    split = next((a.split("=", 1)[1] for a in args[1:] if a.startswith("split=")), "test")
+    overrides = [a for a in args[1:] if not a.startswith("split=")]
+    try:
+        metrics = evaluation.evaluate_checkpoint(Path(args[0]), split, overrides)
+        written = evaluation.write_report(metrics)
+    except (UserError, OSError) as exc:
+        error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    console.print(evaluation_table(metrics))
+    console.print(f"written to {written}", markup=False, highlight=False)
+
+
+def evaluation_table(metrics: dict) -> Table:
+    split = metrics["split"]
+    table = Table(title=f"{metrics['checkpoint']} on {split}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (f"{split}/acc", f"{split}/loss"):
+        table.add_row(key, "n/a" if metrics[key] is None else f"{metrics[key]:.4f}")
+    for name, acc in metrics["per_class_acc"].items():
+        table.add_row(f"{split}/per_class_acc/{name}", f"{acc:.4f}")
+    return table
+
+
+
+def report() -> None:
+    """`vl-report`: every run under PATH in one table, best first; writes PATH/summary.csv."""
+    parser = argparse.ArgumentParser(prog="vl-report", description="Every run under PATH in one table, best first; writes PATH/summary.csv.")
+    parser.add_argument("path", type=Path, help="a sweep directory (outputs/multirun/<date>/<time>), or outputs/")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="rank by this metric (default: the runs' own objective)")
+    args = parser.parse_args()  # a bad argument: usage and exit code 2
+    try:
+        sweep_report.write_report(args.path, args.objective)
+    except (UserError, OSError) as exc:
+        error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from visionlab.errors import UserError
 from visionlab.training.device import resolve_device
+from visionlab.training.precision import PRECISIONS
 
 OBJECTIVES = ("val/acc", "val/loss", "train/acc", "train/loss")
 
@@ -35,6 +36,13 @@ def validate(cfg: DictConfig) -> None:
     _positive_int("trainer.log_every_n_steps", trainer.log_every_n_steps)
     if trainer.threads is not None:
         _positive_int("trainer.threads", trainer.threads)
+    if trainer.checkpoint_every_steps is not None:
+        _positive_int("trainer.checkpoint_every_steps", trainer.checkpoint_every_steps)
+    if isinstance(trainer.precision, bool) or str(trainer.precision) not in PRECISIONS:
+        raise UserError(f"trainer.precision={trainer.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+    for switch in ("channels_last", "compile"):
+        if not isinstance(trainer[switch], bool):
+            raise UserError(f"trainer.{switch}={trainer[switch]!r} is invalid: use true or false")
     grad_clip = trainer.get("grad_clip")
     if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
         raise UserError(f"trainer.grad_clip={grad_clip!r} is invalid: use a gradient norm greater than 0, such as 1.0, or null for no clipping")
@@ -45,9 +53,6 @@ def validate(cfg: DictConfig) -> None:
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
         raise UserError(f"optimizer.lr={lr!r} is invalid: use a number greater than 0, such as 0.001")
     _check_optimizer(cfg.optimizer)
-    val_fraction = cfg.dataset.get("val_fraction")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise UserError(f"dataset.val_fraction={val_fraction!r} is out of range: use a number strictly between 0 and 1")
 
 
 def _check_optimizer(optimizer: DictConfig) -> None:

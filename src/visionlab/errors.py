@@ -1,7 +1,34 @@
-"""Errors a user can fix: they become one line on stderr and exit code 2, never a traceback."""
+"""How a run can end other than by finishing: each kind has its exit code (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import signal
 
 
 class UserError(Exception):
     """Bad config or input; the message names the key or file, the value and what is accepted."""
 
     exit_code = 2
+
+
+class RunStopped(Exception):
+    """The run ended early but cleanly: last.pt and metrics.json say where, the exit code says why."""
+
+    status: str
+    exit_code: int
+    result = None  # the training.loop.FitResult of the epochs finished before the stop
+
+
+class Interrupted(RunStopped):
+    status = "interrupted"
+
+    def __init__(self, signum: int, result=None):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.result = result
+
+
+class Diverged(RunStopped):
+    status = "diverged"
+    exit_code = 3

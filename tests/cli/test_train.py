@@ -77,7 +77,7 @@ def test_return_value_follows_objective(tmp_path):
         ("trainer.device=tpu", "trainer.device='tpu'"),
         ("trainer.device=cuda", "no CUDA GPU"),
         ("optimizer.lr=0", "optimizer.lr=0"),
-        ("dataset.val_fraction=1.5", "dataset.val_fraction=1.5"),
+        ("split.val_fraction=1.5", "split.val_fraction=1.5"),
         ("objective=test/acc", "objective='test/acc'"),
         ("dataset.train_size=0", "dataset.train_size=0"),
         ("model.activation=swish", "model.activation='swish'"),

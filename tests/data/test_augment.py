@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train
-from visionlab.data.augment import Augment
+from visionlab.data.augment import Augment, random_crop, random_flip
 from visionlab.errors import UserError
 
 
@@ -46,6 +46,14 @@ def test_flip_mirrors_about_half_the_images_left_right():
     kept = [torch.equal(o, i) for o, i in zip(out, images)]
     assert all(f != k for f, k in zip(flipped, kept))
     assert 60 < sum(flipped) < 140
+
+
+def test_crop_and_flip_in_one_gather_equal_a_crop_then_a_flip():
+    images = batch(n=100)
+    torch.manual_seed(3)
+    expected = random_flip(random_crop(images, 4))
+    torch.manual_seed(3)
+    assert torch.equal(Augment(crop_padding=4, flip=True)(images), expected)
 
 
 def test_translate_shifts_content_within_the_fraction():

@@ -31,11 +31,13 @@ from visionlab.training.loop import evaluate
 
 
 @pytest.mark.parametrize("n,nrow,padding", [(10, 4, 2), (7, 7, 1), (5, 8, 2), (16, 4, 1)])
-def test_tile_origins_match_make_grid(n, nrow, padding):
-    tiles = torch.rand(n, 3, 5, 7)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_grid_and_tile_origins_match_make_grid(n, nrow, padding, channels):
+    tiles = torch.rand(n, channels, 5, 7)
     grid = make_grid(tiles, nrow=nrow, padding=padding, pad_value=1.0)
+    assert torch.equal(visuals.grid(tiles, nrow, padding, 1.0), grid)
     for tile, (top, left) in zip(tiles, visuals.tile_origins(n, nrow, 5, 7, padding).tolist()):
-        assert torch.equal(grid[:, top:top + 5, left:left + 7], tile)
+        assert torch.equal(grid[:, top:top + 5, left:left + 7], tile.expand(3, -1, -1))
 
 
 def test_rescaled_stretches_each_tile_on_its_own():

@@ -37,7 +37,6 @@ class ImageDataset:
     tests, and the course's "overfit a tiny subset first" check.
     """
 
-    val_fraction: float = 0.1
     train_size: int | None = None
     test_size: int | None = None
     augment: Augment = field(default_factory=Augment)  # applied by the loop to training batches only

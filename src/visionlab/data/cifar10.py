@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.files import ensure_files
@@ -33,9 +32,15 @@ class CIFAR10(ImageDataset):
         folder = Path(self.root).expanduser() / FOLDER
         ensure_files(
             "CIFAR-10", folder, TRAIN_FILES + TEST_FILES, self.download,
-            lambda: torchvision.datasets.CIFAR10(folder.parent, download=True),
+            lambda: download(folder.parent),
         )
         return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES))
+
+
+def download(root: Path) -> None:
+    import torchvision  # only here: its import costs a second of every run's start-up
+
+    torchvision.datasets.CIFAR10(root, download=True)
 
 
 def read_batches(folder: Path, names: list[str]) -> LabeledImages:

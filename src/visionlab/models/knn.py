@@ -150,6 +150,21 @@ class KNN(nn.Module):
             f"{n:,}", n_features, n * n_features * 4 / 2**20, self.chunk_size, self.scratch_bytes() / 2**20,
         )
 
+    # ---- checkpoints: the memorized split and the chosen k travel in the state dict --------------
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"k": self.k}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.k = state["k"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Buffers are None until fit(); give each one a tensor of the stored shape to load into."""
+        for name, buffer in self._buffers.items():
+            if buffer is None and prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def scratch_bytes(self) -> int:
         """An upper bound on the memory a search allocates besides the stored training set.
 

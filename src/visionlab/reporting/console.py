@@ -6,12 +6,20 @@ plain lines with no control characters, and the per-step lines replace the bar.
 
 from __future__ import annotations
 
+import io
 import logging
 
 from rich.console import Console
 
 console = Console()
 error_console = Console(stderr=True)
+
+
+def plain_text(renderable) -> str:
+    """What `console.print(renderable)` shows, without colours: for the log file."""
+    capture = Console(file=io.StringIO(), width=console.width, color_system=None, soft_wrap=True)
+    capture.print(renderable)
+    return capture.file.getvalue().rstrip()
 
 
 def live_progress_enabled() -> bool:

@@ -20,16 +20,20 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from visionlab.reporting.console import console, live_progress_enabled
+from visionlab.reporting.console import console, live_progress_enabled, plain_text
+from visionlab.reporting.hparams import HPARAM_METRICS
 from visionlab.reporting.summary import RunSummary, command_line
 
 log = logging.getLogger("visionlab")
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int):
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+    def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None):
+        # A resumed run drops whatever the killed one logged after its checkpoint: no step twice.
+        purge_step = None if resumed_at_step is None else resumed_at_step + 1
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self.epochs = epochs
         self.every = max(int(log_every_n_steps), 1)
         self.progress: Progress | None = None
@@ -38,7 +42,7 @@ class Reporter:
         self.val_acc: dict[int, float] = {}  # after each epoch, for the summary's best epoch
         self.image_tags: dict[str, None] = {}  # written so far, in order, for the summary
 
-    def start_epoch(self, epoch: int, steps: int) -> None:
+    def start_epoch(self, epoch: int, steps: int, done: int = 0) -> None:
         if live_progress_enabled():
             if self.progress is None:
                 self.progress = Progress(
@@ -47,12 +51,12 @@ class Reporter:
                     console=console, transient=True,
                 )
                 self.progress.start()
-            self.task = self.progress.add_task("", total=steps, epoch=f"{epoch}/{self.epochs}", loss="…", speed="")
+            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…", speed="")
         self._mark = (time.perf_counter(), 0)
         self._images = 0
 
-    def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> None:
-        """Cheap on every step; the loss is read from the device only every N steps.
+    def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> float | None:
+        """Cheap on every step; the loss is read from the device only every N steps, and returned then.
 
         `lr` goes to TensorBoard at the same steps, so per-batch schedules show as curves, not stairs.
         """
@@ -60,9 +64,9 @@ class Reporter:
         if self.progress is not None:
             self.progress.advance(self.task)
         if step % self.every:
-            return
+            return None
         value = loss.item()
-        self.writer.add_scalar("train/loss", value, step)
+        self.writer.add_scalar("train/batch_loss", value, step)
         if lr is not None:
             self.writer.add_scalar("lr", lr, step)
         now = time.perf_counter()
@@ -70,12 +74,15 @@ class Reporter:
         self._mark = (now, self._images)
         if self.progress is not None:
             self.progress.update(self.task, loss=f"{value:.4f}", speed=f"{speed:,.0f} img/s")
-        log.info("epoch %d step %d loss %.4f %.0f img/s", epoch, step, value, speed, extra={"progress": True})
+        shown_lr = "" if lr is None else f" lr {lr:.3g}"
+        log.info("epoch %d step %d loss %.4f%s %.0f img/s", epoch, step, value, shown_lr, speed, extra={"progress": True})
+        return value
 
     def end_epoch(self, epoch: int, step: int, scalars: dict[str, float | None]) -> None:
         if self.progress is not None:
             self.progress.remove_task(self.task)
-        self.scalars(scalars, step)
+        # lr went to TensorBoard with the step's batch loss if this step was a logged one: not twice
+        self.scalars({k: v for k, v in scalars.items() if not (k == "lr" and step % self.every == 0)}, step)
         if scalars.get("val/acc") is not None:
             self.val_acc[epoch] = scalars["val/acc"]
         shown = "  ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None)
@@ -103,12 +110,23 @@ class Reporter:
         with contextlib.redirect_stdout(io.StringIO()):
             self.writer.add_graph(model, example)
 
+    def hparams(self, hparams: dict[str, bool | int | float | str], metrics: dict[str, Any]) -> None:
+        """The run's row in TensorBoard's HParams tab: its hyperparameters and final metrics.
+
+        Written to this run's own event file, where the tab reads each metric from the scalar of
+        the same tag (`add_hparams` would make a stray sub-run). Only metrics the run has are listed.
+        """
+        shown = {tag: value for tag, value in metrics.items() if tag in HPARAM_METRICS and value is not None}
+        for summary in hparams_summaries(hparams, shown):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
     def finish(self, metrics: dict[str, Any], run_dir: Path) -> None:
         """The run summary: printed, and written to `summary.md` in the run directory."""
         summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir)
         console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
+        log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})  # the log has what the terminal had
         (run_dir / "summary.md").write_text(summary.markdown())
-        log.info("final metrics: %s", metrics, extra={"file_only": True})
         log.info("run directory: %s", run_dir)
 
     def close(self) -> None:

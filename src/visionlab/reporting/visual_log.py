@@ -20,6 +20,7 @@ from torch import nn
 
 from visionlab.data import DeviceSplit, Splits
 from visionlab.errors import UserError
+from visionlab.features import FeatureSplits
 from visionlab.reporting import visuals
 from visionlab.reporting.reporter import Reporter
 
@@ -155,13 +156,18 @@ class VisualLog:
         self.epochs = epochs
         self.classes = list(splits.classes)
         self.knn = callable(getattr(model, "neighbours", None))  # scores are vote shares; it can show its neighbours
+        self.on_features = isinstance(splits, FeatureSplits)  # the model sees vectors: no pictures of its input as images
+        if self.on_features:
+            log.info("pictures: the model sees feature vectors, so the data preview, mistakes, first-layer and neighbour pictures are off")
         self.finder: MistakeFinder | None = None
         self.seconds = 0.0
 
     @_timed
     @torch.inference_mode()
     def start(self) -> None:
-        if self.settings.data_preview:
+        if self.settings.data_preview and self.on_features:
+            self._feature_preview()
+        elif self.settings.data_preview:
             self._data_preview()
         if self.settings.graph:
             self._graph()
@@ -170,7 +176,7 @@ class VisualLog:
         """A MistakeFinder for the coming evaluate() (val after `epoch`; test when None), if mistakes are due."""
         every = self.settings.mistakes_every_n_epochs
         due = every > 0 if epoch is None else is_due(every, epoch, self.epochs)
-        self.finder = MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due else None
+        self.finder = MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due and not self.on_features else None
         return self.finder
 
     @_timed
@@ -181,7 +187,7 @@ class VisualLog:
             self._confusion("val", val["confusion"], step, epoch)
         if self.finder is not None:
             self._mistakes("val", self.splits.val, step, epoch)
-        if is_due(settings.first_layer_every_n_epochs, epoch, self.epochs):
+        if is_due(settings.first_layer_every_n_epochs, epoch, self.epochs) and not self.on_features:
             self._first_layer(step, epoch)
         if is_due(settings.histograms_every_n_epochs, epoch, self.epochs):
             self._histograms(step)
@@ -193,7 +199,7 @@ class VisualLog:
             self._confusion("test", test["confusion"], step)
         if self.finder is not None:
             self._mistakes("test", self.splits.test, step)
-        if self.settings.neighbours and self.knn:
+        if self.settings.neighbours and self.knn and not self.on_features:
             self._neighbours(step)
         log.info("pictures, histograms and graph took %.2f s", self.seconds)
 
@@ -208,6 +214,11 @@ class VisualLog:
         image = visuals.picture(tiles, PREVIEW_PER_CLASS, title="the first training images of each class, raw pixels (before normalization)",
                                 row_labels=self.classes)
         self.reporter.image("data/train_preview", image, 0)
+
+    def _feature_preview(self) -> None:
+        """What the features see in the first training images: HOG's cells as oriented lines."""
+        for tag, image in self.splits.features.pictures(self.splits.examples).items():
+            self.reporter.image(tag, image, 0)
 
     def _graph(self) -> None:
         example, _ = self.splits.val.batch(torch.arange(min(2, len(self.splits.val)), device=self.splits.val.labels.device))

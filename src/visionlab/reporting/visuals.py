@@ -1,7 +1,7 @@
 """Pictures of what a model sees and learned, as uint8 RGB images `[3, H, W]` for TensorBoard.
 
 Everything here is drawing only: CPU tensors in, an image out. Which pictures a run logs, and
-when, is `visual_log.py`'s job. Tiles are laid out by `torchvision.utils.make_grid`; matplotlib
+when, is `visual_log.py`'s job. Tiles are laid out as `torchvision.utils.make_grid` does; matplotlib
 only adds the words (class names, captions, titles) around one image, which keeps a picture of
 a hundred tiles as cheap to draw as a picture of one.
 
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 
 DPI = 100
 PAD = 2  # image pixels of white between tiles (1 for tiles under 14 pixels, such as conv kernels)
@@ -56,8 +55,25 @@ def first_per_class(labels: torch.Tensor, num_classes: int, per_class: int) -> t
     return rows
 
 
+def grid(tiles: torch.Tensor, nrow: int, padding: int, pad_value: float) -> torch.Tensor:
+    """Tiles `[N, C, H, W]`, `nrow` to a row, `padding` pixels of `pad_value` around each, as RGB `[3, H', W']`.
+
+    torchvision's `make_grid` layout, without importing torchvision: that costs a second of every
+    run's start-up and 170 MB of memory (it loads torch._dynamo), for a reshape.
+    """
+    if tiles.shape[1] == 1:
+        tiles = tiles.expand(-1, 3, -1, -1)
+    n, c, h, w = tiles.shape
+    columns = min(nrow, n)
+    rows = -(-n // columns)
+    tiles = F.pad(tiles, (padding, 0, padding, 0), value=pad_value)  # each tile's top and left margin
+    tiles = torch.cat([tiles, tiles.new_full((rows * columns - n, *tiles.shape[1:]), pad_value)])  # blanks fill the last row
+    out = tiles.view(rows, columns, c, h + padding, w + padding).permute(2, 0, 3, 1, 4).reshape(c, rows * (h + padding), columns * (w + padding))
+    return F.pad(out, (0, padding, 0, padding), value=pad_value)  # the bottom and right margin
+
+
 def tile_origins(n: int, nrow: int, height: int, width: int, padding: int = PAD) -> torch.Tensor:
-    """(top, left) pixel of each of n tiles in `make_grid(tiles, nrow, padding)`'s layout, as `[n, 2]`."""
+    """(top, left) pixel of each of n tiles in `grid(tiles, nrow, padding)`'s layout, as `[n, 2]`."""
     columns = min(nrow, n)
     k = torch.arange(n)
     return torch.stack([(k // columns) * (height + padding) + padding, (k % columns) * (width + padding) + padding], 1)
@@ -82,16 +98,16 @@ def picture(
     zoom = max(1, round(TILE_PX / max(height, width)))
     padding = PAD if max(height, width) >= 14 else 1
     below = math.ceil(CAPTION_PX / zoom) if captions else 0  # caption space, in image pixels
-    grid = make_grid(F.pad(tiles, (0, 0, 0, below), value=1.0), nrow=nrow, padding=padding, pad_value=1.0)
+    image = grid(F.pad(tiles, (0, 0, 0, below), value=1.0), nrow, padding, 1.0)
     origins = tile_origins(n, nrow, height + below, width, padding).float()
     columns = min(nrow, n)
     rotate = _text_inches(col_labels, FONT_SIZE + 1) > (width + padding) * zoom / DPI  # too wide to sit under its tile
     ax = _axes(
-        grid.shape[2] * zoom / DPI, grid.shape[1] * zoom / DPI,
+        image.shape[2] * zoom / DPI, image.shape[1] * zoom / DPI,
         left=_text_inches(row_labels, FONT_SIZE + 1), bottom=_text_inches(col_labels, FONT_SIZE + 1) if rotate else 0.25 * bool(col_labels),
         top=0.3 * bool(title),
     )
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
     centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
     ax.set_yticks(origins[::columns, 0].add(centre_y).tolist() if row_labels else [], list(row_labels), fontsize=FONT_SIZE + 1)
     ax.set_xticks(origins[:columns, 1].add(centre_x).tolist() if col_labels else [], list(col_labels),

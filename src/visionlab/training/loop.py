@@ -8,6 +8,7 @@ once per epoch, so a GPU never waits on the host.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +17,13 @@ import torch
 from torch import nn
 
 from visionlab.data import DeviceSplit, Splits
+from visionlab.errors import Diverged, Interrupted, RunStopped
 from visionlab.optimization import Schedule, current_lr
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.visual_log import VisualLog
+from visionlab.training.checkpoint import Checkpoints, Position, restore_training_state, training_state
+from visionlab.training.precision import Precision
+from visionlab.training.signals import StopRequest
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,57 +64,107 @@ def fit(
     eval_batch_size: int,
     seed: int,
     visuals: VisualLog | None = None,
+    checkpoints: Checkpoints | None = None,
+    checkpoint_every_steps: int | None = None,
+    stop: StopRequest | None = None,
+    resume: dict[str, Any] | None = None,
+    precision: Precision | None = None,
 ) -> FitResult:
-    """Minimize data loss + penalty() over the train split; augment touches training batches only."""
+    """Minimize data loss + penalty() over the train split; augment touches training batches only.
+
+    From `resume` (a checkpoint) it carries on at the very next step, so the run ends exactly as
+    an uninterrupted one would. A stop request ends it at a step boundary, after saving last.pt.
+    `precision` runs the forward pass in 16 bits (trainer.precision); R(W) stays in float32.
+    """
+    precision = precision or Precision()
     train = splits.train
     params = [p for p in model.parameters() if p.requires_grad]
     device = train.labels.device
     order_rng = torch.Generator().manual_seed(seed)
     n = usable_size(len(train), batch_size)
     steps = steps_per_epoch(len(train), batch_size)
-    step = 0
-    train_metrics: dict[str, float] = {}
-    val_metrics: dict[str, float | None] = {}
-    for epoch in range(1, epochs + 1):
-        model.train()
-        data_loss_sum = torch.zeros((), device=device)
-        reg_loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        reporter.start_epoch(epoch, steps)
-        order = torch.randperm(len(train), generator=order_rng)[:n].to(device)
-        for index in order.split(batch_size):
-            images, labels = train.batch(index)
-            scores = model(augment(images))
-            data_loss = loss_fn(scores, labels)
-            reg_loss = penalty()
-            loss = data_loss + reg_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            schedule.after_step()
-            step += 1
-            data_loss_sum += data_loss.detach() * len(labels)
-            reg_loss_sum += reg_loss.detach() * len(labels)
-            correct += (scores.detach().argmax(1) == labels).sum()
-            reporter.step(epoch, step, loss, len(labels), lr=current_lr(optimizer))
-        data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
-        train_metrics = {
-            "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
-            "acc": correct.item() / n,
-        }
-        val_metrics = evaluate(model, splits.val, loss_fn, eval_batch_size, watch=visuals.watch(epoch) if visuals else None)
-        lr = current_lr(optimizer)
-        schedule.after_epoch(val_metrics)
-        reporter.end_epoch(epoch, step, {
-            "train/loss": train_metrics["loss"], "train/data_loss": train_metrics["data_loss"],
-            "train/reg_loss": train_metrics["reg_loss"], "train/acc": train_metrics["acc"],
-            "val/loss": val_metrics["loss"], "val/acc": val_metrics["acc"], "lr": lr,
-        })
-        if visuals is not None:
-            visuals.end_epoch(epoch, step, val_metrics)
-    return FitResult(train_metrics, val_metrics, epochs, step)
+    at, done = Position(), {"train": {}, "val": {}}  # done: the metrics of the last finished epoch
+    if resume is not None:
+        at, done = restore_training_state(resume, model, optimizer, schedule.scheduler, precision, order_rng, device)
+
+    def save(epoch_metrics: dict[str, float | None] | None = None) -> None:
+        if checkpoints is not None:
+            checkpoints.save(training_state(model, optimizer, schedule.scheduler, precision, order_rng, at, done, reporter.val_acc), epoch_metrics)
+
+    try:
+        while at.epoch <= epochs:
+            model.train()
+            if at.batch == 0:
+                at.order = torch.randperm(len(train), generator=order_rng)[:n].to(device)
+                at.sums = [torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
+            data_loss_sum, reg_loss_sum, correct = at.sums  # updated in place, so a checkpoint sees them
+            reporter.start_epoch(at.epoch, steps, done=at.batch)
+            for index in at.order.split(batch_size)[at.batch:]:
+                images, labels = train.batch(index)
+                images = augment(images)
+                with precision.autocast():
+                    scores = model(images)
+                    data_loss = loss_fn(scores, labels)
+                reg_loss = penalty()
+                loss = data_loss + reg_loss
+                optimizer.zero_grad(set_to_none=True)
+                precision.backward(loss)
+                if grad_clip is not None:
+                    precision.unscale(optimizer)
+                    nn.utils.clip_grad_norm_(params, grad_clip)
+                precision.step(optimizer)
+                schedule.after_step()
+                at.step += 1
+                at.batch += 1
+                data_loss_sum += data_loss.detach() * len(labels)
+                reg_loss_sum += reg_loss.detach() * len(labels)
+                correct += (scores.detach().argmax(1) == labels).sum()
+                shown = reporter.step(at.epoch, at.step, loss, len(labels), lr=current_lr(optimizer))
+                if shown is not None and not math.isfinite(shown):
+                    raise diverged(shown, at.step, optimizer)
+                if stop or (checkpoint_every_steps and at.step % checkpoint_every_steps == 0):
+                    check_finite(data_loss_sum + reg_loss_sum, at.step, optimizer)
+                    save()
+                    if stop:
+                        raise Interrupted(stop.signum)
+            check_finite(data_loss_sum + reg_loss_sum, at.step, optimizer)
+            data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
+            done["train"] = {
+                "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
+                "acc": correct.item() / n,
+            }
+            done["val"] = evaluate(model, splits.val, loss_fn, eval_batch_size, watch=visuals.watch(at.epoch) if visuals else None)
+            schedule.after_epoch(done["val"])
+            epoch_metrics = {
+                "train/loss": done["train"]["loss"], "train/data_loss": done["train"]["data_loss"],
+                "train/reg_loss": done["train"]["reg_loss"], "train/acc": done["train"]["acc"],
+                "val/loss": done["val"]["loss"], "val/acc": done["val"]["acc"], "lr": current_lr(optimizer),
+            }
+            reporter.end_epoch(at.epoch, at.step, epoch_metrics)
+            if visuals is not None:
+                visuals.end_epoch(at.epoch, at.step, done["val"])
+            at = Position(epoch=at.epoch + 1, step=at.step)
+            save(epoch_metrics)
+            if stop:
+                raise Interrupted(stop.signum)
+    except RunStopped as stopped:
+        stopped.result = FitResult(done["train"], done["val"], at.epoch - 1, at.step)
+        raise
+    return FitResult(done["train"], done["val"], epochs, at.step)
+
+
+def check_finite(total: torch.Tensor, step: int, optimizer: torch.optim.Optimizer) -> None:
+    """The epoch's loss sum turns nan or inf with the first bad step, so one read covers them all."""
+    value = total.item()
+    if not math.isfinite(value):
+        raise diverged(value, step, optimizer)
+
+
+def diverged(value: float, step: int, optimizer: torch.optim.Optimizer) -> Diverged:
+    return Diverged(
+        f"training diverged: the loss is {value} by step {step} (lr {current_lr(optimizer):.3g}); "
+        "try a smaller optimizer.lr, trainer.grad_clip=1.0, or a scheduler with warmup"
+    )
 
 
 def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch_size: int) -> FitResult:

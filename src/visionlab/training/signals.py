@@ -7,6 +7,7 @@ SIGINT exits at once, for a user who really means it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -32,6 +33,17 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def pass_on(self) -> None:
+        """After the clean stop, give the signal to whoever handled it before us.
+
+        submitit's SIGUSR2 handler requeues a preempted SLURM job; Python's own SIGINT handler
+        and the defaults are skipped, since the exit code already says what happened.
+        """
+        previous = self._previous.get(self.signum)
+        self.__exit__()
+        if callable(previous) and previous is not signal.default_int_handler:
+            os.kill(os.getpid(), self.signum)
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:

@@ -1,0 +1,45 @@
+"""What k-fold cross-validation reports: each fold's val numbers, their mean and spread.
+
+The folds' results fold into one `FitResult`, so a k-fold run writes the same metrics.json keys
+as a holdout run (`val/acc` is the mean over folds: the objective a sweeper optimizes) plus the
+`cv/...` keys. A kNN given several k is scored per k on every fold; the k with the best mean
+is chosen, not each fold's own best, which would flatter the mean.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from visionlab.training.loop import FitResult
+
+
+def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
+    ks = sorted(int(key.split("@")[1]) for key in folds[0].extra if key.startswith("val/acc@"))
+    extra: dict = {}
+    if ks:
+        mean_by_k = {k: statistics.fmean(fold.extra[f"val/acc@{k}"] for fold in folds) for k in ks}
+        best_k = max(ks, key=lambda k: (mean_by_k[k], -k))
+        extra = {**{f"val/acc@{k}": acc for k, acc in mean_by_k.items()}, "best_k": best_k}
+        val_acc = [fold.extra[f"val/acc@{best_k}"] for fold in folds]
+    else:
+        val_acc = [fold.val["acc"] for fold in folds]
+    val_loss = [fold.val["loss"] for fold in folds]
+    extra |= {"cv/folds": len(folds), "cv/val_acc_mean": statistics.fmean(val_acc), "cv/val_acc_std": statistics.pstdev(val_acc)}
+    for i, loss in enumerate(val_loss):
+        extra[f"cv/fold_{i}/val_acc"] = val_acc[i]
+        if loss is not None:
+            extra[f"cv/fold_{i}/val_loss"] = loss
+    return FitResult(
+        train={key: mean_or_none(fold.train.get(key) for fold in folds) for key in folds[0].train},
+        val={"acc": extra["cv/val_acc_mean"], "loss": mean_or_none(val_loss)},
+        epochs=folds[0].epochs,
+        steps=sum(fold.steps for fold in folds),
+        extra=extra,
+    )
+
+
+def mean_or_none(values) -> float | None:
+    """The mean, or None when any fold lacks the number (a kNN has no loss)."""
+    values = list(values)
+    return None if any(v is None for v in values) else statistics.fmean(values)

@@ -1,0 +1,76 @@
+"""How the training images are divided to choose hyperparameters: one holdout, or k stratified folds.
+
+These are the `split` config group. The test images are never part of either: they stay for
+one final look at the chosen model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from visionlab.data.splits import holdout_indices
+from visionlab.errors import UserError
+
+log = logging.getLogger("visionlab")
+
+Partition = tuple[torch.Tensor, torch.Tensor]  # (train indices, val indices) into the training images
+
+
+@dataclass
+class Holdout:
+    """A seeded random `val_fraction` of the training images is val; the model trains on the rest."""
+
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        value = self.val_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise UserError(f"split.val_fraction={value!r} is out of range: use a number strictly between 0 and 1")
+
+    def partition(self, labels: torch.Tensor, seed: int) -> Partition:
+        return holdout_indices(len(labels), self.val_fraction, seed)
+
+
+@dataclass
+class KFold:
+    """k stratified folds: each is val once while a fresh model trains on the other k-1.
+
+    `final_test`: afterwards, retrain on all the training images and evaluate the test set once.
+    """
+
+    folds: int = 5
+    shuffle: bool = True
+    final_test: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise UserError(f"split.folds={self.folds!r} is invalid: use a whole number of at least 2, such as 5")
+        for key in ("shuffle", "final_test"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"split.{key}={getattr(self, key)!r} is invalid: use true or false")
+
+    def partitions(self, labels: torch.Tensor, seed: int) -> list[Partition]:
+        if self.folds > len(labels):
+            raise UserError(f"split.folds={self.folds} is more than the {len(labels):,} training images: use from 2 to {len(labels)} folds")
+        smallest = int(torch.bincount(labels).min())
+        if smallest < self.folds:
+            log.warning("split.folds=%d: the rarest class has only %d training images, so some val folds lack it", self.folds, smallest)
+        return stratified_folds(labels, self.folds, self.shuffle, seed)
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, shuffle: bool, seed: int) -> list[Partition]:
+    """(train, val) index pairs in which every image is val exactly once.
+
+    The images are lined up class by class (shuffled by `seed` within each class, or in index
+    order) and dealt to the folds in turn, so fold sizes, and each class's count in every fold,
+    differ by at most one.
+    """
+    n = len(labels)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    lined_up = order[torch.sort(labels[order], stable=True).indices]
+    fold_of = torch.empty(n, dtype=torch.long)
+    fold_of[lined_up] = torch.arange(n) % folds
+    return [((fold_of != f).nonzero().squeeze(1), (fold_of == f).nonzero().squeeze(1)) for f in range(folds)]

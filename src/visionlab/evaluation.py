@@ -1,0 +1,69 @@
+"""`vl-eval`: a saved model, rebuilt from its checkpoint alone, scored on one split.
+
+The checkpoint holds the resolved config, so the data are prepared exactly as in the run (same
+seed, same val split, same normalization): a run's last.pt scores its own test/acc exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from visionlab.config import build
+from visionlab.errors import UserError
+from visionlab.experiment import count_trainable, prepare_data
+from visionlab.training.checkpoint import load_checkpoint
+from visionlab.training.device import resolve_device
+from visionlab.training.loop import evaluate
+
+log = logging.getLogger("visionlab")
+
+SPLITS = ("test", "val", "train")
+
+
+def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = ()) -> dict[str, Any]:
+    """Metrics of the checkpoint at `path` (a file, or a run directory: its last.pt) on `split`.
+
+    `overrides` (key=value) change the stored config, e.g. dataset.root=… on another machine.
+    """
+    if split not in SPLITS:
+        raise UserError(f"split={split!r} is unknown: use test, val or train")
+    if path.is_dir():
+        path = path / "last.pt"
+    state = load_checkpoint(path)
+    cfg = OmegaConf.create(state["config"])
+    try:
+        cfg.merge_with_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)") from None
+    device = resolve_device(cfg.trainer.device)
+    _, splits = prepare_data(cfg, device)
+    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path} does not fit the model its config builds ({str(exc).splitlines()[0]})") from None
+    loss_fn = build(cfg, "loss") if count_trainable(model) else None
+    result = evaluate(model, getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
+    confusion = result["confusion"]
+    per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
+    return {
+        "checkpoint": str(path), "split": split,
+        f"{split}/acc": result["acc"], f"{split}/loss": result["loss"],
+        "per_class_acc": {name: acc for name, acc in zip(splits.classes, per_class.tolist())},
+        "confusion_matrix": confusion.tolist(),  # [true class][predicted class]
+        "classes": list(splits.classes),
+    }
+
+
+def write_report(metrics: dict[str, Any]) -> Path:
+    """`eval_<checkpoint>_<split>.json` next to the checkpoint."""
+    path = Path(metrics["checkpoint"])
+    out = path.with_name(f"eval_{path.stem}_{metrics['split']}.json")
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    return out

@@ -1,0 +1,197 @@
+"""The sweep report: every run under a folder in one table, best first, and summary.csv beside it.
+
+A run is a folder with a metrics.json or a `.hydra/` (a job that failed before writing its
+metrics has only the latter). The columns are the command-line overrides that differ between
+the runs, so a sweep's table shows exactly what it varied. Runs are ranked by their objective
+(higher is better for accuracies, lower for losses); test numbers stay out of the table, since
+choosing by them would spend the test set. `vl-report` prints it, and so does every multirun
+when it ends (`SweepReportCallback`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from visionlab.errors import UserError
+from visionlab.reporting.console import console
+
+log = logging.getLogger("visionlab")
+
+SUMMARY_FILE = "summary.csv"
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    overrides: dict[str, str]
+    objective: str | None  # as configured for the run (None: no .hydra/config.yaml)
+    metrics: dict[str, Any] = field(default_factory=dict)  # empty: no metrics.json
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "failed")  # a job that died before metrics.json: its train.log says why
+
+
+@dataclass
+class SweepReport:
+    root: Path
+    objective: str
+    runs: list[Run]  # best first; runs without a value of the objective last, in job order
+    columns: list[str]  # the overrides that differ between runs
+
+    def value(self, run: Run) -> float | None:
+        return run.metrics.get(self.objective) if run.status == "completed" else None
+
+    @property
+    def best(self) -> Run | None:
+        return self.runs[0] if self.runs and self.value(self.runs[0]) is not None else None
+
+    @property
+    def failed(self) -> list[Run]:
+        return [run for run in self.runs if run.status == "failed"]
+
+    def table(self) -> Table:
+        has_cv = any("cv/val_acc_mean" in run.metrics for run in self.runs)
+        table = Table(title=f"{len(self.runs)} runs under {self.root}, best {self.objective} first")
+        for name in ["", *self.columns, self.objective, *(["cv mean ± std"] if has_cv else []), "status", "run directory"]:
+            table.add_column(name, justify="right" if name in (self.objective, "cv mean ± std") else "left")
+        for run in self.runs:
+            value = self.value(run)
+            cells = ["best" if run is self.best else "", *(short(run.overrides.get(key, "")) for key in self.columns)]
+            cells.append("" if value is None else f"{value:.4f}")
+            if has_cv:
+                mean, std = run.metrics.get("cv/val_acc_mean"), run.metrics.get("cv/val_acc_std")
+                cells.append("" if mean is None else f"{mean:.4f} ± {std:.4f}")
+            cells += [run.status, str(self.relative(run))]
+            table.add_row(*cells, style="bold green" if run is self.best else None)
+        return table
+
+    def write_csv(self, path: Path) -> None:
+        """One row per run in the table's order: best (1 or 0), the overrides, status, then every metric."""
+        metric_keys = list(dict.fromkeys(key for run in self.runs for key in run.metrics if key != "status"))
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["rank", "best", "run_dir", *self.columns, "status", *metric_keys])
+            for rank, run in enumerate(self.runs, 1):
+                writer.writerow([
+                    rank, int(run is self.best), self.relative(run), *(run.overrides.get(key, "") for key in self.columns),
+                    run.status, *("" if run.metrics.get(key) is None else run.metrics[key] for key in metric_keys),
+                ])
+
+    def relative(self, run: Run) -> Path:
+        return run.run_dir.relative_to(self.root)
+
+
+def short(value: str) -> str:
+    """A number as 4 significant digits (an Optuna trial's lr has 17), anything else as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() else f"{number:.4g}"
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every run under `root`, in job order (folders compared number by number: 2 before 10)."""
+    folders = {p.parent for p in root.rglob("metrics.json")} | {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+    return [read_run(folder) for folder in sorted(folders, key=natural_key)]
+
+
+def natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def read_run(run_dir: Path) -> Run:
+    hydra_dir = run_dir / ".hydra"
+    overrides = _yaml(hydra_dir / "overrides.yaml") or []
+    config = _yaml(hydra_dir / "config.yaml") or {}
+    metrics = _yaml(run_dir / "metrics.json") or {}  # JSON is YAML
+    return Run(run_dir, dict(o.split("=", 1) for o in overrides if "=" in o), config.get("objective"), metrics)
+
+
+def _yaml(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} cannot be read ({exc.problem}): is it half written, or not a visionlab run file?") from None
+
+
+def build_report(root: Path, objective: str | None = None) -> SweepReport:
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder: give a sweep directory (outputs/multirun/<date>/<time>) or outputs/")
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"{root} holds no runs: no metrics.json and no .hydra/ below it")
+    if objective is None:
+        configured = sorted({run.objective for run in runs if run.objective})
+        if len(configured) > 1:
+            raise UserError(f"the runs under {root} have different objectives ({', '.join(configured)}): choose one with --objective")
+        objective = configured[0] if configured else "val/acc"
+    columns = [key for key in dict.fromkeys(k for run in runs for k in run.overrides)
+               if len({run.overrides.get(key) for run in runs}) > 1]
+    report = SweepReport(root, objective, runs, columns)
+    lower_is_better = objective.endswith("loss")
+    ranked = sorted((r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=not lower_is_better)
+    report.runs = ranked + [r for r in runs if report.value(r) is None]
+    return report
+
+
+def write_report(root: Path, objective: str | None = None) -> SweepReport:
+    """Print the table and write `root/summary.csv`."""
+    report = build_report(root, objective)
+    table = report.table()
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log file or a pipe gets whole cells, however wide
+        natural_width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        Console(width=max(console.width, natural_width)).print(table)
+    report.write_csv(root / SUMMARY_FILE)
+    if report.best is not None:
+        console.print(f"best {report.objective}: {report.value(report.best):.4f} in {report.best.run_dir}", markup=False, highlight=False)
+    if report.failed:
+        where = ", ".join(str(report.relative(run)) for run in report.failed)
+        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}", markup=False, highlight=False)
+    console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False)
+    return report
+
+
+class SweepReportCallback(Callback):
+    """Hydra callback: the sweep report when a multirun ends, also when a failed job or Ctrl-C cut it short.
+
+    Hydra calls `on_multirun_end` only after a sweep whose jobs all succeeded, so the report is
+    also registered to run at exit; whichever comes first writes it.
+    """
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        atexit.register(self.report)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.report()
+
+    def report(self) -> None:
+        sweep_dir, self.sweep_dir = self.sweep_dir, None
+        if sweep_dir is None or not sweep_dir.is_dir():
+            return
+        try:
+            write_report(sweep_dir)
+        except (UserError, OSError) as exc:  # the sweep's own results stand; only the report is missing
+            log.warning("sweep report: %s", exc)

@@ -1,0 +1,49 @@
+"""`trainer.precision`: the forward pass in float32, bfloat16 or float16, and the gradient scaler fp16 needs.
+
+bf16 and fp16 run the forward pass and the loss under `torch.autocast`: matrix products and
+convolutions in 16 bits, reductions and the loss in float32, the weights and the optimizer in
+float32 throughout. float16's narrow range lets small gradients underflow to zero, so fp16 also
+scales the loss up before backward and the gradients down before the step (`GradScaler`), skipping
+a step whose gradients overflowed. At 32 every method here is a no-op.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from visionlab.errors import UserError
+
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    def __init__(self, precision: str | int = "32", device: torch.device = torch.device("cpu")):
+        self.name = str(precision)
+        self.dtype = PRECISIONS[self.name]
+        self.device_type = device.type
+        if self.dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16: use 32 or fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
+
+    def autocast(self) -> torch.autocast:
+        """The context the forward pass and the data loss run in."""
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """True gradients in place, before anything reads them (clipping); once per step at most."""
+        self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, float | int]:
+        """The scaler's scale and growth counter (empty unless fp16): a resumed run scales as the stopped one would have."""
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        if state:
+            self.scaler.load_state_dict(state)

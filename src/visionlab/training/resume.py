@@ -1,0 +1,128 @@
+"""`resume=PATH` and `resume=auto`: carry a stopped run on in its own directory, with its own config.
+
+Hydra picks the run directory before any of our code runs, so `vl-train` rewrites its arguments
+first (`resume_arguments`): the stopped run's overrides, `hydra.run.dir` set to its directory, and
+`resume=` naming the checkpoint. Then `experiment.run` loads that checkpoint (`load_resume_state`).
+In a multirun, `resume=auto` makes each job carry on from a last.pt already in its own directory,
+which is what a requeued SLURM job finds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from visionlab.errors import UserError
+from visionlab.training.checkpoint import load_checkpoint
+
+log = logging.getLogger("visionlab")
+
+RUNS_ROOT = Path("outputs")  # where `resume=auto` looks for single runs (conf/train.yaml's hydra.run.dir)
+UNFINISHED = (None, "interrupted")  # metrics.json status of a run worth resuming (None: no metrics.json yet)
+
+
+def resume_arguments(args: list[str]) -> list[str]:
+    """Command-line overrides with `resume=PATH|auto` turned into the stopped run's own ones."""
+    value = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
+    if value in (None, "null", ""):
+        return args
+    others = [a for a in args if not a.startswith("resume=") and not is_hydra_setting(a)]
+    hydra_args = [a for a in args if is_hydra_setting(a) and not a.startswith("hydra.run.dir=")]
+    if "-m" in args or "--multirun" in args:
+        if value != "auto":
+            raise UserError(f"resume={value} resumes a single run: in a multirun use resume=auto (each job carries on from its own last.pt)")
+        return args
+    if value == "auto":
+        run_dir = latest_unfinished(RUNS_ROOT, others)
+        if run_dir is None:
+            return args  # a new run, which says so when it starts
+        checkpoint = run_dir / "last.pt"
+    else:
+        if others:
+            raise UserError(f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})")
+        checkpoint = checkpoint_path(Path(value))
+        run_dir = checkpoint.parent
+    return [*saved_overrides(run_dir), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
+
+
+def is_hydra_setting(arg: str) -> bool:
+    """hydra.* overrides (also ~ and + ones) leave the run's config alone."""
+    return arg.lstrip("~+").startswith("hydra.")
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run directory means its last.pt."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        path = path / "last.pt"
+        if not path.is_file():
+            raise UserError(f"{path.parent} has no last.pt: the run stopped before its first checkpoint, so start it again")
+    elif not path.is_file():
+        raise UserError(f"resume={path} does not exist: give a run directory or its last.pt")
+    return path
+
+
+def saved_overrides(run_dir: Path) -> list[str]:
+    """The stopped run's command-line overrides, minus the ones this module adds."""
+    file = run_dir / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return []
+    overrides = list(OmegaConf.load(file))
+    return [str(o) for o in overrides if not str(o).startswith(("resume=", "hydra.run.dir="))]
+
+
+def run_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def latest_unfinished(root: Path, overrides: list[str]) -> Path | None:
+    """The newest run under root with a last.pt, not completed, started with the same overrides."""
+    wanted = sorted(overrides)
+    candidates = [
+        last.parent for last in root.glob("*/*/last.pt")
+        if run_status(last.parent) in UNFINISHED
+        and sorted(o for o in saved_overrides(last.parent) if not is_hydra_setting(o)) == wanted
+    ]
+    return max(candidates, key=lambda d: (d / "last.pt").stat().st_mtime, default=None)
+
+
+def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint this run carries on from, or None for a new run."""
+    value = cfg.get("resume")
+    if value is None:
+        return None
+    if value == "auto":
+        path = run_dir / "last.pt"
+        if not path.is_file() or run_status(run_dir) not in UNFINISHED:
+            log.info("resume=auto: no unfinished run with these overrides to carry on, so this is a new run")
+            return None
+    else:
+        path = checkpoint_path(Path(value))
+        if run_status(path.parent) == "completed":
+            raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
+        if run_status(path.parent) == "diverged":
+            raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
+    state = load_checkpoint(path)
+    if "position" not in state:
+        raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
+    log.info("resuming from %s: epoch %d, step %d", path, state["position"]["epoch"], state["position"]["step"])
+    return state
+
+
+def resume_config(state: dict[str, Any], composed: DictConfig) -> DictConfig:
+    """The config the stopped run had, whatever conf/ says today (with today's `resume`)."""
+    stored = OmegaConf.create(state["config"])
+    stored.resume = composed.resume
+    today = OmegaConf.to_container(composed, resolve=True)
+    today["resume"] = None
+    before = dict(state["config"], resume=None)
+    if today != before:
+        log.warning("conf/ has changed since this run started: it carries on with the config stored in its checkpoint")
+    return stored

@@ -1,0 +1,142 @@
+"""Long runs: a real `vl-train` killed or signalled mid-run, then resumed, ends as if never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, VL_TRAIN, read_metrics, run_cli
+
+# Long enough epochs (38 steps of 16 images) that a signal sent at a logged step lands mid-epoch.
+LONG_EPOCHS = [*TINY, "trainer.epochs=3", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
+
+
+def start(args: list[str], run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def send_at(process: subprocess.Popen, line_start: str, signum: int) -> None:
+    """Send `signum` as soon as the run prints a line starting with `line_start` (a step of epoch 2)."""
+    for line in process.stdout:
+        if line_start in line:
+            process.send_signal(signum)
+            return
+    raise AssertionError(f"the run never printed {line_start!r}: {process.stderr.read()}")
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "seconds"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = run_cli(LONG_EPOCHS, run_dir)
+    assert result.returncode == 0, result.stderr
+    return read_metrics(run_dir)
+
+
+@pytest.mark.parametrize("every_steps", [None, 7], ids=["epoch-checkpoints", "step-checkpoints"])
+def test_sigkill_mid_epoch_then_resume_ends_identical(tmp_path, uninterrupted, every_steps):
+    run_dir = tmp_path / "run"
+    extra = [] if every_steps is None else [f"trainer.checkpoint_every_steps={every_steps}"]
+    process = start([*LONG_EPOCHS, *extra], run_dir)
+    send_at(process, "epoch 2 step 48", signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()
+    position = torch.load(run_dir / "last.pt", weights_only=True)["position"]
+    assert position["epoch"] == 2, "killed during epoch 2, after epoch 1's checkpoint"
+    if every_steps:
+        assert position["batch"] > 0 and position["step"] % every_steps == 0  # a mid-epoch checkpoint
+
+    resumed = run_cli([f"resume={run_dir}"], run_dir.parent / "elsewhere")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in (run_dir / "train.log").read_text()
+    assert without_timing(read_metrics(run_dir)) == without_timing(uninterrupted)
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    for tag in ("train/loss", "val/acc"):
+        steps = [e.step for e in events.Scalars(tag)]
+        assert steps == sorted(set(steps)), f"{tag} has a step twice after resuming: {steps}"
+    assert len(events.Scalars("val/acc")) == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2])
+def test_a_signal_stops_at_a_step_saves_and_resumes(tmp_path, uninterrupted, signum):
+    run_dir = tmp_path / "run"
+    process = start(LONG_EPOCHS, run_dir)
+    send_at(process, "epoch 2 step 42", signum)
+    assert process.wait(timeout=60) == 128 + signum
+    stderr = process.stderr.read()
+    assert f"received {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs"] == 1
+    assert metrics["test/acc"] is None, "a stopped run has not looked at test"
+    assert torch.load(run_dir / "last.pt", weights_only=True)["position"]["batch"] > 0  # saved mid-epoch
+
+    resumed = run_cli([f"resume={run_dir / 'last.pt'}"], run_dir.parent / "again")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_metrics(run_dir)) == without_timing(uninterrupted)
+
+
+def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp_path, uninterrupted):
+    args = [*LONG_EPOCHS]
+    process = subprocess.Popen(
+        [str(VL_TRAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    send_at(process, "epoch 2 step 42", signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    (stopped,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/last.pt")]
+
+    other = subprocess.run([str(VL_TRAIN), "resume=auto", *args, "seed=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0 and "no unfinished run" in other.stdout  # different overrides: a new run
+
+    time.sleep(1.1)  # a new run directory name (seconds resolution) would collide otherwise
+    again = subprocess.run([str(VL_TRAIN), "resume=auto", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from {stopped / 'last.pt'}" in again.stdout
+    assert without_timing(read_metrics(stopped)) == without_timing(uninterrupted)
+
+
+def test_a_diverging_run_stops_with_exit_code_3(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli([*TINY, "model=linear", "loss=mse", "optimizer=sgd", "optimizer.lr=1e10", "scheduler=none"], run_dir)
+    assert result.returncode == 3, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and "diverged" in error_lines[0] and "optimizer.lr" in error_lines[0]
+    assert "lr 1e+10" in error_lines[0] and "step" in error_lines[0]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "diverged" and metrics["test/acc"] is None
+
+
+def test_resuming_a_completed_run_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli([*TINY, "model=linear"], run_dir).returncode == 0
+    result = run_cli([f"resume={run_dir}"], tmp_path / "again")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "error: resume=" in line and "already completed" in line
+
+
+def test_the_log_file_has_every_line_the_terminal_had(tmp_path):
+    """For nohup and tmux users: train.log alone tells the whole story."""
+    run_dir = tmp_path / "run"
+    result = run_cli([*TINY, "model=linear"], run_dir)
+    assert result.returncode == 0
+    log_text = (run_dir / "train.log").read_text()
+    terminal = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    missing = [line for line in terminal if line not in log_text]
+    assert not missing, missing
+    assert "test/acc" in log_text and "step 5 loss" in log_text

@@ -1,0 +1,85 @@
+"""`vl-report` and the sweep report it shares with the multirun callback, on hand-made run folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from visionlab.errors import UserError
+from visionlab.reporting.sweep_report import build_report, write_report
+
+VL_REPORT = Path(sys.executable).parent / "vl-report"
+
+
+def make_run(run_dir: Path, overrides: list[str], metrics: dict | None, objective: str = "val/acc") -> None:
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": 0}))
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps({"status": "completed", **metrics}))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """Jobs 0..10 in folders 0, 1, ..., 10: lr varies, model is the same; job 2 failed, job 10 diverged."""
+    for job in range(11):
+        lr = f"0.{job + 1:02d}"
+        if job == 2:
+            make_run(tmp_path / "2", ["model=mlp", f"optimizer.lr={lr}"], None)
+        elif job == 10:
+            make_run(tmp_path / "10", ["model=mlp", f"optimizer.lr={lr}"], {"status": "diverged", "val/acc": None, "val/loss": None})
+        else:
+            make_run(tmp_path / str(job), ["model=mlp", f"optimizer.lr={lr}"], {"val/acc": job / 10, "val/loss": 2 - job / 10})
+    return tmp_path
+
+
+def test_runs_are_ranked_by_the_objective_with_the_varied_overrides_as_columns(sweep):
+    report = build_report(sweep)
+    assert report.objective == "val/acc" and report.columns == ["optimizer.lr"]
+    assert [run.run_dir.name for run in report.runs] == ["9", "8", "7", "6", "5", "4", "3", "1", "0", "2", "10"]
+    assert report.best.run_dir.name == "9" and [run.run_dir.name for run in report.failed] == ["2"]
+    assert report.runs[-1].status == "diverged"
+
+
+def test_a_loss_objective_ranks_the_lowest_first(sweep):
+    report = build_report(sweep, "val/loss")
+    assert [run.run_dir.name for run in report.runs][:2] == ["9", "8"]
+    assert report.value(report.best) == pytest.approx(1.1)
+
+
+def test_summary_csv_marks_the_best_and_keeps_every_metric(sweep, capsys):
+    write_report(sweep)
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run_dir"] for row in rows][:2] == ["9", "8"]
+    assert [row["best"] for row in rows].count("1") == 1 and rows[0]["best"] == "1"
+    assert rows[0]["optimizer.lr"] == "0.10" and rows[0]["val/acc"] == "0.9" and rows[0]["val/loss"] == "1.1"
+    assert (rows[-2]["status"], rows[-2]["val/acc"]) == ("failed", "")
+    out = capsys.readouterr().out
+    assert "11 runs under" in out and "best val/acc: 0.9000" in out and "1 run(s) failed" in out
+
+
+def test_runs_with_different_objectives_need_one_named(tmp_path):
+    make_run(tmp_path / "a", ["objective=val/acc"], {"val/acc": 0.5})
+    make_run(tmp_path / "b", ["objective=val/loss"], {"val/loss": 0.7}, objective="val/loss")
+    with pytest.raises(UserError, match="different objectives .*--objective"):
+        build_report(tmp_path)
+    assert build_report(tmp_path, "val/acc").best.run_dir.name == "a"
+
+
+def test_vl_report_prints_the_table_and_fails_in_one_line(sweep, tmp_path):
+    result = subprocess.run([str(VL_REPORT), str(sweep), "--objective", "val/loss"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "best val/loss: 1.1000" in result.stdout and (sweep / "summary.csv").is_file()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([str(VL_REPORT), str(empty)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {empty} holds no runs: no metrics.json and no .hydra/ below it"

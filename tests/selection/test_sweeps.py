@@ -1,0 +1,135 @@
+"""Multiruns through the real `vl-train -m`: grid sweeps, a failing job, Optuna with sqlite, launchers."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import CONF_DIR, TINY, read_metrics, run_cli
+
+NO_PICTURES = ["logging.data_preview=false", "logging.confusion_every_n_epochs=0", "logging.first_layer_every_n_epochs=0",
+               "logging.mistakes_every_n_epochs=0", "logging.neighbours=false", "logging.graph=false"]
+KNN = [*TINY, *NO_PICTURES, "model=knn"]
+
+
+def summary_rows(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def hparams_of(run_dir: Path) -> tuple[dict, set[str]]:
+    """The hyperparameters and metric tags a run shows in TensorBoard's HParams tab."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    values = {key: value.number_value if value.HasField("number_value") else value.string_value for key, value in start.hparams.items()}
+    return values, {info.name.tag for info in experiment.metric_infos}
+
+
+def test_grid_sweep_of_kfold_knn_writes_each_job_and_a_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", *KNN, "model.k=1,3,5", "split=kfold", "split.folds=3", f"hydra.sweep.dir={sweep}"], sweep)
+    assert result.returncode == 0, result.stderr
+
+    accs = {k: read_metrics(sweep / str(job))["cv/val_acc_mean"] for job, k in enumerate((1, 3, 5))}
+    rows = summary_rows(sweep)
+    assert [row["model.k"] for row in rows] == [str(k) for k in sorted(accs, key=lambda k: -accs[k])]  # best first
+    assert [row["best"] for row in rows] == ["1", "0", "0"]
+    assert float(rows[0]["cv/val_acc_mean"]) == max(accs.values())
+    assert "split" not in rows[0]  # the same in every job: not a column
+    assert "3 runs under" in result.stdout and " ± " in result.stdout  # the table, printed by the Hydra callback
+
+    values, metrics = hparams_of(sweep / "1")
+    assert values["model.k"] == 3 and values["model"] == "knn" and values["split"] == "kfold"
+    assert {"val/acc", "cv/val_acc_mean", "cv/val_acc_std"} <= metrics and "val/loss" not in metrics
+
+
+def test_a_failing_job_does_not_lose_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", *KNN, "model.k=1,0,3", f"hydra.sweep.dir={sweep}"], sweep)
+    assert result.returncode == 2  # the failed job's exit code: bad config
+    assert "model.k=0 is invalid" in result.stderr
+    assert read_metrics(sweep / "0")["status"] == "completed" and read_metrics(sweep / "2")["status"] == "completed"
+    rows = summary_rows(sweep)
+    assert [(row["model.k"], row["status"]) for row in rows][-1] == ("0", "failed")  # listed, last
+    assert {row["model.k"] for row in rows[:2]} == {"1", "3"}
+    assert "1 run(s) failed" in result.stdout
+
+
+def test_optimizer_grid_from_the_issue_sweeps_six_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, *NO_PICTURES, "model=linear", "trainer.epochs=1",
+            "optimizer=sgd,adam", "optimizer.lr=0.1,0.01,0.001", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args, sweep)
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(sweep)
+    assert len(rows) == 6 and {(r["optimizer"], r["optimizer.lr"]) for r in rows} == {
+        (o, lr) for o in ("sgd", "adam") for lr in ("0.1", "0.01", "0.001")}
+    accs = [float(r["val/acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)
+
+
+def test_optuna_search_with_sqlite_storage_resumes_a_stopped_study(tmp_path):
+    """Two trials, then a launch that died in its third trial, then the same search again: it finishes the study."""
+    search = tmp_path / "outputs" / "search" / "knn_optuna"
+    args = ["-m", "hparams_search=knn_optuna", *KNN, "dataset.train_size=300"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=2"], tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    storage = f"sqlite:///{search / 'optuna.db'}"
+    optuna.load_study(study_name="knn_optuna", storage=storage).ask()  # what a killed launch leaves: trial 2 running
+
+    second = run_cli([*args, "hydra.sweeper.n_trials=3"], tmp_path / "second")
+    assert second.returncode == 0, second.stderr
+    assert "2 trials done (left running by a stopped launch, now failed: [2]), 1 to go" in second.stdout
+
+    trials = optuna.load_study(study_name="knn_optuna", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert sorted(p.name for p in search.iterdir() if p.is_dir()) == ["0", "1", "3"]  # job N is trial N: nothing overwritten
+    for number in (0, 1, 3):
+        overrides = yaml.safe_load((search / str(number) / ".hydra" / "overrides.yaml").read_text())
+        assert {f"{key}={value}" for key, value in trials[number].params.items()} <= set(overrides)
+        assert read_metrics(search / str(number))["val/acc"] == pytest.approx(trials[number].value)
+    assert len(summary_rows(search)) == 3
+
+
+def test_joblib_runs_two_jobs_in_parallel_processes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *KNN, "model.k=1,3", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args, sweep)
+    assert result.returncode == 0, result.stderr
+    pids = {job: event_file_pid(sweep / job) for job in ("0", "1")}
+    assert pids["0"] != pids["1"], "each job ran in its own worker process"
+    assert len(summary_rows(sweep)) == 2
+
+
+def test_submitit_local_runs_two_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "hydra/launcher=submitit_local", *KNN, "model.k=1,3", f"hydra.sweep.dir={sweep}"], sweep)
+    assert result.returncode == 0, result.stderr
+    assert [read_metrics(sweep / job)["status"] for job in ("0", "1")] == ["completed", "completed"]
+    assert any((sweep / ".submitit").iterdir())  # submitit's own job folders
+    assert len(summary_rows(sweep)) == 2
+
+
+def test_slurm_example_launcher_composes_with_its_cluster_settings():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min, launcher.mem_gb) == ("gpu", 1, 120, 16)
+
+
+def event_file_pid(run_dir: Path) -> int:
+    """TensorBoard names its files events.out.tfevents.<time>.<host>.<pid>.<n>."""
+    (name,) = [p.name for p in run_dir.glob("events.out.tfevents.*")]
+    return int(re.match(r"events\.out\.tfevents\.\d+\..+\.(\d+)\.\d+$", name)[1])

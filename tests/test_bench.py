@@ -1,0 +1,68 @@
+"""The benchmarks run: `make bench`'s runner with --quick runs every script's smoke run once.
+
+Speed is what the benchmarks report, never what the suite asserts: these tests check that every
+script runs, that its rows land in the one table with figures in them, and that missing data
+skips a benchmark with a message instead of failing it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCH = REPO / "bench"
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The final table's rows, by benchmark name (the first table cell)."""
+    final = stdout.rsplit("## all benchmarks", 1)[1]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in final.splitlines() if line.startswith("| ")]
+    return {row[0]: row[1:] for row in cells[1:]}  # without the header
+
+
+@pytest.mark.slow
+def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root):
+    done = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--mnist", str(shared_data), "--cifar", str(cifar_root)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = table_rows(done.stdout)
+    assert "machine: " in done.stdout and "torch " in done.stdout and "device " in done.stdout
+
+    def row(pattern: str) -> list[str]:
+        (name,) = [name for name in rows if re.search(pattern, name)]
+        return rows[name]
+
+    ours, baseline, ratio = row(r"^MNIST CNN: time to >= 99\.0% test accuracy")
+    assert re.search(r"test/acc \d+\.\d+%", ours) and re.match(r"\d+ \(extrapolated to 5 epochs", baseline)
+    for model in ("MNIST linear", "MNIST mlp", "MNIST cnn", "CIFAR-10 cnn"):
+        ours, baseline, ratio = row(rf"^throughput: {model}, training samples/s")
+        assert re.fullmatch(r"[\d,]+", ours) and re.match(r"[\d,]+ \(DataLoader\)", baseline) and re.fullmatch(r"\d+\.\dx", ratio)
+        ours, baseline, _ = row(rf"^throughput: {model}, data path's share")
+        assert re.fullmatch(r"\d+\.\d%", ours) and re.match(r"\d+\.\d% \(DataLoader\)", baseline)
+    for setting in ("trainer.precision=bf16", "trainer.channels_last=false"):
+        assert re.fullmatch(r"\d+\.\d\dx", row(rf"^fast path: .*{re.escape(setting)}")[2])
+    ours, baseline, overhead = row(r"^start-up: command to the end of training step 1")
+    assert ours.endswith("(vl-train)") and baseline.endswith("(bare script)") and re.fullmatch(r"[+-]\d+\.\d\d s overhead", overhead)
+    for dataset in ("MNIST", "CIFAR-10"):
+        ours, baseline, _ = row(rf"^memory: peak RSS, {dataset} CNN")
+        assert re.fullmatch(r"[\d,]+", ours) and "torch alone" in baseline
+    ours, baseline, agreement = row(r"^kNN MNIST vs scikit-learn brute force: L2, k=3: test accuracy")
+    assert agreement.startswith("agreement") and ours.endswith("%") and baseline.endswith("%")
+    assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
+
+
+def test_missing_data_skips_a_benchmark_with_its_reason(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(BENCH / "startup.py"), "--quick", "--mnist", str(tmp_path / "nowhere"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["benchmark"] == "start-up"
+    assert row["ours"].startswith("skipped: MNIST not found") and str(tmp_path / "nowhere" / "MNIST" / "raw") in row["ours"]
+    assert "skipped: MNIST not found" in done.stderr

@@ -1,0 +1,115 @@
+"""The fast paths: trainer.precision, trainer.channels_last, trainer.compile and trainer.threads.
+
+They may change speed, never what a checkpoint holds or how a resumed run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.cli.test_resume import LONG_EPOCHS, send_at, start, without_timing
+from tests.conftest import read_metrics, run_cli
+from visionlab.models.cnn import CNN
+from visionlab.training.precision import Precision
+from visionlab.training.speed import configure_torch, prepare_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("precision,dtype", [("32", torch.float32), (32, torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_precision_sets_the_forward_pass_dtype(precision, dtype):
+    layer = torch.nn.Linear(8, 3)
+    mixed = Precision(precision, CPU)
+    with mixed.autocast():
+        scores = layer(torch.randn(4, 8))
+        loss = F.cross_entropy(scores, torch.tensor([0, 1, 2, 0]))
+    assert scores.dtype == dtype
+    assert loss.dtype == torch.float32, "the loss is reduced in float32 under every precision"
+    assert layer.weight.dtype == torch.float32, "weights stay float32"
+    assert mixed.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_fp16_skips_a_step_whose_gradients_overflow_and_backs_off():
+    torch.manual_seed(0)
+    model = CNN((1, 28, 28), 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mixed = Precision("fp16", CPU)
+    images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+
+    def step(loss_factor: float) -> torch.Tensor:
+        before = model.classifier[-1].weight.detach().clone()
+        with mixed.autocast():
+            loss = F.cross_entropy(model(images), labels) * loss_factor
+        optimizer.zero_grad()
+        mixed.backward(loss)
+        mixed.step(optimizer)
+        return before
+
+    before = step(1e6)  # x 65536: float16 gradients overflow
+    assert torch.equal(model.classifier[-1].weight, before), "the overflowing step is skipped"
+    assert mixed.state_dict()["scale"] == 32768.0
+    before = step(1.0)
+    assert not torch.equal(model.classifier[-1].weight, before), "a finite step is taken"
+    restored = Precision("fp16", CPU)
+    restored.load_state_dict(mixed.state_dict())
+    assert restored.state_dict() == mixed.state_dict() and restored.state_dict()["_growth_tracker"] == 1
+    assert Precision("32", CPU).state_dict() == {}
+
+
+def test_compile_and_channels_last_keep_the_module_and_its_state_dict_keys():
+    model = CNN((3, 32, 32), 10)
+    keys = list(model.state_dict())
+    reference = CNN((3, 32, 32), 10)
+    reference.load_state_dict(model.state_dict())
+    prepare_model(model, channels_last=True, compile=True)
+    assert type(model) is CNN and list(model.state_dict()) == keys, "no torch.compile wrapper, no _orig_mod. prefix"
+    conv = model.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    reference.load_state_dict(model.state_dict())  # a checkpoint of it loads into a plain model
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), model.state_dict().values()))
+
+
+def test_channels_last_computes_the_same_scores():
+    torch.manual_seed(0)
+    model = CNN((3, 32, 32), 10).eval()
+    images = torch.randn(8, 3, 32, 32)
+    before = model(images)
+    prepare_model(model, channels_last=True, compile=False)
+    assert torch.allclose(model(images), before, atol=1e-5)
+
+
+def test_threads_default_to_the_cores_this_process_may_use():
+    original = torch.get_num_threads()
+    try:
+        configure_torch(CPU, None)
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        configure_torch(CPU, 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(original)
+
+
+@pytest.mark.slow
+def test_fp16_run_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
+    """The loss scale is part of the training state: a resumed fp16 run must not restart it at 65536."""
+    args = [*LONG_EPOCHS, "trainer.precision=fp16", "trainer.channels_last=true"]
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_cli(args, uninterrupted).returncode == 0
+    assert read_metrics(uninterrupted)["test/acc"] is not None
+
+    run_dir = tmp_path / "run"
+    process = start([*args, "trainer.checkpoint_every_steps=7"], run_dir)
+    send_at(process, "epoch 2 step 48", signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["position"]["batch"] > 0, "a mid-epoch checkpoint"
+    assert state["scaler"]["scale"] < 65536.0, "the scale has backed off, so restarting it would change the run"
+
+    resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(uninterrupted))
