@@ -1,7 +1,7 @@
 """Memory: peak resident set size of `vl-train` on MNIST and CIFAR-10, against torch's own footprint.
 
-    .venv/bin/python bench/memory.py            # one epoch of the default CNN on each dataset
-    .venv/bin/python bench/memory.py --quick    # 2,000 training images
+    .venv/bin/python bench/memory.py            # one epoch of the default CNN on each dataset, median of 3 runs
+    .venv/bin/python bench/memory.py --quick    # 2,000 training images, one run
 
 Ours is `vl-train dataset=<name> model=cnn trainer.epochs=1` (every other default). The torch
 baseline is a process that imports torch and trains and evaluates the same CNN (channels-last, as
@@ -10,13 +10,15 @@ tensors: what torch itself needs, with no dataset and no runner.
 The target is that baseline plus twice the dataset's uint8 pixels (train and test), so that the
 data copies and everything the runner loads (Hydra, TensorBoard, matplotlib, rich) fit in 2x the
 data. Peak RSS is the kernel's count for the finished child (`os.wait4`'s ru_maxrss, what
-`/usr/bin/time -v` reports as "Maximum resident set size").
+`/usr/bin/time -v` reports as "Maximum resident set size"). It varies by a few tens of MiB from run
+to run (allocator and thread timing), so each figure is the median of --repeat runs.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,17 +73,22 @@ def rows(args) -> list[Row]:
         small = ["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else []
         if args.quick:
             images = 2500
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = peak_mib([str(VL_TRAIN), f"dataset={name}", f"dataset.root={root}", "model=cnn", "trainer.epochs=1",
-                             *small, f"hydra.run.dir={tmp}/run"])
+        runs = 1 if args.quick else args.repeat
         trainer = compose_train().trainer
-        torch_alone = peak_mib([sys.executable, "-c", TORCH_ALONE, "x".join(map(str, shape)), str(trainer.batch_size), str(trainer.eval_batch_size)])
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = statistics.median(
+                peak_mib([str(VL_TRAIN), f"dataset={name}", f"dataset.root={root}", "model=cnn", "trainer.epochs=1",
+                          *small, f"hydra.run.dir={tmp}/{run}"]) for run in range(runs))
+        torch_alone = statistics.median(
+            peak_mib([sys.executable, "-c", TORCH_ALONE, "x".join(map(str, shape)), str(trainer.batch_size), str(trainer.eval_batch_size)])
+            for _ in range(runs))
         data = images * math.prod(shape) / 2**20
         target = torch_alone + 2 * data
         shown = "MNIST" if name == "mnist" else "CIFAR-10"
         quick = " (--quick: 2,500 images)" if args.quick else ""
+        every = f" (median of {runs})" if runs > 1 else ""
         out.append(Row(
-            f"memory: peak RSS, {shown} CNN, 1 epoch, MiB{quick}", f"{ours:,.0f}",
+            f"memory: peak RSS, {shown} CNN, 1 epoch, MiB{quick}{every}", f"{ours:,.0f}",
             f"{target:,.0f} target = {torch_alone:,.0f} (torch alone, same CNN) + 2 x {data:,.0f} (uint8 pixels)",
             f"{ours / target:.2f} of target; ours - torch = {(ours - torch_alone) / data:.2f}x the pixels",
         ))
@@ -89,4 +96,6 @@ def rows(args) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main("memory", rows, parser(__doc__).parse_args())
+    cli = parser(__doc__)
+    cli.add_argument("--repeat", type=int, default=3, help="runs of each command; the median is kept")
+    main("memory", rows, cli.parse_args())

@@ -8,8 +8,9 @@ included), the bare script `bench/bare_mnist_step.py` (import torch, read MNIST,
 one Adam step). Each is started in a fresh process and timed from launch until it prints the loss of
 step 1, then killed. The difference is what the runner adds before training: Hydra, the run
 directory and log, validation, the train/val split and its statistics, TensorBoard, the data
-preview and the model graph. The second row times the imports alone: `import visionlab.cli,
-visionlab.experiment` (everything vl-train loads before its first step) against `import torch`.
+preview and the model graph; the second row turns those two pictures off. The third times the
+imports alone: `import visionlab.cli, visionlab.experiment` (the modules every run loads)
+against `import torch`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import time
 from pathlib import Path
 
 from common import REPO, VL_TRAIN, Row, main, mnist_root, parser
+
+# The two pictures drawn before the first step: the data preview (which imports matplotlib) and the model graph.
+START_PICTURES_OFF = ["logging.data_preview=false", "logging.graph=false"]
 
 
 def seconds_to_line(command: list[str], marker: str) -> float:
@@ -48,21 +52,26 @@ def seconds_to_exit(command: list[str]) -> float:
 def rows(args) -> list[Row]:
     root = mnist_root(args.mnist)
     launches = 1 if args.quick else args.repeat
-    ours, bare, ours_imports, torch_import = [], [], [], []
+    ours, no_start_pictures, bare, ours_imports, torch_import = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for launch in range(launches):  # alternating, so a burst of load hits both
-            ours.append(seconds_to_line([str(VL_TRAIN), "dataset=mnist", f"dataset.root={root}", "model=cnn",
-                                         "trainer.log_every_n_steps=1", f"hydra.run.dir={Path(tmp) / str(launch)}"], "epoch 1 step 1 loss"))
+            command = [str(VL_TRAIN), "dataset=mnist", f"dataset.root={root}", "model=cnn", "trainer.log_every_n_steps=1"]
+            ours.append(seconds_to_line([*command, f"hydra.run.dir={Path(tmp) / str(launch)}"], "epoch 1 step 1 loss"))
+            no_start_pictures.append(seconds_to_line([*command, *START_PICTURES_OFF, f"hydra.run.dir={Path(tmp) / f'{launch}-off'}"],
+                                                     "epoch 1 step 1 loss"))
             bare.append(seconds_to_line([sys.executable, str(REPO / "bench" / "bare_mnist_step.py"), str(root)], "step 1 loss"))
             ours_imports.append(seconds_to_exit([sys.executable, "-c", "import visionlab.cli, visionlab.experiment"]))
             torch_import.append(seconds_to_exit([sys.executable, "-c", "import torch"]))
-    fastest = {name: min(times) for name, times in
-               {"ours": ours, "bare": bare, "ours_imports": ours_imports, "torch_import": torch_import}.items()}
+    fastest = {name: min(times) for name, times in {"ours": ours, "no_start_pictures": no_start_pictures, "bare": bare,
+                                                     "ours_imports": ours_imports, "torch_import": torch_import}.items()}
     every = f" (fastest of {launches})" if launches > 1 else ""
     return [
         Row(f"start-up: command to the end of training step 1, MNIST CNN, s{every}",
             f"{fastest['ours']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
             f"+{fastest['ours'] - fastest['bare']:.2f} s overhead"),
+        Row(f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}",
+            f"{fastest['no_start_pictures']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
+            f"+{fastest['no_start_pictures'] - fastest['bare']:.2f} s overhead"),
         Row(f"start-up: imports alone, s{every}", f"{fastest['ours_imports']:.2f} (visionlab.cli + experiment)",
             f"{fastest['torch_import']:.2f} (torch)", f"+{fastest['ours_imports'] - fastest['torch_import']:.2f} s"),
     ]

@@ -69,10 +69,10 @@ def holdout_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tenso
 
 
 def channel_stats(images: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in [0, 1] units, `chunk` images at a time (default: 32 MB of float64),
+    """Per-channel mean and std in [0, 1] units, `chunk` images at a time (default: 8 MB of float64),
     so no float copy of the whole set is made: the run's peak memory stays near the uint8 data's."""
     c = images.shape[1]
-    chunk = chunk or max(1, 2**22 // images[0].numel())
+    chunk = chunk or max(1, 2**20 // images[0].numel())
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     for start in range(0, len(images), chunk):
