@@ -10,7 +10,7 @@ import torch
 from visionlab.data import holdout_indices, make_splits
 from visionlab.data.cifar10 import CIFAR10
 from visionlab.data.files import ensure_files
-from visionlab.data.mnist import MNIST
+from visionlab.data.mnist import FILES as MNIST_FILES, MNIST
 from visionlab.data.splits import channel_stats
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
@@ -82,6 +82,25 @@ def test_mnist_reads_the_standard_idx_files(shared_data):
     assert raw.train.images.shape == (60000, 1, 28, 28) and raw.test.images.shape == (10000, 1, 28, 28)
     assert raw.train.images.dtype == torch.uint8 and raw.classes == [str(i) for i in range(10)]
     assert torch.bincount(raw.test.labels).tolist()[:3] == [980, 1135, 1032]  # the official test set
+
+
+
+def test_mnist_idx_reader_gives_torchvisions_arrays(shared_data):
+    import torchvision
+
+    raw = MNIST(root=str(shared_data), download=False).read()
+    for part, train in ((raw.train, True), (raw.test, False)):
+        reference = torchvision.datasets.MNIST(str(shared_data), train=train, download=False)
+        assert torch.equal(part.images[:, 0], reference.data) and torch.equal(part.labels, reference.targets)
+
+
+def test_truncated_mnist_file_is_a_clear_error(tmp_path, shared_data):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (raw / name).write_bytes((shared_data / "MNIST" / "raw" / name).read_bytes()[:5000])
+    with pytest.raises(UserError, match="train-images-idx3-ubyte does not hold the 47,040,000 bytes its header announces"):
+        MNIST(root=str(tmp_path), download=False).load()
 
 
 def test_cifar10_reads_a_rebuilt_copy_without_checksums(cifar_root):

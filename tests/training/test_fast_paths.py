@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,6 +94,14 @@ def test_threads_default_to_the_cores_this_process_may_use():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(original)
+
+
+
+def test_a_run_loads_neither_torchvision_nor_matplotlib_up_front():
+    """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads, matplotlib only draws."""
+    code = "import sys, visionlab.cli, visionlab.experiment; print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 @pytest.mark.slow

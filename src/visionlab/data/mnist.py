@@ -51,7 +51,10 @@ def read_idx(path: Path) -> torch.Tensor:
         magic = f.read(4)
         if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
             raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
-        shape = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
+        sizes = f.read(4 * magic[3])
+        if len(sizes) < 4 * magic[3]:
+            raise ValueError(f"{path.name} ends inside its header")
+        shape = [int.from_bytes(sizes[i:i + 4], "big") for i in range(0, len(sizes), 4)]
         body = bytearray(math.prod(shape))
         if f.readinto(body) != len(body) or f.read(1):
             raise ValueError(f"{path.name} does not hold the {len(body):,} bytes its header announces")
