@@ -44,7 +44,7 @@ class JobFailed(Exception):
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _train_job(cfg: DictConfig) -> float:
-    from visionlab import experiment  # torch and the rest load only once the config has composed
+    from visionlab import experiment  # data, models and training load only once the config has composed
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
