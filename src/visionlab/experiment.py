@@ -86,8 +86,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 raise
         test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size, watch=visuals.watch())  # the one and only look at test
         visuals.finish(result.steps, test)
-        metrics = final_metrics(result, test, started, device, "completed")
-        reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
+    except BaseException:
+        reporter.close()
+        raise
+    metrics = final_metrics(result, test, started, device, "completed")
+    return publish(cfg, reporter, metrics, run_dir, {"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
+
+
+def publish(cfg: DictConfig, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,
+            final_scalars: dict[str, float | None], step: int) -> dict[str, Any]:
+    """The end of a completed run, single or k-fold: last scalars, HParams, metrics.json, the summary."""
+    try:
+        reporter.scalars(final_scalars, step)
         reporter.hparams(run_hparams(cfg), metrics)
         write_metrics(run_dir / "metrics.json", metrics)
     finally:
@@ -185,15 +195,8 @@ def cross_validate(
         raise
     metrics = final_metrics(result, test, started, device, "completed")
     reporter = Reporter(run_dir, cfg.trainer.epochs, cfg.trainer.log_every_n_steps)
-    try:
-        summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
-        reporter.scalars({k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}, 0)
-        reporter.hparams(run_hparams(cfg), metrics)
-        write_metrics(run_dir / "metrics.json", metrics)
-    finally:
-        reporter.close()
-    reporter.finish(metrics, run_dir)
-    return metrics
+    summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
+    return publish(cfg, reporter, metrics, run_dir, {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}, 0)
 
 
 def train_fold(
