@@ -110,7 +110,7 @@ def worker(job: dict) -> dict:
         "seconds": seconds, "fit_seconds": fit_seconds, "predict_seconds": seconds - fit_seconds,
         "peak_mb": resident_mb("VmHWM") - before, "accuracy": float((predictions == y_test).mean()),
         "predictions": predictions.tolist(),
-        "stated_mb": (model.train_features.numel() * 4 + x_test.size * 4 + model.scratch_bytes()) / 2**20 if job["method"] == "ours" else None,
+        "stated_mb": (model.train_features.nbytes + x_test.size * 4 + model.scratch_bytes()) / 2**20 if job["method"] == "ours" else None,
     }
 
 

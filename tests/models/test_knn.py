@@ -207,6 +207,66 @@ def test_preprocessing_matches_a_scikit_learn_pipeline(synthetic):
     assert (ours.numpy() == expected).mean() >= 0.99  # two PCA solvers: axes equal to ~1e-6, not bit for bit
 
 
+# ---- the exact integer search for 8-bit images -----------------------------------------------------
+
+
+def exact_neighbours(train: DeviceSplit, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 brute force, independent of the model: the k nearest, the lower index first at equal distance."""
+    stored = as_matrix(train).double()  # difference form: equal images get bit-equal distances (cdist's mm form may not)
+    distances = torch.cat([(part[:, None] - stored).square().sum(-1).sqrt() for part in images.flatten(1).double().split(16)])
+    order = distances.argsort(dim=1, stable=True)[:, :k]
+    return distances.gather(1, order), order
+
+
+def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    images[n // 2:] = images[: n // 2]  # duplicates: every query below has ties to settle
+    scale = torch.tensor(channel_scales).view(1, 3, 1, 1)
+    return DeviceSplit(images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("scales,stored", [([0.02] * 3, torch.int8), ([0.02, 0.03, 0.05], torch.float32)])
+def test_eight_bit_images_with_one_scale_are_searched_in_exact_integers(scales, stored):
+    train = colour_split(scales)
+    model = fitted(train, k=[1, 4])
+    assert model.train_features.dtype == stored  # per-channel scales weigh channels unequally: floats
+    queries_ = train.batch(torch.arange(0, 400, 7))[0]  # 8-bit images normalized like the training split
+    distances, indices = model.neighbours(queries_, 4)
+    expected_distances, expected_indices = exact_neighbours(train, queries_, 4)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
+
+
+def test_integer_search_matches_the_float64_brute_force_on_real_sized_images(synthetic):
+    model = fitted(synthetic.train, 10, k=7, chunk_size=64)
+    assert model.train_features.dtype == torch.int8
+    images = synthetic.test.batch(torch.arange(200))[0]
+    distances, indices = model.neighbours(images, 7)
+    expected_distances, expected_indices = exact_neighbours(synthetic.train, images, 7)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
+
+
+def test_queries_that_are_not_eight_bit_images_are_searched_in_float():
+    model = fitted(points([[0], [10], [3], [7], [20]], [0, 1, 0, 1, 2]), k=2)
+    distances, indices = model.neighbours(queries([[4.5], [8.75]]), 2)  # between pixel values
+    assert indices.tolist() == [[2, 3], [1, 3]]
+    torch.testing.assert_close(distances, torch.tensor([[1.5, 2.5], [1.25, 1.75]], dtype=torch.float64))
+    assert model(queries([[4.5]])).argmax(1).item() == 0  # one vote each: the lower class wins
+    assert list(model.state_dict()) == list(fitted(points([[0], [10]], [0, 1])).state_dict())  # no float copy saved
+
+
+def test_an_integer_model_survives_its_state_dict(synthetic):
+    model = fitted(synthetic.train, 10, k=[1, 3])
+    model.k = 3
+    restored = KNN((1, 28, 28), 10, k=[1, 3])
+    restored.load_state_dict(model.state_dict())
+    images = synthetic.test.batch(torch.arange(100))[0]
+    assert restored.k == 3 and restored.train_features.dtype == torch.int8
+    assert torch.equal(restored(images), model(images))
+
+
 # ---- agreement with scikit-learn's brute force on real MNIST -------------------------------------------
 
 
