@@ -45,3 +45,24 @@ def test_resnet_small_stages_halve_resolution_and_widen():
 def test_bad_resnet_values_are_user_errors(kwargs, key):
     with pytest.raises(UserError, match=key):
         ResNet((3, 32, 32), 10, **kwargs)
+
+
+@pytest.mark.parametrize("activation,pooled_first", [("relu", True), ("tanh", True), ("gelu", False)])
+def test_cnn_pools_before_a_monotone_activation_with_the_same_outputs_and_gradients(activation, pooled_first):
+    from visionlab.models.cnn import CNN
+
+    torch.manual_seed(0)
+    model = CNN((3, 16, 16), 10, channels=[8, 16], convs_per_stage=2, activation=activation, dropout=0.0).train()
+    kinds = [type(layer).__name__ for layer in model.features]
+    assert (kinds.index("MaxPool2d") == 5) == pooled_first  # a stage: conv, BN, act, conv, BN, pool, act (or act, pool)
+    # the textbook order, conv -> BN -> activation -> pool, built from the very same layers
+    textbook = nn.Sequential(*[
+        layer for stage in (model.features[:7], model.features[7:])
+        for layer in sorted(stage, key=lambda layer: isinstance(layer, nn.MaxPool2d))
+    ])
+    images = torch.randn(4, 3, 16, 16)
+    ours, theirs = model.classifier(model.features(images)), model.classifier(textbook(images))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    grads = [torch.autograd.grad(out.square().sum(), model.features[0].weight)[0] for out in (ours, theirs)]
+    torch.testing.assert_close(grads[0], grads[1])
+    assert list(model.state_dict()) == list(CNN((3, 16, 16), 10, channels=[8, 16], convs_per_stage=2, activation="gelu", dropout=0.0).state_dict())
