@@ -62,3 +62,27 @@ def test_data_root_defaults_to_data_and_follows_vl_data_dir(monkeypatch):
     assert compose_train(["dataset=mnist"]).dataset.root == "data"
     monkeypatch.setenv("VL_DATA_DIR", "/somewhere/else")
     assert compose_train(["dataset=cifar10"]).dataset.root == "/somewhere/else"
+
+
+@pytest.mark.parametrize("choice", [
+    *(f"experiment={path.stem}" for path in sorted((CONF_DIR / "experiment").glob("*.yaml"))),
+    *(f"hparams_search={path.stem}" for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml"))),
+    "model=cnn",
+])
+def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
+    """vl-train skips Hydra's extra compose for hydra.mode (cli._mode_from_command_line) on this ground."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert compose(config_name="train", overrides=[choice], return_hydra_config=True).hydra.mode is None
+
+
+def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
+    cfg = compose_train()
+    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (1, 0.01, 0.1)
+    assert (compose_train(["model=mlp"]).trainer.epochs, compose_train(["model=mlp"]).optimizer.lr) == (3, 0.003)
+    assert compose_train(["model=mlp"]).loss.label_smoothing == 0.0
+    overridden = compose_train(["trainer.epochs=4", "optimizer.lr=0.001"])
+    assert (overridden.trainer.epochs, overridden.optimizer.lr) == (4, 0.001)
+    assert "label_smoothing" not in compose_train(["loss=hinge"]).loss
+    assert compose_train(["optimizer=sgd"]).optimizer.lr == 0.01
