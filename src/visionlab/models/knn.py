@@ -12,8 +12,8 @@ channel, no `normalize` or `pca`) is searched in integers: the training set is s
 product on CPUs with VNNI and 4x smaller to store. Squared distances are then exact integers, so
 nothing needs re-checking.
 
-Otherwise distances are float32: distances to every training image (one matrix product for L2 and cosine, `torch.cdist` for L1/Lp)
-and `topk` for a few candidates more than k. float32 rounding could swap near-equal distances, so
+Otherwise distances are float32: distances to every training image (one matrix product for L2
+and cosine, `torch.cdist` for L1/Lp) and `topk` for a few candidates more than k. float32 rounding could swap near-equal distances, so
 the neighbours' distances are recomputed in float64, and a proven bound on the rounding (see
 `_rounding_bound`) says when the float32 shortlist is enough; when it is not (near ties, duplicated
 images) more images are recomputed until it is. The answer is therefore what a float64 brute force
@@ -131,6 +131,7 @@ class KNN(nn.Module):
 
         One float32 copy of the training images is made, filled chunk by chunk and transformed in
         place, so memorizing needs no second copy of the training set (PCA adds its smaller result).
+        The integer search stores one int8 copy instead.
         """
         n = len(train)
         if self.ks[-1] > n:
