@@ -13,10 +13,10 @@ product on CPUs with VNNI and 4x smaller to store. Squared distances are then ex
 nothing needs re-checking.
 
 Otherwise distances are float32: distances to every training image (one matrix product for L2
-and cosine, `torch.cdist` for L1/Lp) and `topk` for a few candidates more than k. float32 rounding could swap near-equal distances, so
-the neighbours' distances are recomputed in float64, and a proven bound on the rounding (see
-`_rounding_bound`) says when the float32 shortlist is enough; when it is not (near ties, duplicated
-images) more images are recomputed until it is. The answer is therefore what a float64 brute force
+and cosine, `torch.cdist` for L1/Lp) and `topk` for a few candidates more than k. float32 rounding
+could swap near-equal distances, so the neighbours' distances are recomputed in float64, and a
+proven bound on the rounding (see `_rounding_bound`) says when the float32 shortlist is enough;
+when it is not (near ties, duplicated images) more images are recomputed until it is. The answer is therefore what a float64 brute force
 gives, with ties settled as scikit-learn's brute force settles them:
 
 - neighbours at equal distance: the lower training index comes first;
