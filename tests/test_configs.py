@@ -80,8 +80,8 @@ def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
 def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     cfg = compose_train()
     assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (1, 0.01, 0.1)
-    assert (compose_train(["model=mlp"]).trainer.epochs, compose_train(["model=mlp"]).optimizer.lr) == (3, 0.003)
-    assert compose_train(["model=mlp"]).loss.label_smoothing == 0.0
+    mlp = compose_train(["model=mlp"])
+    assert (mlp.trainer.epochs, mlp.optimizer.lr, mlp.loss.label_smoothing) == (3, 0.003, 0.0)
     overridden = compose_train(["trainer.epochs=4", "optimizer.lr=0.001"])
     assert (overridden.trainer.epochs, overridden.optimizer.lr) == (4, 0.001)
     assert "label_smoothing" not in compose_train(["loss=hinge"]).loss

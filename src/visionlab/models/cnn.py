@@ -19,7 +19,7 @@ from visionlab.models.blocks import activation as make_activation
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 # Non-decreasing activations f, for which max-pooling then f equals f then max-pooling: max f(x) = f(max x),
-# gradients included (the max's position is the same). 10% of a default MNIST step; checkpoints keep their keys.
+# gradients included (the max's position is the same). 12% of a default MNIST step; checkpoints keep their keys.
 MONOTONE = ("relu", "leaky_relu", "elu", "sigmoid", "tanh")
 
 
