@@ -47,6 +47,11 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         assert re.fullmatch(r"\d+\.\d%", ours) and re.match(r"\d+\.\d% \(DataLoader\)", baseline)
     for setting in ("trainer.precision=bf16", "trainer.channels_last=false"):
         assert re.fullmatch(r"\d+\.\d\dx", row(rf"^fast path: .*{re.escape(setting)}")[2])
+    for dataset in ("MNIST", "CIFAR-10"):
+        ours, baseline, ratio = row(rf"^allocator: {dataset} default CNN, ms per training step")
+        assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d \(glibc's defaults\)", baseline) and re.fullmatch(r"\d+\.\d\dx faster", ratio)
+        ours, baseline, _ = row(rf"^allocator: {dataset} default CNN, page faults per training step")
+        assert re.fullmatch(r"[\d,]+", ours) and re.fullmatch(r"[\d,]+ \(glibc's defaults\)", baseline)
     ours, baseline, overhead = row(r"^start-up: command to the end of training step 1")
     assert ours.endswith("(vl-train)") and baseline.endswith("(bare script)") and re.fullmatch(r"[+-]\d+\.\d\d s overhead", overhead)
     for dataset in ("MNIST", "CIFAR-10"):

@@ -74,6 +74,34 @@ def test_a_picture_is_an_rgb_uint8_image_with_room_for_its_words():
     assert labelled.shape[1] > plain.shape[1] and labelled.shape[2] > plain.shape[2]
 
 
+def test_a_picture_without_words_is_the_grid_zoomed_by_whole_pixels():
+    tiles = torch.rand(5, 3, 28, 28)
+    expected = visuals.grid(tiles, 3, visuals.PAD, 1.0).mul(255).round().to(torch.uint8)
+    zoom = visuals.TILE_PX // 28
+    assert torch.equal(visuals.picture(tiles, 3), expected.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2))
+
+
+def test_blues_is_matplotlibs_blues_colormap():
+    from matplotlib import colormaps
+
+    values = torch.linspace(0, 1, 101)
+    expected = torch.from_numpy(colormaps["Blues"](values.numpy())[:, :3] * 255)
+    assert (visuals.blues(values).double() - expected).abs().max() <= 2, "matplotlib's 256-colour table rounds a little"
+
+
+def test_confusion_cells_are_coloured_by_their_rows_share_not_their_count():
+    image = visuals.confusion_picture(torch.tensor([[8, 2], [0, 50]]), ["a", "b"], "t")
+    pixels = image.permute(1, 2, 0).reshape(-1, 3)
+    cell = max(visuals.MIN_CELL_PX, visuals.MATRIX_PX // 2)
+
+    def area(share: float) -> int:
+        return int((pixels == visuals.blues(torch.tensor(share))).all(1).sum())
+
+    assert area(0.0) == cell * cell, "no count, no number: the whole cell is the lightest blue"
+    for share in (0.8, 0.2, 1.0):  # 8 of 10, 2 of 10, 50 of 50: the number written in takes a few pixels
+        assert 0.9 * cell * cell < area(share) < cell * cell, share
+
+
 # ---- counting -----------------------------------------------------------------------------------------
 
 
@@ -317,7 +345,7 @@ def test_a_tiny_run_writes_every_picture_and_the_summary(tiny_run, name):
         per_run = 2 if tag.startswith(("val/", "first_layer/")) else 1  # after each epoch (TINY has 2), or once
         assert len(written) == per_run, tag
         width, height = decoded(written[-1]).size
-        assert width >= 200 and height >= 150, tag
+        assert width >= 200 and height >= 120, tag  # the smallest: one row of 84-pixel class templates, titled and labelled
     preview = decoded(images["data/train_preview"][0])
     assert preview.height > preview.width, "ten rows (classes) of eight images"
     if name == "linear":

@@ -1,4 +1,4 @@
-"""The fast paths: trainer.precision, trainer.channels_last, trainer.compile and trainer.threads.
+"""The fast paths: trainer.precision, trainer.channels_last, trainer.compile, trainer.threads, and the allocator.
 
 They may change speed, never what a checkpoint holds or how a resumed run ends.
 """
@@ -97,9 +97,48 @@ def test_threads_default_to_the_cores_this_process_may_use():
 
 
 
-def test_a_run_loads_neither_torchvision_nor_matplotlib_up_front():
-    """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads, matplotlib only draws."""
-    code = "import sys, visionlab.cli, visionlab.experiment; print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))"
+PAGE_FAULTS_PER_STEP = """
+import resource, sys, torch
+from visionlab.models.cnn import CNN
+from visionlab.training.speed import keep_freed_memory
+kept = sys.argv[1] == "kept" and keep_freed_memory()
+torch.manual_seed(0)
+model = CNN((1, 28, 28), 10).to(memory_format=torch.channels_last)
+optimizer = torch.optim.Adam(model.parameters())
+images, labels = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+def step():
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "confstr") or "CS_GNU_LIBC_VERSION" not in os.confstr_names, reason="glibc only")
+def test_freed_activations_stay_in_the_heap_instead_of_faulting_back_in_every_step():
+    """Counted, not timed: a page fault per 4 KiB of every activation was half of a default step's time (BENCHMARKS.md)."""
+    faults = {}
+    for mode in ("default", "kept"):
+        done = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        kept, faults[mode] = done.stdout.split()
+        assert kept == str(mode == "kept")
+    assert float(faults["default"]) > 1000, "glibc's defaults hand a step's buffers back and fault them in again"
+    assert float(faults["kept"]) < float(faults["default"]) / 10, faults
+
+
+def test_a_run_loads_neither_torchvision_nor_a_plotting_library():
+    """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads, and pictures are drawn with Pillow."""
+    code = ("import sys, torch, visionlab.cli, visionlab.experiment\n"
+            "from visionlab.reporting import visuals\n"
+            "visuals.picture(torch.rand(4, 1, 8, 8), 2, title='t', row_labels=['a', 'b'], captions=['c'] * 4)\n"
+            "visuals.confusion_picture(torch.eye(3, dtype=torch.long), ['a', 'b', 'c'], 't')\n"
+            "print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 

@@ -248,8 +248,8 @@ class VisualLog:
         true = split.labels[index.to(split.labels.device)].cpu()
         tiles = split.images[index.to(split.images.device)].cpu().float() / 255
         what = "vote" if self.knn else "confidence"
-        captions = [f"{self.classes[p]} {floor_percent(c)}\ntrue {self.classes[t]}" for p, c, t in zip(predicted.tolist(), confidence.tolist(), true.tolist())]
-        title = f"{split_name}: the {len(index)} most confidently wrong{_after(epoch)} (predicted, its {what}; true class)"
+        captions = [f"{self.classes[p]} ({floor_percent(c)})\ntrue {self.classes[t]}" for p, c, t in zip(predicted.tolist(), confidence.tolist(), true.tolist())]
+        title = f"{split_name}: the {len(index)} most confidently wrong{_after(epoch)}: predicted class (its {what}), true class"
         image = visuals.picture(tiles, 8, title=title, captions=captions, caption_colors=["firebrick"] * len(index))
         self.reporter.image(f"{split_name}/mistakes", image, step)
 

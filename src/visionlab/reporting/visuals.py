@@ -1,29 +1,32 @@
 """Pictures of what a model sees and learned, as uint8 RGB images `[3, H, W]` for TensorBoard.
 
 Everything here is drawing only: CPU tensors in, an image out. Which pictures a run logs, and
-when, is `visual_log.py`'s job. Tiles are laid out as `torchvision.utils.make_grid` does; matplotlib
-only adds the words (class names, captions, titles) around one image, which keeps a picture of
-a hundred tiles as cheap to draw as a picture of one.
-
-matplotlib is imported on the first picture, not with this module: it takes about half a second,
-which a run with every picture switched off should not pay.
+when, is `visual_log.py`'s job. Tiles are laid out as `torchvision.utils.make_grid` does and
+zoomed by whole pixels; Pillow writes the words (class names, captions, titles) around them in
+its built-in font. A picture takes milliseconds and imports no plotting library: matplotlib's
+import alone cost 0.4 s of every run's start-up, for a grid of squares and some text.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
-DPI = 100
 PAD = 2  # image pixels of white between tiles (1 for tiles under 14 pixels, such as conv kernels)
 TILE_PX = 84  # screen pixels a tile's longer side is zoomed to (whole multiples only, so pixels stay square)
-CAPTION_PX = 26  # screen pixels of white under each tile for its caption: two lines of FONT_SIZE
-FONT_SIZE = 7
+CAPTION_PX = 26  # screen pixels of white under each tile for its caption: two lines of SMALL_TEXT
+SMALL_TEXT, TEXT, TITLE_TEXT = 10, 11, 13  # font sizes, in pixels: captions and counts, labels, titles
+GAP = 5  # screen pixels between words and what they label, and around the picture's edge
+MATRIX_PX = 360  # a confusion matrix's side, in screen pixels (more for many classes: cells stay >= MIN_CELL_PX)
+MIN_CELL_PX = 30
 ANNOTATE_UP_TO = 20  # confusion matrices with more classes than this show colours only, no counts
+# ColorBrewer's "Blues", white to dark blue: matplotlib's Blues colormap is these nine, evenly spaced.
+BLUES = ("f7fbff", "deebf7", "c6dbef", "9ecae1", "6baed6", "4292c6", "2171b5", "08519c", "08306b")
 
 
 def as_tiles(weight: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
@@ -99,27 +102,33 @@ def picture(
     padding = PAD if max(height, width) >= 14 else 1
     below = math.ceil(CAPTION_PX / zoom) if captions else 0  # caption space, in image pixels
     image = grid(F.pad(tiles, (0, 0, 0, below), value=1.0), nrow, padding, 1.0)
-    origins = tile_origins(n, nrow, height + below, width, padding).float()
+    tiles_image = _pil(image).resize((image.shape[2] * zoom, image.shape[1] * zoom), Image.NEAREST)
+    origins = (tile_origins(n, nrow, height + below, width, padding) * zoom).tolist()  # screen pixels
+    tile_h, tile_w = height * zoom, width * zoom
     columns = min(nrow, n)
-    rotate = _text_inches(col_labels, FONT_SIZE + 1) > (width + padding) * zoom / DPI  # too wide to sit under its tile
-    ax = _axes(
-        image.shape[2] * zoom / DPI, image.shape[1] * zoom / DPI,
-        left=_text_inches(row_labels, FONT_SIZE + 1), bottom=_text_inches(col_labels, FONT_SIZE + 1) if rotate else 0.25 * bool(col_labels),
-        top=0.3 * bool(title),
-    )
-    ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
-    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
-    ax.set_yticks(origins[::columns, 0].add(centre_y).tolist() if row_labels else [], list(row_labels), fontsize=FONT_SIZE + 1)
-    ax.set_xticks(origins[:columns, 1].add(centre_x).tolist() if col_labels else [], list(col_labels),
-                  fontsize=FONT_SIZE + 1, rotation=90 if rotate else 0)
-    ax.tick_params(length=0)
-    ax.spines[:].set_visible(False)
-    for (top, left), caption, color in zip(origins.tolist(), captions, caption_colors or ["black"] * n):
-        ax.text(left + centre_x, top + height + (below - 1) / 2, caption, ha="center", va="center",
-                fontsize=FONT_SIZE, color=color, linespacing=1.0)
+    font, small, big = _font(TEXT), _font(SMALL_TEXT), _font(TITLE_TEXT)
+    rotate = _longest(col_labels, font) > (width + padding) * zoom - GAP  # too wide to sit under its tile
+
+    left = _longest(row_labels, font) + 2 * GAP if row_labels else 0
+    top = _line_height(big) + 2 * GAP if title else 0
+    bottom = (_longest(col_labels, font) if rotate else _line_height(font)) + 2 * GAP if col_labels else 0
+    canvas = Image.new("RGB", (max(left + tiles_image.width, round(big.getlength(title)) + 2 * GAP), top + tiles_image.height + bottom), "white")
+    canvas.paste(tiles_image, (left, top))
+    draw = ImageDraw.Draw(canvas)
     if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 2)
-    return rendered(ax.figure)
+        draw.text((canvas.width / 2, GAP), title, fill="black", font=big, anchor="ma")
+    for row, label in enumerate(row_labels):
+        draw.text((left - GAP, top + origins[row * columns][0] + tile_h / 2), label, fill="black", font=font, anchor="rm")
+    for column, label in enumerate(col_labels):
+        centre, y = left + origins[column][1] + tile_w / 2, top + tiles_image.height + GAP
+        if rotate:
+            _draw_upright(canvas, (centre, y), label, font, anchor="top")
+        else:
+            draw.text((centre, y), label, fill="black", font=font, anchor="ma")
+    for (y, x), caption, color in zip(origins, captions, caption_colors or ["black"] * n):
+        draw.multiline_text((left + x + tile_w / 2, top + y + tile_h + below * zoom / 2), caption, fill=color, font=small,
+                            anchor="mm", align="center", spacing=1)
+    return _tensor(canvas)
 
 
 def confusion_picture(matrix: torch.Tensor, classes: Sequence[str], title: str) -> torch.Tensor:
@@ -131,47 +140,80 @@ def confusion_picture(matrix: torch.Tensor, classes: Sequence[str], title: str) 
     counts = matrix.double()
     shares = counts / counts.sum(1, keepdim=True).clamp_min(1)
     c = len(classes)
-    side = max(3.5, 0.4 * c)
-    rotate = _text_inches(classes, 8) > side / c  # too wide to sit under its column
-    ax = _axes(side, side, left=_text_inches(classes, 8) + 0.3, bottom=(0.75 * _text_inches(classes, 8) if rotate else 0.2) + 0.3, top=0.5)
-    ax.imshow(shares.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(c), list(classes), fontsize=8, rotation=45 if rotate else 0, ha="right" if rotate else "center",
-                  rotation_mode="anchor")
-    ax.set_yticks(range(c), list(classes), fontsize=8)
-    ax.set_xlabel("predicted class", fontsize=9)
-    ax.set_ylabel("true class", fontsize=9)
-    ax.set_title(f"{title}\ncolour: share of the true class; numbers: counts", fontsize=9)
+    cell = max(MIN_CELL_PX, math.ceil(MATRIX_PX / c))
+    side = cell * c
+    font, small, big = _font(TEXT), _font(SMALL_TEXT), _font(TITLE_TEXT)
+    names = _longest(classes, font)
+    rotate = names > cell - GAP  # too wide to sit under its column
+    line = _line_height(font)
+    lines = [title, "colour: share of the true class; numbers: counts"]
+
+    left = 3 * GAP + line + names  # "true class", then the class names
+    top = 2 * GAP + 2 * _line_height(big)
+    bottom = 3 * GAP + (names if rotate else line) + line  # the class names, then "predicted class"
+    width = max(left + side + 2 * GAP, max(round(big.getlength(s)) for s in lines) + 2 * GAP)
+    canvas = Image.new("RGB", (width, top + side + bottom), "white")
+    canvas.paste(_pil(blues(shares).permute(2, 0, 1)).resize((side, side), Image.NEAREST), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((left - 1, top - 1, left + side, top + side), outline="dimgray")
+    draw.multiline_text((left + side / 2, GAP), "\n".join(lines), fill="black", font=big, anchor="ma", align="center")
+    for index, name in enumerate(classes):
+        middle = (index + 0.5) * cell
+        draw.text((left - GAP, top + middle), name, fill="black", font=font, anchor="rm")
+        if rotate:
+            _draw_upright(canvas, (left + middle, top + side + GAP), name, font, anchor="top")
+        else:
+            draw.text((left + middle, top + side + GAP), name, fill="black", font=font, anchor="ma")
+    draw.text((left + side / 2, canvas.height - GAP), "predicted class", fill="black", font=font, anchor="md")
+    _draw_upright(canvas, (GAP + line / 2, top + side / 2), "true class", font, anchor="middle")
     if c <= ANNOTATE_UP_TO:
         for true, predicted in counts.nonzero().tolist():
-            ax.text(predicted, true, f"{int(counts[true, predicted])}", ha="center", va="center", fontsize=FONT_SIZE,
-                    color="white" if shares[true, predicted] > 0.5 else "black")
-    return rendered(ax.figure)
+            draw.text((left + (predicted + 0.5) * cell, top + (true + 0.5) * cell), f"{int(counts[true, predicted])}",
+                      fill="white" if shares[true, predicted] > 0.5 else "black", font=small, anchor="mm")
+    return _tensor(canvas)
 
 
-def _text_inches(labels: Sequence[str], font_size: float) -> float:
-    """About how wide the longest label is, in inches (0 without labels): the margin it needs."""
-    longest = max((len(s) for s in labels), default=0)
-    return 0.1 + longest * font_size * 0.62 / 72 if longest else 0.05
+def blues(values: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] as `[..., 3]` uint8 colours, from white (0) to dark blue (1), through BLUES."""
+    anchors = torch.tensor([list(bytes.fromhex(colour)) for colour in BLUES], dtype=torch.float64)
+    position = values.double().clamp(0, 1) * (len(BLUES) - 1)
+    low = position.floor().long().clamp_max(len(BLUES) - 2)
+    weight = (position - low).unsqueeze(-1)
+    return (anchors[low] * (1 - weight) + anchors[low + 1] * weight).round().to(torch.uint8)
 
 
-def _axes(width: float, height: float, *, left: float, bottom: float, top: float):
-    """One Axes of exactly width x height inches inside a figure with these margins (inches).
-
-    Margins are set by hand rather than by matplotlib's constrained layout, which measures every
-    label and would take most of a picture's drawing time.
-    """
-    from matplotlib.figure import Figure
-
-    right = 0.1
-    fig = Figure(figsize=(left + width + right, bottom + height + top + 0.05), dpi=DPI)
-    total_w, total_h = fig.get_size_inches()
-    return fig.add_axes((left / total_w, bottom / total_h, width / total_w, height / total_h))
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's built-in font (Aileron), so a picture looks the same on every machine, fonts installed or not."""
+    return ImageFont.load_default(size)
 
 
-def rendered(fig) -> torch.Tensor:
-    """A matplotlib Figure drawn off-screen (Agg: no display, no pyplot state) as uint8 `[3, H, W]`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def _line_height(font: ImageFont.FreeTypeFont) -> int:
+    ascent, descent = font.getmetrics()
+    return ascent + descent
 
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return torch.from_numpy(np.array(canvas.buffer_rgba())[..., :3]).permute(2, 0, 1).contiguous()
+
+def _longest(labels: Sequence[str], font: ImageFont.FreeTypeFont) -> int:
+    """The widest label's width in pixels (0 without labels): the margin it needs."""
+    return max((math.ceil(font.getlength(label)) for label in labels), default=0)
+
+
+def _draw_upright(canvas: Image.Image, xy: tuple[float, float], text: str, font: ImageFont.FreeTypeFont, anchor: str) -> None:
+    """Text turned to read upwards, centred on x; its end at y (anchor "top", under an axis) or its middle at y ("middle")."""
+    stencil = Image.new("L", (_longest([text], font), _line_height(font)))
+    ImageDraw.Draw(stencil).text((0, 0), text, fill=255, font=font)
+    stencil = stencil.rotate(90, expand=True)
+    x, y = xy
+    top = y if anchor == "top" else y - stencil.height / 2
+    ImageDraw.Draw(canvas).bitmap((round(x - stencil.width / 2), round(top)), stencil, fill="black")
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    """`[3, H, W]`, floats in [0, 1] or uint8, as a Pillow RGB image."""
+    if image.dtype != torch.uint8:
+        image = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+
+
+def _tensor(canvas: Image.Image) -> torch.Tensor:
+    return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).view(canvas.height, canvas.width, 3).permute(2, 0, 1).contiguous()
