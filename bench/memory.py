@@ -8,7 +8,7 @@ baseline is a process that imports torch and trains and evaluates the same CNN (
 vl-train's default) at the same batch sizes (trainer.batch_size, trainer.eval_batch_size) on random
 tensors: what torch itself needs, with no dataset and no runner.
 The target is that baseline plus twice the dataset's uint8 pixels (train and test), so that the
-data copies and everything the runner loads (Hydra, TensorBoard, matplotlib, rich) fit in 2x the
+data copies and everything the runner loads (Hydra, TensorBoard, Pillow, rich) fit in 2x the
 data. Peak RSS is the kernel's count for the finished child (`os.wait4`'s ru_maxrss, what
 `/usr/bin/time -v` reports as "Maximum resident set size"). It varies by a few tens of MiB from run
 to run (allocator and thread timing), so each figure is the median of --repeat runs.

@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, then all their rows in one table: what `make bench` runs.
 
-    .venv/bin/python bench/run_all.py                      # everything (7 to 11 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py                      # everything (8 to 12 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick              # each script's smoke run (what the tests run)
     .venv/bin/python bench/run_all.py --only startup,memory
 

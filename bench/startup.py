@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import REPO, VL_TRAIN, Row, main, mnist_root, parser
 
-# The two pictures drawn before the first step: the data preview (which imports matplotlib) and the model graph.
+# The two pictures drawn before the first step: the data preview and the model graph.
 START_PICTURES_OFF = ["logging.data_preview=false", "logging.graph=false"]
 
 
