@@ -112,8 +112,8 @@ def picture(
     left = _longest(row_labels, font) + 2 * GAP if row_labels else 0
     top = _line_height(big) + 2 * GAP if title else 0
     bottom = (_longest(col_labels, font) if rotate else _line_height(font)) + 2 * GAP if col_labels else 0
-    width = max(left + tiles_image.width, round(big.getlength(title)) + 2 * GAP)  # a long title widens the picture
-    canvas = Image.new("RGB", (width, top + tiles_image.height + bottom), "white")
+    canvas_width = max(left + tiles_image.width, round(big.getlength(title)) + 2 * GAP)  # a long title widens the picture
+    canvas = Image.new("RGB", (canvas_width, top + tiles_image.height + bottom), "white")
     canvas.paste(tiles_image, (left, top))
     draw = ImageDraw.Draw(canvas)
     if title:
