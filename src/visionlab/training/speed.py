@@ -39,7 +39,8 @@ def keep_freed_memory() -> bool:
     MNIST CNN's first stage). By default glibc maps buffers that large afresh every time, and trims
     the heap whenever its top is free, so each step faults every page back in, zero-filled by the
     kernel: about 10,000 page faults a step, half of the step's time on this machine. Up to 32 MiB
-    now comes from the heap, which keeps up to 1 GiB free: steps 1.3-2x faster, the same peak memory.
+    now comes from the heap, which keeps up to 1 GiB free: steps 1.6-2.2x faster (bench/allocator.py),
+    the same peak memory.
     torch's own CPU launcher (torch.backends.xeon.run_cpu) does the same with jemalloc or tcmalloc.
     Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
     """
