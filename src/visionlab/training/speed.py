@@ -33,16 +33,16 @@ def configure_torch(device: torch.device, threads: int | None) -> None:
 
 
 def keep_freed_memory() -> bool:
-    """Lets glibc keep the memory of freed tensors for the next step instead of returning it to the OS.
+    """Lets glibc keep freed tensors' memory for the next step instead of handing it back to the OS.
 
     Each training step frees its activations and allocates them again (6 MiB each in the default
-    MNIST CNN's first stage). By default glibc maps buffers that large afresh every time, and trims
-    the heap whenever its top is free, so each step faults every page back in, zero-filled by the
-    kernel: about 10,000 page faults a step, half of the step's time on this machine. Up to 32 MiB
-    now comes from the heap, which keeps up to 1 GiB free: steps 1.6-2.2x faster (bench/allocator.py),
-    the same peak memory.
-    torch's own CPU launcher (torch.backends.xeon.run_cpu) does the same with jemalloc or tcmalloc.
-    Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
+    MNIST CNN's first stage). With glibc's defaults buffers that large are mapped afresh (unless an
+    earlier free happened to raise its threshold) and the heap is trimmed whenever its top is free,
+    so a step faults its pages back in, each zero-filled by the kernel: about 9,000 page faults,
+    half of the step's time on this machine. After this call buffers up to 32 MiB come from the
+    heap, which keeps up to 1 GiB free: steps 1.6-2.2x faster (bench/allocator.py), the same peak
+    memory. torch's own CPU launcher (torch.backends.xeon.run_cpu) does the same with jemalloc or
+    tcmalloc. Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
     """
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
