@@ -41,8 +41,8 @@ def keep_freed_memory() -> bool:
     so a step faults its pages back in, each zero-filled by the kernel: about 9,000 page faults,
     half of the step's time on this machine. After this call buffers up to 32 MiB come from the
     heap, which keeps up to 1 GiB free: steps 1.6-2.2x faster (bench/allocator.py), the same peak
-    memory. torch's own CPU launcher (torch.backends.xeon.run_cpu) does the same with jemalloc or
-    tcmalloc. Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
+    memory. torch's own CPU launcher (torch.backends.xeon.run_cpu) preloads tcmalloc or jemalloc
+    for the same reason. Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
     """
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
