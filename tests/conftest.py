@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,50 @@ def run_cli(args: list[str], run_dir: Path, timeout: float = 300, env: dict | No
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: Callable[[dict], bool],
+                      timeout: float = 120, checkpoint_glob: str = "last.pt") -> dict:
+    """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`) holds a position (epoch, batch, step) for which `reached` is true.
+
+    A state of the run on disk, written atomically, rather than a printed line: however loaded the
+    machine, the run is where the test thinks it is when this returns.
+    """
+    import torch
+
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before reaching the state; last position {seen}")
+        checkpoint = next(run_dir.glob(checkpoint_glob), None) if run_dir.is_dir() else None
+        if checkpoint is not None:
+            try:
+                seen = torch.load(checkpoint, weights_only=True, map_location="cpu")["position"]
+            except (OSError, RuntimeError, EOFError):  # replaced while being read: read the new one
+                continue
+            if reached(seen):
+                return seen
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not reach the state within {timeout} s; last position {seen}")
+
+
+def ensure_debian_package(command: str, package: str | None = None) -> str:
+    """The path of `command`, installing its Debian package first if this machine allows (CI runs as root)."""
+    found = shutil.which(command)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{command} is not installed and this machine cannot install {package or command} (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
+    if installed.returncode != 0:  # the package lists may be missing on a fresh machine
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
+    found = shutil.which(command)
+    if not found:
+        pytest.skip(f"{command} could not be installed: {installed.stderr.strip().splitlines()[-1:] or installed.returncode}")
+    return found
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from visionlab.config import OBJECTIVES
 from visionlab.errors import RunStopped, UserError
+from visionlab.reporting import terminal
 from visionlab.reporting.console import ConsoleHandler, console, error_console
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
@@ -52,6 +53,7 @@ class JobFailed(Exception):
 def _train_job(cfg: DictConfig) -> float:
     from visionlab import experiment  # data, models and training load only once the config has composed
 
+    terminal.install()  # again for a job in a launcher's worker process
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     global _SINGLE_RUN
     _SINGLE_RUN = HydraConfig.get().mode == RunMode.RUN
@@ -78,6 +80,7 @@ def end_job(exit_code: int) -> NoReturn:
 
 def train() -> NoReturn:
     """`vl-train`: one run, or a sweep with -m."""
+    terminal.install()
     try:
         _train()
     except SystemExit as exc:
@@ -153,6 +156,7 @@ EVAL_USAGE = "usage: vl-eval PATH [split=test|val|train] [key=value ...]  (PATH:
 
 def evaluate() -> None:
     """`vl-eval`: score a saved model on one split; prints the metrics and writes them as JSON."""
+    terminal.install()
     args = sys.argv[1:]
     if not args or args[0] in ("-h", "--help"):
         print(EVAL_USAGE)
@@ -187,6 +191,7 @@ def evaluation_table(metrics: dict) -> Table:
 
 def report() -> None:
     """`vl-report`: every run under PATH in one table, best first; writes PATH/summary.csv."""
+    terminal.install()
     parser = argparse.ArgumentParser(prog="vl-report", description="Every run under PATH in one table, best first; writes PATH/summary.csv.")
     parser.add_argument("path", type=Path, help="a sweep directory (outputs/multirun/<date>/<time>), or outputs/")
     parser.add_argument("--objective", choices=OBJECTIVES, help="rank by this metric (default: the runs' own objective)")

@@ -68,7 +68,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                               best=resume["best_value"] if resume else None)
     visuals = VisualLog(visual_settings, reporter, model, splits, trainer.epochs)
     try:
-        with StopRequest() as stop:
+        with StopRequest(trainer.on_hangup) as stop:
             try:
                 if resume is None:
                     visuals.start()

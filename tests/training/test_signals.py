@@ -24,10 +24,23 @@ def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys):
 @pytest.mark.parametrize("signum", HANDLED)
 def test_each_handled_signal_is_caught_and_handlers_are_restored(signum):
     before = signal.getsignal(signum)
-    with StopRequest() as stop:
+    with StopRequest(on_hangup="stop") as stop:
         os.kill(os.getpid(), signum)
         assert stop.signum == signum
     assert signal.getsignal(signum) is before
+
+
+def test_a_hangup_is_no_stop_by_default_and_an_ignored_one_stays_ignored():
+    with StopRequest() as stop:
+        assert signal.SIGHUP not in stop.signals and signal.SIGTERM in stop.signals
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
+    try:
+        with StopRequest(on_hangup="stop") as stop:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert not stop
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_pass_on_hands_the_signal_to_the_previous_python_handler():

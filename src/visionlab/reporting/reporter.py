@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from visionlab.reporting import terminal
 from visionlab.reporting.console import console, live_progress_enabled, plain_text
 from visionlab.reporting.hparams import HPARAM_METRICS
 from visionlab.reporting.summary import RunSummary, command_line
@@ -63,6 +64,8 @@ class Reporter:
         `lr` goes to TensorBoard at the same steps, so per-batch schedules show as curves, not stairs.
         """
         self._images += batch_images
+        if terminal.notices:
+            self.note_terminal(epoch, step)
         if self.progress is not None:
             self.progress.advance(self.task)
         if step % self.every:
@@ -80,9 +83,19 @@ class Reporter:
         log.info("epoch %d step %d loss %.4f%s %.0f img/s", epoch, step, value, shown_lr, speed, extra={"progress": True})
         return value
 
+    def note_terminal(self, epoch: int, step: int) -> None:
+        """Say in train.log when the terminal went away; the bar stops, since nobody sees it."""
+        for notice in terminal.take_notices():
+            log.warning("%s at epoch %d, step %d: the run carries on, logging to train.log", notice, epoch, step, extra={"file_only": True})
+        if self.progress is not None and not live_progress_enabled():
+            self.progress.stop()
+            self.progress = None
+
     def end_epoch(self, epoch: int, step: int, scalars: dict[str, float | None]) -> None:
         if self.progress is not None:
             self.progress.remove_task(self.task)
+        if terminal.notices:
+            self.note_terminal(epoch, step)
         # lr went to TensorBoard with the step's batch loss if this step was a logged one: not twice
         self.scalars({k: v for k, v in scalars.items() if not (k == "lr" and step % self.every == 0)}, step)
         if scalars.get("val/acc") is not None:
@@ -129,6 +142,8 @@ class Reporter:
 
     def finish(self, metrics: dict[str, Any], run_dir: Path) -> None:
         """The run summary: printed, and written to `summary.md` in the run directory."""
+        if terminal.notices:
+            self.note_terminal(metrics["epochs"], metrics["steps"])
         summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir)
         console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
         log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})  # the log has what the terminal had

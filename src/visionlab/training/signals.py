@@ -1,8 +1,10 @@
-"""Stop cleanly on SIGINT, SIGTERM, SIGHUP and SIGUSR2 (SLURM preemption via submitit).
+"""Stop cleanly on SIGINT, SIGTERM and SIGUSR2 (SLURM preemption via submitit), and SIGHUP if asked.
 
 The first signal only raises a flag: the loop finishes its step, saves last.pt, writes
 metrics.json with status "interrupted" and exits with 128 + the signal number. A second
-SIGINT exits at once, for a user who really means it.
+SIGINT exits at once, for a user who really means it. A hangup (the terminal closed) is no stop
+unless `trainer.on_hangup=stop`: by default reporting/terminal.py silences the terminal and the
+run carries on. A signal the parent set to be ignored (SIGHUP under nohup) stays ignored.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import signal
 import sys
 import threading
 
-HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+from visionlab.reporting import terminal
+
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+HANDLED = (*STOPPING, signal.SIGHUP)  # with on_hangup="stop"
+ON_HANGUP = ("continue", "stop")
 
 
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, on_hangup: str = "continue") -> None:
         self.signum: int | None = None
+        self.signals = HANDLED if on_hangup == "stop" else STOPPING
         self._previous: dict[int, object] = {}
 
     def __bool__(self) -> bool:
@@ -25,8 +32,9 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for sig in HANDLED:
-                self._previous[sig] = signal.signal(sig, self._handle)
+            for sig in self.signals:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -37,15 +45,18 @@ class StopRequest:
     def pass_on(self) -> None:
         """After the clean stop, give the signal to whoever handled it before us.
 
-        submitit's SIGUSR2 handler requeues a preempted SLURM job; Python's own SIGINT handler
-        and the defaults are skipped, since the exit code already says what happened.
+        submitit's SIGUSR2 handler requeues a preempted SLURM job; Python's own SIGINT handler,
+        the defaults and the terminal's hangup handler are skipped, since the exit code already
+        says what happened.
         """
         previous = self._previous.get(self.signum)
         self.__exit__()
-        if callable(previous) and previous is not signal.default_int_handler:
+        if callable(previous) and previous not in (signal.default_int_handler, terminal.on_hangup):
             os.kill(os.getpid(), self.signum)
 
     def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGHUP:
+            terminal.hang_up()  # nobody is there to read what follows
         if self.signum is not None and signum == signal.SIGINT:
             sys.stderr.write("second Ctrl-C: exiting now, without saving\n")
             raise SystemExit(128 + signum)
