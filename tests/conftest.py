@@ -34,6 +34,18 @@ def compose_train(overrides: list[str] = ()) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides))
 
 
+def config_error(overrides: list[str]) -> str:
+    """The one-line message with which the real config, composed with `overrides`, is refused before any data loads."""
+    from visionlab.config import validate
+    from visionlab.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        validate(compose_train(overrides))
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
 def run_cli(args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed `vl-train` as a user would, with its run directory under tmp."""
     return subprocess.run(

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from tests.conftest import compose_train
-from visionlab.errors import UserError
+from tests.conftest import compose_train, config_error
 from visionlab.losses import NLL, MulticlassHinge, OneHotL1, OneHotMSE
 
 # The course's example: three images, three classes; each row is one image's scores.
@@ -31,8 +30,7 @@ def test_hinge_gradient_pushes_correct_score_up_and_violators_down():
 
 
 def test_hinge_margin_must_not_be_negative():
-    with pytest.raises(UserError, match="loss.margin=-1"):
-        MulticlassHinge(margin=-1)
+    assert "loss.margin=-1 is invalid: use a number of at least 0" in config_error(["loss=hinge", "loss.margin=-1"])
 
 
 def test_mse_and_l1_compare_scores_with_one_hot_labels():

@@ -7,8 +7,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from tests.conftest import compose_train
-from visionlab.errors import UserError
+from tests.conftest import compose_train, config_error
 from visionlab.regularization import L1, L2, ElasticNet, NoPenalty
 
 
@@ -52,8 +51,7 @@ def test_none_and_zero_strength_add_nothing():
 
 
 def test_negative_strength_is_a_user_error():
-    with pytest.raises(UserError, match="regularization.strength=-0.1"):
-        L2(small_model().parameters(), strength=-0.1)
+    assert "regularization.strength=-0.1 is invalid: use a number of at least 0" in config_error(["regularization=l2", "regularization.strength=-0.1"])
 
 
 @pytest.mark.parametrize("name", ["none", "l2", "l1", "elastic_net"])

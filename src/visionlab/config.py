@@ -1,80 +1,123 @@
-"""Checks on the composed config that must fail before any data is loaded.
+"""Bad config fails here, before any data is loaded, or at the latest before the first step.
 
-Hydra already rejects unknown groups and keys; this catches values that have the right type
-but make no sense, and says which key, which value, and what is accepted.
+Three nets, one kind of error (exit 2, one line naming the key, the value and what is accepted):
+1. `validate`: every value against what its component declares (checks.py), and the few rules
+   that tie two groups together.
+2. `build`: a component whose constructor rejects its config anyway (torch's checks, say).
+3. `first_use`: the model and loss run on two images before training, so a model that cannot
+   take the data's shape, or a loss that rejects its settings at its first call, fails now and
+   not after minutes of loading.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Annotated, Any
 
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from visionlab.checks import Maybe, OneOf, Text, Whole, check_node, check_targets, declared
 from visionlab.errors import UserError
 from visionlab.training.device import resolve_device
-from visionlab.training.precision import PRECISIONS
+from visionlab.training.settings import TrainerSettings
 
 OBJECTIVES = ("val/acc", "val/loss", "train/acc", "train/loss")
 
 
-def _positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}={value!r} is invalid: use a whole number of at least 1")
+class RunSettings:
+    """The top level of conf/train.yaml."""
+
+    seed: Annotated[int, Whole()]
+    objective: Annotated[str, OneOf(*OBJECTIVES)]
+    resume: Annotated[str | None, Maybe(Text())]
 
 
 def validate(cfg: DictConfig) -> None:
-    trainer = cfg.trainer
-    _positive_int("trainer.epochs", trainer.epochs)
-    batch_size = trainer.batch_size  # "all": full-batch gradient descent, one step per epoch
-    if batch_size != "all" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise UserError(f"trainer.batch_size={batch_size!r} is invalid: use a whole number of at least 1, or all for full-batch")
-    if batch_size == 1 and cfg.model.get("batchnorm"):
+    check_node(cfg, declared(RunSettings), "")
+    check_node(cfg.trainer, declared(TrainerSettings), "trainer.")
+    check_targets(cfg)
+    resolve_device(cfg.trainer.device)
+    if cfg.trainer.batch_size == 1 and cfg.model.get("batchnorm"):
         raise UserError("trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use model.batchnorm=false or batch_size of at least 2")
-    _positive_int("trainer.eval_batch_size", trainer.eval_batch_size)
-    _positive_int("trainer.log_every_n_steps", trainer.log_every_n_steps)
-    if trainer.threads is not None:
-        _positive_int("trainer.threads", trainer.threads)
-    if trainer.checkpoint_every_steps is not None:
-        _positive_int("trainer.checkpoint_every_steps", trainer.checkpoint_every_steps)
-    if isinstance(trainer.precision, bool) or str(trainer.precision) not in PRECISIONS:
-        raise UserError(f"trainer.precision={trainer.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
-    for switch in ("channels_last", "compile"):
-        if not isinstance(trainer[switch], bool):
-            raise UserError(f"trainer.{switch}={trainer[switch]!r} is invalid: use true or false")
-    grad_clip = trainer.get("grad_clip")
-    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
-        raise UserError(f"trainer.grad_clip={grad_clip!r} is invalid: use a gradient norm greater than 0, such as 1.0, or null for no clipping")
-    resolve_device(trainer.device)
-    if cfg.objective not in OBJECTIVES:
-        raise UserError(f"objective={cfg.objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
-    lr = cfg.optimizer.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        raise UserError(f"optimizer.lr={lr!r} is invalid: use a number greater than 0, such as 0.001")
-    _check_optimizer(cfg.optimizer)
-
-
-def _check_optimizer(optimizer: DictConfig) -> None:
-    """The knobs torch would otherwise reject with a traceback, or (nesterov without momentum) reject late."""
-    weight_decay = optimizer.get("weight_decay", 0.0)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise UserError(f"optimizer.weight_decay={weight_decay!r} is invalid: use a number of at least 0, such as 0.0001")
-    momentum = optimizer.get("momentum", 0.0)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise UserError(f"optimizer.momentum={momentum!r} is invalid: use a number in [0, 1), such as 0.9")
-    if optimizer.get("nesterov") and not momentum:
+    if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
         raise UserError("optimizer.nesterov=true needs momentum: set optimizer.momentum=0.9 (or use optimizer=momentum)")
 
 
+# What a component raises when its settings are wrong (torch's own checks, a shape that cannot work).
+REJECTIONS = (ValueError, TypeError, RuntimeError, IndexError, KeyError, ArithmeticError, AssertionError)
+
+
 def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
-    """`instantiate(cfg[group])`, with a user's mistake (bad value, unknown argument) kept to one line."""
+    """`instantiate(cfg[group])`; whatever the component raises about its config is a config error.
+
+    A `_partial_` group (optimizer, scheduler, regularization) is checked the same way when the run calls it.
+    """
     try:
-        return instantiate(cfg[group], **kwargs)
+        component = instantiate(cfg[group], **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, TypeError):
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
             raise UserError(f"{group}: {cause} (check the keys under {group}. against conf/{group}/)") from None
+        if isinstance(cause, REJECTIONS):
+            raise rejected(group, cause) from cause
         raise
+    if isinstance(component, functools.partial):
+        return functools.partial(_call_rejecting, group, component)
+    return component
+
+
+def _call_rejecting(group: str, component: functools.partial, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return component(*args, **kwargs)
+    except UserError:
+        raise
+    except REJECTIONS as exc:
+        raise rejected(group, exc) from exc
+
+
+def first_use(model: torch.nn.Module, loss_fn: Any, splits: Any) -> None:
+    """One forward pass and one loss on two training images, touching no random state or statistics."""
+    images, labels = splits.train.batch(torch.arange(min(2, len(splits.train)), device=splits.train.labels.device))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                scores = model(images)
+            except REJECTIONS as exc:
+                raise rejected("model", exc, f"on {'x'.join(map(str, splits.in_shape))} inputs") from exc
+            if loss_fn is not None:
+                try:
+                    loss_fn(scores, labels)
+                except REJECTIONS as exc:
+                    raise rejected("loss", exc) from exc
+    finally:
+        model.train(was_training)
+
+
+def rejected(group: str, cause: Exception, context: str = "") -> UserError:
+    """`model=cnn (CNN) rejected model.kernel_size=0 on 1x4x4 inputs: <torch's words>`, on one line."""
+    choice, given = _group_choice(group)
+    name = f"{group}={choice}" if choice else group
+    settings = ", ".join(given) if given else f"its settings under {group}."
+    reason = " ".join(str(cause).split()) or type(cause).__name__
+    where = f" {context}" if context else ""
+    return UserError(f"{name} rejected {settings}{where}: {reason[:300]} (see conf/{group}/ and the keys' comments there)")
+
+
+def _group_choice(group: str) -> tuple[str | None, list[str]]:
+    """The group's option (cnn) and the command-line overrides that touched it, when Hydra composed this run."""
+    if not HydraConfig.initialized():
+        return None, []
+    hydra = HydraConfig.get()
+    choice = hydra.runtime.choices.get(group)
+    given = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~").startswith(f"{group}.")]
+    dataset = [o for o in hydra.overrides.task if o.split("=", 1)[0].startswith("dataset.shape")] if group == "model" else []
+    return choice, given + dataset
+

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.config import build, validate
+from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.augment import Augment
@@ -113,9 +113,10 @@ def train_model(
     """Fit a model with parameters, or let one without (kNN) memorize splits.train; k-fold keeps no checkpoints."""
     trainer = cfg.trainer
     if count_trainable(model):
+        loss_fn = build(cfg, "loss")
+        first_use(model, loss_fn, splits)
         prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
         batch_size = len(splits.train) if trainer.batch_size == "all" else trainer.batch_size
-        loss_fn = build(cfg, "loss")
         penalty = build(cfg, "regularization")(model.parameters())
         optimizer = build(cfg, "optimizer")(model.parameters())
         schedule = build(cfg, "scheduler")(

@@ -7,20 +7,20 @@ L = (1/N) sum_i L_i.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionlab.errors import UserError
+from visionlab.checks import Number
 
 
 class MulticlassHinge(nn.Module):
     """The multiclass SVM loss: L_i = sum over j != y_i of max(0, s_j - s_{y_i} + margin)."""
 
-    def __init__(self, margin: float = 1.0):
+    def __init__(self, margin: Annotated[float, Number(ge=0, example=1.0)] = 1.0):
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-            raise UserError(f"loss.margin={margin!r} is invalid: use a number of at least 0, such as 1.0")
         self.margin = float(margin)
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

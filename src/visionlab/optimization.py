@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch.optim import Optimizer
@@ -23,7 +24,11 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
+from visionlab.checks import Each, Number, Switch, Whole
 from visionlab.errors import UserError
+
+EPOCHS = Whole(1, unit="epochs")
+FACTOR = Number(gt=0, lt=1, example=0.1)  # what the lr is multiplied by
 
 
 @dataclass
@@ -51,7 +56,8 @@ def constant(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> Schedul
 
 
 def cosine(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
+    warmup_epochs: Annotated[float, Number(ge=0, example=0.2)] = 0.0, min_lr_ratio: Annotated[float, Number(ge=0, le=1)] = 0.0,
 ) -> Schedule:
     """Linear warmup from 1% of lr, then half a cosine down to min_lr_ratio * lr, stepped per batch."""
     total = max(epochs * steps_per_epoch, 1)
@@ -64,32 +70,34 @@ def cosine(
     return Schedule(SequentialLR(optimizer, [ramp, decay], milestones=[warmup]), "step")
 
 
-def step(optimizer: Optimizer, epochs: int, steps_per_epoch: int, step_size: int = 2, gamma: float = 0.5) -> Schedule:
+def step(
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
+    step_size: Annotated[int, EPOCHS] = 2, gamma: Annotated[float, FACTOR] = 0.5,
+) -> Schedule:
     """Step decay: multiply the lr by gamma every step_size epochs."""
-    _whole("step_size", step_size)
-    return Schedule(StepLR(optimizer, step_size=step_size, gamma=_factor("gamma", gamma)), "epoch")
+    return Schedule(StepLR(optimizer, step_size=step_size, gamma=gamma), "epoch")
 
 
 def multistep(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, milestones: Sequence[int] = (2, 4), gamma: float = 0.1
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
+    milestones: Annotated[Sequence[int], Each(EPOCHS, example="[2, 4]")] = (2, 4), gamma: Annotated[float, FACTOR] = 0.1,
 ) -> Schedule:
     """Multiply the lr by gamma at each milestone epoch (the classic "divide by 10 at epochs 30, 60")."""
     milestones = list(milestones)
-    for m in milestones:
-        _whole("milestones", m)
     if milestones != sorted(set(milestones)):
         raise UserError(f"scheduler.milestones={milestones} is invalid: use increasing epoch numbers, such as [2, 4]")
-    return Schedule(MultiStepLR(optimizer, milestones=milestones, gamma=_factor("gamma", gamma)), "epoch")
+    return Schedule(MultiStepLR(optimizer, milestones=milestones, gamma=gamma), "epoch")
 
 
-def exponential(optimizer: Optimizer, epochs: int, steps_per_epoch: int, gamma: float = 0.8) -> Schedule:
+def exponential(optimizer: Optimizer, epochs: int, steps_per_epoch: int, gamma: Annotated[float, FACTOR] = 0.8) -> Schedule:
     """Exponential decay: lr_e = lr * gamma^e after e epochs."""
-    return Schedule(ExponentialLR(optimizer, gamma=_factor("gamma", gamma)), "epoch")
+    return Schedule(ExponentialLR(optimizer, gamma=gamma), "epoch")
 
 
 def onecycle(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, pct_start: float = 0.3,
-    div_factor: float = 25.0, final_div_factor: float = 1e4, cycle_momentum: bool = True,
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int, pct_start: Annotated[float, Number(gt=0, lt=1, example=0.3)] = 0.3,
+    div_factor: Annotated[float, Number(gt=0, example=25)] = 25.0, final_div_factor: Annotated[float, Number(gt=0, example=1e4)] = 1e4,
+    cycle_momentum: Annotated[bool, Switch()] = True,
 ) -> Schedule:
     """One cycle per run, stepped per batch: lr / div_factor up to the optimizer's lr over the first
     pct_start of the run, then cosine down to lr / (div_factor * final_div_factor).
@@ -97,8 +105,6 @@ def onecycle(
     With cycle_momentum, momentum (or Adam's beta1) moves 0.95 -> 0.85 -> 0.95 against the lr; it is
     left alone for optimizers without momentum, so plain SGD stays plain.
     """
-    if isinstance(pct_start, bool) or not isinstance(pct_start, (int, float)) or not 0 < pct_start < 1:
-        raise UserError(f"scheduler.pct_start={pct_start!r} is invalid: use a fraction of the run strictly between 0 and 1, such as 0.3")
     defaults = optimizer.defaults
     has_momentum = "betas" in defaults or defaults.get("momentum", 0) > 0
     scheduler = OneCycleLR(
@@ -110,27 +116,15 @@ def onecycle(
 
 
 def plateau(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, factor: float = 0.1, patience: int = 2,
-    threshold: float = 1e-4, min_lr: float = 0.0,
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int, factor: Annotated[float, FACTOR] = 0.1,
+    patience: Annotated[int, Whole(0, unit="epochs")] = 2, threshold: Annotated[float, Number(ge=0, example=1e-4)] = 1e-4,
+    min_lr: Annotated[float, Number(ge=0)] = 0.0,
 ) -> Schedule:
     """Multiply the lr by factor when val/loss has not improved for `patience` epochs."""
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-        raise UserError(f"scheduler.patience={patience!r} is invalid: use a whole number of epochs of at least 0")
     scheduler = ReduceLROnPlateau(
-        optimizer, mode="min", factor=_factor("factor", factor), patience=patience, threshold=threshold, min_lr=min_lr,
+        optimizer, mode="min", factor=factor, patience=patience, threshold=threshold, min_lr=min_lr,
     )
     return Schedule(scheduler, "epoch", monitor="loss")
-
-
-def _whole(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"scheduler.{key}={value!r} is invalid: use a whole number of epochs of at least 1")
-
-
-def _factor(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise UserError(f"scheduler.{key}={value!r} is invalid: use a factor strictly between 0 and 1, such as 0.1")
-    return float(value)
 
 
 def current_lr(optimizer: Optimizer) -> float:

@@ -11,25 +11,22 @@ loop calls the result once per step.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from visionlab.errors import UserError
+from visionlab.checks import Number
 
-
-def _non_negative(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise UserError(f"regularization.{key}={value!r} is invalid: use a number of at least 0, such as 0.0001")
-    return float(value)
+STRENGTH = Number(ge=0, example=0.0001)
 
 
 class Penalty:
     """strength * sum over weights W of term(W); subclasses define `term`."""
 
-    def __init__(self, params: Iterable[nn.Parameter], strength: float = 0.0):
+    def __init__(self, params: Iterable[nn.Parameter], strength: Annotated[float, STRENGTH] = 0.0):
         self.weights = [p for p in params if p.requires_grad and p.ndim >= 2]
-        self.strength = _non_negative("strength", strength)
+        self.strength = float(strength)
         self.zero = torch.zeros((), device=self.weights[0].device if self.weights else None)
 
     def term(self, w: torch.Tensor) -> torch.Tensor:
@@ -65,9 +62,10 @@ class L1(Penalty):
 class ElasticNet(Penalty):
     """R(W) = sum (beta * W^2 + |W|): L1's sparsity with some of L2's smoothness."""
 
-    def __init__(self, params: Iterable[nn.Parameter], strength: float = 0.0, beta: float = 1.0):
+    def __init__(self, params: Iterable[nn.Parameter], strength: Annotated[float, STRENGTH] = 0.0,
+                 beta: Annotated[float, Number(ge=0, example=10.0)] = 1.0):
         super().__init__(params, strength)
-        self.beta = _non_negative("beta", beta)
+        self.beta = float(beta)
 
     def term(self, w: torch.Tensor) -> torch.Tensor:
         return self.beta * w.square().sum() + w.abs().sum()

@@ -98,6 +98,23 @@ CASES = [
     ("knn-k-too-big", "train", ["model=knn", "model.k=100000", *TINY], ["model.k=100000", "training images"]),
     ("knn-distance", "train", ["model=knn", "model.distance=l3"], ["model.distance='l3'", "l2", "l1"]),
     ("activation", "train", ["model=mlp", "model.activation=swishy"], ["swishy", "relu"]),
+    # values a component used to reject with a traceback ("a bug"); tests/test_config_checks.py has many more
+    ("mlp-hidden-negative", "train", ["model=mlp", "model.hidden=[-5]"], ["model.hidden=[-5]", "whole numbers of at least 1"]),
+    ("cnn-hidden-negative", "train", ["model=cnn", "model.hidden=[-5]"], ["model.hidden=[-5]", "whole numbers of at least 1"]),
+    ("dropout", "train", ["model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
+    ("betas", "train", ["optimizer.betas=[2,0.9]"], ["optimizer.betas=[2, 0.9]", "[0.9, 0.999]"]),
+    ("label-smoothing", "train", ["loss.label_smoothing=2"], ["loss.label_smoothing=2", "[0, 1)"]),
+    ("shape-zero", "train", ["dataset.shape=[0,28,28]"], ["dataset.shape=[0, 28, 28]", "3 whole numbers"]),
+    ("seed-text", "train", ["seed=abc"], ["seed='abc'", "whole number"]),
+    ("kernel-size-zero", "train", ["model.kernel_size=0"], ["model.kernel_size=0", "at least 1"]),
+    ("noise-negative", "train", ["dataset.noise=-1"], ["dataset.noise=-1", "at least 0"]),
+    # what no declaration describes: the component's own check, at construction or at first use, names the override
+    ("cnn-images-too-small", "train", ["model=cnn", "dataset.shape=[1,4,4]", "dataset.train_size=300"], ["model=cnn rejected dataset.shape=[1,4,4]"]),
+    ("optimizer-own-check", "train", ["optimizer=adagrad", "+optimizer.initial_accumulator_value=-1", "dataset.train_size=300"],
+     ["optimizer=adagrad rejected +optimizer.initial_accumulator_value=-1", "Invalid initial_accumulator_value"]),
+    ("loss-first-use", "train", ["+loss.ignore_index=abc", "dataset.train_size=300"], ["loss=cross_entropy rejected +loss.ignore_index=abc", "must be int"]),
+    ("unknown-argument", "train", ["model=linear", "+model.hiden=5"], ["unexpected keyword argument 'hiden'", "conf/model/"]),
+    ("hangup-mode", "train", ["trainer.on_hangup=ignore"], ["trainer.on_hangup='ignore'", "continue, stop"]),
     # files: data, checkpoints, output folders
     ("data-missing", "train", ["dataset=mnist", "dataset.root={empty}", "dataset.download=false"], ["MNIST not found", "dataset.root"]),
     ("data-corrupt", "train", ["dataset=mnist", "dataset.root={corrupt_mnist}", "dataset.download=false"], ["MNIST", "could not be read"]),
@@ -124,8 +141,8 @@ if os.geteuid() != 0:  # root writes anywhere
     CASES.append(("run-dir-read-only", "train", ["hydra.run.dir={read_only}/run"], ["cannot write", "Permission denied"]))
 
 
-def test_there_are_at_least_30_cases():
-    assert len(CASES) >= 30
+def test_there_are_at_least_60_cases():
+    assert len(CASES) >= 60
 
 
 @pytest.mark.parametrize("command,args,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -15,6 +15,8 @@ from visionlab.data.splits import channel_stats
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
 
+from tests.conftest import config_error
+
 
 def test_synthetic_is_seeded_and_shaped():
     a, b = Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load(), Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load()
@@ -62,8 +64,7 @@ def test_channel_stats_match_a_direct_computation():
 
 
 def test_subset_sizes_are_checked():
-    with pytest.raises(UserError, match=r"dataset.train_size=0 .*at least 1"):
-        Synthetic(train_size=0).load()
+    assert "dataset.train_size=0 is invalid: use a whole number of at least 1" in config_error(["dataset.train_size=0"])
 
 
 def test_failed_download_is_one_line_naming_folder_and_files(tmp_path):

@@ -7,8 +7,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from tests.conftest import compose_train
-from visionlab.errors import UserError
+from tests.conftest import compose_train, config_error
 from visionlab.models.resnet import BasicBlock, ResNet
 
 
@@ -41,10 +40,9 @@ def test_resnet_small_stages_halve_resolution_and_widen():
     assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)
 
 
-@pytest.mark.parametrize("kwargs,key", [({"widths": []}, "model.widths"), ({"blocks": 0}, "model.blocks")])
-def test_bad_resnet_values_are_user_errors(kwargs, key):
-    with pytest.raises(UserError, match=key):
-        ResNet((3, 32, 32), 10, **kwargs)
+@pytest.mark.parametrize("override", ["model.widths=[]", "model.blocks=0"])
+def test_bad_resnet_values_are_user_errors(override):
+    assert config_error(["model=resnet_small", override]).startswith(f"{override} is invalid")
 
 
 @pytest.mark.parametrize("activation,pooled_first", [("relu", True), ("tanh", True), ("gelu", False)])

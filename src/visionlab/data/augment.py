@@ -7,28 +7,23 @@ gets its own random shift and flip; there is no per-sample Python and no PIL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
-from visionlab.errors import UserError
+from visionlab.checks import Number, Switch, Whole
 
 
 @dataclass
 class Augment:
     """`dataset.augment`: everything off by default; the loop applies it to training batches only."""
 
-    crop_padding: int = 0  # pad by this many pixels, then take a random crop of the original size
-    flip: bool = False  # mirror left-right with probability 1/2
-    translate: float = 0.0  # shift by up to this fraction of the width/height, with bilinear resampling
-
-    def __post_init__(self) -> None:
-        if isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0:
-            raise UserError(f"dataset.augment.crop_padding={self.crop_padding!r} is invalid: use a whole number of pixels of at least 0, such as 4")
-        if not isinstance(self.flip, bool):
-            raise UserError(f"dataset.augment.flip={self.flip!r} is invalid: use true or false")
-        if isinstance(self.translate, bool) or not isinstance(self.translate, (int, float)) or not 0 <= self.translate < 1:
-            raise UserError(f"dataset.augment.translate={self.translate!r} is invalid: use a fraction of the image size in [0, 1), such as 0.1")
+    # pad by this many pixels, then take a random crop of the original size
+    crop_padding: Annotated[int, Whole(0, unit="pixels")] = 0
+    flip: Annotated[bool, Switch()] = False  # mirror left-right with probability 1/2
+    # shift by up to this fraction of the width/height, with bilinear resampling
+    translate: Annotated[float, Number(ge=0, lt=1, example=0.1)] = 0.0
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.crop_padding:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
+from visionlab.checks import Maybe, Whole
 from visionlab.data.augment import Augment
 from visionlab.errors import UserError
 
@@ -37,8 +39,8 @@ class ImageDataset:
     tests, and the course's "overfit a tiny subset first" check.
     """
 
-    train_size: int | None = None
-    test_size: int | None = None
+    train_size: Annotated[int | None, Maybe(Whole(1))] = None
+    test_size: Annotated[int | None, Maybe(Whole(1))] = None
     augment: Augment = field(default_factory=Augment)  # applied by the loop to training batches only
 
     def read(self) -> RawData:
@@ -56,6 +58,6 @@ class ImageDataset:
 def _first(part: LabeledImages, size: int | None, key: str) -> LabeledImages:
     if size is None:
         return part
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(part):
+    if size > len(part):
         raise UserError(f"{key}={size!r} is out of range: use a whole number from 1 to {len(part)}, or null for all")
     return LabeledImages(part.images[:size], part.labels[:size])

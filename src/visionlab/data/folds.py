@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from visionlab.checks import Number, Switch, Whole
 from visionlab.data.splits import holdout_indices
 from visionlab.errors import UserError
 
@@ -23,12 +25,7 @@ Partition = tuple[torch.Tensor, torch.Tensor]  # (train indices, val indices) in
 class Holdout:
     """A seeded random `val_fraction` of the training images is val; the model trains on the rest."""
 
-    val_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        value = self.val_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise UserError(f"split.val_fraction={value!r} is out of range: use a number strictly between 0 and 1")
+    val_fraction: Annotated[float, Number(gt=0, lt=1, example=0.1)] = 0.1
 
     def partition(self, labels: torch.Tensor, seed: int) -> Partition:
         return holdout_indices(len(labels), self.val_fraction, seed)
@@ -41,16 +38,9 @@ class KFold:
     `final_test`: afterwards, retrain on all the training images and evaluate the test set once.
     """
 
-    folds: int = 5
-    shuffle: bool = True
-    final_test: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise UserError(f"split.folds={self.folds!r} is invalid: use a whole number of at least 2, such as 5")
-        for key in ("shuffle", "final_test"):
-            if not isinstance(getattr(self, key), bool):
-                raise UserError(f"split.{key}={getattr(self, key)!r} is invalid: use true or false")
+    folds: Annotated[int, Whole(2)] = 5
+    shuffle: Annotated[bool, Switch()] = True
+    final_test: Annotated[bool, Switch()] = False
 
     def partitions(self, labels: torch.Tensor, seed: int) -> list[Partition]:
         if self.folds > len(labels):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
-from visionlab.errors import UserError
+from visionlab.checks import Each, Number, Whole
 
 
 @dataclass
@@ -19,19 +20,15 @@ class Synthetic(ImageDataset):
     learns it only partly while a CNN does well: curves that go somewhere in seconds.
     """
 
-    shape: list[int] = field(default_factory=lambda: [1, 28, 28])
-    num_classes: int = 10
-    train_size: int = 5000  # how many images to generate
-    test_size: int = 1000
-    noise: float = 0.5
-    max_shift: int = 3
-    seed: int = 0
+    shape: Annotated[list[int], Each(Whole(1), length=3, example="[1, 28, 28]")] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: Annotated[int, Whole(2)] = 10
+    train_size: Annotated[int, Whole(1)] = 5000  # how many images to generate
+    test_size: Annotated[int, Whole(1)] = 1000
+    noise: Annotated[float, Number(ge=0, example=0.5)] = 0.5
+    max_shift: Annotated[int, Whole(0, unit="pixels")] = 3
+    seed: Annotated[int, Whole()] = 0
 
     def read(self) -> RawData:
-        for key in ("train_size", "test_size"):
-            size = getattr(self, key)
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise UserError(f"dataset.{key}={size!r} is invalid: use a whole number of at least 1")
         g = torch.Generator().manual_seed(self.seed)
         c, h, w = self.shape
         coarse = torch.rand(self.num_classes + 1, c, max(h // 4, 1), max(w // 4, 1), generator=g)

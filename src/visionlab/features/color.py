@@ -7,9 +7,11 @@ it sums to 1 whatever the image size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from visionlab.checks import OneOf, Whole
 from visionlab.errors import UserError
 
 SPACES = ("hsv", "rgb")
@@ -23,14 +25,8 @@ class ColorHistogram:
         rgb, each channel's intensity (one channel of a greyscale image).
     """
 
-    bins: int = 10
-    space: str = "hsv"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or not 1 <= self.bins <= 256:
-            raise UserError(f"features.color.bins={self.bins!r} is invalid: use a whole number from 1 to 256")
-        if self.space not in SPACES:
-            raise UserError(f"features.color.space={self.space!r} is unknown: use one of {', '.join(SPACES)}")
+    bins: Annotated[int, Whole(1, 256)] = 10
+    space: Annotated[str, OneOf(*SPACES)] = "hsv"
 
     def size(self, shape: tuple[int, int, int]) -> int:
         """Numbers per image of shape [C, H, W]."""

@@ -11,10 +11,12 @@ checks it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from visionlab.checks import Either, OneOf, Switch, Whole
 from visionlab.errors import UserError
 from visionlab.features.glyphs import hog_picture
 
@@ -36,23 +38,11 @@ class HOG:
     signed: tell a dark-to-light edge from a light-to-dark one (skimage: unsigned only).
     """
 
-    cell_size: int | str = 8
-    bins: int = 9
-    block_size: int = 2
-    block_norm: str = "L2-Hys"
-    signed: bool = False
-
-    def __post_init__(self) -> None:
-        for key in ("cell_size", "bins", "block_size"):
-            value = getattr(self, key)
-            if key == "cell_size" and value == "auto":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"features.hog.{key}={value!r} is invalid: use a whole number of at least 1" + (" or auto" if key == "cell_size" else ""))
-        if self.block_norm not in BLOCK_NORMS:
-            raise UserError(f"features.hog.block_norm={self.block_norm!r} is unknown: use one of {', '.join(BLOCK_NORMS)}")
-        if not isinstance(self.signed, bool):
-            raise UserError(f"features.hog.signed={self.signed!r} is invalid: use true or false")
+    cell_size: Annotated[int | str, Either(Whole(1, unit="pixels"), OneOf("auto"))] = 8
+    bins: Annotated[int, Whole(1)] = 9
+    block_size: Annotated[int, Whole(1, unit="cells")] = 2
+    block_norm: Annotated[str, OneOf(*BLOCK_NORMS)] = "L2-Hys"
+    signed: Annotated[bool, Switch()] = False
 
     def for_shape(self, shape: tuple[int, int, int]) -> HOG:
         """This HOG with `cell_size: auto` settled for images of shape [C, H, W]."""

@@ -9,12 +9,14 @@ Presets (the default small net, LeNet-5-like shapes, ...) are YAML files over th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from visionlab.checks import OneOf, Switch, Whole
 from visionlab.errors import UserError
+from visionlab.models.blocks import Activation, Dropout, Hidden, Widths
 from visionlab.models.blocks import activation as make_activation
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -28,18 +30,16 @@ class CNN(nn.Module):
         self,
         in_shape: tuple[int, int, int],
         num_classes: int,
-        channels: Sequence[int] = (16, 32, 64),
-        convs_per_stage: int = 1,
-        kernel_size: int = 3,
-        pool: str = "max",
-        batchnorm: bool = True,
-        activation: str = "relu",
-        hidden: Sequence[int] = (128,),
-        dropout: float = 0.25,
+        channels: Widths = (16, 32, 64),
+        convs_per_stage: Annotated[int, Whole(1)] = 1,
+        kernel_size: Annotated[int, Whole(1, unit="pixels")] = 3,
+        pool: Annotated[str, OneOf(*POOLS, "none")] = "max",
+        batchnorm: Annotated[bool, Switch()] = True,
+        activation: Activation = "relu",
+        hidden: Hidden = (128,),
+        dropout: Dropout = 0.25,
     ):
         super().__init__()
-        if pool not in (*POOLS, "none"):
-            raise UserError(f"model.pool={pool!r} is unknown: use one of max, avg, none")
         layers: list[nn.Module] = []
         width = in_shape[0]
         for out in channels:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionlab.checks import Each, Either, Maybe, OneOf, Switch, Whole
 from visionlab.data import DeviceSplit
 from visionlab.errors import UserError
 
@@ -52,17 +54,9 @@ FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 ON_LATTICE = 1e-3
 
 
-def _whole_number(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_ks(k) -> tuple[int, ...]:
+def _sorted_ks(k) -> tuple[int, ...]:
     """model.k as a sorted tuple of distinct values (one number or a list such as Hydra's ListConfig)."""
-    listed = isinstance(k, Sequence) and not isinstance(k, str)
-    values = list(k) if listed else [k]
-    if not values or not all(_whole_number(v) and v >= 1 for v in values):
-        raise UserError(f"model.k={values if listed else k!r} is invalid: use a whole number of at least 1, or a list of them such as [1, 3, 5]")
-    return tuple(sorted(set(values)))
+    return tuple(sorted(set(k))) if isinstance(k, Sequence) else (k,)
 
 
 class KNN(nn.Module):
@@ -81,19 +75,17 @@ class KNN(nn.Module):
         self,
         in_shape: tuple[int, ...],
         num_classes: int,
-        k: int | Sequence[int] = 1,
-        distance: str = "l2",
+        k: Annotated[int | Sequence[int], Either(Whole(1), Each(Whole(1), example="[1, 3, 5]"))] = 1,
+        distance: Annotated[str, OneOf(*DISTANCES)] = "l2",
         p: float | None = None,
-        weights: str = "uniform",
-        chunk_size: int = 512,
-        normalize: bool = False,
-        pca: int | None = None,
+        weights: Annotated[str, OneOf(*WEIGHTS)] = "uniform",
+        chunk_size: Annotated[int, Whole(1, unit="queries")] = 512,
+        normalize: Annotated[bool, Switch()] = False,
+        pca: Annotated[int | None, Maybe(Whole(1, unit="dimensions"))] = None,
     ):
         super().__init__()
-        self.ks = _check_ks(k)
+        self.ks = _sorted_ks(k)
         self.k = self.ks[0]  # the k that forward() votes with; the training loop sets the best one on val
-        if distance not in DISTANCES:
-            raise UserError(f"model.distance={distance!r} is unknown: use one of l2, l1, cosine, or lp with model.p")
         if distance == "lp":
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p < math.inf:
                 shown = "null" if p is None else repr(p)
@@ -101,14 +93,8 @@ class KNN(nn.Module):
             distance = {1: "l1", 2: "l2"}.get(p, "lp")  # the exact same distances, by the faster route
         elif p is not None:
             raise UserError(f"model.p={p!r} is only used with model.distance=lp: set model.distance=lp or leave model.p null")
-        if weights not in WEIGHTS:
-            raise UserError(f"model.weights={weights!r} is unknown: use uniform or distance")
-        if not _whole_number(chunk_size) or chunk_size < 1:
-            raise UserError(f"model.chunk_size={chunk_size!r} is invalid: use a whole number of queries of at least 1, such as 512")
-        if not isinstance(normalize, bool):
-            raise UserError(f"model.normalize={normalize!r} is invalid: use true or false")
         pixels = math.prod(in_shape)
-        if pca is not None and (not _whole_number(pca) or not 1 <= pca <= pixels):
+        if pca is not None and pca > pixels:
             raise UserError(f"model.pca={pca!r} is invalid: use null (off) or a whole number of dimensions from 1 to {pixels}")
         self.distance = distance
         self.p = {"l1": 1, "l2": 2, "cosine": 2}.get(distance, p)  # the norm used for the rounding bound

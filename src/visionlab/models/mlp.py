@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import Annotated
 
 from torch import nn
 
+from visionlab.checks import Switch
+from visionlab.models.blocks import Activation, Dropout, Hidden
 from visionlab.models.blocks import activation as make_activation
 
 
@@ -15,10 +17,10 @@ class MLP(nn.Module):
         self,
         in_shape: tuple[int, ...],
         num_classes: int,
-        hidden: Sequence[int] = (512,),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batchnorm: bool = False,
+        hidden: Hidden = (512,),
+        activation: Activation = "relu",
+        dropout: Dropout = 0.0,
+        batchnorm: Annotated[bool, Switch()] = False,
     ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]

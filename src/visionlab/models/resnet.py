@@ -7,11 +7,12 @@ connection lets every block learn a correction to its input, which is what makes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from visionlab.errors import UserError
+from visionlab.checks import Each, Whole
 
 
 class BasicBlock(nn.Module):
@@ -38,14 +39,12 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(
-        self, in_shape: tuple[int, int, int], num_classes: int, widths: Sequence[int] = (16, 32, 64), blocks: int = 2
+        self, in_shape: tuple[int, int, int], num_classes: int,
+        widths: Annotated[Sequence[int], Each(Whole(1, unit="channels"), example="[16, 32, 64]")] = (16, 32, 64),
+        blocks: Annotated[int, Whole(1, unit="residual blocks per stage")] = 2,
     ):
         super().__init__()
         widths = list(widths)
-        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise UserError(f"model.widths={widths} is invalid: use a list of whole numbers of channels per stage, such as [16, 32, 64]")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise UserError(f"model.blocks={blocks!r} is invalid: use a whole number of residual blocks per stage, at least 1")
         layers: list[nn.Module] = [
             nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
         ]

@@ -14,12 +14,13 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from visionlab.checks import Switch, Whole
 from visionlab.data import DeviceSplit, Splits
-from visionlab.errors import UserError
 from visionlab.features import FeatureSplits
 from visionlab.reporting import visuals
 from visionlab.reporting.reporter import Reporter
@@ -32,28 +33,20 @@ UNITS_SHOWN = 64  # first-layer units of an MLP shown as templates
 QUERIES = 8  # kNN: test images shown with their neighbours
 NEIGHBOURS = 8  # kNN: neighbours shown per query (the vote may use fewer: the model's k)
 
+EVERY = Whole(0, unit="epochs")  # 0: never
+
 
 @dataclass
 class VisualSettings:
     """`logging`: one switch per picture; see conf/logging/default.yaml. Checked before any data loads."""
 
-    data_preview: bool = True
-    confusion_every_n_epochs: int = 1
-    first_layer_every_n_epochs: int = 1
-    mistakes_every_n_epochs: int = 1
-    neighbours: bool = True
-    histograms_every_n_epochs: int = 0
-    graph: bool = True
-
-    def __post_init__(self) -> None:
-        for key in ("data_preview", "neighbours", "graph"):
-            value = getattr(self, key)
-            if not isinstance(value, bool):
-                raise UserError(f"logging.{key}={value!r} is invalid: use true or false")
-        for key in ("confusion_every_n_epochs", "first_layer_every_n_epochs", "mistakes_every_n_epochs", "histograms_every_n_epochs"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UserError(f"logging.{key}={value!r} is invalid: use a whole number of epochs, or 0 for off")
+    data_preview: Annotated[bool, Switch()] = True
+    confusion_every_n_epochs: Annotated[int, EVERY] = 1
+    first_layer_every_n_epochs: Annotated[int, EVERY] = 1
+    mistakes_every_n_epochs: Annotated[int, EVERY] = 1
+    neighbours: Annotated[bool, Switch()] = True
+    histograms_every_n_epochs: Annotated[int, EVERY] = 0
+    graph: Annotated[bool, Switch()] = True
 
 
 def is_due(every: int, epoch: int, last: int) -> bool:
