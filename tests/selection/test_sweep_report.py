@@ -83,3 +83,45 @@ def test_vl_report_prints_the_table_and_fails_in_one_line(sweep, tmp_path):
     result = subprocess.run([str(VL_REPORT), str(empty)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {empty} holds no runs: no metrics.json and no .hydra/ below it"
+
+
+@pytest.mark.filterwarnings("ignore:.* is experimental")  # optuna's create_trial and add_trial, which make the trials by hand
+def test_vl_report_of_an_optuna_sweep_ranks_every_trial_of_its_study_wherever_it_ran(tmp_path):
+    """Trial 0 ran in another folder; trial 1 recorded no folder but is job 1 here; trial 2's folder is
+    gone; trial 3 failed without one. Job 7 is a run of no trial."""
+    import optuna
+    from optuna.distributions import IntUniformDistribution
+    from optuna.trial import TrialState, create_trial
+
+    old, sweep = tmp_path / "old", tmp_path / "sweep"
+    make_run(old / "0", ["model=knn", "model.k=3"], {"val/acc": 0.5})
+    make_run(sweep / "1", ["model=knn", "model.k=5"], {"val/acc": 0.7})
+    (sweep / "1" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"study_name": "S"}, "job": {"num": 1}}}))
+    make_run(sweep / "7", ["model=knn", "model.k=9"], {"val/acc": 0.6})
+    config = {"objective": "val/acc", "hydra": {"sweep": {"dir": "multirun/${now:%H-%M-%S}"}, "runtime": {"cwd": "/nowhere"},
+                                                "sweeper": {"storage": "sqlite:///${hydra.sweep.dir}/optuna.db", "study_name": "S"}}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(config))
+    study = optuna.create_study(study_name="S", storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
+    k = {"model.k": IntUniformDistribution(1, 15)}
+    for number, (state, value, k_value, run_dir) in enumerate([
+        (TrialState.COMPLETE, 0.5, 3, old / "0"), (TrialState.COMPLETE, 0.7, 5, None),
+        (TrialState.COMPLETE, 0.9, 7, tmp_path / "gone" / "2"), (TrialState.FAIL, None, 11, None),
+    ]):
+        study.add_trial(create_trial(state=state, value=value, params={"model.k": k_value}, distributions=k,
+                                     user_attrs={} if run_dir is None else {"run_dir": str(run_dir)}))
+
+    result = subprocess.run([str(VL_REPORT), str(sweep)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["trial"], row["model.k"], row["val/acc"], row["status"], row["run_dir"]) for row in rows] == [
+        ("2", "7", "0.9", "completed", f"{tmp_path / 'gone' / '2'} (missing)"),
+        ("1", "5", "0.7", "completed", "1"),
+        ("", "9", "0.6", "completed", "7"),
+        ("0", "3", "0.5", "completed", str(old / "0")),
+        ("3", "11", "", "failed", "(not recorded)"),
+    ]
+    assert "model" not in rows[0]  # knn in every folder; the trials without one know only their params
+    assert "5 runs: the trials of Optuna study S and the runs under" in result.stdout
+    assert f"best val/acc: 0.9000 (trial 2 of study S) in {tmp_path / 'gone' / '2'} (missing)" in result.stdout
+    assert "failed before writing metrics.json" not in result.stdout  # trial 3 has no train.log to point at

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -99,7 +101,77 @@ def test_optuna_search_with_sqlite_storage_resumes_a_stopped_study(tmp_path):
         overrides = yaml.safe_load((search / str(number) / ".hydra" / "overrides.yaml").read_text())
         assert {f"{key}={value}" for key, value in trials[number].params.items()} <= set(overrides)
         assert read_metrics(search / str(number))["val/acc"] == pytest.approx(trials[number].value)
-    assert len(summary_rows(search)) == 3
+    rows = summary_rows(search)
+    assert sorted(row["trial"] for row in rows) == ["0", "1", "2", "3"]  # every trial of the study, the failed one too
+    assert [(row["trial"], row["status"], row["run_dir"]) for row in rows][-1] == ("2", "failed", "(not recorded)")
+
+
+@pytest.fixture(scope="module")
+def knn_study(tmp_path_factory) -> tuple[Path, Path]:
+    """A kNN study of 2 trials, its jobs in old/0 and old/1: the sweep folder and the study's sqlite file."""
+    root = tmp_path_factory.mktemp("study")
+    old = root / "old"
+    result = run_cli([*OPTUNA_KNN, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={old}"], root / "run")
+    assert result.returncode == 0, result.stderr
+    return old, old / "optuna.db"
+
+
+OPTUNA_KNN = ["-m", "hparams_search=knn_optuna", *KNN, "dataset.train_size=300"]
+
+
+def rerun(knn_study: tuple[Path, Path], tmp_path: Path, n_trials: int) -> tuple[subprocess.CompletedProcess, Path, optuna.Study]:
+    """The study's command again, on a copy of its storage, into a new sweep folder."""
+    storage = f"sqlite:///{shutil.copy(knn_study[1], tmp_path / 'optuna.db')}"
+    new = tmp_path / "new"
+    args = [*OPTUNA_KNN, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={new}", f"hydra.sweeper.storage={storage}"]
+    return run_cli(args, tmp_path / "run"), new, optuna.load_study(study_name="knn_optuna", storage=storage)
+
+
+def test_a_complete_study_rerun_into_a_new_folder_writes_its_results(knn_study, tmp_path):
+    old = knn_study[0]
+    result, new, study = rerun(knn_study, tmp_path, n_trials=1)
+    assert result.returncode == 0, result.stderr
+    assert "study knn_optuna is complete: 2 trials done, none to go" in result.stdout
+    assert not [p for p in new.iterdir() if p.is_dir()]  # no job ran
+    best = study.best_trial
+    results = yaml.safe_load((new / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(best.value) and results["best_params"] == best.params
+
+    ranked = sorted(study.trials, key=lambda t: -t.value)
+    assert [(row["trial"], row["run_dir"]) for row in summary_rows(new)] == [(str(t.number), str(old / str(t.number))) for t in ranked]
+    assert f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {old / str(best.number)}" in result.stdout
+
+
+def test_a_study_carried_on_in_a_new_folder_ranks_all_its_trials(knn_study, tmp_path):
+    old = knn_study[0]
+    result, new, study = rerun(knn_study, tmp_path, n_trials=3)
+    assert result.returncode == 0, result.stderr
+    assert "study knn_optuna: 2 trials done, 1 to go" in result.stdout
+    assert sorted(p.name for p in new.iterdir() if p.is_dir()) == ["2"]
+
+    rows = summary_rows(new)
+    folders = {"0": str(old / "0"), "1": str(old / "1"), "2": "2"}  # the new trial's relative to the report's folder
+    assert {row["trial"]: row["run_dir"] for row in rows} == folders
+    values = {str(t.number): t.value for t in study.trials}
+    assert [float(row["val/acc"]) for row in rows] == pytest.approx(sorted(values.values(), reverse=True))
+    assert values[rows[0]["trial"]] == pytest.approx(study.best_value) and rows[0]["best"] == "1"
+    best = study.best_trial
+    where = new / "2" if best.number == 2 else old / str(best.number)
+    assert f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {where}" in result.stdout
+
+
+def test_a_complete_study_whose_trials_all_failed_says_what_to_do(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="knn_optuna", storage=storage, direction="maximize")
+    for _ in range(2):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    result = run_cli([*OPTUNA_KNN, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'new'}", f"hydra.sweeper.storage={storage}"],
+                     tmp_path / "run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: study knn_optuna in {storage} has 2 trials and none completed: raise hydra.sweeper.n_trials above 2, "
+        "or start a new study with hydra.sweeper.study_name=...")
+    assert [row["status"] for row in summary_rows(tmp_path / "new")] == ["failed", "failed"]  # the report still lists them
 
 
 def test_joblib_runs_two_jobs_in_parallel_processes(tmp_path):

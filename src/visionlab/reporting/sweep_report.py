@@ -6,6 +6,10 @@ the runs, so a sweep's table shows exactly what it varied. Runs are ranked by th
 (higher is better for accuracies, lower for losses); test numbers stay out of the table, since
 choosing by them would spend the test set. `vl-report` prints it, and so does every multirun
 when it ends (`SweepReportCallback`).
+
+The report of an Optuna sweep ranks every trial of its study, read from the study's storage
+(`study_trials`), wherever its run directory is: a study resumed into a new sweep folder has
+its earlier trials in the old one, and a trial whose folder is gone still gets a row.
 """
 
 from __future__ import annotations
@@ -26,19 +30,26 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from visionlab.errors import UserError
+from visionlab.reporting import study_trials
 from visionlab.reporting.console import console
 
 log = logging.getLogger("visionlab")
 
 SUMMARY_FILE = "summary.csv"
+DEFAULT_OBJECTIVE = "val/acc"
 
 
 @dataclass
 class Run:
-    run_dir: Path
+    run_dir: Path | None  # None: an Optuna trial that recorded none
     overrides: dict[str, str]
     objective: str | None  # as configured for the run (None: no .hydra/config.yaml)
     metrics: dict[str, Any] = field(default_factory=dict)  # empty: no metrics.json
+    trial: int | None = None  # its number in the Optuna study of the report
+
+    @property
+    def on_disk(self) -> bool:
+        return self.run_dir is not None and self.run_dir.is_dir()
 
     @property
     def status(self) -> str:
@@ -51,6 +62,7 @@ class SweepReport:
     objective: str
     runs: list[Run]  # best first; runs without a value of the objective last, in job order
     columns: list[str]  # the overrides that differ between runs
+    study: str | None = None  # the Optuna study whose trials these are (with the other runs under root)
 
     def value(self, run: Run) -> float | None:
         return run.metrics.get(self.objective) if run.status == "completed" else None
@@ -61,21 +73,24 @@ class SweepReport:
 
     @property
     def failed(self) -> list[Run]:
-        return [run for run in self.runs if run.status == "failed"]
+        return [run for run in self.runs if run.status == "failed" and run.on_disk]  # a train.log says why
 
     def table(self) -> Table:
         has_cv = any("cv/val_acc_mean" in run.metrics for run in self.runs)
-        table = Table(title=f"{len(self.runs)} runs under {self.root}, best {self.objective} first")
-        for name in ["", *self.columns, self.objective, *(["cv mean ± std"] if has_cv else []), "status", "run directory"]:
-            table.add_column(name, justify="right" if name in (self.objective, "cv mean ± std") else "left")
+        what = f": the trials of Optuna study {self.study} and the runs" if self.study else ""
+        table = Table(title=f"{len(self.runs)} runs{what} under {self.root}, best {self.objective} first")
+        trial = ["trial"] if self.study else []
+        for name in ["", *trial, *self.columns, self.objective, *(["cv mean ± std"] if has_cv else []), "status", "run directory"]:
+            table.add_column(name, justify="right" if name in (self.objective, "cv mean ± std", "trial") else "left")
         for run in self.runs:
             value = self.value(run)
-            cells = ["best" if run is self.best else "", *(short(run.overrides.get(key, "")) for key in self.columns)]
+            cells = ["best" if run is self.best else "", *(["" if run.trial is None else str(run.trial)] if self.study else [])]
+            cells += [short(run.overrides.get(key, "")) for key in self.columns]
             cells.append("" if value is None else f"{value:.4f}")
             if has_cv:
                 mean, std = run.metrics.get("cv/val_acc_mean"), run.metrics.get("cv/val_acc_std")
                 cells.append("" if mean is None else f"{mean:.4f} ± {std:.4f}")
-            cells += [run.status, str(self.relative(run))]
+            cells += [run.status, self.location(run)]
             table.add_row(*cells, style="bold green" if run is self.best else None)
         return table
 
@@ -84,15 +99,21 @@ class SweepReport:
         metric_keys = list(dict.fromkeys(key for run in self.runs for key in run.metrics if key != "status"))
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["rank", "best", "run_dir", *self.columns, "status", *metric_keys])
+            writer.writerow(["rank", "best", *(["trial"] if self.study else []), "run_dir", *self.columns, "status", *metric_keys])
             for rank, run in enumerate(self.runs, 1):
                 writer.writerow([
-                    rank, int(run is self.best), self.relative(run), *(run.overrides.get(key, "") for key in self.columns),
+                    rank, int(run is self.best), *([run.trial] if self.study else []), self.location(run),
+                    *(run.overrides.get(key, "") for key in self.columns),
                     run.status, *("" if run.metrics.get(key) is None else run.metrics[key] for key in metric_keys),
                 ])
 
-    def relative(self, run: Run) -> Path:
-        return run.run_dir.relative_to(self.root)
+    def location(self, run: Run) -> str:
+        """The run directory: relative to root when under it, else as the study recorded it (absolute)."""
+        if run.run_dir is None:
+            return "(not recorded)"
+        if not run.run_dir.is_dir():
+            return f"{run.run_dir} (missing)"
+        return str(run.run_dir.relative_to(self.root) if run.run_dir.is_relative_to(self.root) else run.run_dir)
 
 
 def short(value: str) -> str:
@@ -131,20 +152,48 @@ def _yaml(path: Path) -> Any:
         raise UserError(f"{path} cannot be read ({exc.problem}): is it half written, or not a visionlab run file?") from None
 
 
+def study_runs(study: study_trials.Study, folder_runs: list[Run]) -> list[Run]:
+    """The study's trials in number order, each as the run in its folder where that is on disk, then
+    the runs among `folder_runs` that are no trial of the study."""
+    trials = study_trials.trials_of(study)
+    unclaimed = {run.run_dir.resolve(): run for run in folder_runs}
+    recorded = {trial.run_dir.resolve() for trial in trials if trial.run_dir is not None}
+    unrecorded = {trial.number: trial for trial in trials if trial.run_dir is None}
+    for path, run in unclaimed.items():
+        if unrecorded and path not in recorded:
+            name, number = study_trials.job_of(run.run_dir)
+            if name == study.name and number in unrecorded:  # job N is trial N
+                unrecorded.pop(number).run_dir = run.run_dir
+    objective = study.objective or next((run.objective for run in folder_runs if run.objective), DEFAULT_OBJECTIVE)
+    runs = []
+    for trial in trials:
+        if trial.run_dir is not None and trial.run_dir.is_dir():
+            run = unclaimed.pop(trial.run_dir.resolve(), None) or read_run(trial.run_dir)
+        else:  # what the study knows of it
+            metrics = {"status": trial.status, **({} if trial.value is None else {objective: trial.value})}
+            run = Run(trial.run_dir, trial.params, objective, metrics)
+        run.trial = trial.number
+        runs.append(run)
+    return runs + list(unclaimed.values())
+
+
 def build_report(root: Path, objective: str | None = None) -> SweepReport:
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: give a sweep directory (outputs/multirun/<date>/<time>) or outputs/")
     runs = find_runs(root)
+    study = study_trials.sweep_study(root)
+    if study is not None:
+        runs = study_runs(study, runs)
     if not runs:
         raise UserError(f"{root} holds no runs: no metrics.json and no .hydra/ below it")
     if objective is None:
         configured = sorted({run.objective for run in runs if run.objective})
         if len(configured) > 1:
             raise UserError(f"the runs under {root} have different objectives ({', '.join(configured)}): choose one with --objective")
-        objective = configured[0] if configured else "val/acc"
-    columns = [key for key in dict.fromkeys(k for run in runs for k in run.overrides)
-               if len({run.overrides.get(key) for run in runs}) > 1]
-    report = SweepReport(root, objective, runs, columns)
+        objective = configured[0] if configured else DEFAULT_OBJECTIVE
+    columns = [key for key in dict.fromkeys(k for run in runs for k in run.overrides)  # a trial without its folder knows only its params
+               if len({run.overrides.get(key) for run in runs if key in run.overrides or run.on_disk}) > 1]
+    report = SweepReport(root, objective, runs, columns, study.name if study else None)
     lower_is_better = objective.endswith("loss")
     ranked = sorted((r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=not lower_is_better)
     report.runs = ranked + [r for r in runs if report.value(r) is None]
@@ -161,10 +210,12 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
         natural_width = Measurement.get(console, console.options.update_width(10_000), table).maximum
         Console(width=max(console.width, natural_width)).print(table)
     report.write_csv(root / SUMMARY_FILE)
-    if report.best is not None:
-        console.print(f"best {report.objective}: {report.value(report.best):.4f} in {report.best.run_dir}", markup=False, highlight=False)
+    if (best := report.best) is not None:
+        trial = "" if best.trial is None else f" (trial {best.trial} of study {report.study})"
+        where = best.run_dir if best.on_disk else report.location(best)
+        console.print(f"best {report.objective}: {report.value(best):.4f}{trial} in {where}", markup=False, highlight=False, soft_wrap=True)
     if report.failed:
-        where = ", ".join(str(report.relative(run)) for run in report.failed)
+        where = ", ".join(report.location(run) for run in report.failed)
         console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}", markup=False, highlight=False)
     console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False)
     return report
