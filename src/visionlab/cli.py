@@ -1,6 +1,6 @@
 """Console entry points. Thin: Hydra composes the config, `experiment.run` does the work.
 
-Every way a command can fail ends in one line on stderr and the exit code of ARCHITECTURE.md:
+Every way a command can fail ends in one line on stderr and the exit code of docs/architecture.md, "Exit codes":
 2 for bad config or input, 3 for a diverged run, 128+n for signal n, 1 for a bug (whose
 traceback goes to the run's log file, not the terminal).
 """

@@ -1,4 +1,4 @@
-"""How a run can end other than by finishing: each kind has its exit code (ARCHITECTURE.md)."""
+"""How a run can end other than by finishing: each kind has its exit code (docs/architecture.md, "Exit codes")."""
 
 from __future__ import annotations
 

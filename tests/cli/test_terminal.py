@@ -178,3 +178,14 @@ def test_killing_the_tmux_session_does_not_stop_the_run(tmp_path, unstopped):
     time.sleep(0.5)
     assert "the terminal closed (SIGHUP" in (run_dir / "train.log").read_text()
     assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
+
+
+def test_a_closed_pipe_stops_no_job_of_a_kfold_sweep(tmp_path):
+    """`vl-train -m ... split=kfold | head -1`: every job of the sweep and every fold still finishes."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "model=linear,mlp", "split=kfold", "split.folds=2", "trainer.epochs=1", f"hydra.sweep.dir={sweep}"]
+    command = f"'{VL_TRAIN}' {' '.join(args)} | head -1; exit ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [read_metrics(sweep / job)["status"] for job in ("0", "1")] == ["completed", "completed"]
+    assert (sweep / "summary.csv").is_file()

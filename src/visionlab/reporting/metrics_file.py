@@ -1,4 +1,4 @@
-"""metrics.json: one flat object per run, written atomically so a kill never leaves half a file."""
+"""metrics.json (docs/architecture.md, "metrics.json"): one flat object per run, written atomically so a kill never leaves half a file."""
 
 from __future__ import annotations
 

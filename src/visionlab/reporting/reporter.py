@@ -3,7 +3,7 @@
 The one place that writes TensorBoard event files: scalars here, and the pictures, histograms
 and graph that `visual_log.py` makes.
 
-Tags are the contract of ARCHITECTURE.md: the same tag means the same thing for every model
+Tags are the contract of docs/architecture.md, "TensorBoard tags": the same tag means the same thing for every model
 and dataset. All scalars use the optimizer step as their x axis, so train and val curves line up.
 """
 
