@@ -29,12 +29,13 @@ from rich.table import Table
 
 from visionlab.config import OBJECTIVES
 from visionlab.errors import RunStopped, UserError
+from visionlab.paths import config_dir
 from visionlab.reporting import terminal
 from visionlab.reporting.console import ConsoleHandler, console, error_console
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
 
 
