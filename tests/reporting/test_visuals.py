@@ -298,6 +298,8 @@ def test_summary_markdown_has_the_command_the_best_epoch_and_the_tags(tmp_path):
     text = RunSummary("vl-train model=cnn", metrics, {1: 0.5, 2: 0.7, 3: 0.6}, ["val/confusion_matrix"], tmp_path).markdown()
     assert "vl-train model=cnn" in text and "completed after 3 epochs (30 steps) in 4.2 s on cpu" in text
     assert "best epoch by val/acc: 2 of 3 (val/acc 0.7000)" in text and "from epoch 3" in text
+    one = RunSummary("vl-train", {**metrics, "epochs": 1, "steps": 1}, {1: 0.5}, [], tmp_path).markdown()
+    assert "completed after 1 epoch (1 step) in" in one
     assert "| test/loss | n/a |" in text and "- `val/confusion_matrix`" in text
 
 

@@ -50,7 +50,7 @@ class RunSummary:
     def facts(self) -> list[str]:
         """The run in a few sentences, each one line."""
         m = self.metrics
-        trained = f" after {m['epochs']} epochs ({m.get('steps', 0):,} steps)" if m.get("epochs") else ""  # kNN: none
+        trained = f" after {plural(m['epochs'], 'epoch')} ({plural(m.get('steps', 0), 'step')})" if m.get("epochs") else ""  # kNN: none
         lines = [f"{m.get('status', 'unknown')}{trained} in {m.get('seconds', 0.0):.1f} s on {m.get('device', '?')}"]
         best = best_epoch(self.val_acc)
         if best is not None:
@@ -86,3 +86,8 @@ class RunSummary:
             parts.append(Text(f"pictures in TensorBoard: {', '.join(self.image_tags)}"))
         parts.append(Text(f"summary: {self.run_dir / 'summary.md'}"))
         return Group(*parts)
+
+
+def plural(count: int, noun: str) -> str:
+    """1 epoch, 2 epochs, 1,170 steps."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
