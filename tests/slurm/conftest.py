@@ -1,0 +1,19 @@
+"""The SLURM cluster the tests in this folder submit to: started once per session, stopped after."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.slurm.cluster import CannotStart, Cluster
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Cluster:
+    cluster = Cluster()
+    try:
+        cluster.start()
+    except CannotStart as exc:
+        cluster.stop(keep_logs=True)
+        pytest.skip(f"no SLURM cluster: {exc}")
+    yield cluster
+    cluster.stop()
