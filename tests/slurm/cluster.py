@@ -28,13 +28,14 @@ class CannotStart(Exception):
     """This machine cannot run the test cluster; the message says why (the tests skip with it)."""
 
 
-def install_missing() -> None:
-    """apt-get the packages of any missing program (CI runs as root on a fresh Debian machine)."""
+def prepare_machine() -> None:
+    """Checks for root (slurmd runs the jobs as root) and apt-gets the packages of any missing
+    program (CI runs as root on a fresh Debian machine)."""
+    if os.geteuid() != 0:
+        raise CannotStart("the test cluster runs its daemons and jobs as root: run the tests as root")
     missing = [p for p in PROGRAMS if shutil.which(p, path=SBIN_PATH) is None]
     if not missing:
         return
-    if os.geteuid() != 0:
-        raise CannotStart(f"{', '.join(missing)} not installed, and installing {' '.join(PACKAGES)} needs root")
     if shutil.which("apt-get") is None:
         raise CannotStart(f"{', '.join(missing)} not installed, and there is no apt-get to install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -71,9 +72,6 @@ class Cluster:
         return result.stdout
 
     def start(self) -> None:
-        if os.geteuid() != 0:
-            raise CannotStart("the test cluster's slurmd runs its jobs as root: run the tests as root")
-        install_missing()
         munge = self.root / "munge.socket"
         ctld, slurmd, dbd, db = free_ports(4)
         (self.root / "state").mkdir()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.slurm.cluster import CannotStart, Cluster
+from tests.slurm.cluster import CannotStart, Cluster, prepare_machine
 
 
 @pytest.fixture(scope="session")
 def slurm() -> Cluster:
+    try:
+        prepare_machine()
+    except CannotStart as exc:
+        pytest.skip(f"no SLURM cluster: {exc}")
     cluster = Cluster()
     try:
         cluster.start()

@@ -16,6 +16,8 @@ import torch
 from tests.conftest import TINY, VL_TRAIN, read_metrics
 from tests.slurm.cluster import PARTITION, Cluster
 
+pytestmark = pytest.mark.slurm
+
 # The shipped example launcher with this cluster's partition, no GPU and one CPU per job.
 SLURM = ["-m", "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
