@@ -40,7 +40,10 @@ def prepare_machine() -> None:
         raise CannotStart(f"{', '.join(missing)} not installed, and there is no apt-get to install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        except subprocess.TimeoutExpired:
+            raise CannotStart(f"`{' '.join(command)}` took more than 15 minutes") from None
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise CannotStart(f"`{' '.join(command)}` failed (exit code {result.returncode}): {last}")
@@ -63,6 +66,7 @@ class Cluster:
         self.conf = self.root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": SBIN_PATH}
         self.daemons: list[subprocess.Popen] = []
+        self.up = False  # every daemon started
 
     def command(self, *args: str, check: bool = True, timeout: float = 30) -> str:
         """A SLURM command (squeue, scancel, scontrol, sacct...) against this cluster; its stdout."""
@@ -94,6 +98,7 @@ class Cluster:
         self.wait_for(lambda: accepts(ctld), f"slurmctld on port {ctld}")
         self.spawn("slurmd", "-D")
         self.wait_for(lambda: self.command("sinfo", "-h", "-o", "%t", check=False).strip() == "idle", "an idle node")
+        self.up = True
 
     def start_database(self, port: int) -> None:
         """A MariaDB server for slurmdbd only: on 127.0.0.1, with one user whose password is made up now."""
@@ -195,7 +200,7 @@ LogFile={self.root / 'slurmdbd.log'}
 
     def stop(self, keep_logs: bool = False) -> None:
         """Cancel what still runs, stop the daemons (newest first) and remove the folder, unless its logs are wanted."""
-        if len(self.daemons) == 5 and all(d.poll() is None for d in self.daemons):
+        if self.up and all(d.poll() is None for d in self.daemons):
             self.command("scancel", "--full", f"--partition={PARTITION}", check=False)
             self.wait_until_no_jobs()
         for daemon in reversed(self.daemons):

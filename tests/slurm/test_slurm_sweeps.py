@@ -133,14 +133,15 @@ def stopped_once(slurm, start, submit, tmp_path_factory) -> dict[str, Path]:
     run uninterrupted on this machine.
 
     `preempted` gets SIGUSR2 from `scancel` in epoch 2, as before a preemption. `timed-out` has a one
-    minute limit with the warning 15 s before it. SLURM checks time limits every 30 s and sends the
-    warning at the first check close enough to the end, 15 to 45 s after the start: to be at a known
-    point then, whatever this machine's speed, the job is paused (SIGSTOP) after its first checkpoint,
-    and SLURM's warning wakes it (SIGCONT, then SIGUSR2). The other two run in that wait.
+    minute limit with the warning 10 s before it. SLURM checks time limits every 30 s and sends the
+    warning at the first check less than 30 s + 10 s before the end, 20 to 50 s after the start
+    (after the run's start-up, even on a busy machine): to be at a known point then, whatever this
+    machine's speed, the job is paused (SIGSTOP) after its first checkpoint, and SLURM's warning
+    wakes it (SIGCONT, then SIGUSR2). The other two run in that wait.
     """
     root = tmp_path_factory.mktemp("stopped")
     preempted, timed_out, uninterrupted = root / "preempted", root / "timed-out", root / "uninterrupted"
-    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=15"]
+    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10"]
     timing_out = submit([*STOPPABLE, THREADS_FROM_SLURM, "resume=auto", *limits], timed_out)
     preempting = submit([*STOPPABLE, THREADS_FROM_SLURM, "resume=auto"], preempted)
     wait_until(lambda: checkpoint_step(timed_out / "0") >= 7, "a first checkpoint", timing_out)
