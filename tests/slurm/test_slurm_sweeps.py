@@ -37,14 +37,14 @@ def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[str, str]:
     return stdout, stderr
 
 
-def wait_until(condition, what: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    """Polls the run's files for a state; fails if the sweep ends or the time runs out first."""
+def wait_until(condition, what: str, *sweeps: subprocess.Popen, timeout: float = 60) -> None:
+    """Polls the runs' files for a state; fails if a sweep ends or the time runs out first."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            stdout, stderr = process.communicate()
-            raise AssertionError(f"never saw {what}; the sweep printed: {stdout}{stderr}")
+        ended = [sweep for sweep in sweeps if sweep.poll() is not None]
+        if ended or time.monotonic() > deadline:
+            printed = [sweep.communicate() for sweep in ended]
+            raise AssertionError(f"never saw {what}; the sweeps that ended printed: {printed}")
         time.sleep(0.05)
 
 
@@ -144,12 +144,20 @@ def stopped_once(slurm, start, submit, tmp_path_factory) -> dict[str, Path]:
     limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10"]
     timing_out = submit([*STOPPABLE, THREADS_FROM_SLURM, "resume=auto", *limits], timed_out)
     preempting = submit([*STOPPABLE, THREADS_FROM_SLURM, "resume=auto"], preempted)
-    wait_until(lambda: checkpoint_step(timed_out / "0") >= 7, "a first checkpoint", timing_out)
-    slurm.command("scancel", "--signal=STOP", job_id(timed_out))
-    wait_until(lambda: checkpoint_step(preempted / "0") >= 42, "a checkpoint in epoch 2", preempting)
-    slurm.command("scancel", "--signal=USR2", job_id(preempted))  # what SLURM sends before preempting a job
+    # At the checkpoint of step 7 (or later), pause the one; at step 42, in epoch 2, send the other
+    # what SLURM sends before a preemption.
+    signals = {timed_out: (7, "STOP"), preempted: (42, "USR2")}
+
+    def signal_those_there() -> bool:
+        for sweep, (step, signal) in list(signals.items()):
+            if checkpoint_step(sweep / "0") >= step:
+                slurm.command("scancel", f"--signal={signal}", job_id(sweep))
+                del signals[sweep]
+        return not signals
+
+    wait_until(signal_those_there, "checkpoints at steps 7 and 42", timing_out, preempting)
     running = start([str(VL_TRAIN), *STOPPABLE, f"hydra.run.dir={uninterrupted}"], root)
-    wait_until(lambda: status(timed_out / "0") == "interrupted", "the run stopped by the time limit's warning", timing_out)
+    wait_until(lambda: status(timed_out / "0") == "interrupted", "the run stopped by the time limit's warning", timing_out, timeout=90)
     # The requeued job would have one minute again: give it more, so that it runs to the end this time.
     slurm.command("scontrol", "update", f"JobId={job_id(timed_out)}", "TimeLimit=10")
     for process in (running, preempting, timing_out):
