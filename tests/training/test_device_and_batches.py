@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
+from tests.conftest import CONF_DIR
 from visionlab.errors import UserError
 from visionlab.training.device import resolve_device
+from visionlab.training.speed import configure_torch
 from visionlab.training.loop import steps_per_epoch, usable_size
 
 
@@ -35,3 +42,66 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback():
 def test_an_epoch_drops_only_a_trailing_batch_of_one(n, batch_size, usable, steps):
     assert usable_size(n, batch_size) == usable
     assert steps_per_epoch(n, batch_size) == steps
+
+
+@pytest.fixture
+def hydra_job():
+    """Makes this process a Hydra job (`HydraConfig`), as a launcher's job process is; unset after."""
+    def become(mode: RunMode, num: int | None = None) -> None:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", return_hydra_config=True)
+        cfg.hydra.mode = mode
+        if num is not None:
+            cfg.hydra.job.num = num
+        HydraConfig.instance().set_config(cfg)
+
+    yield become
+    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def four_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_each_job_of_a_multirun_takes_its_own_gpu(four_gpus, hydra_job, name):
+    """joblib's parallel jobs on one machine with 4 GPUs: job N on cuda:N mod 4, not all on cuda:0."""
+    picked = []
+    for num in range(6):
+        hydra_job(RunMode.MULTIRUN, num)
+        picked.append(resolve_device(name))
+    assert picked == [torch.device("cuda", n) for n in (0, 1, 2, 3, 0, 1)]
+
+
+def test_a_gpu_named_by_number_and_a_single_run_keep_their_device(four_gpus, hydra_job):
+    hydra_job(RunMode.MULTIRUN, 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    hydra_job(RunMode.RUN)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_one_gpu_is_every_job_s_gpu(monkeypatch, hydra_job):
+    """Under SLURM a job sees only its allocated GPU (CUDA_VISIBLE_DEVICES): `cuda` is that one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    hydra_job(RunMode.MULTIRUN, 3)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("slurm_cpus,threads,expected", [("3", None, 3), ("3", 1, 1), (None, None, len(os.sched_getaffinity(0)))])
+def test_torch_threads_come_from_slurm_when_unset(monkeypatch, restore_threads, slurm_cpus, threads, expected):
+    if slurm_cpus is None:
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", slurm_cpus)
+    configure_torch(torch.device("cpu"), threads)
+    assert torch.get_num_threads() == expected

@@ -24,11 +24,21 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """In a SLURM job, the CPUs it was given (`--cpus-per-task`): a cluster without CPU binding
+    (TaskPlugin=task/none) leaves the process free to run on every core of a node it shares."""
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(slurm_cpus) if slurm_cpus.isdigit() and int(slurm_cpus) > 0 else available_cores()
+
+
 def configure_torch(device: torch.device, threads: int | None) -> None:
-    """torch's CPU threads (default: the cores available); on CUDA, cuDNN picks the fastest convolution per shape."""
-    torch.set_num_threads(threads or available_cores())
+    """torch's CPU threads (default: SLURM's or the cores available); on CUDA, the run's GPU is the current one
+    (so nothing lands on cuda:0 by default) and cuDNN picks the fastest convolution per shape."""
+    torch.set_num_threads(threads or default_threads())
     keep_freed_memory()
     if device.type == "cuda":
+        if device.index is not None:
+            torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
 
 
