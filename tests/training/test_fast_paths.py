@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.cli.test_resume import LONG_EPOCHS, send_at, start, without_timing
-from tests.conftest import read_metrics, run_cli
+from tests.cli.test_resume import LONG_EPOCHS, start, without_timing
+from tests.conftest import read_metrics, run_cli, wait_for_position
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
 from visionlab.training.speed import configure_torch, prepare_model
@@ -153,10 +153,11 @@ def test_fp16_run_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
 
     run_dir = tmp_path / "run"
     process = start([*args, "trainer.checkpoint_every_steps=7"], run_dir)
-    send_at(process, "epoch 2 step 48", signal.SIGKILL)
+    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2 and at["batch"] > 0)
+    process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL
     state = torch.load(run_dir / "last.pt", weights_only=True)
-    assert state["position"]["batch"] > 0, "a mid-epoch checkpoint"
+    assert state["position"]["epoch"] >= 2, "killed in epoch 2 or later, resumed from a step (or epoch) checkpoint"
     assert state["scaler"]["scale"] < 65536.0, "the scale has backed off, so restarting it would change the run"
 
     resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
