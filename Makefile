@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# LOCK=1: install the exact versions of requirements.lock (those the tests last passed with) first.
+LOCK ?=
 
-.PHONY: install train test bench tensorboard clean
+.PHONY: install train test bench tensorboard lock clean
 
-install: $(STAMP)
+install:
+ifeq ($(LOCK),1)
+	rm -f $(STAMP)
+endif
+	$(MAKE) --no-print-directory $(STAMP) LOCK=$(LOCK)
 
 # Reinstall whenever pyproject.toml changes (new or re-pinned dependencies).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(filter 1,$(LOCK)),$(BIN)/python -m pip install --quiet -r requirements.lock)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -20,6 +27,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# requirements.lock anew from what .venv holds now: run it after `make test` has passed.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v -E '^(pip|setuptools|wheel)==' > requirements.lock
 
 # Every benchmark in bench/, then one table of all their rows (BENCHMARKS.md has the last one).
 # BENCH_ARGS="--quick" for smoke runs, "--only startup,memory" for some.
