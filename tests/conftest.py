@@ -59,6 +59,19 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def without_timing(metrics: dict) -> dict:
+    """metrics.json as two runs of the same seed must agree on, on the CPU: all but the seconds."""
+    return {k: v for k, v in metrics.items() if k != "seconds"}
+
+
+def metrics_of_a_run_left_alone(args: list[str], tmp_path_factory) -> dict:
+    """The reference a stopped-and-resumed (or disturbed) run must end identical to."""
+    run_dir = tmp_path_factory.mktemp("undisturbed") / "run"
+    result = run_cli(args, run_dir)
+    assert result.returncode == 0, result.stderr
+    return read_metrics(run_dir)
+
+
 def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: Callable[[dict], bool],
                       timeout: float = 120, checkpoint_glob: str = "last.pt") -> dict:
     """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`) holds a position (epoch, batch, step) for which `reached` is true.

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics, run_cli, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
 
 # 4 epochs of 38 steps of 16 images: a signal sent once epoch 2 is under way lands with epochs to spare.
 LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
@@ -25,16 +25,9 @@ def start(args: list[str], run_dir: Path) -> subprocess.Popen:
     )
 
 
-def without_timing(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "seconds"}
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = run_cli(LONG_EPOCHS, run_dir)
-    assert result.returncode == 0, result.stderr
-    return read_metrics(run_dir)
+    return metrics_of_a_run_left_alone(LONG_EPOCHS, tmp_path_factory)
 
 
 @pytest.mark.parametrize("every_steps", [None, 7], ids=["epoch-checkpoints", "step-checkpoints"])

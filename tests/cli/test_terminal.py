@@ -19,22 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, VL_TRAIN, ensure_debian_package, read_metrics, run_cli, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, ensure_debian_package, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
 
 # 6 epochs of 38 small CNN steps: a hangup after epoch 1's checkpoint lands with epochs to spare.
 LONG = [*TINY, "trainer.epochs=6", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
 
 
-def without_timing(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "seconds"}
-
-
 @pytest.fixture(scope="module")
 def unstopped(tmp_path_factory) -> dict:
-    run_dir = tmp_path_factory.mktemp("unstopped") / "run"
-    result = run_cli(LONG, run_dir)
-    assert result.returncode == 0, result.stderr
-    return read_metrics(run_dir)
+    return metrics_of_a_run_left_alone(LONG, tmp_path_factory)
 
 
 class PseudoTerminal:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics
+from tests.conftest import TINY, VL_TRAIN, read_metrics, without_timing
 from tests.slurm.cluster import PARTITION, Cluster
 
 pytestmark = pytest.mark.slurm
@@ -25,10 +25,6 @@ SLURM = ["-m", "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", 
 THREADS_FROM_SLURM = "trainer.threads=null"
 # 34 steps of 16 images per epoch, a checkpoint every 7 steps: the tests wait for one to know where the run is.
 STOPPABLE = [*TINY, "trainer.epochs=3", "trainer.batch_size=16", "trainer.checkpoint_every_steps=7", "model=cnn"]
-
-
-def without_timing(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "seconds"}
 
 
 def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[str, str]:

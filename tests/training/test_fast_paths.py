@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.cli.test_resume import LONG_EPOCHS, start, without_timing
-from tests.conftest import read_metrics, run_cli, wait_for_position
+from tests.cli.test_resume import LONG_EPOCHS, start
+from tests.conftest import read_metrics, run_cli, wait_for_position, without_timing
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
 from visionlab.training.speed import configure_torch, prepare_model
