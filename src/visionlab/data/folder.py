@@ -186,7 +186,7 @@ class ImageFolder(ImageDataset):
     def _check_bad(self, root: Path, files: list[Path], bad: dict[int, str]) -> None:
         if not bad:
             return
-        named = [f"{files[i].as_posix()} ({reason})" for i, reason in sorted(bad.items())]
+        named = sorted(f"{files[i].as_posix()} ({reason})" for i, reason in bad.items())
         if not self.skip_bad_files:
             more = f" and {len(named) - SHOWN:,} more" if len(named) > SHOWN else ""
             raise UserError(f"{len(named):,} files in {root} could not be read as images: {', '.join(named[:SHOWN])}{more}; "

@@ -1,10 +1,10 @@
 """Image files to uint8 tensors: decoded, converted to 1 or 3 channels and resized once, in parallel across the cores.
 
 Shared by `dataset=folder` and `vl-predict`, so a picture given to a model is prepared exactly as
-its training images were. Pillow decodes everything; in worker processes with many files each,
-torchvision.io decodes the JPEGs and PNGs instead (2.5x faster per file here, the same pixels, and
-its 2 s import pays off from about 20,000 files per worker). Grey conversion (Pillow's "L" weights)
-and resizing (antialiased bilinear, as torchvision's Resize) are torch code, the same on both paths.
+its training images were. Pillow decodes (torchvision.io decodes JPEGs 2.5x faster, but its image
+decoding is deprecated since torchvision 0.29, gives a palette PNG's indices instead of its colours,
+and its import costs each worker 2 s and 164 MB). Grey conversion (Pillow's "L" weights) and
+resizing (antialiased bilinear, as torchvision's Resize) are torch code.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from visionlab.reporting.console import console, live_progress_enabled
 log = logging.getLogger("visionlab")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-TORCHVISION_EXTENSIONS = (".png", ".jpg", ".jpeg")  # where torchvision.io and Pillow give the same pixels
-TORCHVISION_FROM = 20_000  # files per worker from which torchvision.io's import pays for itself
 CHUNK = 256  # files per task handed to a worker
 PARALLEL_FROM = 512  # fewer files are decoded in this process: starting workers would cost more
 SAMPLE = 64  # file headers read to guess the most common size before decoding
@@ -44,7 +42,7 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
 
 
-def decode(path: Path, channels: int | None, fast: bool = False) -> tuple[torch.Tensor, bool]:
+def decode(path: Path, channels: int | None) -> tuple[torch.Tensor, bool]:
     """The file at its own size as uint8 `[C, H, W]`, and whether it is grey.
 
     C is `channels`, or with None 1 for a grey file and 3 otherwise. Alpha is dropped, a palette
@@ -56,9 +54,7 @@ def decode(path: Path, channels: int | None, fast: bool = False) -> tuple[torch.
         raise BadImage(exc.strerror or str(exc)) from None
     if not data:
         raise BadImage("empty file")
-    image = _torchvision(data) if fast and path.suffix.lower() in TORCHVISION_EXTENSIONS else None
-    if image is None:
-        image = _pillow(data)
+    image = _pillow(data)
     grey = image.shape[0] < 3
     wanted = channels or (1 if grey else 3)
     image = image[:1] if grey else image[:3]
@@ -100,21 +96,6 @@ def _pillow(data: bytes) -> torch.Tensor:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's ways of saying truncated or corrupt
         raise BadImage(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
     return torch.from_numpy(array.copy()).view(-1, *array.shape[:2]) if array.ndim == 2 else torch.from_numpy(array.transpose(2, 0, 1).copy())
-
-
-def _torchvision(data: bytes) -> torch.Tensor | None:
-    """torchvision.io's decode, or None to let Pillow try (and word the error) when it refuses."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-    except RuntimeError:
-        return None
-    if image.shape[0] == 4 and data[:2] == b"\xff\xd8":  # a CMYK JPEG: Pillow converts it to RGB
-        return None
-    if image.dtype != torch.uint8:
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
 
 
 @dataclass
@@ -174,8 +155,7 @@ def _decode_in_chunks(paths, indices, target, channels, only_native, workers, ou
     """
     chunks = [indices[i:i + CHUNK] for i in range(0, len(indices), CHUNK)]
     workers = min(workers, len(chunks)) if len(indices) >= PARALLEL_FROM else 1
-    fast = workers > 1 and len(indices) / workers >= TORCHVISION_FROM
-    tasks = [([paths[i] for i in chunk], target, channels, only_native, fast) for chunk in chunks]
+    tasks = [([paths[i] for i in chunk], target, channels, only_native) for chunk in chunks]
     skipped: list[int] = []
     # Forked before the progress bar's thread starts; the children need nothing the parent has not loaded.
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_one_thread) if workers > 1 else None
@@ -206,11 +186,11 @@ def _one_thread() -> None:
 
 def _decode_chunk(task) -> tuple[list[int], torch.Tensor, list[tuple]]:
     """In a worker: (positions decoded, their images `[k, C, H, W]`, per file (own size, grey, reason if bad))."""
-    paths, target, channels, only_native, fast = task
+    paths, target, channels, only_native = task
     kept, images, infos = [], [], []
     for position, path in enumerate(paths):
         try:
-            image, is_grey = decode(path, channels or 3, fast)
+            image, is_grey = decode(path, channels or 3)
         except BadImage as exc:
             infos.append((None, False, str(exc)))
             continue
