@@ -51,7 +51,7 @@ class TensorCache:
         if not path.is_file():
             return None
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # pages are read as they are used
             if stored["key"] != _text(key):
                 raise ValueError("it was written for other data or parameters")
             for name, (dtype, shape) in expected.items():

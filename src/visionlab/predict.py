@@ -77,7 +77,7 @@ def image_files(inputs: list[str]) -> list[Path]:
         path = Path(text).expanduser()
         if path.is_dir():
             below = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            found = [p for p in below if is_image(p)]
+            found = [p for p in below if is_image(p.name)]
             if not found:
                 raise UserError(f"{path} holds no image files (PNG, JPEG, BMP, GIF or WebP): give image files or folders of them")
             files += found

@@ -37,19 +37,20 @@ class BadImage(Exception):
     """A file that cannot be decoded as an image; the message says why, in a few words."""
 
 
-def is_image(path: Path) -> bool:
-    """By its name: a known extension, and not a hidden file (such as macOS's ._photo.jpg resource forks)."""
-    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+def is_image(name: str) -> bool:
+    """By its file name: a known extension, and not a hidden file (such as macOS's ._photo.jpg resource forks)."""
+    return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
-def decode(path: Path, channels: int | None) -> tuple[torch.Tensor, bool]:
+def decode(path: str | Path, channels: int | None) -> tuple[torch.Tensor, bool]:
     """The file at its own size as uint8 `[C, H, W]`, and whether it is grey.
 
     C is `channels`, or with None 1 for a grey file and 3 otherwise. Alpha is dropped, a palette
     expanded, an animation's first frame taken, 16-bit samples cut to their high byte.
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise BadImage(exc.strerror or str(exc)) from None
     if not data:
@@ -109,7 +110,7 @@ class Decoded:
     workers: int  # processes that decoded them
 
 
-def decode_files(paths: Sequence[Path], size: Sequence[int] | None, channels: int | None, workers: int) -> Decoded:
+def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channels: int | None, workers: int) -> Decoded:
     """Decode every file to `size` (None: the most common size among them) and `channels` (None: 1 if all are grey, else 3).
 
     Workers decode chunks in order, each image straight to the target size (a sample of headers
@@ -135,7 +136,7 @@ def decode_files(paths: Sequence[Path], size: Sequence[int] | None, channels: in
     return Decoded(out, sizes, grey, bad, used)
 
 
-def _guess_size(paths: Sequence[Path]) -> tuple[int, int]:
+def _guess_size(paths: Sequence[str | Path]) -> tuple[int, int]:
     from PIL import Image
 
     found = Counter()
