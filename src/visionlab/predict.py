@@ -23,7 +23,7 @@ from rich.table import Table
 
 from visionlab.cli import one_line
 from visionlab.data import DeviceSplit, Splits
-from visionlab.data.images import BadImage, decode, is_image, resize
+from visionlab.data.images import BadImage, decode, is_image, resize, to_tensor
 from visionlab.errors import UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
@@ -105,9 +105,9 @@ def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
             done.append("grey file converted to RGB")
         elif not grey and channels == 1:
             done.append("RGB file converted to grey")
-        if tuple(image.shape[1:]) != tuple(size):
-            done.append(f"resized from {image.shape[2]}x{image.shape[1]} to {size[1]}x{size[0]}")
-        images.append(resize(image, size))
+        if (image.height, image.width) != tuple(size):
+            done.append(f"resized from {image.width}x{image.height} to {size[1]}x{size[0]}")
+        images.append(to_tensor(resize(image, size)))
         notes.append("; ".join(done))
     return Prepared(files, torch.stack(images), notes)
 

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import VL_TRAIN, read_metrics, run_cli
 from visionlab.data.folder import ImageFolder
-from visionlab.data.images import decode, to_grey
+from visionlab.data.images import decode
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
@@ -135,8 +135,10 @@ def test_size_and_channels_are_applied_as_asked(tmp_path, folder):
     assert grey.train.images.shape[1:] == (1, 8, 10) and grey.train.images.dtype == torch.uint8
     image, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
     expected = np.asarray(Image.open(folder / "red" / "000.png").convert("L"))
-    assert not is_grey and torch.equal(image[0], torch.from_numpy(expected.copy()))
-    assert torch.equal(to_grey(torch.tensor([[[255]], [[0]], [[0]]], dtype=torch.uint8)), torch.tensor([[[76]]], dtype=torch.uint8))
+    assert not is_grey and image.mode == "L" and np.array_equal(np.asarray(image), expected)
+    pure_red = tmp_path / "red.png"
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(pure_red)
+    assert np.asarray(decode(pure_red, 1)[0]).tolist() == [[76] * 4] * 4  # ITU-R 601-2: 0.299 x 255
 
     all_grey = tmp_path / "grey"
     write_folder(all_grey, per_class=4, kinds=[("png", "L"), ("jpg", "L")])

@@ -30,6 +30,7 @@ from visionlab.errors import UserError
 log = logging.getLogger("visionlab")
 
 SHOWN = 3  # bad files named in the error line; the count says how many more
+DECODER = "pillow-1"  # part of the cache key: change it when data/images.py decodes differently
 LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 
 
@@ -158,7 +159,7 @@ class ImageFolder(ImageDataset):
     def _images(self, root: Path, files: list[str], stamps: list[tuple[int, int]]) -> tuple[torch.Tensor, dict[int, str]]:
         """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files (index -> reason)."""
         listing = hashlib.sha256("\n".join(f"{f}\t{s}\t{m}" for f, (s, m) in zip(files, stamps)).encode()).hexdigest()
-        key = {"dataset": "folder", "split": "all", "files": listing, "size": self.size, "channels": self.channels}
+        key = {"dataset": "folder", "split": "all", "files": listing, "size": self.size, "channels": self.channels, "decoder": DECODER}
         cache = TensorCache(self._cache_dir(root), what="image cache", redo="decoding the images again")
         started = time.perf_counter()
         expected = {"images": (torch.uint8, (len(files), self.channels, *(self.size or (None, None)))), "bad": (torch.bool, (len(files),))}
