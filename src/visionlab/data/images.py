@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import mmap
 import os
 import time
 from collections import Counter
@@ -105,7 +107,7 @@ def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channe
     """
     n = len(paths)
     target = tuple(size) if size is not None else _guess_size(paths)
-    out = torch.zeros(n, channels or 3, *target, dtype=torch.uint8)
+    out = _shared_zeros((n, channels or 3, *target))
     sizes: list[tuple[int, int] | None] = [None] * n
     grey = [False] * n
     bad: dict[int, str] = {}
@@ -113,14 +115,25 @@ def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channe
     if size is None and len(bad) < n:
         most_common = Counter(s for s in sizes if s is not None).most_common(1)[0][0]
         if most_common != target:
-            out = torch.zeros(n, channels or 3, *most_common, dtype=torch.uint8)
+            out = _shared_zeros((n, channels or 3, *most_common))
             pending = [i for i in range(n) if i not in bad]
             target = most_common
         if pending:
             _decode_in_chunks(paths, pending, target, channels, False, workers, out, sizes, grey, bad)
+    images = torch.from_numpy(out)
     if channels is None and n > len(bad) and all(g for i, g in enumerate(grey) if i not in bad):
-        out = out[:, :1].clone()
-    return Decoded(out, sizes, grey, bad, used)
+        images = images[:, :1].clone()
+    return Decoded(images, sizes, grey, bad, used)
+
+
+_OUT: np.ndarray | None = None  # the array being filled: forked workers inherit it and write their rows straight in
+
+
+def _shared_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeroed uint8 memory shared with forked workers (an anonymous MAP_SHARED mapping: no /dev/shm needed),
+    so no pixel crosses a pipe: pickling a chunk's pixels back had made two workers slower than one on 128x128 images."""
+    size = math.prod(shape)
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8, count=size).reshape(shape)
 
 
 def _guess_size(paths: Sequence[str | Path]) -> tuple[int, int]:
@@ -139,21 +152,18 @@ def _decode_in_chunks(paths, indices, target, channels, only_native, workers, ou
 
     Returns the processes used and the files left (of another size).
     """
+    global _OUT
     chunks = [indices[i:i + CHUNK] for i in range(0, len(indices), CHUNK)]
     workers = min(workers, len(chunks)) if len(indices) >= PARALLEL_FROM else 1
-    tasks = [([paths[i] for i in chunk], target, channels, only_native) for chunk in chunks]
+    tasks = [([paths[i] for i in chunk], chunk, target, channels, only_native) for chunk in chunks]
     skipped: list[int] = []
+    _OUT = out
     # Forked before the progress bar's thread starts; the children need nothing the parent has not loaded.
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_one_thread) if workers > 1 else None
     with _Progress(len(indices)) as progress:
         results = pool.map(_decode_chunk, tasks) if pool is not None else map(_decode_chunk, tasks)
         try:
-            pixels = out.numpy()  # numpy's copies are single-threaded: no wait on torch's thread pool per chunk
-            for chunk, (kept, images, infos) in zip(chunks, results):
-                if len(kept):
-                    rows = [chunk[k] for k in kept]
-                    contiguous = rows[-1] - rows[0] == len(rows) - 1  # the usual case: a slice, not a gather
-                    pixels[slice(rows[0], rows[-1] + 1) if contiguous else rows] = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+            for chunk, (kept, infos) in zip(chunks, results):
                 for position, (own_size, is_grey, reason) in enumerate(infos):
                     index = chunk[position]
                     sizes[index], grey[index] = own_size, is_grey
@@ -163,6 +173,7 @@ def _decode_in_chunks(paths, indices, target, channels, only_native, workers, ou
                         skipped.append(index)
                 progress.advance(len(chunk))
         finally:
+            _OUT = None
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
     return workers, skipped
@@ -173,11 +184,11 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _decode_chunk(task) -> tuple[list[int], np.ndarray, list[tuple]]:
-    """In a worker: (positions decoded, their pixels `[k, H, W]` or `[k, H, W, 3]`, per file (own size, grey, reason if bad))."""
-    paths, target, channels, only_native = task
-    kept, images, infos = [], [], []
-    for position, path in enumerate(paths):
+def _decode_chunk(task) -> tuple[set[int], list[tuple]]:
+    """In a worker: write the chunk's images into their rows of `_OUT`; (positions written, per file (own size, grey, reason if bad))."""
+    paths, rows, target, channels, only_native = task
+    kept, infos = set(), []
+    for position, (path, row) in enumerate(zip(paths, rows)):
         try:
             image, is_grey = decode(path, channels or 3)
         except BadImage as exc:
@@ -186,9 +197,10 @@ def _decode_chunk(task) -> tuple[list[int], np.ndarray, list[tuple]]:
         own = (image.height, image.width)
         infos.append((own, is_grey, None))
         if not only_native or own == tuple(target):
-            kept.append(position)
-            images.append(np.asarray(resize(image, target)))
-    return kept, np.stack(images) if images else np.empty(0, dtype=np.uint8), infos
+            kept.add(position)
+            pixels = np.asarray(resize(image, target))
+            _OUT[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return kept, infos
 
 
 class _Progress:
