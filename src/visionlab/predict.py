@@ -29,6 +29,7 @@ from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
 from visionlab.reporting import visuals
 from visionlab.reporting.console import ConsoleHandler, console, error_console
+from visionlab.reporting.visual_log import floor_percent
 
 log = logging.getLogger("visionlab")
 
@@ -147,7 +148,7 @@ def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: in
         table.add_column("votes")
     table.add_column("note")
     for i, file in enumerate(prepared.files):
-        cells = [f"{classes[c]} {p:.1%}" for c, p in zip(top_class[i].tolist(), top_p[i].tolist())]
+        cells = [f"{classes[c]} {floor_percent(p)}" for c, p in zip(top_class[i].tolist(), top_p[i].tolist())]
         table.add_row(str(file), *cells, *([votes[i]] if knn else []), prepared.notes[i])
     console.print(table)
 
@@ -180,8 +181,8 @@ def predictions_picture(prepared: Prepared, top_class: torch.Tensor, top_p: torc
     n = min(PICTURED, len(prepared.files))
     captions = []
     for i in range(n):
-        runner_up = f"\n{classes[top_class[i, 1]]} {float(top_p[i, 1]):.0%}" if top_class.shape[1] > 1 else ""
-        captions.append(f"{classes[top_class[i, 0]]} {float(top_p[i, 0]):.0%}{runner_up}")
+        runner_up = f"\n{classes[top_class[i, 1]]} {floor_percent(float(top_p[i, 1]))}" if top_class.shape[1] > 1 else ""
+        captions.append(f"{classes[top_class[i, 0]]} {floor_percent(float(top_p[i, 0]))}{runner_up}")
     title = f"predictions: the top class and the runner-up{f' (the first {n} of {len(prepared.files)} images)' if n < len(prepared.files) else ''}"
     return visuals.picture(prepared.images[:n].float() / 255, 8, title=title, captions=captions)
 
