@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.config import build
+from visionlab.data import Splits
 from visionlab.errors import UserError
 from visionlab.experiment import count_trainable, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
@@ -33,6 +35,22 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
     """
     if split not in SPLITS:
         raise UserError(f"split={split!r} is unknown: use test, val or train")
+    path, cfg, model, splits = load_model(path, overrides)
+    loss_fn = build(cfg, "loss") if count_trainable(model) else None
+    result = evaluate(model, getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
+    confusion = result["confusion"]
+    per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
+    return {
+        "checkpoint": str(path), "split": split,
+        f"{split}/acc": result["acc"], f"{split}/loss": result["loss"],
+        "per_class_acc": {name: acc for name, acc in zip(splits.classes, per_class.tolist())},
+        "confusion_matrix": confusion.tolist(),  # [true class][predicted class]
+        "classes": list(splits.classes),
+    }
+
+
+def load_model(path: Path, overrides: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
+    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as the run prepared it."""
     if path.is_dir():
         path = path / "last.pt"
     state = load_checkpoint(path)
@@ -48,17 +66,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit the model its config builds ({str(exc).splitlines()[0]})") from None
-    loss_fn = build(cfg, "loss") if count_trainable(model) else None
-    result = evaluate(model, getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
-    confusion = result["confusion"]
-    per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
-    return {
-        "checkpoint": str(path), "split": split,
-        f"{split}/acc": result["acc"], f"{split}/loss": result["loss"],
-        "per_class_acc": {name: acc for name, acc in zip(splits.classes, per_class.tolist())},
-        "confusion_matrix": confusion.tolist(),  # [true class][predicted class]
-        "classes": list(splits.classes),
-    }
+    model.eval()
+    return path, cfg, model, splits
 
 
 def write_report(metrics: dict[str, Any]) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
-from visionlab.data.files import ensure_files
+from visionlab.data.files import download, ensure_files
 from visionlab.errors import UserError
 
 FOLDER = "cifar-10-batches-py"
@@ -32,25 +32,24 @@ class CIFAR10(ImageDataset):
         folder = Path(self.root).expanduser() / FOLDER
         ensure_files(
             "CIFAR-10", folder, TRAIN_FILES + TEST_FILES, self.download,
-            lambda: download(folder.parent),
+            lambda: download(folder.parent, "CIFAR10"),
         )
         return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES))
 
 
-def download(root: Path) -> None:
-    import torchvision  # only here: its import costs a second of every run's start-up
-
-    torchvision.datasets.CIFAR10(root, download=True)
-
-
-def read_batches(folder: Path, names: list[str]) -> LabeledImages:
+def read_batches(folder: Path, names: list[str], label_key: str = "labels", dataset: str = "CIFAR-10") -> LabeledImages:
+    """Pickled batches of `data` (N x 3072 bytes) and `label_key` lists: CIFAR-10's format, and CIFAR-100's."""
     images, labels = [], []
     for name in names:
         try:
-            with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+            batch = read_pickle(folder / name)
             images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch["labels"], dtype=np.int64))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"CIFAR-10 file {folder / name} is corrupt ({type(exc).__name__}); delete it to download again") from exc
+            raise UserError(f"{dataset} file {folder / name} is corrupt ({type(exc).__name__}); delete it to download again") from exc
     return LabeledImages(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def read_pickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
-from visionlab.data.files import ensure_files
+from visionlab.data.files import download, ensure_files
 from visionlab.errors import UserError
 
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -21,28 +22,26 @@ FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 @dataclass
 class MNIST(ImageDataset):
+    """Also the base of datasets in MNIST's format (Fashion-MNIST): the same four files in `<root>/<folder>/raw/`."""
+
     root: str = "data"
     download: bool = True
+    name: ClassVar[str] = "MNIST"  # also the folder torchvision downloads into, and its dataset class
+    classes: ClassVar[list[str]] = [str(i) for i in range(10)]
 
     def read(self) -> RawData:
         root = Path(self.root).expanduser()
-        folder = root / "MNIST" / "raw"
-        ensure_files("MNIST", folder, FILES, self.download, lambda: download(root))
+        folder = root / self.name / "raw"
+        ensure_files(self.name, folder, FILES, self.download, lambda: download(root, self.name))
         try:
             train_images, train_labels, test_images, test_labels = (read_idx(folder / name) for name in FILES)
         except (ValueError, OSError) as exc:
-            raise UserError(f"MNIST in {folder} could not be read ({exc}); delete the files to download them again") from exc
+            raise UserError(f"{self.name} in {folder} could not be read ({exc}); delete the files to download them again") from exc
         return RawData(
             LabeledImages(train_images.unsqueeze(1), train_labels.long()),
             LabeledImages(test_images.unsqueeze(1), test_labels.long()),
-            [str(i) for i in range(10)],
+            list(self.classes),
         )
-
-
-def download(root: Path) -> None:
-    import torchvision
-
-    torchvision.datasets.MNIST(root, download=True)
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -19,10 +19,10 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from visionlab.cache import TensorCache, images_digest
 from visionlab.data import RawData, Splits, make_splits
 from visionlab.data.augment import Augment
 from visionlab.errors import UserError
-from visionlab.features.cache import FeatureCache, images_digest
 from visionlab.features.splits import feature_splits
 from visionlab.models.knn import KNN
 from visionlab.models.linear import Linear
@@ -54,7 +54,7 @@ class Features:
             if not (callable(extractor) and hasattr(extractor, "size")):
                 raise UserError(f"features.{name}={extractor!r} is not a feature extractor: see conf/features/ for hog and color")
         self.extractors = extractors
-        self.cache = FeatureCache(Path(cache_dir).expanduser().absolute()) if cache_dir else None
+        self.cache = TensorCache(Path(cache_dir).expanduser().absolute()) if cache_dir else None
 
     def check_model(self, model: DictConfig) -> None:
         """Before any data loads: features are vectors, so the model must be one that takes vectors."""
@@ -105,13 +105,13 @@ class Features:
             "dataset": dataset.lower(), "split": split, "images": images_digest(images),
             "extractors": {name: [type(e).__name__, asdict(e)] for name, e in self.extractors.items()},
         }
-        if self.cache is not None and (stored := self.cache.load(key, rows, columns)) is not None:
+        if self.cache is not None and (stored := self.cache.load(key, {"features": (torch.float32, (rows, columns))})) is not None:
             log.info("features: %s %s loaded from %s", dataset, split, self.cache.path(key))
-            return stored.to(device)
+            return stored["features"].to(device)
         started = time.perf_counter()
         features = self.extract(images, device)
         seconds = time.perf_counter() - started
-        where = self.cache.save(key, features) if self.cache is not None else None
+        where = self.cache.save(key, {"features": features}) if self.cache is not None else None
         log.info("features: %s %s (%s images) computed in %.1f s%s", dataset, split, f"{rows:,}", seconds,
                  f", cached in {where}" if where else "")
         return features

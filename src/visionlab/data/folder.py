@@ -1,0 +1,276 @@
+"""Your own images: a folder of class folders, the layout torchvision's ImageFolder reads.
+
+    ROOT/<class>/<image>                                   one tree: a seeded, stratified test_fraction is set aside
+    ROOT/train/<class>/<image> + ROOT/test/<class>/<image>  the split is yours
+
+Class names are the folder names, sorted. The images are decoded once (data/images.py) into a
+uint8 cache in `cache_dir` (default ROOT/.visionlab), keyed by the file list, each file's size and
+modification time and the decoding parameters, so a later run, or vl-eval, loads them in a fraction
+of a second and a changed file is noticed. The test files drawn from one tree are recorded there
+too, so every run and vl-eval sees the same test images even after files are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from visionlab.cache import TensorCache
+from visionlab.data.base import ImageDataset, LabeledImages, RawData
+from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
+from visionlab.errors import UserError
+
+log = logging.getLogger("visionlab")
+
+SHOWN = 3  # bad files named in the error line; the count says how many more
+DECODER = "pillow-1"  # part of the cache key: change it when data/images.py decodes differently
+LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
+
+
+@dataclass
+class Scan:
+    """One tree of class folders: its classes (sorted), each file's path, class and (size, mtime), and what was ignored."""
+
+    classes: list[str]
+    files: list[str]  # relative to the dataset root, with "/" (strings: pathlib would cost 0.2 s per 10,000 files)
+    labels: list[int]
+    stamps: list[tuple[int, int]]  # (bytes, modification time in ns)
+    ignored: int  # files that are not images (by name), or outside the class folders
+
+
+@dataclass
+class ImageFolder(ImageDataset):
+    root: str | None = None
+    size: list[int] | None = None  # [height, width]; null: the most common size among the files
+    channels: int | None = None  # 1 or 3; null: 1 if every file is grey, else 3
+    test_fraction: float = 0.2  # one tree only: the share of each class set aside for test
+    seed: int = 0  # the test draw and the order of the images
+    skip_bad_files: bool = False  # leave out unreadable files (with a warning naming each) instead of stopping
+    cache_dir: str | None = None  # null: ROOT/.visionlab
+    workers: int | None = None  # decoding processes; null: one per core
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            size = list(self.size) if not isinstance(self.size, int) else [self.size, self.size]
+            if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+                raise UserError(f"dataset.size={self.size!r} is invalid: use [height, width] in pixels such as [64, 64], or null for the most common size")
+            self.size = size
+        if self.channels not in (None, 1, 3) or isinstance(self.channels, bool):
+            raise UserError(f"dataset.channels={self.channels!r} is invalid: use 1 (grey), 3 (RGB) or null (from the files)")
+        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) or not 0 < self.test_fraction < 1:
+            raise UserError(f"dataset.test_fraction={self.test_fraction!r} is out of range: use a number strictly between 0 and 1, such as 0.2")
+        if not isinstance(self.skip_bad_files, bool):
+            raise UserError(f"dataset.skip_bad_files={self.skip_bad_files!r} is invalid: use true or false")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
+            raise UserError(f"dataset.workers={self.workers!r} is invalid: use a whole number of at least 1, or null for one per core")
+
+    def read(self) -> RawData:
+        root = self._root()
+        train, test = self._split(root)
+        classes = train.classes
+        order = self._order(train) + self._order(test)
+        files = [train.files[i] for i in order[:len(train.files)]] + [test.files[i] for i in order[len(train.files):]]
+        labels = torch.tensor([train.labels[i] for i in order[:len(train.files)]] + [test.labels[i] for i in order[len(train.files):]])
+        stamps = [train.stamps[i] for i in order[:len(train.files)]] + [test.stamps[i] for i in order[len(train.files):]]
+        ignored = train.ignored + test.ignored
+        images, bad = self._images(root, files, stamps)
+        n_train = len(train.files)
+        bad_in_train = sum(i < n_train for i in bad)
+        log.info("folder: %s images in %d classes from %s (%s train, %s test)%s", f"{len(files) - len(bad):,}", len(classes), root,
+                 f"{n_train - bad_in_train:,}", f"{len(files) - n_train - (len(bad) - bad_in_train):,}",
+                 f"; {ignored:,} files that are not images were ignored" if ignored else "")
+        keep = torch.ones(len(files), dtype=torch.bool)
+        keep[list(bad)] = False
+        parts = []
+        for part in (slice(0, n_train), slice(n_train, len(files))):
+            kept = keep[part]
+            part_images, part_labels = images[part], labels[part]
+            if not kept.all():
+                part_images, part_labels = part_images[kept], part_labels[kept]
+            parts.append(LabeledImages(part_images, part_labels))
+        for name, part in zip(("train", "test"), parts):
+            missing = [classes[c] for c in range(len(classes)) if not (part.labels == c).any()]
+            if missing:
+                raise UserError(f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or remove the folder")
+        return RawData(parts[0], parts[1], classes)
+
+    # ---- finding the files ---------------------------------------------------------------------
+
+    def _root(self) -> Path:
+        if self.root is None:
+            raise UserError(f"dataset.root=null: set it to a folder of class folders ({LAYOUT})")
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise UserError(f"dataset.root={root} {'is not a folder' if root.exists() else 'does not exist'}: {LAYOUT}")
+        return root.absolute()
+
+    def _split(self, root: Path) -> tuple[Scan, Scan]:
+        """(train, test) from ROOT/train + ROOT/test, or drawn from the one tree."""
+        folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        if "train" in folders or "test" in folders:
+            if not {"train", "test"} <= folders:
+                have, lacks = ("train", "test") if "train" in folders else ("test", "train")
+                raise UserError(f"dataset.root={root} has {have}/ but no {lacks}/: add {root / lacks}/<class>/..., or put the class folders directly in {root}")
+            train, test = scan(root, "train"), scan(root, "test")
+            if train.classes != test.classes:
+                only_train = sorted(set(train.classes) - set(test.classes))
+                only_test = sorted(set(test.classes) - set(train.classes))
+                said = "; ".join(s for s in (f"only in train/: {', '.join(only_train)}" if only_train else "",
+                                              f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
+                raise UserError(f"dataset.root={root}: train/ and test/ have different classes ({said}); give both the same class folders")
+            return train, test
+        return self._draw_test(root, scan(root, None))
+
+    def _draw_test(self, root: Path, tree: Scan) -> tuple[Scan, Scan]:
+        """A seeded, stratified test_fraction of each class, recorded in the cache folder the first time and read back after."""
+        record = self._cache_dir(root) / f"test-split-seed{self.seed}-fraction{self.test_fraction:g}.json"
+        names = tree.files
+        test_names = _read_record(record)
+        if test_names is None:
+            test_names = set(_stratified(tree.labels, self.test_fraction, self.seed, names))
+            _write_record(record, self.seed, self.test_fraction, sorted(test_names))
+        else:
+            log.info("folder: test images as recorded in %s (%s of them; files added since go to train)", record, f"{len(set(names) & test_names):,}")
+        is_test = [name in test_names for name in names]
+
+        def part(test: bool) -> Scan:
+            picked = [i for i, t in enumerate(is_test) if t == test]
+            return Scan(tree.classes, [tree.files[i] for i in picked], [tree.labels[i] for i in picked], [tree.stamps[i] for i in picked],
+                        0 if test else tree.ignored)
+
+        return part(False), part(True)
+
+    def _order(self, part: Scan) -> list[int]:
+        """A seeded shuffle, so train_size/test_size take a mix of classes, not the first class folder."""
+        return torch.randperm(len(part.files), generator=torch.Generator().manual_seed(self.seed)).tolist()
+
+    def _cache_dir(self, root: Path) -> Path:
+        return Path(self.cache_dir).expanduser().absolute() if self.cache_dir else root / ".visionlab"
+
+    # ---- decoding, once -------------------------------------------------------------------------
+
+    def _images(self, root: Path, files: list[str], stamps: list[tuple[int, int]]) -> tuple[torch.Tensor, dict[int, str]]:
+        """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files (index -> reason)."""
+        listing = hashlib.sha256("\n".join(f"{f}\t{s}\t{m}" for f, (s, m) in zip(files, stamps)).encode()).hexdigest()
+        key = {"dataset": "folder", "split": "all", "files": listing, "size": self.size, "channels": self.channels, "decoder": DECODER}
+        cache = TensorCache(self._cache_dir(root), what="image cache", redo="decoding the images again")
+        started = time.perf_counter()
+        expected = {"images": (torch.uint8, (len(files), self.channels, *(self.size or (None, None)))), "bad": (torch.bool, (len(files),))}
+        if (stored := cache.load(key, expected)) is not None:
+            bad = {int(i): "unreadable when the cache was made" for i in stored["bad"].nonzero().flatten()}
+            self._check_bad(root, files, bad)
+            log.info("folder: %s decoded images loaded from %s in %.2f s", f"{len(files):,}", cache.path(key), time.perf_counter() - started)
+            return stored["images"], bad
+        decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers))
+        self._check_bad(root, files, decoded.bad)
+        seconds = time.perf_counter() - started
+        c, h, w = decoded.images.shape[1:]
+        mixed = len({s for s in decoded.sizes if s is not None}) > 1
+        grey = sum(decoded.grey)
+        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%d processes, %s per second)%s%s", f"{len(files):,}", c, h, w, seconds, decoded.workers,
+                 f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
+                 f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
+                 (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""))
+        bad = torch.zeros(len(files), dtype=torch.bool)
+        bad[list(decoded.bad)] = True
+        if where := cache.save(key, {"images": decoded.images, "bad": bad}):
+            log.info("folder: cached in %s", where)
+        return decoded.images, decoded.bad
+
+    def _check_bad(self, root: Path, files: list[str], bad: dict[int, str]) -> None:
+        if not bad:
+            return
+        named = sorted(f"{files[i]} ({reason})" for i, reason in bad.items())
+        if not self.skip_bad_files:
+            more = f" and {len(named) - SHOWN:,} more" if len(named) > SHOWN else ""
+            raise UserError(f"{len(named):,} files in {root} could not be read as images: {', '.join(named[:SHOWN])}{more}; "
+                            "fix or remove them, or set dataset.skip_bad_files=true to leave them out")
+        for line in named:
+            log.warning("folder: skipping %s (dataset.skip_bad_files=true)", line)
+
+
+def scan(root: Path, part: str | None) -> Scan:
+    """The class folders of ROOT (or ROOT/part): every image file below each, in sorted order, with its size and mtime."""
+    top = root / part if part else root
+    classes, files, labels, stamps, ignored = [], [], [], [], 0
+    for entry in sorted(os.scandir(top), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored += 1  # a file outside the class folders
+            continue
+        prefix = f"{part}/{entry.name}" if part else entry.name
+        found, skipped = _walk(entry.path, prefix)
+        ignored += skipped
+        if not found:
+            shown = f" (only {skipped:,} files that are not images)" if skipped else ""
+            raise UserError(f"dataset.root={root}: class folder {prefix} holds no images{shown}; add {', '.join(EXTENSIONS)} files, or remove it")
+        label = len(classes)
+        classes.append(entry.name)
+        for name, stat in found:
+            files.append(name)
+            labels.append(label)
+            stamps.append((stat.st_size, stat.st_mtime_ns))
+    where = f"{top}" if part else f"dataset.root={root}"
+    if not classes:
+        raise UserError(f"{where} holds no class folders: {LAYOUT}")
+    if len(classes) < 2:
+        raise UserError(f"{where} has one class folder ({classes[0]}): a classifier needs at least two, one folder per class")
+    return Scan(classes, files, labels, stamps, ignored)
+
+
+def _walk(folder: str, prefix: str) -> tuple[list[tuple[str, os.stat_result]], int]:
+    """Image files anywhere below `folder`, as prefix/relative names (sorted; hidden files and folders skipped), and how many others there were."""
+    found, ignored = [], 0
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir():
+            if not entry.name.startswith("."):
+                more, skipped = _walk(entry.path, f"{prefix}/{entry.name}")
+                found += more
+                ignored += skipped
+        elif is_image(entry.name):
+            found.append((f"{prefix}/{entry.name}", entry.stat()))
+        else:
+            ignored += 1
+    return found, ignored
+
+
+def _stratified(labels: list[int], fraction: float, seed: int, names: list[str]) -> list[str]:
+    """round(fraction x n) files of each class (at least one, and never all of a class with two or more)."""
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    chosen = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        count = min(max(round(fraction * len(members)), 1), len(members) - 1)
+        chosen += [names[members[i]] for i in torch.randperm(len(members), generator=generator)[:count].tolist()]
+    return chosen
+
+
+def _read_record(path: Path) -> set[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        return set(json.loads(path.read_text())["test"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("folder: the recorded test split %s is unusable (%s); drawing it again", path, type(exc).__name__)
+        return None
+
+
+def _write_record(path: Path, seed: int, fraction: float, test: list[str]) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps({"seed": seed, "test_fraction": fraction, "test": test}, indent=0) + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("folder: could not record the test split in %s (%s); it is drawn again, the same way, next time", path, exc)

@@ -1,0 +1,209 @@
+"""`vl-predict CHECKPOINT IMAGE_OR_FOLDER...`: what a saved model says about your own pictures.
+
+The model and its data preparation are rebuilt from the checkpoint as `vl-eval` does (size,
+channels, the training split's normalization, features), and each file is decoded, converted and
+resized exactly as `dataset=folder` prepares its training images. The output is a table of the
+top-k classes, `predictions.csv` and `predictions.png`; a kNN also shows its votes and the nearest
+training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from rich.table import Table
+
+from visionlab.cli import one_line
+from visionlab.data import DeviceSplit, Splits
+from visionlab.data.images import BadImage, decode, is_image, resize, to_tensor
+from visionlab.errors import UserError
+from visionlab.evaluation import load_model
+from visionlab.features import FeatureSplits
+from visionlab.reporting import visuals
+from visionlab.reporting.console import ConsoleHandler, console, error_console
+from visionlab.reporting.visual_log import floor_percent
+
+log = logging.getLogger("visionlab")
+
+PICTURED = 32  # images in predictions.png (the table and the CSV have them all)
+NEIGHBOURS = 8  # kNN: training images shown per query
+
+
+@dataclass
+class Prepared:
+    """The files as the model sees them, before normalization, and what was done to each to get there."""
+
+    files: list[Path]
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    notes: list[str]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="vl-predict", description="Classify image files with a saved model: a table, predictions.csv and predictions.png.")
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint (last.pt, best.pt) or a run directory (its last.pt)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for them; key=value changes the stored config (e.g. dataset.root=/data)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--out", type=Path, help="folder for predictions.csv and predictions.png (default: the checkpoint's)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
+    try:
+        if args.top_k < 1:
+            raise UserError(f"--top-k={args.top_k} is invalid: use a whole number of at least 1, such as 5")
+        overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
+        files = image_files([a for a in args.inputs if a not in overrides])
+        predict(args.checkpoint, files, overrides, args.top_k, args.out)
+    except (UserError, OSError) as exc:
+        error_console.print(f"error: {one_line(exc) if isinstance(exc, UserError) else describe_os_error(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def describe_os_error(exc: OSError) -> str:
+    return f"cannot write {exc.filename} ({exc.strerror}): choose another folder with --out"
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    """Every file named, and every image file below every folder named, in that order."""
+    if not inputs:
+        raise UserError("no image given: vl-predict CHECKPOINT IMAGE_OR_FOLDER... (files, or folders of them)")
+    files, ignored = [], 0
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            below = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = [p for p in below if is_image(p.name)]
+            if not found:
+                raise UserError(f"{path} holds no image files (PNG, JPEG, BMP, GIF or WebP): give image files or folders of them")
+            files += found
+            ignored += len(below) - len(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path} does not exist: give image files or folders of them")
+    if ignored:
+        log.info("ignored %s files that are not images", f"{ignored:,}")
+    return files
+
+
+def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
+    """Decode each file to the model's channels and size; say what each needed (grey <-> RGB, resizing)."""
+    channels, size = shape[0], shape[1:]
+    images, notes = [], []
+    for path in files:
+        try:
+            image, grey = decode(path, channels)
+        except BadImage as exc:
+            raise UserError(f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF or WebP files") from None
+        done = []
+        if grey and channels == 3:
+            done.append("grey file converted to RGB")
+        elif not grey and channels == 1:
+            done.append("RGB file converted to grey")
+        if (image.height, image.width) != tuple(size):
+            done.append(f"resized from {image.width}x{image.height} to {size[1]}x{size[0]}")
+        images.append(to_tensor(resize(image, size)))
+        notes.append("; ".join(done))
+    return Prepared(files, torch.stack(images), notes)
+
+
+def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
+    """Normalized as the training split was; through the run's feature extractors first, if it had any."""
+    device = splits.train.labels.device
+    rows = splits.features.extract(images, device) if isinstance(splits, FeatureSplits) else images.to(device)
+    part = DeviceSplit(rows, torch.zeros(len(rows), dtype=torch.long, device=device), splits.train.scale, splits.train.shift)
+    return part.batch(torch.arange(len(rows), device=device))[0]
+
+
+def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: int, out: Path | None) -> None:
+    path, cfg, model, splits = load_model(checkpoint, overrides)
+    shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
+    prepared = prepare(files, shape)
+    for file, note in zip(prepared.files, prepared.notes):
+        if note:
+            log.info("%s: %s (the model takes %s images)", file, note, "x".join(map(str, shape)))
+    knn = callable(getattr(model, "neighbours", None))
+    with torch.inference_mode():
+        x = model_input(splits, prepared.images)
+        scores = torch.cat([model(part) for part in x.split(cfg.trainer.eval_batch_size)]).float().cpu()
+        probabilities = scores if knn else scores.softmax(1)
+        nearest = model.neighbours(x, max(model.k, min(NEIGHBOURS, len(splits.train))))[1].cpu() if knn else None
+    k = min(top_k, splits.num_classes)
+    top_p, top_class = probabilities.topk(k, dim=1)
+    classes = splits.classes
+    train_labels = splits.train.labels.cpu()
+    votes = [vote_text(train_labels[row[:model.k]], classes) for row in nearest] if knn else None
+
+    table = Table(title=f"{path}: top {k} of {len(classes)} classes" + (f" (kNN, k={model.k}: vote shares)" if knn else ""))
+    table.add_column("image")
+    for j in range(k):
+        table.add_column(f"#{j + 1}", justify="right")
+    if knn:
+        table.add_column("votes")
+    table.add_column("note")
+    for i, file in enumerate(prepared.files):
+        cells = [f"{classes[c]} {floor_percent(p)}" for c, p in zip(top_class[i].tolist(), top_p[i].tolist())]
+        table.add_row(str(file), *cells, *([votes[i]] if knn else []), prepared.notes[i])
+    console.print(table)
+
+    folder = out or path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "predictions.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        header = ["file", "predicted", "probability"] + [f"{what}_{j + 1}" for j in range(k) for what in ("class", "probability")]
+        writer.writerow(header + (["votes", "nearest_training_images"] if knn else []) + ["note"])
+        for i, file in enumerate(prepared.files):
+            ranked = [value for c, p in zip(top_class[i].tolist(), top_p[i].tolist()) for value in (classes[c], f"{p:.6f}")]
+            neighbours = [votes[i], " ".join(f"{n}:{classes[train_labels[n]]}" for n in nearest[i].tolist())] if knn else []
+            writer.writerow([str(file), classes[top_class[i, 0]], f"{top_p[i, 0]:.6f}", *ranked, *neighbours, prepared.notes[i]])
+    picture_path = folder / "predictions.png"
+    if knn and not isinstance(splits, FeatureSplits):  # on features, the training images are vectors: no neighbours to show
+        image = neighbours_picture(prepared, splits, nearest, top_class[:, 0], classes)
+    else:
+        image = predictions_picture(prepared, top_class, top_p, classes)
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(picture_path)
+    console.print(f"written to {csv_path} and {picture_path}", markup=False, highlight=False)
+
+
+def vote_text(labels: torch.Tensor, classes: list[str]) -> str:
+    """The k nearest neighbours' classes, most votes first: "cat 2, dog 1"."""
+    return ", ".join(f"{classes[c]} {n}" for c, n in Counter(labels.tolist()).most_common())
+
+
+def predictions_picture(prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    n = min(PICTURED, len(prepared.files))
+    captions = []
+    for i in range(n):
+        runner_up = f"\n{classes[top_class[i, 1]]} {floor_percent(float(top_p[i, 1]))}" if top_class.shape[1] > 1 else ""
+        captions.append(f"{classes[top_class[i, 0]]} {floor_percent(float(top_p[i, 0]))}{runner_up}")
+    title = f"predictions: the top class and the runner-up{f' (the first {n} of {len(prepared.files)} images)' if n < len(prepared.files) else ''}"
+    return visuals.picture(prepared.images[:n].float() / 255, 8, title=title, captions=captions)
+
+
+def neighbours_picture(prepared: Prepared, splits: Splits, nearest: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """Each image (left) and its nearest training images, green where they share the predicted class."""
+    n = min(PICTURED, len(prepared.files))
+    shown = nearest[:n, :NEIGHBOURS]
+    neighbours = splits.train.images[shown.to(splits.train.images.device)].cpu()
+    tiles = torch.cat([prepared.images[:n].unsqueeze(1), neighbours], 1).flatten(0, 1).float() / 255
+    labels = splits.train.labels.cpu()[shown]
+    captions, colours = [], []
+    for i in range(n):
+        captions.append(f"{prepared.files[i].name[:14]}\nsays {classes[predicted[i]]}")
+        colours.append("black")
+        for position, label in enumerate(labels[i].tolist()):
+            captions.append(f"#{position + 1}\n{classes[label]}")
+            colours.append("forestgreen" if label == predicted[i] else "firebrick")
+    return visuals.picture(tiles, shown.shape[1] + 1, title="your images (left) and their nearest training images",
+                           captions=captions, caption_colors=colours)
+
+
+if __name__ == "__main__":
+    main()
