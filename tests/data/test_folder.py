@@ -205,9 +205,9 @@ CASES = [
     ("train-without-test", ["dataset.root={train_only}"], ["has train/ but no test/"]),
     ("truncated-jpeg", ["dataset.root={truncated}"], ["1 files in", "red/cut.jpg (", "dataset.skip_bad_files=true"]),
     ("many-bad-files", ["dataset.root={many_bad}"], ["5 files in", "blue/bad0.png", "and 2 more", "dataset.skip_bad_files=true"]),
-    ("size", ["dataset.root={truncated}", "dataset.size=[0,8]"], ["dataset.size=", "[height, width]"]),
-    ("channels", ["dataset.root={truncated}", "dataset.channels=2"], ["dataset.channels=2", "1 (grey), 3 (RGB)"]),
-    ("test-fraction", ["dataset.root={truncated}", "dataset.test_fraction=1.5"], ["dataset.test_fraction=1.5", "strictly between 0 and 1"]),
+    ("size", ["dataset.root={truncated}", "dataset.size=[0,8]"], ["dataset.size=[0, 8] is invalid", "a list of 2 whole numbers of pixels", "[64, 64]", "or null"]),
+    ("channels", ["dataset.root={truncated}", "dataset.channels=2"], ["dataset.channels=2 is invalid: use one of 1, 3, or null"]),
+    ("test-fraction", ["dataset.root={truncated}", "dataset.test_fraction=1.5"], ["dataset.test_fraction=1.5 is invalid: use a number in (0, 1)"]),
     ("skip-bad-files", ["dataset.root={truncated}", "dataset.skip_bad_files=maybe"], ["dataset.skip_bad_files='maybe'", "true or false"]),
     ("workers", ["dataset.root={truncated}", "dataset.workers=0"], ["dataset.workers=0", "at least 1"]),
 ]

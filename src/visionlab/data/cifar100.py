@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from typing import Annotated
 from pathlib import Path
 
 from visionlab.data.base import ImageDataset, RawData
 from visionlab.data.cifar10 import read_batches, read_pickle
 from visionlab.data.files import download, ensure_files
+from visionlab.checks import OneOf
 from visionlab.errors import UserError
 
 FOLDER = "cifar-100-python"
@@ -24,11 +26,7 @@ LABEL_TYPES = ("fine", "coarse")
 class CIFAR100(ImageDataset):
     root: str = "data"
     download: bool = True
-    label_type: str = "fine"  # fine: 100 classes; coarse: 20 superclasses
-
-    def __post_init__(self) -> None:
-        if self.label_type not in LABEL_TYPES:
-            raise UserError(f"dataset.label_type={self.label_type!r} is unknown: use fine (100 classes) or coarse (20 superclasses)")
+    label_type: Annotated[str, OneOf(*LABEL_TYPES)] = "fine"  # fine: 100 classes; coarse: 20 superclasses
 
     def read(self) -> RawData:
         folder = Path(self.root).expanduser() / FOLDER

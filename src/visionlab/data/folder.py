@@ -19,10 +19,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
 from visionlab.cache import TensorCache
+from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
 from visionlab.errors import UserError
@@ -47,29 +49,23 @@ class Scan:
 
 @dataclass
 class ImageFolder(ImageDataset):
-    root: str | None = None
-    size: list[int] | None = None  # [height, width]; null: the most common size among the files
-    channels: int | None = None  # 1 or 3; null: 1 if every file is grey, else 3
-    test_fraction: float = 0.2  # one tree only: the share of each class set aside for test
-    seed: int = 0  # the test draw and the order of the images
-    skip_bad_files: bool = False  # leave out unreadable files (with a warning naming each) instead of stopping
-    cache_dir: str | None = None  # null: ROOT/.visionlab
-    workers: int | None = None  # decoding processes; null: one per core
+    root: Annotated[str | None, Maybe(Text())] = None  # required: null is refused with the layout it needs
+    # [height, width] (one number: a square); null: the most common size among the files
+    size: Annotated[list[int] | None, Maybe(Either(Each(Whole(1, unit="pixels"), length=2, example="[64, 64]"), Whole(1, unit="pixels")))] = None
+    channels: Annotated[int | None, Maybe(OneOf(1, 3))] = None  # 1 or 3; null: 1 if every file is grey, else 3
+    # one tree only: the share of each class set aside for test
+    test_fraction: Annotated[float, Number(gt=0, lt=1, example=0.2)] = 0.2
+    seed: Annotated[int, Whole()] = 0  # the test draw and the order of the images
+    # leave out unreadable files (with a warning naming each) instead of stopping
+    skip_bad_files: Annotated[bool, Switch()] = False
+    cache_dir: Annotated[str | None, Maybe(Text())] = None  # null: ROOT/.visionlab
+    workers: Annotated[int | None, Maybe(Whole(1))] = None  # decoding processes; null: one per core
 
     def __post_init__(self) -> None:
-        if self.size is not None:
-            size = list(self.size) if not isinstance(self.size, int) else [self.size, self.size]
-            if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
-                raise UserError(f"dataset.size={self.size!r} is invalid: use [height, width] in pixels such as [64, 64], or null for the most common size")
-            self.size = size
-        if self.channels not in (None, 1, 3) or isinstance(self.channels, bool):
-            raise UserError(f"dataset.channels={self.channels!r} is invalid: use 1 (grey), 3 (RGB) or null (from the files)")
-        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) or not 0 < self.test_fraction < 1:
-            raise UserError(f"dataset.test_fraction={self.test_fraction!r} is out of range: use a number strictly between 0 and 1, such as 0.2")
-        if not isinstance(self.skip_bad_files, bool):
-            raise UserError(f"dataset.skip_bad_files={self.skip_bad_files!r} is invalid: use true or false")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
-            raise UserError(f"dataset.workers={self.workers!r} is invalid: use a whole number of at least 1, or null for one per core")
+        if isinstance(self.size, int):
+            self.size = [self.size, self.size]
+        elif self.size is not None:
+            self.size = list(self.size)
 
     def read(self) -> RawData:
         root = self._root()
