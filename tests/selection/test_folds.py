@@ -7,6 +7,7 @@ import statistics
 import pytest
 import torch
 
+from tests.conftest import config_error
 from visionlab.cross_validation import summarize_folds
 from visionlab.data.folds import Holdout, KFold, stratified_folds
 from visionlab.errors import UserError
@@ -47,17 +48,16 @@ def test_kfold_partitions_checks_against_the_data():
         KFold(folds=200).partitions(LABELS, seed=0)
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: KFold(folds=1), "split.folds=1 is invalid"),
-    (lambda: KFold(folds=2.5), "split.folds=2.5 is invalid"),
-    (lambda: KFold(shuffle="yes"), "split.shuffle='yes' is invalid"),
-    (lambda: KFold(final_test=1), "split.final_test=1 is invalid"),
-    (lambda: Holdout(val_fraction=1.5), "split.val_fraction=1.5 is out of range"),
-    (lambda: Holdout(val_fraction=True), "split.val_fraction=True is out of range"),
+@pytest.mark.parametrize("overrides,message", [
+    (["split=kfold", "split.folds=1"], "split.folds=1 is invalid: use a whole number of at least 2"),
+    (["split=kfold", "split.folds=2.5"], "split.folds=2.5 is invalid"),
+    (["split=kfold", "split.shuffle=yes"], "split.shuffle='yes' is invalid: use true or false"),
+    (["split=kfold", "split.final_test=1"], "split.final_test=1 is invalid"),
+    (["split.val_fraction=1.5"], "split.val_fraction=1.5 is invalid: use a number in (0, 1)"),
+    (["split.val_fraction=true"], "split.val_fraction=true is invalid"),
 ])
-def test_bad_split_settings_name_the_key(make, message):
-    with pytest.raises(UserError, match=message):
-        make()
+def test_bad_split_settings_name_the_key(overrides, message):
+    assert message in config_error(overrides)
 
 
 def test_holdout_keeps_a_seeded_val_fraction():
