@@ -151,12 +151,13 @@ def test_a_reader_that_stops_reading_does_not_stall_the_run(tmp_path):
     assert "dropped" not in (run_dir / "train.log").read_text()
 
 
-def test_killing_the_tmux_session_does_not_stop_the_run(tmp_path, unstopped):
-    """What someone whose SSH connection dropped sees, through a real terminal multiplexer."""
+@pytest.mark.parametrize("on_hangup", ["continue", "stop"])
+def test_killing_the_tmux_session_mid_epoch(tmp_path, unstopped, on_hangup):
+    """What someone whose SSH connection dropped meets, through a real terminal multiplexer."""
     tmux = ensure_debian_package("tmux")
     run_dir = tmp_path / "run"
-    session = f"vl{os.getpid()}"
-    command = f"'{VL_TRAIN}' {' '.join(LONG)} hydra.run.dir={run_dir}; sleep 60"
+    session = f"vl{os.getpid()}{on_hangup}"
+    command = f"'{VL_TRAIN}' {' '.join(LONG)} trainer.on_hangup={on_hangup} hydra.run.dir={run_dir}; sleep 60"
     subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], cwd=tmp_path, check=True)
     try:
         wait_for_position(run_dir, None, lambda position: position["epoch"] >= 2)
@@ -169,8 +170,16 @@ def test_killing_the_tmux_session_does_not_stop_the_run(tmp_path, unstopped):
         assert time.monotonic() < deadline, (run_dir / "train.log").read_text()
         time.sleep(0.1)
     time.sleep(0.5)
-    assert "the terminal closed (SIGHUP" in (run_dir / "train.log").read_text()
-    assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
+    log_text = (run_dir / "train.log").read_text()
+    if on_hangup == "continue":
+        assert "the terminal closed (SIGHUP" in log_text
+        assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
+    else:  # the shell died with the session, so the run's own files say how it ended (exit 129: the pty test)
+        assert "stopped by SIGHUP" in log_text and read_metrics(run_dir)["status"] == "interrupted"
+        assert (run_dir / "last.pt").is_file()
+        resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
+        assert resumed.returncode == 0, resumed.stderr
+        assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
 
 
 def test_a_closed_pipe_stops_no_job_of_a_kfold_sweep(tmp_path):
