@@ -51,7 +51,7 @@ MISTYPED = [
     (["dataset.noise=-1"], "dataset.noise=-1 is invalid: use a number of at least 0"),
     (["dataset.shape=[0,28,28]"], "dataset.shape=[0, 28, 28] is invalid: use a list of 3 whole numbers of at least 1"),
     (["dataset.shape=[28,28]"], "dataset.shape=[28, 28] is invalid"),
-    (["dataset.num_classes=1"], "dataset.num_classes=1 is invalid: use a whole number of at least 2"),
+    (["dataset.num_classes=1"], "dataset.num_classes=1 is invalid: use a whole number from 2 to 10"),
     (["dataset.max_shift=-1"], "dataset.max_shift=-1 is invalid"),
     (["dataset.augment.flip=1"], "dataset.augment.flip=1 is invalid: use true or false"),
     (["split.val_fraction=0"], "split.val_fraction=0 is invalid: use a number in (0, 1)"),
