@@ -1,5 +1,5 @@
-"""k-nearest neighbours: hand-made cases with known answers, the tie rules, agreement with scikit-learn's
-brute force on MNIST, one search for many k, chunking, preprocessing fitted on train only, the real command."""
+"""k-nearest neighbours: hand-made cases with known answers, the tie rules, every distance against a float64
+brute force on MNIST with ties, one search for many k, chunking, preprocessing fitted on train only, the real command."""
 
 from __future__ import annotations
 
@@ -267,52 +267,84 @@ def test_an_integer_model_survives_its_state_dict(synthetic):
     assert torch.equal(restored(images), model(images))
 
 
-# ---- agreement with scikit-learn's brute force on real MNIST -------------------------------------------
+# ---- every distance against an independent float64 brute force, ties included ---------------------------
+
+
+def brute_force(train: torch.Tensor, images: torch.Tensor, distance: str, p: float | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest of each image among train's rows, in float64 and in plain formulas: distances and
+    indices, the lower training index first at equal distance."""
+    train, images = train.double(), images.flatten(1).double()
+    if distance == "cosine":  # 1 - <x, y> of the unit vectors given (a zero vector: 1), never below 0 (as scikit-learn)
+        distances = (1 - images @ train.T).clamp_min(0)
+    else:  # sums over |differences|^p, pair by pair: equal images get bit-equal distances
+        distances = torch.cdist(images, train, p={"l1": 1, "l2": 2}.get(distance, p), compute_mode="donot_use_mm_for_euclid_dist")
+    order = distances.argsort(dim=1, stable=True)[:, :k]
+    return distances.gather(1, order), order
+
+
+def brute_force_votes(labels: torch.Tensor, distances: torch.Tensor, weights: str, num_classes: int) -> torch.Tensor:
+    """The class each row of neighbours votes for: one vote each, or 1/distance (neighbours at distance 0,
+    if any, take the whole vote); equal votes go to the lowest class."""
+    votes = torch.zeros(len(labels), num_classes, dtype=torch.float64)
+    for row, (classes, far) in enumerate(zip(labels.tolist(), distances.tolist())):
+        for label, distance in zip(classes, far):
+            if weights == "uniform":
+                votes[row, label] += 1
+            elif 0.0 in far:
+                votes[row, label] += distance == 0.0
+            else:
+                votes[row, label] += 1 / distance
+    return torch.tensor([max(range(num_classes), key=lambda c: (v[c], -c)) for v in votes.tolist()])
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist_with_duplicates():
+    """2,500 MNIST training images twice over (every neighbour has a twin at the same distance, one index
+    2,500 further), and queries: 300 test images and 40 of the training images themselves (at distance 0)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
     raw = MNIST(root=str(SHARED_DATA), download=False).load()
-    subset = RawData(
-        LabeledImages(raw.train.images[:5000], raw.train.labels[:5000]),
-        LabeledImages(raw.test.images[:1000], raw.test.labels[:1000]),
-        raw.classes,
-    )
-    return make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
+    twice = torch.cat([torch.arange(2500), torch.arange(2500)])
+    subset = RawData(LabeledImages(raw.train.images[twice], raw.train.labels[twice]), LabeledImages(raw.test.images[:300], raw.test.labels[:300]), raw.classes)
+    splits = make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
+    queries_ = torch.cat([splits.test.batch(torch.arange(300))[0], splits.train.batch(torch.arange(0, 2000, 50))[0]])
+    return splits.train, queries_
 
 
 @pytest.mark.parametrize(
-    "k,distance,p,weights,metric,train_size,test_size",
+    "distance,p,weights,k,normalize,searched_as",
     [
-        (3, "l2", None, "uniform", "euclidean", 5000, 1000),
-        (1, "l2", None, "uniform", "euclidean", 5000, 1000),
-        (5, "l2", None, "distance", "euclidean", 5000, 1000),
-        (4, "cosine", None, "distance", "cosine", 5000, 1000),
-        (3, "l1", None, "uniform", "manhattan", 2000, 1000),  # L1 and Lp have no matrix-product form:
-        (3, "lp", 3, "uniform", "minkowski", 500, 200),  # smaller sets keep both libraries quick
+        ("l2", None, "uniform", 3, False, torch.int8),
+        ("l2", None, "distance", 4, False, torch.int8),
+        ("l1", None, "uniform", 3, False, torch.int8),
+        ("l1", None, "distance", 4, False, torch.int8),
+        ("l1", None, "uniform", 3, True, torch.float32),
+        ("l2", None, "uniform", 3, True, torch.float32),
+        ("cosine", None, "distance", 4, False, torch.float32),
+        ("cosine", None, "uniform", 3, False, torch.float32),
+        ("lp", 3, "uniform", 3, False, torch.float32),
     ],
 )
-def test_agrees_with_scikit_learn_brute_force_on_mnist(mnist, k, distance, p, weights, metric, train_size, test_size):
-    train = DeviceSplit(mnist.train.images[:train_size], mnist.train.labels[:train_size], mnist.train.scale, mnist.train.shift)
-    x_train, y_train, x_test = as_matrix(train).numpy(), train.labels.numpy(), as_matrix(mnist.test)[:test_size]
-    reference = KNeighborsClassifier(k, algorithm="brute", metric=metric, p=p or 2, weights=weights, n_jobs=-1).fit(x_train, y_train)
-    ref_distances, ref_indices = reference.kneighbors(x_test.numpy(), k + 1)
-
-    model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights)
-    images = x_test.view(-1, 1, 28, 28)
+def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index(mnist_with_duplicates, distance, p, weights, k, normalize, searched_as):
+    train, images = mnist_with_duplicates
+    images = images[::4] if distance == "lp" else images  # cdist's powers are slow: 85 queries
+    model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights, normalize=normalize)
+    assert model.train_features.dtype == searched_as
+    if searched_as == torch.int8:  # the 8-bit pixels themselves: exact, distances in the normalized units
+        scale, shift = train.scale.flatten()[0].double(), train.shift.flatten()[0].double()
+        pixels = [((x.flatten(1).double() - shift) / scale).round() for x in (as_matrix(train), images)]
+        expected_distances, expected_indices = brute_force(*pixels, distance, p, k)
+        expected_distances = expected_distances * scale
+    else:  # the features the model measures (normalized, standardized or unit vectors: float32), in float64
+        expected_distances, expected_indices = brute_force(model.train_features, model._features(images), distance, p, k)
+        if distance == "cosine":
+            torch.testing.assert_close(model.train_features.norm(dim=1), torch.ones(len(train)))  # unit vectors, so 1 - <x, y> is 1 - cos
     distances, indices = model.neighbours(images, k)
-    predictions = model(images).argmax(1).numpy()
-
-    assert (predictions == reference.predict(x_test.numpy())).mean() >= 0.999
-    # where the k-th and (k+1)-th neighbours are not (near) tied, the neighbours are the same images
-    gap = ref_distances[:, k] - ref_distances[:, k - 1]
-    untied = gap > 1e-5 * ref_distances[:, k]
-    assert untied.mean() > 0.95
-    same = (np.sort(indices.numpy(), 1) == np.sort(ref_indices[:, :k], 1)).all(1)
-    assert same[untied].all()
-    np.testing.assert_allclose(distances.numpy(), ref_distances[:, :k], rtol=1e-4, atol=1e-4)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
+    assert (indices[:, 1] == indices[:, 0] + 2500).double().mean() > 0.9  # ties: the nearest image, then its twin
+    expected_votes = brute_force_votes(train.labels[expected_indices], expected_distances, weights, 10)
+    assert torch.equal(model(images).argmax(1), expected_votes)
 
 
 # ---- the real command ----------------------------------------------------------------------------
