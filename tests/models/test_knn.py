@@ -20,6 +20,7 @@ from visionlab.data.base import LabeledImages, RawData
 from visionlab.data.mnist import MNIST
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
+from visionlab.models import knn
 from visionlab.models.knn import KNN
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -210,66 +211,6 @@ def test_preprocessing_matches_a_scikit_learn_pipeline(synthetic):
 # ---- the exact integer search for 8-bit images -----------------------------------------------------
 
 
-def exact_neighbours(train: DeviceSplit, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 brute force, independent of the model: the k nearest, the lower index first at equal distance."""
-    stored = as_matrix(train).double()  # difference form: equal images get bit-equal distances (cdist's mm form may not)
-    distances = torch.cat([(part[:, None] - stored).square().sum(-1).sqrt() for part in images.flatten(1).double().split(16)])
-    order = distances.argsort(dim=1, stable=True)[:, :k]
-    return distances.gather(1, order), order
-
-
-def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=generator)
-    images[n // 2:] = images[: n // 2]  # duplicates: every query below has ties to settle
-    scale = torch.tensor(channel_scales).view(1, 3, 1, 1)
-    return DeviceSplit(images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1))
-
-
-@pytest.mark.parametrize("scales,stored", [([0.02] * 3, torch.int8), ([0.02, 0.03, 0.05], torch.float32)])
-def test_eight_bit_images_with_one_scale_are_searched_in_exact_integers(scales, stored):
-    train = colour_split(scales)
-    model = fitted(train, k=[1, 4])
-    assert model.train_features.dtype == stored  # per-channel scales weigh channels unequally: floats
-    queries_ = train.batch(torch.arange(0, 400, 7))[0]  # 8-bit images normalized like the training split
-    distances, indices = model.neighbours(queries_, 4)
-    expected_distances, expected_indices = exact_neighbours(train, queries_, 4)
-    assert torch.equal(indices, expected_indices)
-    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
-
-
-def test_integer_search_matches_the_float64_brute_force_on_real_sized_images(synthetic):
-    model = fitted(synthetic.train, 10, k=7, chunk_size=64)
-    assert model.train_features.dtype == torch.int8
-    images = synthetic.test.batch(torch.arange(200))[0]
-    distances, indices = model.neighbours(images, 7)
-    expected_distances, expected_indices = exact_neighbours(synthetic.train, images, 7)
-    assert torch.equal(indices, expected_indices)
-    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
-
-
-def test_queries_that_are_not_eight_bit_images_are_searched_in_float():
-    model = fitted(points([[0], [10], [3], [7], [20]], [0, 1, 0, 1, 2]), k=2)
-    distances, indices = model.neighbours(queries([[4.5], [8.75]]), 2)  # between pixel values
-    assert indices.tolist() == [[2, 3], [1, 3]]
-    torch.testing.assert_close(distances, torch.tensor([[1.5, 2.5], [1.25, 1.75]], dtype=torch.float64))
-    assert model(queries([[4.5]])).argmax(1).item() == 0  # one vote each: the lower class wins
-    assert list(model.state_dict()) == list(fitted(points([[0], [10]], [0, 1])).state_dict())  # no float copy saved
-
-
-def test_an_integer_model_survives_its_state_dict(synthetic):
-    model = fitted(synthetic.train, 10, k=[1, 3])
-    model.k = 3
-    restored = KNN((1, 28, 28), 10, k=[1, 3])
-    restored.load_state_dict(model.state_dict())
-    images = synthetic.test.batch(torch.arange(100))[0]
-    assert restored.k == 3 and restored.train_features.dtype == torch.int8
-    assert torch.equal(restored(images), model(images))
-
-
-# ---- every distance against an independent float64 brute force, ties included ---------------------------
-
-
 def brute_force(train: torch.Tensor, images: torch.Tensor, distance: str, p: float | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k nearest of each image among train's rows, in float64 and in plain formulas: distances and
     indices, the lower training index first at equal distance."""
@@ -295,6 +236,97 @@ def brute_force_votes(labels: torch.Tensor, distances: torch.Tensor, weights: st
             else:
                 votes[row, label] += 1 / distance
     return torch.tensor([max(range(num_classes), key=lambda c: (v[c], -c)) for v in votes.tolist()])
+
+
+def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    images[n // 2:] = images[: n // 2]  # duplicates: every query below has ties to settle
+    scale = torch.tensor(channel_scales).view(1, 3, 1, 1)
+    return DeviceSplit(images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1))
+
+
+def pixel_brute_force(train: DeviceSplit, picked: torch.Tensor, distance: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """brute_force on the 8-bit pixels of train's images `picked` as queries, distances in normalized units (one scale)."""
+    distances, indices = brute_force(train.images.flatten(1), train.images[picked], distance, None, k)
+    return distances * train.scale.flatten()[0].double(), indices
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+@pytest.mark.parametrize("scales,stored", [([0.02] * 3, torch.int8), ([0.02, 0.03, 0.05], torch.float32)])
+def test_eight_bit_images_with_one_scale_are_searched_in_exact_integers(scales, stored, distance):
+    train = colour_split(scales)
+    model = fitted(train, k=[1, 4], distance=distance)
+    assert model.train_features.dtype == stored  # per-channel scales weigh channels unequally: floats
+    picked = torch.arange(0, 400, 7)
+    queries_ = train.batch(picked)[0]  # 8-bit images normalized like the training split
+    distances, indices = model.neighbours(queries_, 4)
+    if stored == torch.int8:  # exact in the pixels: distinct images at equal integer distances keep the index order
+        expected_distances, expected_indices = pixel_brute_force(train, picked, distance, 4)
+    else:
+        expected_distances, expected_indices = brute_force(as_matrix(train), queries_, distance, None, 4)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+@pytest.mark.parametrize("fast_int_mm", [True, False])
+def test_both_routes_to_exact_int8_products_find_the_brute_force_neighbours(monkeypatch, fast_int_mm, distance):
+    # 3,072 features: the float32 route takes three pieces of 1,024. Pixels near 0 and 255 make codes
+    # near -128 and 127, so an image's products with itself sum to about 3 x 2^24, past float32's
+    # exact integers in one piece; the all-0 image puts each product at its extreme, 128^2.
+    monkeypatch.setattr(knn, "INT_MM_IS_FAST", fast_int_mm)
+    generator = torch.Generator().manual_seed(1)
+    bright = torch.rand(300, 3, 32, 32, generator=generator) < 0.5
+    images = torch.randint(0, 12, (300, 3, 32, 32), dtype=torch.uint8, generator=generator) + bright * torch.tensor(244, dtype=torch.uint8)
+    images[0], images[2] = 0, 0
+    train = DeviceSplit(images, torch.randint(0, 3, (300,), generator=generator), torch.full((1, 3, 1, 1), 0.01), torch.zeros(1, 3, 1, 1))
+    model = fitted(train, k=3, distance=distance)
+    assert model.train_features.dtype == torch.int8
+    picked = torch.tensor([0, 1, 5, 77, 299])
+    distances, indices = model.neighbours(train.batch(picked)[0], 3)
+    expected_distances, expected_indices = pixel_brute_force(train, picked, distance, 3)
+    assert torch.equal(indices, expected_indices) and indices[0, :2].tolist() == [0, 2]
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
+
+
+def test_integer_search_matches_the_float64_brute_force_on_real_sized_images(synthetic):
+    model = fitted(synthetic.train, 10, k=7, chunk_size=64)
+    assert model.train_features.dtype == torch.int8
+    images = synthetic.test.batch(torch.arange(200))[0]
+    distances, indices = model.neighbours(images, 7)
+    expected_distances, expected_indices = brute_force(as_matrix(synthetic.train), images, "l2", None, 7)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
+
+
+def test_queries_that_are_not_eight_bit_images_are_searched_in_float():
+    model = fitted(points([[0], [10], [3], [7], [20]], [0, 1, 0, 1, 2]), k=2)
+    distances, indices = model.neighbours(queries([[4.5], [8.75]]), 2)  # between pixel values
+    assert indices.tolist() == [[2, 3], [1, 3]]
+    torch.testing.assert_close(distances, torch.tensor([[1.5, 2.5], [1.25, 1.75]], dtype=torch.float64))
+    assert model(queries([[4.5]])).argmax(1).item() == 0  # one vote each: the lower class wins
+    assert list(model.state_dict()) == list(fitted(points([[0], [10]], [0, 1])).state_dict())  # no float copy saved
+
+
+def test_l1_queries_that_are_not_eight_bit_images_are_searched_by_l1_in_float():
+    model = fitted(points([[3, 3], [5, 0]], [0, 1]), distance="l1")
+    distances, indices = model.neighbours(queries([[1.5, 0.25]]), 2)
+    assert indices.tolist() == [[1, 0]]  # by L2 the order would be [0, 1]
+    torch.testing.assert_close(distances, torch.tensor([[3.75, 4.25]], dtype=torch.float64))
+
+
+def test_an_integer_model_survives_its_state_dict(synthetic):
+    model = fitted(synthetic.train, 10, k=[1, 3])
+    model.k = 3
+    restored = KNN((1, 28, 28), 10, k=[1, 3])
+    restored.load_state_dict(model.state_dict())
+    images = synthetic.test.batch(torch.arange(100))[0]
+    assert restored.k == 3 and restored.train_features.dtype == torch.int8
+    assert torch.equal(restored(images), model(images))
+
+
+# ---- every distance against an independent float64 brute force, ties included ---------------------------
 
 
 @pytest.fixture(scope="module")
