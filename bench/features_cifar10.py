@@ -54,6 +54,8 @@ def main() -> None:
     raw = CIFAR10(root=args.root, download=False).read()
     images = torch.cat([raw.train.images, raw.test.images])
     features = build(compose_train(["features=hog+color", "features.cache_dir=null"]), "features")
+    shape = tuple(images.shape[1:])
+    features.extractors = {name: e.for_shape(shape) if hasattr(e, "for_shape") else e for name, e in features.extractors.items()}  # as make_splits does
     cpu = torch.device("cpu")
     features.extract(images[:64], cpu), baseline(images[:8].numpy())  # warm-up: both sides' libraries imported, paged in
     print(f"{len(images):,} images {tuple(images.shape[1:])}; torch {torch.__version__}; load average at start {os.getloadavg()}")

@@ -54,6 +54,9 @@ FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 # Features per float32 matrix product of int8 codes: 1,024 products of at most 128^2 = 2^14 sum to at most 2^24,
 # below which float32 holds every integer, so every partial sum is exact.
 EXACT_FLOAT32_FEATURES = 1024
+# Query-image pairs whose L1 distances one batched cdist computes (a 49 MiB block of gathered MNIST images).
+# Batches, not one call per query: under contention every parallel region waits for a descheduled thread.
+L1_PAIRS_PER_BATCH = 2**14
 # How far a normalized pixel may be from its 8-bit value (after undoing the normalization) and still
 # count as that value: float32 normalization is off by about 1e-5; anything else is not an 8-bit image.
 ON_LATTICE = 1e-3
@@ -224,9 +227,12 @@ class KNN(nn.Module):
         n, d = self.train_features.shape
         m = min(self.ks[-1] + CANDIDATE_MARGIN, n)
         per_query = 4 * n + 64 * m + 32 * d
-        if self.distance == "l1" and self.pixel_scale is not None:  # L1's shortlist in float, the bound's mask and, at worst, every image's (row, index) in int64
-            per_query += 4 * m * d + 17 * n
         float_codes = 4 * n * d if self._uses_float_codes() else 0
+        if self.distance == "l1" and self.pixel_scale is not None:
+            # L1's shortlist in float, the bound's mask, at worst every image's (row, index) in int64 and a
+            # quarter of them padded; one batch of gathered images
+            per_query += 4 * m * d + 19 * n
+            float_codes += 4 * L1_PAIRS_PER_BATCH * d
         return self.chunk_size * per_query + 16 * n * torch.get_num_threads() + float_codes
 
     def _features(self, x: Tensor) -> Tensor:
@@ -333,19 +339,43 @@ class KNN(nn.Module):
         limit = (255 * reach.double() - _square_norms(q)).clamp(-(2**31), 2**31 - 1).int()  # in _approx's units
         rows, images = (squares <= limit.unsqueeze(1)).nonzero(as_tuple=True)
         del squares
-        found = [
-            _first_k(self._l1_distances(queries[row:row + 1], near).double().unsqueeze(0), near.unsqueeze(0), k)
-            for row, near in enumerate(images.split(torch.bincount(rows, minlength=len(q)).tolist()))
-        ]
-        return torch.cat([d for d, _ in found]), torch.cat([i for _, i in found])
+        return self._nearest_by_l1(queries, rows, images, k)
 
-    def _l1_distances(self, query: Tensor, images: Tensor) -> Tensor:
-        """L1 distances `[len(images)]` from one query's float codes to those training images; when
-        they are many, to all of them first (cheaper than gathering most of the training set)."""
+    def _nearest_by_l1(self, queries: Tensor, rows: Tensor, images: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The first k of each query's images by (exact L1 distance, training index); `rows` and `images`
+        are (query, image) pairs in query order, at least k per query.
+
+        A query with more than a quarter of the training set goes against all of it (cheaper than
+        gathering); the others go in batches of similar counts, padded to the batch's largest
+        (the padding gets index n and distance inf: it sorts last).
+        """
         train = self._codes_in_float()
-        if len(images) > len(train) // 4:
-            return torch.cdist(query, train, p=1)[0, images]
-        return torch.cdist(query, train[images], p=1)[0]
+        n = len(train)
+        counts = torch.bincount(rows, minlength=len(queries))
+        starts = counts.cumsum(0) - counts
+        distances, indices = queries.new_empty(len(queries), k, dtype=torch.float64), rows.new_empty(len(queries), k)
+        many = counts > n // 4
+        for row in many.nonzero().flatten().tolist():
+            near = images[starts[row]:starts[row] + counts[row]].unsqueeze(0)
+            exact = torch.cdist(queries[row:row + 1], train, p=1)[:, near[0]].double()
+            distances[row], indices[row] = (found[0] for found in _first_k(exact, near, k))
+        few = (~many).nonzero().flatten()
+        if not len(few):
+            return distances, indices
+        few = few[counts[few].argsort()]
+        padded = rows.new_full((len(queries), int(counts[few].max())), n)
+        kept = ~many[rows]
+        padded[rows[kept], (torch.arange(len(rows)) - starts[rows])[kept]] = images[kept]
+        sizes, start = counts[few].tolist(), 0
+        while start < len(few):
+            end = start + 1
+            while end < len(few) and (end + 1 - start) * sizes[end] <= L1_PAIRS_PER_BATCH:
+                end += 1
+            batch, candidates = few[start:end], padded[few[start:end], :sizes[end - 1]]
+            exact = torch.cdist(queries[batch].unsqueeze(1), train[candidates.clamp_max(n - 1)], p=1).squeeze(1).double()
+            distances[batch], indices[batch] = _first_k(exact.masked_fill_(candidates == n, math.inf), candidates, k)
+            start = end
+        return distances, indices
 
     def vote(self, distances: Tensor, indices: Tensor, ks: Sequence[int]) -> Tensor:
         """Vote shares `[N, len(ks), C]`: for each k, the first k neighbours' votes, summing to 1.
