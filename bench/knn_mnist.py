@@ -1,11 +1,19 @@
-"""kNN on MNIST (raw pixels 0-255, 60,000 train / 10,000 test): visionlab's KNN beside scikit-learn's
-`KNeighborsClassifier(algorithm="brute", n_jobs=-1)`.
+"""kNN on MNIST (raw pixels 0-255, 60,000 train / 10,000 test): visionlab's KNN beside faiss-cpu's exact
+`IndexFlat` (L2 and L1) and scikit-learn's `KNeighborsClassifier(algorithm="brute", n_jobs=-1)`.
 
     .venv/bin/python bench/knn_mnist.py                 # the full benchmark (about 10 minutes on 2 cores)
+    .venv/bin/python bench/knn_mnist.py --parts faiss   # against faiss alone (about 4 minutes)
     .venv/bin/python bench/knn_mnist.py --quick         # a smoke run on 5,000 train / 500 test images
     .venv/bin/python bench/knn_mnist.py --parts l2,sweep --repeat 3   # some parts; fastest of 3 runs
 
-Benchmarks: L2 with k=3 (accuracy, agreement, time of fit + prediction of the whole test set, peak
+Against faiss (the `bench` extra: `pip install -e '.[bench]'`): L2 (`IndexFlatL2`) and L1
+(`IndexFlat(d, METRIC_L1)`), k=3, float32 as faiss takes them, fit + prediction of the whole test set,
+both in one fresh process after a warm-up, in alternating rounds (ours, faiss, faiss, ours, ...: a
+load that comes and goes falls on both), the fastest round of each kept. The bench asserts that both
+found the same k-th neighbour distance for every test image, and that their predictions are equal
+wherever the k nearest are unambiguous (no other image at the k-th distance); it counts the rest.
+
+Against scikit-learn: L2 with k=3 (accuracy, agreement, time of fit + prediction of the whole test set, peak
 memory), L1 with k=3 against metric="manhattan", and the cost of scoring 10 values of k in one search
 against a single k. Every measurement runs in a fresh subprocess that first loads the uint8 images;
 peak memory is the growth of the resident set (VmHWM, reset through /proc/self/clear_refs just before
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Row, main, mnist_root, parser
+from common import Row, Skipped, main, mnist_root, parser
 
 SWEEP = list(range(1, 20, 2))  # 10 values of k
 
@@ -71,6 +79,62 @@ def fit_predict(job: dict, x_train, y_train, x_test) -> tuple[np.ndarray, float,
         return torch.cat([model(batch).argmax(1) for batch in images.split(1024)]).numpy(), fit_seconds, model
 
 
+def faiss_predict(distance: str, k: int, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's exact flat index: predictions by the same vote as ours (ties: the lowest class), and the
+    distances of the k + 1 nearest (L2 squared, as faiss gives them)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(x_train[0].size) if distance == "l2" else faiss.IndexFlat(x_train[0].size, faiss.METRIC_L1)
+    index.add(x_train.reshape(len(x_train), -1).astype(np.float32))
+    distances, indices = index.search(x_test.reshape(len(x_test), -1).astype(np.float32), k + 1)
+    votes = np.zeros((len(x_test), int(y_train.max()) + 1), dtype=np.int64)
+    np.add.at(votes, (np.arange(len(x_test))[:, None], y_train[indices[:, :k]]), 1)
+    return votes.argmax(1), distances
+
+
+def ours_predict(distance: str, k: int, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray]:
+    """visionlab's KNN: fit, then predictions and neighbour distances in batches of 1,024 (as vl-train)."""
+    import torch
+
+    from visionlab.data import DeviceSplit
+    from visionlab.models.knn import KNN
+
+    raw_pixels = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    model = KNN((1, *x_train.shape[1:]), int(y_train.max()) + 1, k=k, distance=distance)
+    model.fit(DeviceSplit(torch.from_numpy(x_train).unsqueeze(1), torch.from_numpy(y_train), *raw_pixels))
+    predictions, distances = [], []
+    with torch.inference_mode():
+        for batch in torch.from_numpy(x_test).unsqueeze(1).float().split(1024):
+            found = model.neighbours(batch, k)
+            predictions.append(model.vote(*found, (k,))[:, 0].argmax(1))
+            distances.append(found[0])
+    return torch.cat(predictions).numpy(), torch.cat(distances).numpy()
+
+
+def versus_faiss(job: dict, x_train, y_train, x_test) -> dict:
+    """Both sides in this process, warm, in alternating rounds; the fastest of each, and the comparison."""
+    sides = {"ours": ours_predict, "faiss": faiss_predict}
+    for predict in sides.values():  # warm-up: libraries paged in, threads started
+        predict(job["distance"], job["k"], x_train[:200], y_train[:200], x_test[:20])
+    seconds = {name: [] for name in sides}
+    results = {}
+    for round_ in range(job["rounds"]):
+        for name in (("ours", "faiss") if round_ % 2 == 0 else ("faiss", "ours")):
+            started = time.perf_counter()
+            results[name] = sides[name](job["distance"], job["k"], x_train, y_train, x_test)
+            seconds[name].append(time.perf_counter() - started)
+    (ours, our_distances), (theirs, their_distances) = results["ours"], results["faiss"]
+    k = job["k"]
+    kth = our_distances[:, k - 1] ** 2 if job["distance"] == "l2" else our_distances[:, k - 1]
+    # faiss's L2 comes from float32 products of values up to 255: its squared distances are off by a few units
+    tolerance = 1e-5 * kth if job["distance"] == "l2" else 0
+    assert (np.abs(their_distances[:, k - 1] - kth) <= tolerance).all(), "faiss and ours disagree on a k-th neighbour distance"
+    ambiguous = np.abs(their_distances[:, k] - their_distances[:, k - 1]) <= tolerance  # another image at the k-th distance
+    assert (ours == theirs)[~ambiguous].all(), "faiss and ours predict differently where the k nearest are unambiguous"
+    return {"seconds": {name: min(times) for name, times in seconds.items()}, "rounds": seconds,
+            "ambiguous": int(ambiguous.sum()), "disagree": int((ours != theirs).sum()), "accuracy": None}
+
+
 def sweep(job: dict, x_train, y_train, x_test, y_test) -> dict:
     """Seconds to predict with k=1 alone, then with every k of the sweep from one search (after a warm-up)."""
     import torch
@@ -100,6 +164,8 @@ def worker(job: dict) -> dict:
     x_test, y_test = x_test[: job.get("queries")], y_test[: job.get("queries")]
     if job.get("sweep"):
         return sweep(job, x_train, y_train, x_test, y_test)
+    if job.get("versus") == "faiss":
+        return versus_faiss(job, x_train, y_train, x_test)
     fit_predict(job, x_train[:200], y_train[:200], x_test[:20])  # warm-up: libraries paged in, threads started
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current resident set
     before = resident_mb("VmRSS")
@@ -155,6 +221,19 @@ def l1_rows(sizes: dict, queries: int) -> list[tuple[str, ...]]:
     ]
 
 
+def faiss_rows(sizes: dict, rounds: int) -> list[tuple[str, ...]]:
+    found = []
+    for distance in ("l2", "l1"):
+        run = measure(versus="faiss", distance=distance, k=3, rounds=rounds, **sizes)
+        ours, theirs = run["seconds"]["ours"], run["seconds"]["faiss"]
+        rounds_shown = "; rounds " + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(run["rounds"]["ours"], run["rounds"]["faiss"]))
+        found.append((f"{distance.upper()}, k=3: fit + predict all test images, seconds (fastest of {rounds} rounds; ours/faiss{rounds_shown})",
+                      f"{ours:.1f}", f"{theirs:.1f}", f"{theirs / ours:.2f}x faster"))
+        found.append((f"{distance.upper()}, k=3: predictions", "", "",
+                      f"equal wherever unambiguous; {run['disagree']} differ of {run['ambiguous']} with another image at the k-th distance"))
+    return found
+
+
 def sweep_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
     sweep = measure(repeat, method="ours", sweep=True, **sizes)
     best = max(sweep["accuracy_by_k"], key=lambda k: (sweep["accuracy_by_k"][k], -int(k)))
@@ -166,6 +245,14 @@ def sweep_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
     ]
 
 
+def faiss_version() -> str:
+    try:
+        import faiss
+    except ImportError:
+        raise Skipped("faiss is not installed: pip install -e '.[bench]' (the benchmarks' extra) brings faiss-cpu") from None
+    return faiss.__version__
+
+
 def rows(args) -> list[Row]:
     """Every part's rows, named as kNN rows against scikit-learn for bench/run_all.py's one table."""
     import sklearn
@@ -173,25 +260,27 @@ def rows(args) -> list[Row]:
     data = mnist_root(args.mnist)
     sizes = {"data": str(data), "train": 5000 if args.quick else 60000, "test": 500 if args.quick else 10000}
     parts = {
+        "faiss": lambda: faiss_rows(sizes, args.rounds),
         "l2": lambda: l2_rows(sizes, args.repeat),
         "l1": lambda: l1_rows(sizes, min(args.l1_baseline_queries, sizes["test"])),
         "sweep": lambda: sweep_rows(sizes, args.repeat),
     }
-    print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baseline: scikit-learn "
-          f"{sklearn.__version__} KNeighborsClassifier(algorithm='brute', n_jobs=-1)", flush=True)
+    print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baselines: faiss-cpu "
+          f"{faiss_version() if 'faiss' in args.parts else '(not run)'} IndexFlat, scikit-learn {sklearn.__version__} KNeighborsClassifier(algorithm='brute', n_jobs=-1)", flush=True)
     quick = " (--quick: 5,000 train / 500 test)" if args.quick else ""
     found = []
     for part in args.parts.split(","):
         new = parts[part]()
         progress(new)
-        against = "" if part == "sweep" else " vs scikit-learn brute force"  # the sweep rows name their own baseline
+        against = {"sweep": "", "faiss": " vs faiss-cpu IndexFlat"}.get(part, " vs scikit-learn brute force")  # the sweep rows name their own baseline
         found += [Row(f"kNN MNIST{against}: {name}{quick}", *figures) for name, *figures in new]
     return found
 
 
 if __name__ == "__main__":
     cli = parser(__doc__.split("\n\n")[0])
-    cli.add_argument("--parts", default="l2,l1,sweep", help="which benchmarks, comma-separated (default: all)")
+    cli.add_argument("--parts", default="faiss,l2,l1,sweep", help="which benchmarks, comma-separated (default: all)")
+    cli.add_argument("--rounds", type=int, default=2, help="alternating rounds of each side against faiss; the fastest is kept")
     cli.add_argument("--repeat", type=int, default=1, help="runs of each L2 and sweep measurement; the fastest is kept")
     cli.add_argument("--l1-baseline-queries", type=int, default=500, help="test images scikit-learn's L1 is timed on")
     cli.add_argument("--worker", help=argparse.SUPPRESS)

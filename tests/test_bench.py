@@ -59,6 +59,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         assert re.fullmatch(r"[\d,]+", ours) and "torch alone" in baseline
     ours, baseline, agreement = row(r"^kNN MNIST vs scikit-learn brute force: L2, k=3: test accuracy")
     assert agreement.startswith("agreement") and ours.endswith("%") and baseline.endswith("%")
+    for distance in ("L2", "L1"):
+        ours, baseline, ratio = row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: fit \+ predict")
+        assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d", baseline) and re.fullmatch(r"\d+\.\d\dx faster", ratio)
+        assert row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: predictions")[2].startswith("equal wherever unambiguous; ")
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

@@ -1,5 +1,5 @@
-"""k-nearest neighbours: hand-made cases with known answers, the tie rules, agreement with scikit-learn's
-brute force on MNIST, one search for many k, chunking, preprocessing fitted on train only, the real command."""
+"""k-nearest neighbours: hand-made cases with known answers, the tie rules, every distance against a float64
+brute force on MNIST with ties, one search for many k, chunking, preprocessing fitted on train only, the real command."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from visionlab.data.base import LabeledImages, RawData
 from visionlab.data.mnist import MNIST
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
+from visionlab.models import knn
 from visionlab.models.knn import KNN
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -219,12 +220,31 @@ def test_preprocessing_matches_a_scikit_learn_pipeline(synthetic):
 # ---- the exact integer search for 8-bit images -----------------------------------------------------
 
 
-def exact_neighbours(train: DeviceSplit, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 brute force, independent of the model: the k nearest, the lower index first at equal distance."""
-    stored = as_matrix(train).double()  # difference form: equal images get bit-equal distances (cdist's mm form may not)
-    distances = torch.cat([(part[:, None] - stored).square().sum(-1).sqrt() for part in images.flatten(1).double().split(16)])
+def brute_force(train: torch.Tensor, images: torch.Tensor, distance: str, p: float | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest of each image among train's rows, in float64 and in plain formulas: distances and
+    indices, the lower training index first at equal distance."""
+    train, images = train.double(), images.flatten(1).double()
+    if distance == "cosine":  # 1 - <x, y> of the unit vectors given (a zero vector: 1), never below 0 (as scikit-learn)
+        distances = (1 - images @ train.T).clamp_min(0)
+    else:  # sums over |differences|^p, pair by pair: equal images get bit-equal distances
+        distances = torch.cdist(images, train, p={"l1": 1, "l2": 2}.get(distance, p), compute_mode="donot_use_mm_for_euclid_dist")
     order = distances.argsort(dim=1, stable=True)[:, :k]
     return distances.gather(1, order), order
+
+
+def brute_force_votes(labels: torch.Tensor, distances: torch.Tensor, weights: str, num_classes: int) -> torch.Tensor:
+    """The class each row of neighbours votes for: one vote each, or 1/distance (neighbours at distance 0,
+    if any, take the whole vote); equal votes go to the lowest class."""
+    votes = torch.zeros(len(labels), num_classes, dtype=torch.float64)
+    for row, (classes, far) in enumerate(zip(labels.tolist(), distances.tolist())):
+        for label, distance in zip(classes, far):
+            if weights == "uniform":
+                votes[row, label] += 1
+            elif 0.0 in far:
+                votes[row, label] += distance == 0.0
+            else:
+                votes[row, label] += 1 / distance
+    return torch.tensor([max(range(num_classes), key=lambda c: (v[c], -c)) for v in votes.tolist()])
 
 
 def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
@@ -235,16 +255,48 @@ def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
     return DeviceSplit(images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1))
 
 
+def pixel_brute_force(train: DeviceSplit, picked: torch.Tensor, distance: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """brute_force on the 8-bit pixels of train's images `picked` as queries, distances in normalized units (one scale)."""
+    distances, indices = brute_force(train.images.flatten(1), train.images[picked], distance, None, k)
+    return distances * train.scale.flatten()[0].double(), indices
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1"])
 @pytest.mark.parametrize("scales,stored", [([0.02] * 3, torch.int8), ([0.02, 0.03, 0.05], torch.float32)])
-def test_eight_bit_images_with_one_scale_are_searched_in_exact_integers(scales, stored):
+def test_eight_bit_images_with_one_scale_are_searched_in_exact_integers(scales, stored, distance):
     train = colour_split(scales)
-    model = fitted(train, k=[1, 4])
+    model = fitted(train, k=[1, 4], distance=distance)
     assert model.train_features.dtype == stored  # per-channel scales weigh channels unequally: floats
-    queries_ = train.batch(torch.arange(0, 400, 7))[0]  # 8-bit images normalized like the training split
+    picked = torch.arange(0, 400, 7)
+    queries_ = train.batch(picked)[0]  # 8-bit images normalized like the training split
     distances, indices = model.neighbours(queries_, 4)
-    expected_distances, expected_indices = exact_neighbours(train, queries_, 4)
+    if stored == torch.int8:  # exact in the pixels: distinct images at equal integer distances keep the index order
+        expected_distances, expected_indices = pixel_brute_force(train, picked, distance, 4)
+    else:
+        expected_distances, expected_indices = brute_force(as_matrix(train), queries_, distance, None, 4)
     assert torch.equal(indices, expected_indices)
-    torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+@pytest.mark.parametrize("fast_int_mm", [True, False])
+def test_both_routes_to_exact_int8_products_find_the_brute_force_neighbours(monkeypatch, fast_int_mm, distance):
+    # 3,072 features: the float32 route takes three pieces of 1,024. Pixels near 0 and 255 make codes
+    # near -128 and 127, so an image's products with itself sum to about 3 x 2^24, past float32's
+    # exact integers in one piece; the all-0 image puts each product at its extreme, 128^2.
+    monkeypatch.setattr(knn, "INT_MM_IS_FAST", fast_int_mm)
+    generator = torch.Generator().manual_seed(1)
+    bright = torch.rand(300, 3, 32, 32, generator=generator) < 0.5
+    images = torch.randint(0, 12, (300, 3, 32, 32), dtype=torch.uint8, generator=generator) + bright * torch.tensor(244, dtype=torch.uint8)
+    images[0], images[2] = 0, 0
+    train = DeviceSplit(images, torch.randint(0, 3, (300,), generator=generator), torch.full((1, 3, 1, 1), 0.01), torch.zeros(1, 3, 1, 1))
+    model = fitted(train, k=3, distance=distance)
+    assert model.train_features.dtype == torch.int8
+    picked = torch.tensor([0, 1, 5, 77, 299])
+    distances, indices = model.neighbours(train.batch(picked)[0], 3)
+    expected_distances, expected_indices = pixel_brute_force(train, picked, distance, 3)
+    assert torch.equal(indices, expected_indices) and indices[0, :2].tolist() == [0, 2]
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
 
 
 def test_integer_search_matches_the_float64_brute_force_on_real_sized_images(synthetic):
@@ -252,7 +304,7 @@ def test_integer_search_matches_the_float64_brute_force_on_real_sized_images(syn
     assert model.train_features.dtype == torch.int8
     images = synthetic.test.batch(torch.arange(200))[0]
     distances, indices = model.neighbours(images, 7)
-    expected_distances, expected_indices = exact_neighbours(synthetic.train, images, 7)
+    expected_distances, expected_indices = brute_force(as_matrix(synthetic.train), images, "l2", None, 7)
     assert torch.equal(indices, expected_indices)
     torch.testing.assert_close(distances, expected_distances, rtol=1e-6, atol=1e-9)
 
@@ -266,6 +318,13 @@ def test_queries_that_are_not_eight_bit_images_are_searched_in_float():
     assert list(model.state_dict()) == list(fitted(points([[0], [10]], [0, 1])).state_dict())  # no float copy saved
 
 
+def test_l1_queries_that_are_not_eight_bit_images_are_searched_by_l1_in_float():
+    model = fitted(points([[3, 3], [5, 0]], [0, 1]), distance="l1")
+    distances, indices = model.neighbours(queries([[1.5, 0.25]]), 2)
+    assert indices.tolist() == [[1, 0]]  # by L2 the order would be [0, 1]
+    torch.testing.assert_close(distances, torch.tensor([[3.75, 4.25]], dtype=torch.float64))
+
+
 def test_an_integer_model_survives_its_state_dict(synthetic):
     model = fitted(synthetic.train, 10, k=[1, 3])
     model.k = 3
@@ -276,52 +335,57 @@ def test_an_integer_model_survives_its_state_dict(synthetic):
     assert torch.equal(restored(images), model(images))
 
 
-# ---- agreement with scikit-learn's brute force on real MNIST -------------------------------------------
+# ---- every distance against an independent float64 brute force, ties included ---------------------------
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist_with_duplicates():
+    """2,500 MNIST training images twice over (every neighbour has a twin at the same distance, one index
+    2,500 further), and queries: 300 test images and 40 of the training images themselves (at distance 0)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
     raw = MNIST(root=str(SHARED_DATA), download=False).load()
-    subset = RawData(
-        LabeledImages(raw.train.images[:5000], raw.train.labels[:5000]),
-        LabeledImages(raw.test.images[:1000], raw.test.labels[:1000]),
-        raw.classes,
-    )
-    return make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
+    twice = torch.cat([torch.arange(2500), torch.arange(2500)])
+    subset = RawData(LabeledImages(raw.train.images[twice], raw.train.labels[twice]), LabeledImages(raw.test.images[:300], raw.test.labels[:300]), raw.classes)
+    splits = make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
+    queries_ = torch.cat([splits.test.batch(torch.arange(300))[0], splits.train.batch(torch.arange(0, 2000, 50))[0]])
+    return splits.train, queries_
 
 
 @pytest.mark.parametrize(
-    "k,distance,p,weights,metric,train_size,test_size",
+    "distance,p,weights,k,normalize,searched_as",
     [
-        (3, "l2", None, "uniform", "euclidean", 5000, 1000),
-        (1, "l2", None, "uniform", "euclidean", 5000, 1000),
-        (5, "l2", None, "distance", "euclidean", 5000, 1000),
-        (4, "cosine", None, "distance", "cosine", 5000, 1000),
-        (3, "l1", None, "uniform", "manhattan", 2000, 1000),  # L1 and Lp have no matrix-product form:
-        (3, "lp", 3, "uniform", "minkowski", 500, 200),  # smaller sets keep both libraries quick
+        ("l2", None, "uniform", 3, False, torch.int8),
+        ("l2", None, "distance", 4, False, torch.int8),
+        ("l1", None, "uniform", 3, False, torch.int8),
+        ("l1", None, "distance", 4, False, torch.int8),
+        ("l1", None, "uniform", 3, True, torch.float32),
+        ("l2", None, "uniform", 3, True, torch.float32),
+        ("cosine", None, "distance", 4, False, torch.float32),
+        ("cosine", None, "uniform", 3, False, torch.float32),
+        ("lp", 3, "uniform", 3, False, torch.float32),
     ],
 )
-def test_agrees_with_scikit_learn_brute_force_on_mnist(mnist, k, distance, p, weights, metric, train_size, test_size):
-    train = DeviceSplit(mnist.train.images[:train_size], mnist.train.labels[:train_size], mnist.train.scale, mnist.train.shift)
-    x_train, y_train, x_test = as_matrix(train).numpy(), train.labels.numpy(), as_matrix(mnist.test)[:test_size]
-    reference = KNeighborsClassifier(k, algorithm="brute", metric=metric, p=p or 2, weights=weights, n_jobs=-1).fit(x_train, y_train)
-    ref_distances, ref_indices = reference.kneighbors(x_test.numpy(), k + 1)
-
-    model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights)
-    images = x_test.view(-1, 1, 28, 28)
+def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index(mnist_with_duplicates, distance, p, weights, k, normalize, searched_as):
+    train, images = mnist_with_duplicates
+    images = images[::4] if distance == "lp" else images  # cdist's powers are slow: 85 queries
+    model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights, normalize=normalize)
+    assert model.train_features.dtype == searched_as
+    if searched_as == torch.int8:  # the 8-bit pixels themselves: exact, distances in the normalized units
+        scale, shift = train.scale.flatten()[0].double(), train.shift.flatten()[0].double()
+        pixels = [((x.flatten(1).double() - shift) / scale).round() for x in (as_matrix(train), images)]
+        expected_distances, expected_indices = brute_force(*pixels, distance, p, k)
+        expected_distances = expected_distances * scale
+    else:  # the features the model measures (normalized, standardized or unit vectors: float32), in float64
+        expected_distances, expected_indices = brute_force(model.train_features, model._features(images), distance, p, k)
+        if distance == "cosine":
+            torch.testing.assert_close(model.train_features.norm(dim=1), torch.ones(len(train)))  # unit vectors, so 1 - <x, y> is 1 - cos
     distances, indices = model.neighbours(images, k)
-    predictions = model(images).argmax(1).numpy()
-
-    assert (predictions == reference.predict(x_test.numpy())).mean() >= 0.999
-    # where the k-th and (k+1)-th neighbours are not (near) tied, the neighbours are the same images
-    gap = ref_distances[:, k] - ref_distances[:, k - 1]
-    untied = gap > 1e-5 * ref_distances[:, k]
-    assert untied.mean() > 0.95
-    same = (np.sort(indices.numpy(), 1) == np.sort(ref_indices[:, :k], 1)).all(1)
-    assert same[untied].all()
-    np.testing.assert_allclose(distances.numpy(), ref_distances[:, :k], rtol=1e-4, atol=1e-4)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
+    assert (indices[:, 1] == indices[:, 0] + 2500).double().mean() > 0.9  # ties: the nearest image, then its twin
+    expected_votes = brute_force_votes(train.labels[expected_indices], expected_distances, weights, 10)
+    assert torch.equal(model(images).argmax(1), expected_votes)
 
 
 # ---- the real command ----------------------------------------------------------------------------

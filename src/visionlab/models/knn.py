@@ -6,11 +6,15 @@ per-pixel standardization and PCA, both fitted on the training split alone) and 
 
 The search is exact brute force on the device, a chunk of `chunk_size` queries at a time.
 
-On a CPU, L2 on 8-bit images (the datasets' own pixels, normalized with one scale for every
-channel, no `normalize` or `pca`) is searched in integers: the training set is stored as int8 codes
-(pixel - 128), and `torch._int_mm` gives exact int32 dot products, 5x faster than a float32 matrix
-product on CPUs with VNNI and 4x smaller to store. Squared distances are then exact integers, so
-nothing needs re-checking.
+On a CPU, L2 and L1 on 8-bit images (the datasets' own pixels, normalized with one scale for every
+channel, no `normalize` or `pca`) are searched in integers: the training set is stored as int8 codes
+(pixel - 128), and their dot products are exact integers: `torch._int_mm` where the CPU has VNNI (5x
+faster than a float32 matrix product there), else a float32 matrix product, which is exact for
+products of int8 codes summed over at most 1,024 features (every partial sum stays below 2^24).
+Squared L2 distances are then exact integers, so nothing needs re-checking. L1 has no matrix-product
+form; it is pruned by the L2 one: an 8-bit difference x has |x| >= x^2 / 255, so L1 >= L2^2 / 255,
+and only the images that this bound cannot rule out get their L1 distance computed (see `_search_l1`):
+on MNIST's nearly black-and-white digits, a small fraction of the training set.
 
 Otherwise distances are float32: distances to every training image (one matrix product for L2
 and cosine, `torch.cdist` for L1/Lp) and `topk` for a few candidates more than k. float32 rounding
@@ -49,9 +53,19 @@ WEIGHTS = ("uniform", "distance")
 # margin of 2 sent 0.8% of rows to the slower fallback, 4 and 8 none; 8 leaves room for harder data.
 CANDIDATE_MARGIN = 8
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+# Features per float32 matrix product of int8 codes: 1,024 products of at most 128^2 = 2^14 sum to at most 2^24,
+# below which float32 holds every integer, so every partial sum is exact.
+EXACT_FLOAT32_FEATURES = 1024
+# Query-image pairs whose L1 distances one batched cdist computes (a 49 MiB block of gathered MNIST images).
+# Batches, not one call per query: under contention every parallel region waits for a descheduled thread.
+L1_PAIRS_PER_BATCH = 2**14
 # How far a normalized pixel may be from its 8-bit value (after undoing the normalization) and still
 # count as that value: float32 normalization is off by about 1e-5; anything else is not an 8-bit image.
 ON_LATTICE = 1e-3
+# Whether torch._int_mm is the fast route to int8 dot products. Without VNNI, torch 2.14's CPU `_int_mm`
+# is a plain loop: on an AVX2 Zen 3 it took 17 s for 512 x 60,000 MNIST products, a float32 matrix product
+# 0.36 s (a throwaway script, 2026-12-01).
+INT_MM_IS_FAST = torch.cpu._is_vnni_supported()
 
 
 def _sorted_ks(k) -> tuple[int, ...]:
@@ -109,6 +123,7 @@ class KNN(nn.Module):
         for name in ("mean", "scale", "components", "train_features", "train_norms", "train_labels", "pixel_scale", "pixel_shift"):
             self.register_buffer(name, None)
         self._float_features: Tensor | None = None  # for queries that are not 8-bit images (see neighbours)
+        self._float_codes: Tensor | None = None  # the int8 codes as float32, for float products and L1 (see _codes_in_float)
 
     # ---- memorizing ---------------------------------------------------------------------------
 
@@ -122,7 +137,7 @@ class KNN(nn.Module):
         n = len(train)
         if self.ks[-1] > n:
             raise UserError(f"model.k={self.ks[-1]} is more than the {n:,} training images: use values of k from 1 to {n}")
-        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = None  # a second fit starts afresh
+        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = self._float_codes = None  # a second fit starts afresh
         self.train_labels = train.labels
         if self._searches_bytes(train):
             self._memorize_bytes(train)
@@ -149,9 +164,11 @@ class KNN(nn.Module):
         self._log_memory("float32 features")
 
     def _searches_bytes(self, train: DeviceSplit) -> bool:
-        """Whether the exact integer search applies: L2 on 8-bit pixels, one scale for all channels, CPU."""
+        """Whether the exact integer search applies: L2 or L1 on 8-bit pixels, one scale for all channels, CPU.
+        (L1 distances are summed in float32, exact below 2^24: at most 65,792 features of 255 each.)"""
+        features = math.prod(train.images.shape[1:])
         return (
-            self.distance == "l2" and not self.normalize and not self.pca and train.images.dtype == torch.uint8
+            (self.distance == "l2" or self.distance == "l1" and 255 * features < 2**24) and not self.normalize and not self.pca and train.images.dtype == torch.uint8
             and train.labels.device.type == "cpu" and bool((train.scale == train.scale.flatten()[0]).all())
         )
 
@@ -159,8 +176,8 @@ class KNN(nn.Module):
         """Store int8 codes (pixel - 128: the same differences, in int8's range) and their squared norms."""
         self.pixel_scale, self.pixel_shift = train.scale.flatten()[0].double(), train.shift.double()
         self.train_features = train.images.flatten(1).bitwise_xor(128).view(torch.int8)  # two's complement: u ^ 0x80 = u - 128
-        self.train_norms = torch.cat([part.int().square().sum(1, dtype=torch.int32) for part in self.train_features.split(self.chunk_size)])
-        self._log_memory("8-bit pixels, searched in exact integer arithmetic")
+        self.train_norms = torch.cat([_square_norms(part) for part in self.train_features.split(self.chunk_size)])
+        self._log_memory(f"8-bit pixels, searched in exact integer arithmetic{' (pruned by L2)' * (self.distance == 'l1')}")
 
     def _log_memory(self, stored_as: str) -> None:
         n, n_features = self.train_features.shape
@@ -190,12 +207,20 @@ class KNN(nn.Module):
 
         Per query in a chunk: its float32 distances to all n training images (4n), its candidates'
         indices and float64 distances while they are sorted (64 per candidate), its preprocessed and
-        float64 copies (32 per feature); plus topk's per-thread row buffer (16n). The exact distances
-        are computed in pieces no larger than the float32 block, after that block is freed.
+        float64 copies (32 per feature); plus topk's per-thread row buffer (16n) and the float32 copy of
+        the int8 codes where one is used. The exact distances are computed in pieces no larger than
+        the float32 block, after that block is freed.
         """
         n, d = self.train_features.shape
         m = min(self.ks[-1] + CANDIDATE_MARGIN, n)
-        return self.chunk_size * (4 * n + 64 * m + 32 * d) + 16 * n * torch.get_num_threads()
+        per_query = 4 * n + 64 * m + 32 * d
+        float_codes = 4 * n * d if self._uses_float_codes() else 0
+        if self.distance == "l1" and self.pixel_scale is not None:
+            # L1's shortlist in float, the bound's mask, at worst every image's (row, index) in int64 and a
+            # quarter of them padded; one batch of gathered images
+            per_query += 4 * m * d + 19 * n
+            float_codes += 4 * L1_PAIRS_PER_BATCH * d
+        return self.chunk_size * per_query + 16 * n * torch.get_num_threads() + float_codes
 
     def _features(self, x: Tensor) -> Tensor:
         """Images -> the vectors distances are measured between (float32 `[N, d]`)."""
@@ -232,7 +257,8 @@ class KNN(nn.Module):
             codes = self._codes(x)
             if codes is None:
                 return self._searcher_in_float().neighbours(x, k)
-            found = [self._search(part, k) for part in codes.split(self.chunk_size)]
+            search = self._search_l1 if self.distance == "l1" else self._search
+            found = [search(part, k) for part in codes.split(self.chunk_size)]
         else:
             found = [self._search(self._features(part), k) for part in x.split(self.chunk_size)]
         distances = torch.cat([d for d, _ in found])
@@ -259,10 +285,84 @@ class KNN(nn.Module):
             channels = self.pixel_shift.shape[1]  # the training images exactly as the float search would store them
             pixels = (self.train_features.float() + 128).view(n, channels, -1)
             self._float_features = (pixels * self.pixel_scale.float() + self.pixel_shift.float().view(1, channels, 1)).flatten(1)
-        twin = KNN((d,), self.num_classes, self.ks, "l2", None, self.weights, self.chunk_size)
+        twin = KNN((d,), self.num_classes, self.ks, self.distance, None, self.weights, self.chunk_size)
         twin.train_features, twin.train_labels = self._float_features, self.train_labels
-        twin.train_norms = torch.linalg.vector_norm(self._float_features, dim=1)
+        twin.train_norms = torch.linalg.vector_norm(self._float_features, ord=self.p, dim=1)
         return twin
+
+    def _uses_float_codes(self) -> bool:
+        return self.pixel_scale is not None and (self.distance == "l1" or not INT_MM_IS_FAST)
+
+    def _codes_in_float(self) -> Tensor:
+        """The training codes as float32 (exact: they are small integers), made on first need and kept
+        (a plain attribute: checkpoints hold only the int8 codes)."""
+        if self._float_codes is None:
+            self._float_codes = self.train_features.float()
+        return self._float_codes
+
+    def _code_products(self, q: Tensor) -> Tensor:
+        """q @ train.T for int8 codes, exactly, as int32: `_int_mm` with VNNI, else float32 products of
+        at most EXACT_FLOAT32_FEATURES features at a time (exact), summed in int32."""
+        if not INT_MM_IS_FAST:
+            train, width = self._codes_in_float(), EXACT_FLOAT32_FEATURES
+            return sum((q[:, i:i + width].float() @ train[:, i:i + width].T).int() for i in range(0, q.shape[1], width))
+        return _int8_products(q, self.train_features)
+
+    def _search_l1(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Exact k nearest by L1 for one chunk of int8 query codes: float64 distances, indices.
+
+        1. Exact squared L2 distances to every training image; the k + CANDIDATE_MARGIN nearest by
+           them get exact L1 distances, and the k-th smallest of those, `reach`, is at least the k-th
+           smallest L1 distance of all.
+        2. Each of the true k nearest is thus at L1 <= reach, so at L2^2 <= 255 L1 <= 255 reach. The
+           images within that bound (all the others are ruled out) get exact L1 distances, which
+           decide, the lower training index first at equal distance.
+        L1 distances of integer codes are sums of whole numbers below 2^24 in float32: exact.
+        """
+        train, queries = self._codes_in_float(), q.float()
+        squares = self._approx(q)
+        shortlist = squares.topk(min(k + CANDIDATE_MARGIN, len(train)), dim=1, largest=False).indices
+        reach = torch.cdist(queries.unsqueeze(1), train[shortlist], p=1).squeeze(1).kthvalue(k, dim=1).values
+        limit = (255 * reach.double() - _square_norms(q)).clamp(-(2**31), 2**31 - 1).int()  # in _approx's units
+        rows, images = (squares <= limit.unsqueeze(1)).nonzero(as_tuple=True)
+        del squares
+        return self._nearest_by_l1(queries, rows, images, k)
+
+    def _nearest_by_l1(self, queries: Tensor, rows: Tensor, images: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The first k of each query's images by (exact L1 distance, training index); `rows` and `images`
+        are (query, image) pairs in query order, at least k per query.
+
+        A query with more than a quarter of the training set goes against all of it (cheaper than
+        gathering); the others go in batches of similar counts, padded to the batch's largest
+        (the padding gets index n and distance inf: it sorts last).
+        """
+        train = self._codes_in_float()
+        n = len(train)
+        counts = torch.bincount(rows, minlength=len(queries))
+        starts = counts.cumsum(0) - counts
+        distances, indices = queries.new_empty(len(queries), k, dtype=torch.float64), rows.new_empty(len(queries), k)
+        many = counts > n // 4
+        for row in many.nonzero().flatten().tolist():
+            near = images[starts[row]:starts[row] + counts[row]].unsqueeze(0)
+            exact = torch.cdist(queries[row:row + 1], train, p=1)[:, near[0]].double()
+            distances[row], indices[row] = (found[0] for found in _first_k(exact, near, k))
+        few = (~many).nonzero().flatten()
+        if not len(few):
+            return distances, indices
+        few = few[counts[few].argsort()]
+        padded = rows.new_full((len(queries), int(counts[few].max())), n)
+        kept = ~many[rows]
+        padded[rows[kept], (torch.arange(len(rows)) - starts[rows])[kept]] = images[kept]
+        sizes, start = counts[few].tolist(), 0
+        while start < len(few):
+            end = start + 1
+            while end < len(few) and (end + 1 - start) * sizes[end] <= L1_PAIRS_PER_BATCH:
+                end += 1
+            batch, candidates = few[start:end], padded[few[start:end], :sizes[end - 1]]
+            exact = torch.cdist(queries[batch].unsqueeze(1), train[candidates.clamp_max(n - 1)], p=1).squeeze(1).double()
+            distances[batch], indices[batch] = _first_k(exact.masked_fill_(candidates == n, math.inf), candidates, k)
+            start = end
+        return distances, indices
 
     def vote(self, distances: Tensor, indices: Tensor, ks: Sequence[int]) -> Tensor:
         """Vote shares `[N, len(ks), C]`: for each k, the first k neighbours' votes, summing to 1.
@@ -310,6 +410,8 @@ class KNN(nn.Module):
             for row in (~settled & (distances[:, k - 1] >= values[:, -1] - slack)).nonzero().flatten().tolist():
                 near = (self._approx(q[row:row + 1])[0].double() <= distances[row, k - 1] + slack[row]).nonzero()
                 distances[row], indices[row] = self._rank(q[row:row + 1], near.T, k)
+        if self.pixel_scale is not None:
+            distances += _square_norms(q).unsqueeze(1)
         return distances, indices
 
     def _rank(self, q: Tensor, candidates: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -323,11 +425,15 @@ class KNN(nn.Module):
         return _first_k(exact.view(n, width), candidates, k)
 
     def _approx(self, q: Tensor) -> Tensor:
-        """float32 distances `[n, N]` from each query to every training image (squared for l2)."""
+        """float32 distances `[n, N]` from each query to every training image (squared for l2).
+
+        The integer search's are exact int32 squared distances less the query's own squared norm
+        (one number per query, so the same order; `_search` adds it back to the k found).
+        """
         train = self.train_features
-        if self.pixel_scale is not None:  # the same form in int8 codes: exact int32 squared distances
-            square_norms = q.int().square().sum(1, keepdim=True, dtype=torch.int32)
-            return _int8_products(q, train).mul_(-2).add_(self.train_norms).add_(square_norms)
+        if self.pixel_scale is not None:  # |y|^2 - 2<x, y> in int8 codes
+            products = self._code_products(q)
+            return torch.sub(self.train_norms, products, alpha=2, out=products)
         if self.distance == "l2":  # |x|^2 + |y|^2 - 2<x, y>: one matrix product
             return torch.addmm(self.train_norms.square(), q, train.T, alpha=-2).add_(q.square().sum(1, keepdim=True))
         if self.distance == "cosine":  # 1 - <x, y> of unit vectors
@@ -340,7 +446,8 @@ class KNN(nn.Module):
         In place on a's float64 copy, which promotes b's float32 values exactly, element by element.
         """
         if self.pixel_scale is not None:
-            return (a.int() - b.int()).square().sum(-1).double()
+            a, b = a.int(), b.int()
+            return ((a - b).square().sum(-1) - a.square().sum(-1)).double()
         a = a.double()
         if self.distance == "cosine":
             return (1 - a.mul_(b).sum(-1)).clamp_min(0)  # clipped like scikit-learn's cosine_distances
@@ -370,6 +477,11 @@ def _first_k(distances: Tensor, candidates: Tensor, k: int) -> tuple[Tensor, Ten
     candidates, by_index = candidates.sort(dim=1)  # index order, so the stable sort keeps lower indices first
     distances, order = distances.gather(1, by_index).sort(dim=1, stable=True)
     return distances[:, :k], candidates.gather(1, order[:, :k])
+
+
+def _square_norms(codes: Tensor) -> Tensor:
+    """Squared norms `[n]` of int8 rows, exactly, as int32."""
+    return codes.int().square().sum(1, dtype=torch.int32)
 
 
 def _int8_products(a: Tensor, b: Tensor) -> Tensor:
