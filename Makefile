@@ -30,7 +30,8 @@ test: $(STAMP)
 
 # requirements.lock anew from what .venv holds now: run it after `make test` has passed.
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v -E '^(pip|setuptools|wheel)==' > requirements.lock
+	echo '# The exact versions the test suite last passed with (make lock writes it; make install LOCK=1 installs it).' > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v -E '^(pip|setuptools|wheel)==' >> requirements.lock
 
 # Every benchmark in bench/, then one table of all their rows (BENCHMARKS.md has the last one).
 # BENCH_ARGS="--quick" for smoke runs, "--only startup,memory" for some.
