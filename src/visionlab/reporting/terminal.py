@@ -46,11 +46,8 @@ class _Writer:
         self.busy = False
         self.condition = threading.Condition()
         self.thread: threading.Thread | None = None
-        self.pid = os.getpid()
 
     def put(self, stream: GuardedStream, text: str) -> None:
-        if os.getpid() != self.pid:  # a forked child: the parent's thread is not here
-            self.__init__()
         with self.condition:
             if self.pending_chars + len(text) > MAX_PENDING:
                 stream.dropped += len(text)
@@ -83,6 +80,7 @@ class _Writer:
 
 
 _writer = _Writer()
+os.register_at_fork(after_in_child=_writer.__init__)  # a forked child has no writer thread, nor the parent's lock state
 
 
 class GuardedStream(io.TextIOBase):
@@ -125,7 +123,7 @@ class GuardedStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Nothing to wait for: the writer thread flushes after each write (the exit drains the queue)."""
+        """Nothing to wait for: the writer thread writes each piece straight to the descriptor (the exit drains the queue)."""
 
     def write_now(self, text: str) -> None:
         """Straight to the descriptor: a thread blocked here holds no lock that the exit needs."""
