@@ -74,7 +74,7 @@ def metrics_of_a_run_left_alone(args: list[str], tmp_path_factory) -> dict:
 
 def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: Callable[[dict], bool],
                       timeout: float = 120, checkpoint_glob: str = "last.pt") -> dict:
-    """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`) holds a position (epoch, batch, step) for which `reached` is true.
+    """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`) holds a position (epoch, batch, step, partition) for which `reached` is true.
 
     A state of the run on disk, written atomically, rather than a printed line: however loaded the
     machine, the run is where the test thinks it is when this returns.
@@ -89,9 +89,10 @@ def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: 
         checkpoint = next(run_dir.glob(checkpoint_glob), None) if run_dir.is_dir() else None
         if checkpoint is not None:
             try:
-                seen = torch.load(checkpoint, weights_only=True, map_location="cpu")["position"]
+                state = torch.load(checkpoint, weights_only=True, map_location="cpu")
             except (OSError, RuntimeError, EOFError):  # replaced while being read: read the new one
                 continue
+            seen = {**state["position"], "partition": state.get("partition", 0)}  # partition: which fold of a k-fold run
             if reached(seen):
                 return seen
         time.sleep(0.05)

@@ -10,6 +10,9 @@ from tests.conftest import CONF_DIR, compose_train
 from visionlab.data import ImageDataset
 from visionlab.data.folds import Holdout, KFold
 from visionlab.data.splits import DeviceSplit
+from visionlab.features import Features
+from visionlab.reporting.visual_log import VisualSettings
+from visionlab.training.settings import TrainerSettings
 
 # experiment/ and hparams_search/ set other groups (global package, no node of their own): tests/test_menu.py
 # and tests/selection/ cover them.
@@ -54,8 +57,21 @@ def test_option_composes_and_instantiates(group, option):
         assert isinstance(instantiate(node), ImageDataset)
     elif group == "split":
         assert isinstance(instantiate(node), (Holdout, KFold))
+    elif group == "regularization":
+        weight = torch.nn.Parameter(torch.ones(2, 3))  # a weight matrix: biases (1-d) are not penalized
+        penalty = instantiate(node)([weight])()
+        assert penalty.ndim == 0 and penalty >= 0 and (penalty > 0) == (option != "none")
+    elif group == "features":
+        features = instantiate(node)
+        assert isinstance(features, Features) and (len(features.extractors) == 0) == (option == "none")
+    elif group == "logging":
+        assert isinstance(instantiate(node), VisualSettings)
+    elif group == "trainer":
+        assert isinstance(instantiate(node), TrainerSettings)
+    elif group == "recipe":
+        assert set(node) <= {"epochs", "lr", "label_smoothing"}, "a recipe holds defaults other groups read, nothing else"
     else:
-        assert node is not None
+        pytest.fail(f"conf/{group}/ is a new group: say here what instantiating its options must give")
 
 
 def test_data_root_defaults_to_data_and_follows_vl_data_dir(monkeypatch):
@@ -70,7 +86,7 @@ def test_data_root_defaults_to_data_and_follows_vl_data_dir(monkeypatch):
     "model=cnn",
 ])
 def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
-    """vl-train skips Hydra's extra compose for hydra.mode (cli._mode_from_command_line) on this ground."""
+    """vl-train skips Hydra's extra compose for hydra.mode (patches.skip_hydra_mode_compose) on this ground."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -86,3 +102,12 @@ def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     assert (overridden.trainer.epochs, overridden.optimizer.lr) == (4, 0.001)
     assert "label_smoothing" not in compose_train(["loss=hinge"]).loss
     assert compose_train(["optimizer=sgd"]).optimizer.lr == 0.01
+    plain = compose_train(["recipe=none"])
+    assert (plain.trainer.epochs, plain.optimizer.lr, plain.loss.label_smoothing) == (3, 0.003, 0.0)
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_model_config_sets_its_own_group_only(path):
+    """Recipes that reach into other groups live in conf/recipe/ (chosen with the model, visibly) or conf/experiment/."""
+    assert "@package" not in path.read_text()
+    assert set(compose_train([f"model={path.stem}", "recipe=none"])) == set(compose_train(["recipe=none"]))

@@ -8,17 +8,14 @@ traceback goes to the run's log file, not the terminal).
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
 import os
 import re
 import sys
-import threading
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
-from hydra._internal.hydra import Hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.errors import HydraException
@@ -27,11 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rich.table import Table
 
+from visionlab import patches
 from visionlab.config import OBJECTIVES
 from visionlab.errors import RunStopped, UserError
 from visionlab.paths import config_dir
-from visionlab.reporting import terminal
-from visionlab.reporting.console import ConsoleHandler, console, error_console
+from visionlab import terminal
+from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
 
@@ -39,7 +37,7 @@ CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
 
 
-_SINGLE_RUN = False  # set once a single run (not a sweep) has started: see exit_without_teardown
+_SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
 
 
 class JobFailed(Exception):
@@ -69,7 +67,7 @@ def _train_job(cfg: DictConfig) -> float:
         log.error("unexpected error", exc_info=True, extra={"file_only": True})
         log.error("error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log")
         end_job(1)
-    return float(metrics[cfg.objective])
+    return float(metrics.get(cfg.objective) or "nan")  # lr_find=true has no objective
 
 
 def end_job(exit_code: int) -> NoReturn:
@@ -85,13 +83,13 @@ def train() -> NoReturn:
     try:
         _train()
     except SystemExit as exc:
-        exit_without_teardown(exc.code)
-    exit_without_teardown(0)
+        patches.exit_without_teardown(exc.code, _SINGLE_RUN)
+    patches.exit_without_teardown(0, _SINGLE_RUN)
 
 
 def _train() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; we print one line
-    Hydra.get_mode = _mode_from_command_line
+    patches.skip_hydra_mode_compose()
     try:
         sys.argv[1:] = resume_arguments(sys.argv[1:])
         _train_job()
@@ -102,38 +100,6 @@ def _train() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-_compose_for_mode = Hydra.get_mode
-
-
-def _mode_from_command_line(self: Hydra, config_name: str | None, overrides: list[str]) -> RunMode | None:
-    """Hydra's get_mode, without its extra compose of the whole config (0.14 s of every start) when
-    it can only find None: conf/ never sets hydra.mode (tests/test_configs.py checks), so only a
-    hydra.mode=... on the command line can. Then -m or its absence decides, as in Hydra."""
-    if any(override.lstrip("+~").startswith("hydra.mode") for override in overrides):
-        return _compose_for_mode(self, config_name, overrides)
-    return None
-
-
-def exit_without_teardown(code: int | str | None) -> NoReturn:
-    """Exit as `sys.exit(code)` would, minus Python's teardown of every loaded module.
-
-    With torch loaded that teardown takes 0.7-1.3 s here, after the run has finished and said so.
-    The atexit handlers still run (logging's flush and close, the sweep report); the run's own
-    files (checkpoints, metrics.json, TensorBoard events) are closed by then. Only a single run
-    exits so: a sweep's launchers shut down pools and threads in the normal exit's order, and under a
-    profiler, debugger or coverage tool the exit is the normal one, so that they can write results.
-    """
-    other_threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if not _SINGLE_RUN or other_threads or sys.getprofile() or sys.gettrace():
-        sys.exit(code)
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1 if isinstance(code, str) else code or 0)
 
 
 def one_line(exc: BaseException) -> str:

@@ -20,10 +20,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from visionlab.checks import Maybe, OneOf, Text, Whole, check_node, check_targets, declared
+from visionlab.checks import Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
 from visionlab.errors import UserError
 from visionlab.training.device import resolve_device
-from visionlab.training.settings import TrainerSettings
 
 OBJECTIVES = ("val/acc", "val/loss", "train/acc", "train/loss")
 
@@ -34,11 +33,11 @@ class RunSettings:
     seed: Annotated[int, Whole()]
     objective: Annotated[str, OneOf(*OBJECTIVES)]
     resume: Annotated[str | None, Maybe(Text())]
+    lr_find: Annotated[bool, Switch()]
 
 
 def validate(cfg: DictConfig) -> None:
     check_node(cfg, declared(RunSettings), "")
-    check_node(cfg.trainer, declared(TrainerSettings), "trainer.")
     check_targets(cfg)
     resolve_device(cfg.trainer.device)
     if cfg.trainer.batch_size == 1 and cfg.model.get("batchnorm"):
@@ -54,19 +53,16 @@ REJECTIONS = (ValueError, TypeError, RuntimeError, IndexError, KeyError, Arithme
 def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     """`instantiate(cfg[group])`; whatever the component raises about its config is a config error.
 
-    A `_partial_` group (optimizer, scheduler, regularization) is checked the same way when the run calls it.
+    A `_partial_` group (optimizer, scheduler, regularization; the model with `_partial_=True`,
+    since its input shape comes with the data) is checked the same way when the run calls it.
     """
     try:
         component = instantiate(cfg[group], **kwargs)
     except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
-            raise UserError(f"{group}: {cause} (check the keys under {group}. against conf/{group}/)") from None
-        if isinstance(cause, REJECTIONS):
-            raise rejected(group, cause) from cause
-        raise
+        error = config_error(group, exc.__cause__)
+        if error is None:
+            raise
+        raise error from None
     if isinstance(component, functools.partial):
         return functools.partial(_call_rejecting, group, component)
     return component
@@ -78,7 +74,18 @@ def _call_rejecting(group: str, component: functools.partial, *args: Any, **kwar
     except UserError:
         raise
     except REJECTIONS as exc:
-        raise rejected(group, exc) from exc
+        raise config_error(group, exc) from exc
+
+
+def config_error(group: str, cause: BaseException | None) -> UserError | None:
+    """What a component's complaint about its settings says to the user; None if it is no such complaint."""
+    if isinstance(cause, UserError):
+        return cause
+    if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+        return UserError(f"{group}: {cause} (check the keys under {group}. against conf/{group}/)")
+    if isinstance(cause, REJECTIONS):
+        return rejected(group, cause)
+    return None
 
 
 def first_use(model: torch.nn.Module, loss_fn: Any, splits: Any) -> None:

@@ -39,6 +39,12 @@ def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
     )
 
 
+def final_model_overrides(folds: Sequence[FitResult]) -> dict:
+    """What the final model on all the training images takes from the folds: a kNN, the k they chose."""
+    summary = summarize_folds(folds)
+    return {"k": summary.extra["best_k"]} if "best_k" in summary.extra else {}
+
+
 def mean_or_none(values) -> float | None:
     """The mean, or None when any fold lacks the number (a kNN has no loss)."""
     values = list(values)

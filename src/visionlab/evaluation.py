@@ -1,6 +1,7 @@
 """`vl-eval`: a saved model, rebuilt from its checkpoint alone, scored on one split.
 
-The checkpoint holds the resolved config, so the data are prepared exactly as in the run (same
+The checkpoint holds the resolved config and which partition of the run it belongs to (the
+holdout, a fold, k-fold's final model), so the data are prepared exactly as in the run (same
 seed, same val split, same normalization): a run's last.pt scores its own test/acc exactly.
 """
 
@@ -18,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from visionlab.config import build
 from visionlab.data import Splits
 from visionlab.errors import UserError
-from visionlab.experiment import count_trainable, prepare_data
+from visionlab.experiment import build_parts, count_trainable, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
@@ -50,7 +51,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
 
 
 def load_model(path: Path, overrides: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
-    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as the run prepared it."""
+    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its partition had it."""
     if path.is_dir():
         path = path / "last.pt"
     state = load_checkpoint(path)
@@ -59,9 +60,10 @@ def load_model(path: Path, overrides: list[str] = ()) -> tuple[Path, DictConfig,
         cfg.merge_with_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)") from None
-    device = resolve_device(cfg.trainer.device)
-    _, splits = prepare_data(cfg, device)
-    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    parts = build_parts(cfg)
+    device = resolve_device(parts.trainer.device)
+    splits = prepare_data(parts, device, partition=state.get("partition", 0))
+    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})).to(device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -1,40 +1,90 @@
-"""One run, straight through: config -> data -> model -> fit -> test once -> metrics.json.
+"""One run: every part built once from its config group, then each partition trained the one way.
 
-With `split=kfold`, model -> fit runs once per fold (`cross_validate`), and test only if asked.
+A holdout is one (train, val) partition of the training images; k-fold is k of them, plus the
+final model on all of them when `split.final_test` asks. `train_partition` trains one, whichever
+it is, so signals, checkpoints, pictures and divergence hold for every fold, and a stopped k-fold
+run resumes in the fold and at the step where it stopped. Test is seen once, by the partition
+whose `test` is set. The run directory, metrics.json and exit codes: docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from visionlab.config import build, first_use, validate
-from visionlab.cross_validation import summarize_folds
+from visionlab.cross_validation import final_model_overrides, summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
-from visionlab.data.augment import Augment
-from visionlab.data.folds import Holdout, KFold
-from visionlab.errors import Interrupted, RunStopped
+from visionlab.data.folds import Holdout, KFold, Part
+from visionlab.errors import Interrupted, RunStopped, UserError
 from visionlab.features import Features
+from visionlab.optimization import Schedule, constant
 from visionlab.reporting.hparams import run_hparams
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.visual_log import VisualLog, VisualSettings
-from visionlab.training.device import resolve_device
+from visionlab.training.callbacks import Pictures, Progress, SaveAndStop, StopOnRequest
 from visionlab.training.checkpoint import Checkpoints
-from visionlab.training.loop import FitResult, LossFn, evaluate, fit, memorize, steps_per_epoch
+from visionlab.training.device import resolve_device
+from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
+from visionlab.training.lr_find import RangeRecord, RangeTest
+from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
 from visionlab.training.precision import Precision
 from visionlab.training.resume import load_resume_state, resume_config
+from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
+from visionlab.training.state import TrainingState
 
 log = logging.getLogger("visionlab")
+
+
+@dataclass
+class Parts:
+    """What a run is made of, built from its config groups once; nothing below `run` sees the config."""
+
+    dataset: ImageDataset  # its augmentation already limited to what the features allow
+    features: Features
+    split: Holdout | KFold
+    model: Callable[..., torch.nn.Module]  # (in_shape=, num_classes=) -> a fresh model
+    loss_fn: LossFn
+    penalty: Callable  # (parameters) -> R(W)
+    optimizer: Callable  # (parameters) -> optimizer
+    schedule: Callable[..., Schedule]  # (optimizer, epochs=, steps_per_epoch=) -> schedule
+    trainer: TrainerSettings
+    pictures: VisualSettings
+    seed: int
+    objective: str
+    config: dict[str, Any]  # resolved: what checkpoints carry, so vl-eval and resume need nothing else
+    hparams: dict[str, Any]  # the run's row in TensorBoard's HParams tab
+    range_test: RangeTest | None = None  # lr_find=true: a learning-rate range test instead of training
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Checked first (config.validate), then built, before any data is loaded."""
+    validate(cfg)
+    features: Features = build(cfg, "features")
+    features.check_model(cfg.model)
+    dataset: ImageDataset = build(cfg, "dataset")
+    dataset.augment = features.augment(dataset.augment)
+    return Parts(
+        dataset=dataset, features=features, split=build(cfg, "split"), model=build(cfg, "model", _partial_=True),
+        loss_fn=build(cfg, "loss"), penalty=build(cfg, "regularization"), optimizer=build(cfg, "optimizer"),
+        schedule=build(cfg, "scheduler"), trainer=build(cfg, "trainer"), pictures=build(cfg, "logging"),
+        seed=cfg.seed, objective=cfg.objective, config=OmegaConf.to_container(cfg, resolve=True), hparams=run_hparams(cfg),
+        range_test=build(cfg, "lr_range") if cfg.lr_find else None,
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -47,58 +97,187 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     resume = load_resume_state(cfg, run_dir)
     if resume is not None:
         cfg = resume_config(resume, cfg)
-    validate(cfg)
-    visual_settings: VisualSettings = build(cfg, "logging")
+    parts = build_parts(cfg)
     started = time.perf_counter() - (resume["seconds"] if resume else 0.0)
-    trainer = cfg.trainer
-    device = resolve_device(trainer.device)
-    configure_torch(device, trainer.threads)
+    device = resolve_device(parts.trainer.device)
+    configure_torch(device, parts.trainer.threads)
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
-    seed_everything(cfg.seed)
-    split: Holdout | KFold = build(cfg, "split")  # checked before any data is loaded
-    if isinstance(split, KFold):
-        return cross_validate(cfg, split, run_dir, visual_settings, device, started)
-
-    dataset, splits = prepare_data(cfg, device)
-    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
-    log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
-    reporter = Reporter(run_dir, trainer.epochs, trainer.log_every_n_steps,
-                        resumed_at_step=resume["position"]["step"] if resume else None)
-    checkpoints = Checkpoints(run_dir, cfg.objective, OmegaConf.to_container(cfg, resolve=True), started,
-                              best=resume["best_value"] if resume else None)
-    visuals = VisualLog(visual_settings, reporter, model, splits, trainer.epochs)
-    try:
-        with StopRequest(trainer.on_hangup) as stop:
-            try:
-                if resume is None:
-                    visuals.start()
+    seed_everything(parts.seed)
+    raw = parts.dataset.load()
+    plan = parts.split.plan(raw.train.labels, parts.seed)
+    if len(plan) > 1:
+        log.info("data: %s, %d training images in %d stratified folds, %d test images", type(parts.dataset).__name__,
+                 len(raw.train), sum(not part.final for part in plan), len(raw.test))
+    if parts.range_test is not None:
+        return find_lr(parts, raw, plan[0], device, run_dir)
+    done = [FitResult(**result) for result in resume.get("partitions_done", [])] if resume else []
+    run_reporter, test = None, None
+    with StopRequest(parts.trainer.on_hangup) as stop:
+        try:
+            for index, part in enumerate(plan[len(done):], start=len(done)):
+                resumed = resume if resume is not None and index == resume.get("partition", 0) else None
+                overrides = final_model_overrides(done) if part.final else {}
+                reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
+                                    resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
+                checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
+                                          best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
+                checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
+                try:
+                    result, test = train_partition(parts, raw, part, device, reporter, checkpoints, stop, resumed, overrides)
+                except BaseException:
+                    reporter.close()
+                    raise
+                if part.folder:
+                    reporter.close()
                 else:
-                    reporter.val_acc.update(resume["val_history"])
-                result, loss_fn = train_model(cfg, model, splits, dataset.augment, reporter, visuals,
-                                              checkpoints=checkpoints, stop=stop, resume=resume)
-            except RunStopped as exc:
-                metrics = final_metrics(exc.result, None, started, device, exc.status)
-                write_metrics(run_dir / "metrics.json", metrics)
-                log.error("%s", exc)
-                log.info("metrics.json%s: %s", " and last.pt (resume=PATH carries on)" if checkpoints.last.exists() else "", run_dir)
-                if isinstance(exc, Interrupted):
-                    stop.pass_on()
-                raise
-        test = evaluate(model, splits.test, loss_fn, trainer.eval_batch_size, watch=visuals.watch())  # the one and only look at test
-        visuals.finish(result.steps, test)
-    except BaseException:
-        reporter.close()
-        raise
-    metrics = final_metrics(result, test, started, device, "completed")
-    return publish(cfg, reporter, metrics, run_dir, {"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
+                    run_reporter = reporter  # the holdout's: publish() adds the run's last words to it
+                if not part.final:
+                    done.append(result)
+        except RunStopped as exc:
+            stopped_in = f"{plan[len(done)].title}: " if len(plan) > 1 else ""
+            result = exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+            write_metrics(run_dir / "metrics.json", final_metrics(result, None, started, device, exc.status))
+            log.error("%s%s", stopped_in, exc)
+            saved = " and last.pt (resume=PATH carries on)" if (run_dir / "last.pt").exists() else ""
+            log.info("metrics.json%s: %s", saved, run_dir)
+            if isinstance(exc, Interrupted):
+                stop.pass_on()
+            raise
+    if len(plan) == 1:
+        return publish(parts, run_reporter, final_metrics(result, test, started, device, "completed"), run_dir, {}, result.steps)
+    summary = summarize_folds(done)
+    log.info("cross-validation: val/acc %.4f ± %.4f over %d folds", summary.val["acc"], summary.extra["cv/val_acc_std"], len(done))
+    metrics = final_metrics(summary, test, started, device, "completed")
+    summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
+    return publish(parts, Reporter(run_dir, parts.trainer.epochs, parts.trainer.log_every_n_steps), metrics, run_dir,
+                   {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}, 0)
 
 
-def publish(cfg: DictConfig, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,
+def train_partition(
+    parts: Parts, raw: RawData, part: Part, device: torch.device, reporter: Reporter, checkpoints: Checkpoints,
+    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any],
+) -> tuple[FitResult, dict[str, Any] | None]:
+    """A fresh model from the run's seed (folds differ by their data alone), trained or memorized, and tested if `part.test`."""
+    splits = partition_splits(parts, raw, part, device)
+    seed_everything(parts.seed)
+    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **overrides).to(device)
+    log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
+    visuals = VisualLog(parts.pictures, reporter, model, splits, parts.trainer.epochs)
+    trains = count_trainable(model) > 0
+    if resume is None or not trains:
+        visuals.start()
+    if trains:
+        result = train_weights(parts, model, splits, reporter, visuals, checkpoints, stop, resume, part.test)
+    else:
+        log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
+        result = memorize(model, splits, reporter, eval_batch_size=parts.trainer.eval_batch_size)
+        checkpoints.save({"model": model.state_dict(), "done": {"train": result.train, "val": result.val}}, {"val/acc": result.val["acc"]})
+        if stop:
+            raise Interrupted(stop.signum, result)
+    if not part.test:
+        return result, None
+    loss_fn = parts.loss_fn if trains else None
+    test = evaluate(model, splits.test, loss_fn, parts.trainer.eval_batch_size, watch=visuals.watch())  # the one and only look at test
+    visuals.finish(result.steps, test)
+    reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
+    return result, test
+
+
+def train_weights(
+    parts: Parts, model: torch.nn.Module, splits: Splits, reporter: Reporter, visuals: VisualLog,
+    checkpoints: Checkpoints, stop: StopRequest, resume: dict[str, Any] | None, will_test: bool,
+) -> FitResult:
+    """fit() with every callback; the weights that will be tested are best.pt's if trainer.test_on says so."""
+    trainer = parts.trainer
+    first_use(model, parts.loss_fn, splits)
+    prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
+    penalty = parts.penalty(model.parameters())
+    optimizer = parts.optimizer(model.parameters())
+    steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)))
+    state = TrainingState(
+        model, optimizer, parts.schedule(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
+        Precision(trainer.precision, splits.train.labels.device), torch.Generator().manual_seed(parts.seed),
+    )
+    if resume is not None:
+        state.load_state_dict(resume)
+        reporter.val_acc.update({epoch: metrics["val/acc"] for epoch, metrics in state.history.items()})
+    callbacks = [Progress(reporter), Pictures(visuals), SaveAndStop(checkpoints, trainer.checkpoint_every_steps, stop)]
+    if trainer.early_stopping.enabled:
+        callbacks.append(StopEarly(trainer.early_stopping, parts.objective))
+    result = fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, penalty), trainer, callbacks)
+    if trainer.early_stopping.enabled:
+        result.extra = {"stopped_early": False, "best_epoch": best_epoch(state.history, parts.objective), **result.extra}
+    if will_test and trainer.tests_best() and (tested := restore_best(model, state.history, parts.objective, checkpoints.best)) is not None:
+        log.info("test_on=best: the weights of epoch %d (best.pt) take the test; metrics.json's train/ and val/ are that epoch's", tested)
+        epoch = state.history[tested]
+        result.train = {key: epoch[f"train/{key}"] for key in ("loss", "data_loss", "reg_loss", "acc")}
+        result.val = {"loss": epoch["val/loss"], "acc": epoch["val/acc"]}
+        result.extra["tested_epoch"] = tested
+    return result
+
+
+def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path) -> dict[str, Any]:
+    """The range test on the first partition's train split, with the run's model, loss and optimizer; no checkpoint, no test."""
+    splits = partition_splits(parts, raw, part, device)
+    seed_everything(parts.seed)
+    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    if not count_trainable(model):
+        raise UserError(f"lr_find=true needs a model with trainable parameters: {type(model).__name__} has none")
+    first_use(model, parts.loss_fn, splits)
+    prepare_model(model, channels_last=parts.trainer.channels_last, compile=parts.trainer.compile)
+    optimizer = parts.optimizer(model.parameters())
+    test = parts.range_test
+    steps = steps_per_epoch(len(splits.train), parts.trainer.images_per_step(len(splits.train)))
+    settings = dataclasses.replace(parts.trainer, epochs=-(-test.steps // steps))
+    state = TrainingState(model, optimizer, constant(optimizer, settings.epochs, steps),
+                          Precision(parts.trainer.precision, device), torch.Generator().manual_seed(parts.seed))
+    record = RangeRecord(test)
+    log.info("lr_find: the lr rises from %g to %g over %d steps (scheduler not used; the train split only)", test.min_lr, test.max_lr, test.steps)
+    with StopRequest(parts.trainer.on_hangup) as stop:
+        fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, parts.penalty(model.parameters())), settings,
+            [record, StopOnRequest(stop)])
+    suggested, at_min = record.suggestion()
+    found = {"status": "lr_find", "suggested_lr": suggested, "rule": "lr at the lowest smoothed loss / 10",
+             "lowest_loss_lr": at_min, "steps": len(record.lrs), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed}
+    write_metrics(run_dir / "lr_find.json", found)
+    picture = record.chart(suggested)
+    Image.fromarray(picture.permute(1, 2, 0).numpy()).save(run_dir / "lr_find.png")
+    reporter = Reporter(run_dir, settings.epochs, parts.trainer.log_every_n_steps)
+    reporter.image("lr_find/loss_vs_lr", picture, 0)
+    reporter.close()
+    log.info("lr_find: suggested lr %.3g (the lowest smoothed loss was at %.3g, after %d steps): try optimizer.lr=%.2g; %s",
+             suggested, at_min, len(record.lrs), suggested, run_dir / "lr_find.png")
+    return found
+
+
+def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.device) -> Splits:
+    """The partition's train/val and the test split on the device, as the model sees them (features, normalization)."""
+    splits = parts.features.make_splits(raw, part.train, part.val, device, type(parts.dataset).__name__)
+    if part.final:
+        log.info("final model: all %d training images, then the test split once (its val/ in final/ is on training images)", len(splits.train))
+    elif part.folder:
+        log.info("%s: %d train / %d val images", part.title, len(splits.train), len(splits.val))
+    else:
+        log.info(
+            "data: %s, %d train / %d val / %d test images of shape %s, %d classes",
+            type(parts.dataset).__name__, len(splits.train), len(splits.val), len(splits.test),
+            "x".join(map(str, splits.in_shape)), splits.num_classes,
+        )
+    return splits
+
+
+def prepare_data(parts: Parts, device: torch.device, partition: int = 0) -> Splits:
+    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint."""
+    raw = parts.dataset.load()
+    return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
+
+
+def publish(parts: Parts, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,
             final_scalars: dict[str, float | None], step: int) -> dict[str, Any]:
-    """The end of a completed run, single or k-fold: last scalars, HParams, metrics.json, the summary."""
+    """The end of a completed run: last scalars, HParams, metrics.json, the summary."""
     try:
         reporter.scalars(final_scalars, step)
-        reporter.hparams(run_hparams(cfg), metrics)
+        reporter.hparams(parts.hparams, metrics)
         write_metrics(run_dir / "metrics.json", metrics)
     finally:
         reporter.close()
@@ -106,119 +285,11 @@ def publish(cfg: DictConfig, reporter: Reporter, metrics: dict[str, Any], run_di
     return metrics
 
 
-def train_model(
-    cfg: DictConfig, model: torch.nn.Module, splits: Splits, augment: Augment, reporter: Reporter, visuals: VisualLog,
-    *, checkpoints: Checkpoints | None = None, stop: StopRequest | None = None, resume: dict[str, Any] | None = None,
-) -> tuple[FitResult, LossFn | None]:
-    """Fit a model with parameters, or let one without (kNN) memorize splits.train; k-fold keeps no checkpoints."""
-    trainer = cfg.trainer
-    if count_trainable(model):
-        loss_fn = build(cfg, "loss")
-        first_use(model, loss_fn, splits)
-        prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
-        batch_size = len(splits.train) if trainer.batch_size == "all" else trainer.batch_size
-        penalty = build(cfg, "regularization")(model.parameters())
-        optimizer = build(cfg, "optimizer")(model.parameters())
-        schedule = build(cfg, "scheduler")(
-            optimizer, epochs=trainer.epochs, steps_per_epoch=steps_per_epoch(len(splits.train), batch_size),
-        )
-        result = fit(
-            model, splits, loss_fn, optimizer, schedule, reporter,
-            penalty=penalty, augment=augment, grad_clip=trainer.grad_clip,
-            epochs=trainer.epochs, batch_size=batch_size,
-            eval_batch_size=trainer.eval_batch_size, seed=cfg.seed, visuals=visuals,
-            checkpoints=checkpoints, checkpoint_every_steps=trainer.checkpoint_every_steps,
-            stop=stop, resume=resume, precision=Precision(trainer.precision, splits.train.labels.device),
-        )
-        return result, loss_fn
-    log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
-    result = memorize(model, splits, reporter, eval_batch_size=trainer.eval_batch_size)
-    if checkpoints is not None:
-        checkpoints.save({"model": model.state_dict(), "done": {"train": result.train, "val": result.val}},
-                         {"val/acc": result.val["acc"]})
-    if stop:
-        raise Interrupted(stop.signum, result)
-    return result, None
-
-
-def prepare_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, Splits]:
-    """The train/val/test tensors on the device, the same for a run and for `vl-eval` of its checkpoint."""
-    dataset, features, raw = load_data(cfg)
-    train_index, val_index = build(cfg, "split").partition(raw.train.labels, cfg.seed)
-    splits = features.make_splits(raw, train_index, val_index, device, type(dataset).__name__)
-    del raw
-    log.info(
-        "data: %s, %d train / %d val / %d test images of shape %s, %d classes",
-        type(dataset).__name__, len(splits.train), len(splits.val), len(splits.test),
-        "x".join(map(str, splits.in_shape)), splits.num_classes,
-    )
-    return dataset, splits
-
-
-def load_data(cfg: DictConfig) -> tuple[ImageDataset, Features, RawData]:
-    """The dataset (its augmentation as the features allow) and its official train/test images."""
-    features: Features = build(cfg, "features")
-    features.check_model(cfg.model)
-    dataset: ImageDataset = build(cfg, "dataset")
-    dataset.augment = features.augment(dataset.augment)
-    return dataset, features, dataset.load()
-
-
-def cross_validate(
-    cfg: DictConfig, split: KFold, run_dir: Path, visual_settings: VisualSettings, device: torch.device, started: float,
-) -> dict[str, Any]:
-    """k-fold: a fresh model per fold, logged under fold_<i>/; the test split only with split.final_test.
-
-    No checkpoints. metrics.json holds the folds' means (`val/acc` is the objective) and `cv/...`.
-    """
-    dataset, features, raw = load_data(cfg)
-    partitions = split.partitions(raw.train.labels, cfg.seed)
-    log.info("data: %s, %d training images in %d stratified folds, %d test images", type(dataset).__name__,
-             len(raw.train), len(partitions), len(raw.test))
-    folds = []
-    try:
-        for fold, (train_index, val_index) in enumerate(partitions):
-            log.info("fold %d of %d: %d train / %d val images", fold + 1, len(partitions), len(train_index), len(val_index))
-            splits = features.make_splits(raw, train_index, val_index, device, type(dataset).__name__)
-            folds.append(train_fold(cfg, dataset, splits, visual_settings, run_dir / f"fold_{fold}")[0])
-        result = summarize_folds(folds)
-        log.info("cross-validation: val/acc %.4f ± %.4f over %d folds", result.val["acc"], result.extra["cv/val_acc_std"], len(folds))
-        test = None
-        if split.final_test:
-            everything = torch.arange(len(raw.train))
-            log.info("final model: all %d training images, then the test split once (its val/ in final/ is on training images)", len(everything))
-            final_cfg = OmegaConf.merge(cfg, {"model": {"k": result.extra["best_k"]}}) if "best_k" in result.extra else cfg
-            splits = features.make_splits(raw, everything, everything, device, type(dataset).__name__)
-            _, test = train_fold(final_cfg, dataset, splits, visual_settings, run_dir / "final", test=True)
-    except RunStopped as exc:  # a diverged model voids the estimate: metrics.json says only how the run ended
-        write_metrics(run_dir / "metrics.json", final_metrics(FitResult({}, {}, 0, 0), None, started, device, exc.status))
-        log.error("%s: %s", "final model" if len(folds) == len(partitions) else f"fold {len(folds) + 1} of {len(partitions)}", exc)
-        raise
-    metrics = final_metrics(result, test, started, device, "completed")
-    reporter = Reporter(run_dir, cfg.trainer.epochs, cfg.trainer.log_every_n_steps)
-    summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
-    return publish(cfg, reporter, metrics, run_dir, {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}, 0)
-
-
-def train_fold(
-    cfg: DictConfig, dataset: ImageDataset, splits: Splits, visual_settings: VisualSettings, log_dir: Path, *, test: bool = False,
-) -> tuple[FitResult, dict[str, Any] | None]:
-    """A model built afresh from the run's seed (a kNN memorizes this fold only), so folds differ by their data alone."""
-    seed_everything(cfg.seed)
-    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(splits.train.labels.device)
-    reporter = Reporter(log_dir, cfg.trainer.epochs, cfg.trainer.log_every_n_steps)
-    visuals = VisualLog(visual_settings, reporter, model, splits, cfg.trainer.epochs)
-    try:
-        visuals.start()
-        result, loss_fn = train_model(cfg, model, splits, dataset.augment, reporter, visuals)
-        if not test:
-            return result, None
-        scores = evaluate(model, splits.test, loss_fn, cfg.trainer.eval_batch_size, watch=visuals.watch())  # the one look at test
-        visuals.finish(result.steps, scores)
-        reporter.scalars({"test/loss": scores["loss"], "test/acc": scores["acc"]}, result.steps)
-        return result, scores
-    finally:
-        reporter.close()
+def stored(result: FitResult) -> dict[str, Any]:
+    """A finished partition's result as a checkpoint holds it: plain values only."""
+    plain = asdict(result)
+    plain["val"] = {k: v for k, v in result.val.items() if k != "confusion"}
+    return plain
 
 
 def final_metrics(result: FitResult, test: dict[str, Any] | None, started: float, device: torch.device, status: str) -> dict[str, Any]:

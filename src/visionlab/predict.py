@@ -28,7 +28,7 @@ from visionlab.errors import UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
 from visionlab.reporting import visuals
-from visionlab.reporting.console import ConsoleHandler, console, error_console
+from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.reporting.visual_log import floor_percent
 
 log = logging.getLogger("visionlab")

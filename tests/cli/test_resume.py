@@ -129,3 +129,48 @@ def test_the_log_file_has_every_line_the_terminal_had(tmp_path):
     missing = [line for line in terminal if line not in log_text]
     assert not missing, missing
     assert "test/acc" in log_text and "step 5 loss" in log_text
+
+
+# 3 folds of 400 training images, 2 epochs of 25 steps each, a checkpoint every 5 steps.
+KFOLD = [*TINY, "split=kfold", "split.folds=3", "trainer.batch_size=16", "trainer.checkpoint_every_steps=5", "model=cnn"]
+
+
+@pytest.fixture(scope="module")
+def kfold_uninterrupted(tmp_path_factory) -> dict:
+    return metrics_of_a_run_left_alone(KFOLD, tmp_path_factory)
+
+
+def test_kfold_killed_in_fold_3_resumes_there_and_ends_identical(tmp_path, kfold_uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(KFOLD, run_dir)
+    wait_for_position(run_dir, process, lambda at: at["partition"] == 2 and at["batch"] > 0)
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["partition"] == 2 and len(state["partitions_done"]) == 2  # folds 1 and 2 are done, their results saved
+    assert (run_dir / "fold_2" / "last.pt").samefile(run_dir / "last.pt")
+
+    resumed = run_cli([f"resume={run_dir}"], run_dir.parent / "elsewhere")
+    assert resumed.returncode == 0, resumed.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "resuming from" in log and log.count("fold 2 of 3: ") == 1, "folds 1 and 2 are not trained again"
+    assert without_timing(read_metrics(run_dir)) == without_timing(kfold_uninterrupted)
+    events = EventAccumulator(str(run_dir / "fold_2"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/batch_loss")]
+    assert steps == sorted(set(steps)), f"fold 3 logs a step twice after resuming: {steps}"
+
+
+def test_sigterm_in_a_kfold_run_saves_exits_143_and_resumes(tmp_path, kfold_uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(KFOLD, run_dir)
+    wait_for_position(run_dir, process, lambda at: at["partition"] == 1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["cv/folds_done"] == 1 and metrics["val/acc"] is None
+    assert torch.load(run_dir / "last.pt", weights_only=True)["partition"] == 1
+
+    resumed = run_cli([f"resume={run_dir}"], run_dir.parent / "again")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_metrics(run_dir)) == without_timing(kfold_uninterrupted)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from visionlab.errors import UserError
-from visionlab.features.glyphs import glyphs, stencils
+from visionlab.reporting.feature_pictures import glyphs, stencils
 from visionlab.features.hog import HOG
 
 from tests.conftest import config_error

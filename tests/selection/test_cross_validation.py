@@ -40,7 +40,9 @@ def test_each_fold_trains_its_own_model_and_the_test_set_is_not_touched(tmp_path
         assert {"train/loss", "val/acc", "val/loss"} <= tags and not any(t.startswith("test/") for t in tags)
     root = scalar_tags(tmp_path)
     assert {"val/acc", "cv/val_acc_mean", "cv/val_acc_std"} <= root and not any(t.startswith("test/") for t in root)
-    assert not (tmp_path / "final").exists() and not (tmp_path / "last.pt").exists()
+    assert not (tmp_path / "final").exists()
+    assert all((tmp_path / f"fold_{i}" / "last.pt").is_file() for i in range(3))  # every fold checkpoints, as a holdout does
+    assert (tmp_path / "last.pt").samefile(tmp_path / "fold_2" / "last.pt")  # the run's last.pt: where it was last
 
 
 def test_final_test_retrains_on_all_training_images_and_tests_once(tmp_path):

@@ -61,9 +61,10 @@ def test_bad_split_settings_name_the_key(overrides, message):
 
 
 def test_holdout_keeps_a_seeded_val_fraction():
-    train, val = Holdout(val_fraction=0.2).partition(LABELS, seed=3)
+    (part,) = Holdout(val_fraction=0.2).plan(LABELS, seed=3)
+    train, val = part.train, part.val
     assert len(val) == 21 and len(train) == 82
-    assert torch.equal(val, Holdout(val_fraction=0.2).partition(LABELS, seed=3)[1])
+    assert torch.equal(val, Holdout(val_fraction=0.2).plan(LABELS, seed=3)[0].val)
 
 
 def fold(val_acc, val_loss=None, train_acc=0.9, extra=None) -> FitResult:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from visionlab.errors import UserError
-from visionlab.training.checkpoint import Checkpoints, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from visionlab.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
+from visionlab.training.state import restore_rng_states, rng_states
 
 
 def test_random_states_round_trip_through_a_safe_load(tmp_path):

@@ -22,13 +22,30 @@ Partition = tuple[torch.Tensor, torch.Tensor]  # (train indices, val indices) in
 
 
 @dataclass
+class Part:
+    """One (train, val) division of the training images; a run trains each the same way.
+
+    `folder`: where its logs and checkpoints go inside the run directory ("" is the run directory
+    itself). `test`: its model takes the run's one look at the test split. `final`: k-fold's model
+    on all the training images, with what the folds chose.
+    """
+
+    folder: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: bool
+    final: bool = False
+    title: str = ""  # for the log: "fold 2 of 5", "final model"
+
+
+@dataclass
 class Holdout:
     """A seeded random `val_fraction` of the training images is val; the model trains on the rest."""
 
     val_fraction: Annotated[float, Number(gt=0, lt=1, example=0.1)] = 0.1
 
-    def partition(self, labels: torch.Tensor, seed: int) -> Partition:
-        return holdout_indices(len(labels), self.val_fraction, seed)
+    def plan(self, labels: torch.Tensor, seed: int) -> list[Part]:
+        return [Part("", *holdout_indices(len(labels), self.val_fraction, seed), test=True)]
 
 
 @dataclass
@@ -49,6 +66,14 @@ class KFold:
         if smallest < self.folds:
             log.warning("split.folds=%d: the rarest class has only %d training images, so some val folds lack it", self.folds, smallest)
         return stratified_folds(labels, self.folds, self.shuffle, seed)
+
+    def plan(self, labels: torch.Tensor, seed: int) -> list[Part]:
+        parts = [Part(f"fold_{i}", train, val, test=False, title=f"fold {i + 1} of {self.folds}")
+                 for i, (train, val) in enumerate(self.partitions(labels, seed))]
+        if self.final_test:
+            everything = torch.arange(len(labels))
+            parts.append(Part("final", everything, everything, test=True, final=True, title="final model"))
+        return parts
 
 
 def stratified_folds(labels: torch.Tensor, folds: int, shuffle: bool, seed: int) -> list[Partition]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from visionlab.reporting.console import console, live_progress_enabled
+from visionlab.console import console, live_progress_enabled
 
 log = logging.getLogger("visionlab")
 

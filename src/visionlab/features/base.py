@@ -124,10 +124,3 @@ class Features:
             out[start:start + CHUNK] = torch.cat([extractor(chunk) for extractor in self.extractors.values()], 1)
         return out
 
-    def pictures(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the extractors see in these images."""
-        found: dict[str, torch.Tensor] = {}
-        for extractor in self.extractors.values():
-            if hasattr(extractor, "pictures"):
-                found.update(extractor.pictures(images))
-        return found

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from visionlab.checks import Either, OneOf, Switch, Whole
 from visionlab.errors import UserError
-from visionlab.features.glyphs import hog_picture
 
 BLOCK_NORMS = ("L2-Hys", "L2", "L1", "L1-sqrt", "none")
 EPS = 1e-5  # skimage's, in the units of the image (0-255 for 8-bit images)
@@ -109,10 +108,6 @@ class HOG:
         blocks = cells.unfold(1, b, 1).unfold(2, b, 1)  # [N, block rows, block cols, bins, b, b]
         blocks = blocks.permute(0, 1, 2, 4, 5, 3).flatten(3)  # [N, block rows, block cols, b*b*bins]
         return normalize_blocks(blocks, self.block_norm).flatten(1)
-
-    def pictures(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """TensorBoard's `features/hog_cells`: the images beside their cells drawn as oriented lines."""
-        return {"features/hog_cells": hog_picture(self, images)}
 
     def describe(self, shape: tuple[int, int, int]) -> str:
         """For the log, saying so when whole cells leave part of the image out."""

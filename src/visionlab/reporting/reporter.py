@@ -10,13 +10,11 @@ and dataset. All scalars use the optimizer step as their x axis, so train and va
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,8 +22,9 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from visionlab.reporting import terminal
-from visionlab.reporting.console import console, live_progress_enabled, plain_text
+from visionlab import patches
+from visionlab import terminal
+from visionlab.console import console, live_progress_enabled, plain_text
 from visionlab.reporting.hparams import HPARAM_METRICS
 from visionlab.reporting.summary import RunSummary, command_line
 
@@ -121,12 +120,9 @@ class Reporter:
         """The model traced on `example` for the Graphs tab; raises if it does not trace.
 
         torch prints the reason a trace failed to stdout before raising it; the caller logs it instead.
-        add_graph traces with `check_trace=True`, which runs the model twice more and compares the
-        outputs: 0.75 s of a default MNIST run's start, against 0.01 s for the trace itself. A picture
-        needs no check, so the trace is made without it.
+        The trace skips its self-check (patches.unchecked_trace).
         """
-        unchecked_trace = functools.partial(torch.jit.trace, check_trace=False)
-        with contextlib.redirect_stdout(io.StringIO()), mock.patch.object(torch.jit, "trace", unchecked_trace):
+        with contextlib.redirect_stdout(io.StringIO()), patches.unchecked_trace():
             self.writer.add_graph(model, example)
 
     def hparams(self, hparams: dict[str, bool | int | float | str], metrics: dict[str, Any]) -> None:

@@ -55,9 +55,10 @@ class RunSummary:
         best = best_epoch(self.val_acc)
         if best is not None:
             last = max(self.val_acc)
+            tested = m.get("tested_epoch", last)  # trainer.test_on=best: best.pt's epoch
             lines.append(
                 f"best epoch by val/acc: {best[0]} of {last} (val/acc {best[1]:.4f})"
-                + ("" if best[0] == last else f"; the final model, and test/…, are from epoch {last}")
+                + ("" if best[0] == tested else f"; the model tested, and test/…, are from epoch {tested}")
             )
         return lines
 

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from visionlab.errors import UserError
 from visionlab.reporting import study_trials
-from visionlab.reporting.console import console
+from visionlab.console import console
 
 log = logging.getLogger("visionlab")
 

@@ -23,6 +23,7 @@ from visionlab.checks import Switch, Whole
 from visionlab.data import DeviceSplit, Splits
 from visionlab.features import FeatureSplits
 from visionlab.reporting import visuals
+from visionlab.reporting.feature_pictures import feature_pictures
 from visionlab.reporting.reporter import Reporter
 
 log = logging.getLogger("visionlab")
@@ -210,7 +211,7 @@ class VisualLog:
 
     def _feature_preview(self) -> None:
         """What the features see in the first training images: HOG's cells as oriented lines."""
-        for tag, image in self.splits.features.pictures(self.splits.examples).items():
+        for tag, image in feature_pictures(self.splits.features, self.splits.examples).items():
             self.reporter.image(tag, image, 0)
 
     def _graph(self) -> None:

@@ -2,70 +2,21 @@
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the old
 one: a reader sees the old checkpoint or the new one, never half of either. Loading uses
-`torch.load(weights_only=True)`, so the file may hold tensors and plain containers only; the
-random-number states are stored in that form for the same reason.
+`torch.load(weights_only=True)`, so the file may hold tensors and plain containers only (what
+training/state.py's `TrainingState.state_dict()` gives).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from visionlab.errors import UserError
-
-
-@dataclass
-class Position:
-    """Where training is, down to the batch: enough to carry on with the very next step."""
-
-    epoch: int = 1  # the epoch in progress, or the next to start
-    step: int = 0  # optimizer steps taken so far
-    batch: int = 0  # batches of `epoch` done; 0: it has not started
-    order: torch.Tensor | None = None  # the epoch's permutation of the train split, once started
-    sums: list[torch.Tensor] | None = None  # the epoch's running data loss, reg loss and correct count
-
-
-def training_state(model, optimizer, scheduler, precision, order_rng: torch.Generator, at: Position,
-                   done: dict[str, dict], val_history: dict[int, float]) -> dict[str, Any]:
-    """Everything fit() needs to go on as if it had never stopped, as tensors and plain values."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": precision.state_dict(),  # fp16's loss scale; empty otherwise
-        "position": {
-            "epoch": at.epoch, "step": at.step, "batch": at.batch,
-            "order": None if at.batch == 0 else at.order.cpu(),
-            "sums": None if at.batch == 0 else [s.cpu() for s in at.sums],
-        },
-        "rng": {**rng_states(), "order": order_rng.get_state()},
-        "done": {split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in done.items()},
-        "val_history": dict(val_history),
-    }
-
-
-def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, precision, order_rng: torch.Generator,
-                           device: torch.device) -> tuple[Position, dict[str, dict]]:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    precision.load_state_dict(state["scaler"])
-    order_rng.set_state(state["rng"]["order"])
-    restore_rng_states(state["rng"])
-    p = state["position"]
-    at = Position(p["epoch"], p["step"], p["batch"])
-    if at.batch:
-        at.order = p["order"].to(device)
-        at.sums = [s.to(device) for s in p["sums"]]
-    return at, state["done"]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -91,17 +42,22 @@ class Checkpoints:
     """`last.pt` after every epoch (and every N steps), `best.pt` whenever the objective improves.
 
     best.pt is a hard link to the last.pt just written, so marking the best costs no second write;
-    the next last.pt replaces the directory entry, not the file best.pt points to.
+    the next last.pt replaces the directory entry, not the file best.pt points to. In a k-fold run
+    each partition keeps its own in its folder, and `run_last` (the run directory's last.pt) links
+    to the newest of them, so `resume=RUN_DIR` finds where the run was, whichever fold it was in.
     """
 
-    def __init__(self, run_dir: Path, objective: str, config: dict[str, Any], started: float, best: float | None = None):
-        self.last = run_dir / "last.pt"
-        self.best = run_dir / "best.pt"
+    def __init__(self, folder: Path, objective: str, config: dict[str, Any], started: float,
+                 best: float | None = None, run_last: Path | None = None):
+        self.last = folder / "last.pt"
+        self.best = folder / "best.pt"
+        self.run_last = run_last if run_last not in (None, self.last) else None
         self.objective = objective
         self.config = config  # resolved, so vl-eval and resume need nothing but the file
         self.started = started  # time.perf_counter() at the run's start, earlier sessions included
         self.best_value = best
         self.maximize = objective.endswith("acc")
+        self.run_state: dict[str, Any] = {}  # where in the run this partition is: its index, the finished partitions' results
 
     def save(self, state: dict[str, Any], metrics: dict[str, float | None] | None = None) -> None:
         """Write last.pt; with end-of-epoch `metrics`, also best.pt if the objective improved."""
@@ -112,15 +68,23 @@ class Checkpoints:
         if improved:
             self.best_value = value
         seconds = time.perf_counter() - self.started
-        save_checkpoint(self.last, {**state, "config": self.config, "seconds": seconds, "best_value": self.best_value})
+        self.last.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.last, {**state, **self.run_state, "config": self.config, "seconds": seconds, "best_value": self.best_value})
         if improved:
-            link = self.best.with_name(f".{self.best.name}.tmp")
-            link.unlink(missing_ok=True)
-            try:
-                os.link(self.last, link)
-            except OSError:  # a filesystem without hard links
-                shutil.copyfile(self.last, link)
-            os.replace(link, self.best)
+            link_over(self.last, self.best)
+        if self.run_last is not None:
+            link_over(self.last, self.run_last)
+
+
+def link_over(source: Path, target: Path) -> None:
+    """`target` becomes another name for `source`, atomically (a copy where there are no hard links)."""
+    link = target.with_name(f".{target.name}.tmp")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(source, link)
+    except OSError:
+        shutil.copyfile(source, link)
+    os.replace(link, target)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -133,26 +97,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"checkpoint {path} is not a visionlab checkpoint: it lacks the model or config")
     return state
-
-
-def rng_states() -> dict[str, Any]:
-    """Every global random state a run draws from, as tensors and plain values."""
-    _, keys, position, has_gauss, cached_gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
-                  "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)},
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
-    }
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gauss"]))
-    p = states["python"]
-    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))

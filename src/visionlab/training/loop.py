@@ -8,8 +8,7 @@ once per epoch, so a GPU never waits on the host.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +16,12 @@ import torch
 from torch import nn
 
 from visionlab.data import DeviceSplit, Splits
-from visionlab.errors import Diverged, Interrupted, RunStopped
-from visionlab.optimization import Schedule, current_lr
+from visionlab.errors import RunStopped
+from visionlab.optimization import current_lr
 from visionlab.reporting.reporter import Reporter
-from visionlab.reporting.visual_log import VisualLog
-from visionlab.training.checkpoint import Checkpoints, Position, restore_training_state, training_state
-from visionlab.training.precision import Precision
-from visionlab.training.signals import StopRequest
+from visionlab.training.callbacks import Callback, EndTraining, Watch
+from visionlab.training.settings import TrainerSettings
+from visionlab.training.state import Position, TrainingState
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,123 +46,98 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-usable_size(n, batch_size) // batch_size)
 
 
-def fit(
-    model: nn.Module,
-    splits: Splits,
-    loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    reporter: Reporter,
-    *,
-    penalty: Callable[[], torch.Tensor],
-    augment: Callable[[torch.Tensor], torch.Tensor],
-    grad_clip: float | None,
-    epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
-    seed: int,
-    visuals: VisualLog | None = None,
-    checkpoints: Checkpoints | None = None,
-    checkpoint_every_steps: int | None = None,
-    stop: StopRequest | None = None,
-    resume: dict[str, Any] | None = None,
-    precision: Precision | None = None,
-) -> FitResult:
-    """Minimize data loss + penalty() over the train split; augment touches training batches only.
+@dataclass
+class Objective:
+    """What a step minimizes: the data loss of the scores, plus the regularization penalty R(W)."""
 
-    From `resume` (a checkpoint) it carries on at the very next step, so the run ends exactly as
-    an uninterrupted one would. A stop request ends it at a step boundary, after saving last.pt.
-    `precision` runs the forward pass in 16 bits (trainer.precision); R(W) stays in float32.
+    loss_fn: LossFn
+    penalty: Callable[[], torch.Tensor]
+
+
+def fit(
+    state: TrainingState, splits: Splits, augment: Callable[[torch.Tensor], torch.Tensor],
+    objective: Objective, settings: TrainerSettings, callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Minimize data loss + R(W) over the train split, from wherever `state` is; augment touches training batches only.
+
+    A `state` restored from a checkpoint carries on at the very next step, so the run ends
+    exactly as an uninterrupted one would. `state.precision` may run the forward pass in 16 bits;
+    R(W) stays in float32.
     """
-    precision = precision or Precision()
+    model, optimizer, precision = state.model, state.optimizer, state.precision
     train = splits.train
     params = [p for p in model.parameters() if p.requires_grad]
     device = train.labels.device
-    order_rng = torch.Generator().manual_seed(seed)
+    batch_size = settings.images_per_step(len(train))
     n = usable_size(len(train), batch_size)
     steps = steps_per_epoch(len(train), batch_size)
-    at, done = Position(), {"train": {}, "val": {}}  # done: the metrics of the last finished epoch
-    if resume is not None:
-        at, done = restore_training_state(resume, model, optimizer, schedule.scheduler, precision, order_rng, device)
-
-    def save(epoch_metrics: dict[str, float | None] | None = None) -> None:
-        if checkpoints is not None:
-            checkpoints.save(training_state(model, optimizer, schedule.scheduler, precision, order_rng, at, done, reporter.val_acc), epoch_metrics)
-
     try:
-        while at.epoch <= epochs:
+        while state.at.epoch <= settings.epochs:
+            at = state.at
             model.train()
             if at.batch == 0:
-                at.order = torch.randperm(len(train), generator=order_rng)[:n].to(device)
+                at.order = torch.randperm(len(train), generator=state.order_rng)[:n].to(device)
                 at.sums = [torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
             data_loss_sum, reg_loss_sum, correct = at.sums  # updated in place, so a checkpoint sees them
-            reporter.start_epoch(at.epoch, steps, done=at.batch)
+            for callback in callbacks:
+                callback.start_epoch(state, steps)
             for index in at.order.split(batch_size)[at.batch:]:
                 images, labels = train.batch(index)
                 images = augment(images)
                 with precision.autocast():
                     scores = model(images)
-                    data_loss = loss_fn(scores, labels)
-                reg_loss = penalty()
+                    data_loss = objective.loss_fn(scores, labels)
+                reg_loss = objective.penalty()
                 loss = data_loss + reg_loss
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward(loss)
-                if grad_clip is not None:
+                if settings.grad_clip is not None:
                     precision.unscale(optimizer)
-                    nn.utils.clip_grad_norm_(params, grad_clip)
+                    nn.utils.clip_grad_norm_(params, settings.grad_clip)
                 precision.step(optimizer)
-                schedule.after_step()
+                state.schedule.after_step()
                 at.step += 1
                 at.batch += 1
                 data_loss_sum += data_loss.detach() * len(labels)
                 reg_loss_sum += reg_loss.detach() * len(labels)
                 correct += (scores.detach().argmax(1) == labels).sum()
-                shown = reporter.step(at.epoch, at.step, loss, len(labels), lr=current_lr(optimizer))
-                if shown is not None and not math.isfinite(shown):
-                    raise diverged(shown, at.step, optimizer)
-                if stop or (checkpoint_every_steps and at.step % checkpoint_every_steps == 0):
-                    check_finite(data_loss_sum + reg_loss_sum, at.step, optimizer)
-                    save()
-                    if stop:
-                        raise Interrupted(stop.signum)
-            check_finite(data_loss_sum + reg_loss_sum, at.step, optimizer)
+                for callback in callbacks:
+                    callback.after_step(state, loss, len(labels))
+            state.check_finite()
             data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
-            done["train"] = {
+            state.done["train"] = {
                 "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
                 "acc": correct.item() / n,
             }
-            done["val"] = evaluate(model, splits.val, loss_fn, eval_batch_size, watch=visuals.watch(at.epoch) if visuals else None)
-            schedule.after_epoch(done["val"])
-            epoch_metrics = {
-                "train/loss": done["train"]["loss"], "train/data_loss": done["train"]["data_loss"],
-                "train/reg_loss": done["train"]["reg_loss"], "train/acc": done["train"]["acc"],
-                "val/loss": done["val"]["loss"], "val/acc": done["val"]["acc"], "lr": current_lr(optimizer),
+            watches = [w for w in (callback.watch(at.epoch) for callback in callbacks) if w is not None]
+            state.done["val"] = val = evaluate(model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches))
+            state.schedule.after_epoch(val)
+            metrics = {
+                "train/loss": state.done["train"]["loss"], "train/data_loss": state.done["train"]["data_loss"],
+                "train/reg_loss": state.done["train"]["reg_loss"], "train/acc": state.done["train"]["acc"],
+                "val/loss": val["loss"], "val/acc": val["acc"], "lr": current_lr(optimizer),
             }
-            reporter.end_epoch(at.epoch, at.step, epoch_metrics)
-            if visuals is not None:
-                visuals.end_epoch(at.epoch, at.step, done["val"])
-            at = Position(epoch=at.epoch + 1, step=at.step)
-            save(epoch_metrics)
-            if stop:
-                raise Interrupted(stop.signum)
+            state.history[at.epoch] = metrics
+            state.at = Position(epoch=at.epoch + 1, step=at.step)
+            for callback in callbacks:
+                callback.after_epoch(state, at.epoch, metrics, val)
+    except EndTraining as ended:
+        return FitResult(state.done["train"], state.done["val"], state.at.epoch - 1, state.at.step, ended.extra)
     except RunStopped as stopped:
-        stopped.result = FitResult(done["train"], done["val"], at.epoch - 1, at.step)
+        stopped.result = FitResult(state.done["train"], state.done["val"], state.at.epoch - 1, state.at.step)
         raise
-    return FitResult(done["train"], done["val"], epochs, at.step)
+    return FitResult(state.done["train"], state.done["val"], settings.epochs, state.at.step)
 
 
-def check_finite(total: torch.Tensor, step: int, optimizer: torch.optim.Optimizer) -> None:
-    """The epoch's loss sum turns nan or inf with the first bad step, so one read covers them all."""
-    value = total.item()
-    if not math.isfinite(value):
-        raise diverged(value, step, optimizer)
+def all_of(watches: Sequence[Watch]) -> Watch | None:
+    """One watcher that shows each batch to every one of `watches`."""
+    if len(watches) <= 1:
+        return watches[0] if watches else None
 
-
-def diverged(value: float, step: int, optimizer: torch.optim.Optimizer) -> Diverged:
-    return Diverged(
-        f"training diverged: the loss is {value} by step {step} (lr {current_lr(optimizer):.3g}); "
-        "try a smaller optimizer.lr, trainer.grad_clip=1.0, or a scheduler with warmup"
-    )
+    def each(scores: torch.Tensor, labels: torch.Tensor) -> None:
+        for watch in watches:
+            watch(scores, labels)
+    return each
 
 
 def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch_size: int) -> FitResult:
@@ -200,7 +173,7 @@ def accuracy_by_k(model: nn.Module, split: DeviceSplit, batch_size: int) -> dict
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, split: DeviceSplit, loss_fn: LossFn | None, batch_size: int,
-    watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    watch: Watch | None = None,
 ) -> dict[str, Any]:
     """Accuracy and mean loss over a whole split; loss is None for models a loss does not apply to.
 

@@ -1,14 +1,20 @@
-"""What each key of conf/trainer/ accepts; checks.py reads these declarations (the group has no `_target_`)."""
+"""conf/trainer/: how a partition is trained, one field per key (a new option: one YAML line, one field).
+
+Built once by the run from its `_target_`; checks.py reads the declarations before anything loads.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from visionlab.checks import Either, Maybe, Number, OneOf, Switch, Text, Whole
+from visionlab.training.early_stopping import EarlyStopping
 from visionlab.training.precision import PRECISIONS
 from visionlab.training.signals import ON_HANGUP
 
 
+@dataclass
 class TrainerSettings:
     epochs: Annotated[int, Whole(1)]
     batch_size: Annotated[int | str, Either(Whole(1), OneOf("all"))]  # all: full-batch gradient descent
@@ -22,3 +28,11 @@ class TrainerSettings:
     channels_last: Annotated[bool, Switch()]
     compile: Annotated[bool, Switch()]
     on_hangup: Annotated[str, OneOf(*ON_HANGUP)]
+    early_stopping: EarlyStopping
+    test_on: Annotated[str | None, Maybe(OneOf("best", "last"))]  # null: best with early stopping, else last
+
+    def tests_best(self) -> bool:
+        return self.test_on == "best" or (self.test_on is None and self.early_stopping.enabled)
+
+    def images_per_step(self, train_images: int) -> int:
+        return train_images if self.batch_size == "all" else self.batch_size

@@ -3,7 +3,7 @@
 The first signal only raises a flag: the loop finishes its step, saves last.pt, writes
 metrics.json with status "interrupted" and exits with 128 + the signal number. A second
 SIGINT exits at once, for a user who really means it. A hangup (the terminal closed) is no stop
-unless `trainer.on_hangup=stop`: by default reporting/terminal.py silences the terminal and the
+unless `trainer.on_hangup=stop`: by default terminal.py silences the terminal and the
 run carries on. A signal the parent set to be ignored (SIGHUP under nohup) stays ignored.
 """
 
@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from visionlab.reporting import terminal
+from visionlab import terminal
 
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 HANDLED = (*STOPPING, signal.SIGHUP)  # with on_hangup="stop"

@@ -1,21 +1,19 @@
-"""HOG drawn the usual way: in each cell, a line along the edge for every orientation bin, as bright as its share.
+"""Pictures of what the features see, one drawing per kind of extractor (features/ itself draws nothing).
 
-The lines are stencils, one per bin, so a batch of cell histograms becomes a picture with one
-einsum: `[N, rows, cols, bins] x [bins, G, G]`.
+HOG is drawn the usual way: in each cell, a line along the edge for every orientation bin, as
+bright as its share. The lines are stencils, one per bin, so a batch of cell histograms becomes a
+picture with one einsum: `[N, rows, cols, bins] x [bins, G, G]`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
+from visionlab.features import Features
+from visionlab.features.hog import HOG
 from visionlab.reporting import visuals
-
-if TYPE_CHECKING:
-    from visionlab.features.hog import HOG
 
 GLYPH = 16  # picture pixels per cell side
 
@@ -50,3 +48,12 @@ def hog_picture(hog: HOG, images: torch.Tensor) -> torch.Tensor:
     tiles = torch.stack([enlarged, lines.expand(-1, enlarged.shape[1], -1, -1)], 1).flatten(0, 1)
     title = f"HOG, {hog.cell_size}x{hog.cell_size}-pixel cells: lines along edges, brighter = stronger"
     return visuals.picture(tiles, 8, title=title)
+
+
+def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the run's extractors see in these images."""
+    found: dict[str, torch.Tensor] = {}
+    for extractor in features.extractors.values():
+        if isinstance(extractor, HOG):
+            found["features/hog_cells"] = hog_picture(extractor, images)
+    return found

@@ -1,0 +1,72 @@
+"""Every place visionlab leans on another library's internals, each with what it saves.
+
+`VL_NO_PATCHES=1` in the environment turns all of them off: the libraries then behave as
+released, only slower. tests/test_patches.py fails if a library changes under a patch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import NoReturn
+from unittest import mock
+
+import torch
+from hydra._internal.hydra import Hydra
+from hydra.types import RunMode
+
+ENABLED = os.environ.get("VL_NO_PATCHES", "") in ("", "0")
+
+_compose_for_mode = Hydra.get_mode
+
+
+def skip_hydra_mode_compose() -> None:
+    """Hydra's `get_mode` composes the whole config once more just to read `hydra.mode`: 0.14 s of every start.
+
+    conf/ never sets hydra.mode (tests/test_configs.py checks), so only a hydra.mode=... on the
+    command line can; without one, -m or its absence decides, as in Hydra.
+    """
+    if ENABLED:
+        Hydra.get_mode = _mode_from_command_line
+
+
+def _mode_from_command_line(self: Hydra, config_name: str | None, overrides: list[str]) -> RunMode | None:
+    if any(override.lstrip("+~").startswith("hydra.mode") for override in overrides):
+        return _compose_for_mode(self, config_name, overrides)
+    return None
+
+
+def exit_without_teardown(code: int | str | None, single_run: bool) -> NoReturn:
+    """Exit as `sys.exit(code)` would, minus Python's teardown of every loaded module (0.7-1.3 s with torch loaded).
+
+    The atexit handlers still run (logging's flush and close, the sweep report); the run's own
+    files (checkpoints, metrics.json, TensorBoard events) are closed by then. Only a single run
+    exits so: a sweep's launchers shut down pools and threads in the normal exit's order, and under a
+    profiler, debugger or coverage tool the exit is the normal one, so that they can write results.
+    """
+    other_threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if not ENABLED or not single_run or other_threads or sys.getprofile() or sys.gettrace():
+        sys.exit(code)
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if isinstance(code, str) else code or 0)
+
+
+@contextlib.contextmanager
+def unchecked_trace() -> Iterator[None]:
+    """TensorBoard's add_graph traces with `check_trace=True`, which runs the model twice more to compare outputs:
+    0.75 s of a default MNIST run's start, against 0.01 s for the trace itself. A picture needs no check.
+    """
+    if not ENABLED:
+        yield
+        return
+    with mock.patch.object(torch.jit, "trace", functools.partial(torch.jit.trace, check_trace=False)):
+        yield

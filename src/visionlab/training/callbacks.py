@@ -1,0 +1,114 @@
+"""What watches fit() at its fixed points: after each step and after each epoch's val pass.
+
+fit() itself only trains; reporting, pictures, checkpoints and the stop request are callbacks, so
+every partition of a run (the holdout, each fold, the final model) gets all of them. A hook that
+raises `RunStopped` ends the run at that point, with the state as it is; one that raises
+`EndTraining` ends training early but well (fit returns, and the run goes on to test).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from visionlab.errors import Interrupted
+from visionlab.optimization import current_lr
+from visionlab.reporting.reporter import Reporter
+from visionlab.reporting.visual_log import VisualLog
+from visionlab.training.checkpoint import Checkpoints
+from visionlab.training.signals import StopRequest
+from visionlab.training.state import TrainingState
+
+Watch = Callable[[torch.Tensor, torch.Tensor], None]  # sees every (scores, labels) batch of an evaluation
+
+
+class EndTraining(Exception):
+    """Training is done before its last epoch (early stopping): fit() returns what it has, with `extra` for metrics.json."""
+
+    def __init__(self, extra: dict[str, Any]):
+        super().__init__("training ended early")
+        self.extra = extra
+
+
+class Callback:
+    """Each hook may do nothing; fit() calls them in the order the callbacks are given."""
+
+    def start_epoch(self, state: TrainingState, steps: int) -> None:
+        pass
+
+    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
+        pass
+
+    def watch(self, epoch: int) -> Watch | None:
+        """Something to show the coming val evaluation's batches to, or None."""
+        return None
+
+    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+        pass
+
+
+class Progress(Callback):
+    """Scalars, the log and the progress bar; the loss it reads every N steps doubles as a divergence check."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+
+    def start_epoch(self, state: TrainingState, steps: int) -> None:
+        self.reporter.start_epoch(state.at.epoch, steps, done=state.at.batch)
+
+    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
+        shown = self.reporter.step(state.at.epoch, state.at.step, loss, images, lr=current_lr(state.optimizer))
+        if shown is not None and not math.isfinite(shown):
+            raise state.diverged(shown)
+
+    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+        self.reporter.end_epoch(epoch, state.at.step, metrics)
+
+
+class Pictures(Callback):
+    def __init__(self, visuals: VisualLog):
+        self.visuals = visuals
+
+    def watch(self, epoch: int) -> Watch | None:
+        return self.visuals.watch(epoch)
+
+    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+        self.visuals.end_epoch(epoch, state.at.step, val)
+
+
+class SaveAndStop(Callback):
+    """last.pt (and best.pt) after every epoch and every N steps, and at once when a stop is requested.
+
+    A stop request (SIGINT, SIGTERM, SIGUSR2) ends training at the next step boundary, after
+    saving, with `Interrupted`; nothing is saved once the loss has turned nan or inf.
+    """
+
+    def __init__(self, checkpoints: Checkpoints, every_steps: int | None, stop: StopRequest):
+        self.checkpoints = checkpoints
+        self.every_steps = every_steps
+        self.stop = stop
+
+    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
+        if self.stop or (self.every_steps and state.at.step % self.every_steps == 0):
+            state.check_finite()
+            self.checkpoints.save(state.state_dict())
+            if self.stop:
+                raise Interrupted(self.stop.signum)
+
+    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+        self.checkpoints.save(state.state_dict(), metrics)
+        if self.stop:
+            raise Interrupted(self.stop.signum)
+
+
+class StopOnRequest(Callback):
+    """A stop request ends training at the next step boundary, without saving (a run that keeps no checkpoints)."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+
+    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
+        if self.stop:
+            raise Interrupted(self.stop.signum)

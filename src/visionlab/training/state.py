@@ -1,0 +1,115 @@
+"""What training changes, as one object: a checkpoint is its `state_dict()`, a resume its `load_state_dict()`.
+
+Everything fit() moves forward lives here (weights, optimizer, schedule, gradient scaler, the
+order generator, the position down to the batch, the last epoch's metrics, the val history), so
+saving it whole and restoring it whole carries a run on at the very next step, bit for bit. The
+random-number states are stored as tensors and plain values, so `torch.load(weights_only=True)`
+can read them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from visionlab.errors import Diverged
+from visionlab.optimization import Schedule, current_lr
+from visionlab.training.precision import Precision
+
+
+@dataclass
+class Position:
+    """Where training is, down to the batch: enough to carry on with the very next step."""
+
+    epoch: int = 1  # the epoch in progress, or the next to start
+    step: int = 0  # optimizer steps taken so far
+    batch: int = 0  # batches of `epoch` done; 0: it has not started
+    order: torch.Tensor | None = None  # the epoch's permutation of the train split, once started
+    sums: list[torch.Tensor] | None = None  # the epoch's running data loss, reg loss and correct count
+
+
+@dataclass
+class TrainingState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    precision: Precision
+    order_rng: torch.Generator  # draws each epoch's order of the training images
+    at: Position = field(default_factory=Position)
+    done: dict[str, dict] = field(default_factory=lambda: {"train": {}, "val": {}})  # the last finished epoch's metrics
+    history: dict[int, dict[str, float | None]] = field(default_factory=dict)  # each finished epoch's metrics: best epoch, early stopping
+
+    def state_dict(self) -> dict[str, Any]:
+        at = self.at
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
+            "scaler": self.precision.state_dict(),  # fp16's loss scale; empty otherwise
+            "position": {
+                "epoch": at.epoch, "step": at.step, "batch": at.batch,
+                "order": None if at.batch == 0 else at.order.cpu(),
+                "sums": None if at.batch == 0 else [s.cpu() for s in at.sums],
+            },
+            "rng": {**rng_states(), "order": self.order_rng.get_state()},
+            "done": {split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in self.done.items()},
+            "history": {epoch: dict(metrics) for epoch, metrics in self.history.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state["scaler"])
+        self.order_rng.set_state(state["rng"]["order"])
+        restore_rng_states(state["rng"])
+        p = state["position"]
+        self.at = Position(p["epoch"], p["step"], p["batch"])
+        if self.at.batch:
+            device = next(self.model.parameters()).device
+            self.at.order = p["order"].to(device)
+            self.at.sums = [s.to(device) for s in p["sums"]]
+        self.done = state["done"]
+        self.history = {int(epoch): metrics for epoch, metrics in state["history"].items()}
+
+    def check_finite(self) -> None:
+        """The epoch's loss sum turns nan or inf with the first bad step, so one read covers them all."""
+        if self.at.sums is not None:
+            value = (self.at.sums[0] + self.at.sums[1]).item()
+            if not math.isfinite(value):
+                raise self.diverged(value)
+
+    def diverged(self, value: float) -> Diverged:
+        return Diverged(
+            f"training diverged: the loss is {value} by step {self.at.step} (lr {current_lr(self.optimizer):.3g}); "
+            "try a smaller optimizer.lr, trainer.grad_clip=1.0, or a scheduler with warmup"
+        )
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global random state a run draws from, as tensors and plain values."""
+    _, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))

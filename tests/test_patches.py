@@ -1,0 +1,61 @@
+"""The patches of other libraries' internals (src/visionlab/patches.py): each still fits the library, and the switch turns them off."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import subprocess
+import sys
+
+import torch
+from hydra._internal.hydra import Hydra
+from torch.utils.tensorboard import _pytorch_graph
+
+from tests.conftest import TINY, VL_TRAIN, read_metrics
+from visionlab import patches
+
+
+def test_hydra_get_mode_still_has_the_signature_the_replacement_takes():
+    assert list(inspect.signature(Hydra.get_mode).parameters) == ["self", "config_name", "overrides"]
+    assert list(inspect.signature(patches._mode_from_command_line).parameters) == ["self", "config_name", "overrides"]
+
+
+def test_atexit_still_has_the_private_runner_a_single_run_exits_through():
+    assert callable(atexit._run_exitfuncs) and callable(os._exit)
+
+
+def test_tensorboard_still_traces_through_torch_jit_trace_with_its_check(tmp_path):
+    source = inspect.getsource(_pytorch_graph.graph)
+    assert "torch.jit.trace(" in source, "add_graph no longer calls torch.jit.trace: patches.unchecked_trace patches nothing"
+    calls = []
+    real = torch.jit.trace
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("check_trace", True))
+        return real(*args, **kwargs)
+
+    with patch_attribute(torch.jit, "trace", spy), patches.unchecked_trace():
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(tmp_path)) as writer:
+            writer.add_graph(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+    assert calls == [False], "the graph was traced once, without the self-check"
+
+
+def patch_attribute(owner, name, value):
+    from unittest import mock
+
+    return mock.patch.object(owner, name, value)
+
+
+def test_with_the_switch_off_a_run_behaves_the_same_through_the_libraries_own_paths(tmp_path):
+    env = {**os.environ, "VL_NO_PATCHES": "1"}
+    code = "from visionlab import patches; print(patches.ENABLED)"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+    run_dir = tmp_path / "run"
+    args = [*TINY, "trainer.epochs=1", "model=linear", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run([str(VL_TRAIN), *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert (run_dir / "summary.md").is_file()
