@@ -119,3 +119,11 @@ def test_a_run_outside_a_search_never_imports_optuna():
             "print(p.active, p.after_epoch(1, 0.5), 'optuna' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False", "False"], done.stderr
+
+
+def test_a_bad_pruner_setting_stops_the_search_in_one_line_before_any_trial(tmp_path):
+    result = run_cli([*MLP_SEARCH, "hydra.sweeper.pruner.n_startup_trials=-1", f"hydra.sweep.dir={tmp_path / 'search'}"], tmp_path / "run")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "MedianPruner" in line and "got -1" in line and line.endswith("full_key: hydra.sweeper.pruner")
+    assert not (tmp_path / "search" / "0").exists()

@@ -116,7 +116,7 @@ def follow_trials(search: Any) -> None:
 
 def leave_finished_trials_alone(study: Any) -> None:
     """The study's `tell` (once per study), minus the tells of trials already finished: those its job pruned."""
-    if getattr(study, "_tells_unfinished_only", False):
+    if "tell" in vars(study):  # done for this study already
         return
     tell = study.tell
 
@@ -126,7 +126,7 @@ def leave_finished_trials_alone(study: Any) -> None:
             return
         tell(trial, *args, **kwargs)
 
-    study.tell, study._tells_unfinished_only = tell_unless_finished, True
+    study.tell = tell_unless_finished
 
 
 def finished(trial: Any) -> bool:
