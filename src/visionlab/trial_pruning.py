@@ -30,7 +30,6 @@ class TrialPruning:
         self.active = all(v is not None for v in (storage, study_name, trial, pruner)) and pruner.get("_target_") != NO_PRUNER
         self.storage, self.study_name, self.number, self.pruner, self.run_dir = storage, study_name, trial, pruner, run_dir
         self.trial: Any = None  # the optuna.trial.Trial, loaded at the first report
-        self.pruned_at: int | None = None  # the epoch after which the pruner stopped the run
 
     @classmethod
     def from_config(cls, hydra: DictConfig | None = None) -> TrialPruning:
@@ -50,12 +49,16 @@ class TrialPruning:
         """Report the objective after `epoch` (the step); True: the pruner says stop now, and the trial is marked pruned.
 
         A step reported before (a resumed run repeating an epoch) is not reported again; the pruner is asked anyway.
+        A trial finished already (marked failed by a later launch while this job was away) takes no reports.
         """
         if not self.active:
             return False
         if self.trial is None:
             self.trial = self._load_trial()
-        if epoch not in self.trial.storage.get_trial(self.trial._trial_id).intermediate_values:
+        reported = self.trial.storage.get_trial(self.trial._trial_id)
+        if reported.state.is_finished():
+            return False
+        if epoch not in reported.intermediate_values:
             self.trial.report(objective, step=epoch)
         if not self.trial.should_prune():
             return False
@@ -63,7 +66,6 @@ class TrialPruning:
 
         self.trial.set_user_attr(RUN_DIR, self.run_dir)
         self.trial.study.tell(self.number, state=TrialState.PRUNED)
-        self.pruned_at = epoch
         log.info("pruned by %s after epoch %d: trial %d of study %s stops here", type(self.trial.study.pruner).__name__,
                  epoch, self.number, self.study_name)
         return True

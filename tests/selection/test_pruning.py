@@ -113,6 +113,10 @@ def test_the_median_pruner_stops_a_trial_below_the_median_and_marks_it_pruned(tm
     assert (trials[bad].state, trials[bad].value, trials[bad].user_attrs) == (TrialState.PRUNED, 0.5, {"run_dir": "/runs/2"})
     assert (trials[good].state, trials[good].intermediate_values) == (TrialState.RUNNING, {1: 0.95})
 
+    study.tell(good, state=TrialState.FAIL)  # what a later launch does to a trial left running
+    assert keeps.after_epoch(2, 0.1) is False
+    assert optuna.load_study(study_name="S", storage=storage).trials[good].intermediate_values == {1: 0.95}
+
 
 def test_a_run_outside_a_search_never_imports_optuna():
     code = ("import sys; from visionlab.trial_pruning import TrialPruning; p = TrialPruning.from_config();"
