@@ -20,7 +20,7 @@ from visionlab.cross_validation import summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.augment import Augment
 from visionlab.data.folds import Holdout, KFold
-from visionlab.errors import Interrupted, Pruned, RunStopped
+from visionlab.errors import Interrupted, RunStopped
 from visionlab.features import Features
 from visionlab.reporting.hparams import run_hparams
 from visionlab.reporting.metrics_file import write_metrics
@@ -33,7 +33,6 @@ from visionlab.training.precision import Precision
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
-from visionlab.trial_pruning import TrialPruning  # TEMPORARY pruning hook (issue 17)
 
 log = logging.getLogger("visionlab")
 
@@ -75,16 +74,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     visuals.start()
                 else:
                     reporter.val_acc.update(resume["val_history"])
-                pruning = TrialPruning.from_config()  # TEMPORARY pruning hook (issue 17)
                 result, loss_fn = train_model(cfg, model, splits, dataset.augment, reporter, visuals,
-                                              checkpoints=checkpoints, stop=stop, resume=resume,
-                                              after_epoch=lambda epoch, scores: pruning.after_epoch(epoch, scores[cfg.objective]))
+                                              checkpoints=checkpoints, stop=stop, resume=resume)
             except RunStopped as exc:
                 metrics = final_metrics(exc.result, None, started, device, exc.status)
                 write_metrics(run_dir / "metrics.json", metrics)
-                if isinstance(exc, Pruned):  # TEMPORARY pruning hook (issue 17)
-                    reporter.close()
-                    return metrics
                 log.error("%s", exc)
                 log.info("metrics.json%s: %s", " and last.pt (resume=PATH carries on)" if checkpoints.last.exists() else "", run_dir)
                 if isinstance(exc, Interrupted):
@@ -115,7 +109,6 @@ def publish(cfg: DictConfig, reporter: Reporter, metrics: dict[str, Any], run_di
 def train_model(
     cfg: DictConfig, model: torch.nn.Module, splits: Splits, augment: Augment, reporter: Reporter, visuals: VisualLog,
     *, checkpoints: Checkpoints | None = None, stop: StopRequest | None = None, resume: dict[str, Any] | None = None,
-    after_epoch: Any = None,  # TEMPORARY pruning hook (issue 17)
 ) -> tuple[FitResult, LossFn | None]:
     """Fit a model with parameters, or let one without (kNN) memorize splits.train; k-fold keeps no checkpoints."""
     trainer = cfg.trainer
@@ -136,7 +129,6 @@ def train_model(
             eval_batch_size=trainer.eval_batch_size, seed=cfg.seed, visuals=visuals,
             checkpoints=checkpoints, checkpoint_every_steps=trainer.checkpoint_every_steps,
             stop=stop, resume=resume, precision=Precision(trainer.precision, splits.train.labels.device),
-            after_epoch=after_epoch,  # TEMPORARY pruning hook (issue 17)
         )
         return result, loss_fn
     log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from visionlab.data import DeviceSplit, Splits
-from visionlab.errors import Diverged, Interrupted, Pruned, RunStopped
+from visionlab.errors import Diverged, Interrupted, RunStopped
 from visionlab.optimization import Schedule, current_lr
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.visual_log import VisualLog
@@ -69,7 +69,6 @@ def fit(
     stop: StopRequest | None = None,
     resume: dict[str, Any] | None = None,
     precision: Precision | None = None,
-    after_epoch: Callable[[int, dict[str, float | None]], bool] | None = None,  # TEMPORARY pruning hook (issue 17)
 ) -> FitResult:
     """Minimize data loss + penalty() over the train split; augment touches training batches only.
 
@@ -148,8 +147,6 @@ def fit(
             save(epoch_metrics)
             if stop:
                 raise Interrupted(stop.signum)
-            if after_epoch is not None and after_epoch(at.epoch - 1, epoch_metrics):  # TEMPORARY pruning hook (issue 17)
-                raise Pruned(at.epoch - 1)
     except RunStopped as stopped:
         stopped.result = FitResult(done["train"], done["val"], at.epoch - 1, at.step)
         raise
