@@ -63,6 +63,11 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         ours, baseline, ratio = row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: fit \+ predict")
         assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d", baseline) and re.fullmatch(r"\d+\.\d\dx faster", ratio)
         assert row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: predictions")[2].startswith("equal wherever unambiguous; ")
+    ours, baseline, ratio = row(r"^pruned search: .*, median pruner, wall s")
+    assert re.fullmatch(r"\d+ \(\d+ pruned, \d+ epochs\)", ours) and re.fullmatch(r"\d+ \(no pruner: 6 epochs\)", baseline)
+    assert re.fullmatch(r"\d+\.\d\dx the time", ratio)
+    ours, _, points = row(r"^pruned search: .*, median pruner, best val/acc")
+    assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

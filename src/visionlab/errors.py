@@ -32,3 +32,14 @@ class Interrupted(RunStopped):
 class Diverged(RunStopped):
     status = "diverged"
     exit_code = 3
+
+
+class Pruned(RunStopped):
+    """An Optuna trial's pruner stopped the run after an epoch (visionlab.trial_pruning): a normal end of a sweep's job."""
+
+    status = "pruned"
+    exit_code = 0
+
+    def __init__(self, epoch: int, result=None):
+        super().__init__(f"pruned after epoch {epoch}")
+        self.result = result

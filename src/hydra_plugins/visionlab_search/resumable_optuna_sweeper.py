@@ -14,6 +14,15 @@ Hydra's basic sweeper writes it), which names the study: the sweep report then r
 of the study, wherever its folder is. A study that already has its `n_trials` runs nothing, says
 so, and writes its results (`optimization_results.yaml`, the report) into the sweep folder.
 
+Pruning: `hydra.sweeper.pruner` (conf/hydra/sweeper/pruner/: `median`, `successive_halving`,
+`none`) is Optuna's pruner. Each job is told the number of its trial (`hydra.sweeper.trial`, an
+override the sweeper adds); the run reports its objective after every epoch through the study's
+storage and asks the pruner (`visionlab.trial_pruning`), and a pruned run records its run
+directory and marks its trial PRUNED itself, so the state survives the launcher: parallel joblib
+processes, SLURM jobs, a launch killed afterwards. The sweeper reads the storage uncached (its
+cache would keep showing its own trials as running) and tells no result for a trial the job
+already finished.
+
 Hydra takes sweepers only from the `hydra_plugins` package, hence this module's home.
 """
 
@@ -34,17 +43,24 @@ log = logging.getLogger("visionlab")
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
+    def __init__(self, *, pruner: Any, trial: int | None, **settings: Any) -> None:
+        # The jobs build and consult the pruner (visionlab.trial_pruning); Hydra instantiated it here
+        # only so that a bad pruner setting stops the sweep before its first trial.
+        super().__init__(**settings)
+
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         storage = self.sweeper.storage
         if isinstance(storage, str) and storage.startswith(SQLITE):
             Path(storage[len(SQLITE):]).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its folder
-        record_run_dirs(self.sweeper)
+        follow_trials(self.sweeper)
 
     def sweep(self, arguments: list[str]) -> Any:
         from optuna.trial import TrialState  # optuna takes 2 s to import: only sweeps pay for it
 
         search = self.sweeper
+        if isinstance(search.storage, str):
+            search.storage = UncachedStorage(search.storage)
         sweep_dir = Path(search.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)  # the launcher makes it only for a job: a complete study has none
         OmegaConf.save(search.config, sweep_dir / "multirun.yaml")  # names the study, for the sweep report
@@ -70,27 +86,72 @@ class ResumableOptunaSweeper(OptunaSweeper):
         return search.sweep(arguments)
 
 
-def record_run_dirs(search: Any) -> None:
-    """Make the released sweeper tell each trial its job's run directory (user attribute `run_dir`).
+def follow_trials(search: Any) -> None:
+    """Make the released sweeper tell each job its trial, and each trial its job's run directory.
 
     Its loop asks a batch of trials, turns them into overrides (`_configure_trials`), launches
-    them, then tells the study their values; in between, the jobs' returns say where each ran.
+    them, then tells the study their values; in between, the jobs' returns say where each ran
+    (user attribute `run_dir`). A trial its job pruned is finished already: it keeps what the job
+    recorded, and the study's `tell` of the job's value leaves it alone.
     """
     configure, launch = search._configure_trials, search.launcher.launch
     batch: list[Any] = []
 
     def configure_trials(trials: list[Any], *args: Any) -> Any:
         batch[:] = trials
-        return configure(trials, *args)
+        if trials:
+            leave_finished_trials_alone(trials[0].study)
+        overrides = configure(trials, *args)
+        return [(*job, f"hydra.sweeper.trial={trial.number}") for job, trial in zip(overrides, trials)]
 
     def launch_and_record(job_overrides: Any, initial_job_idx: int) -> Any:
         returns = launch(job_overrides, initial_job_idx=initial_job_idx)
         for trial, ret in zip(batch, returns):
-            if ret.hydra_cfg is not None:  # a launcher whose job never started has no config to tell
+            if ret.hydra_cfg is not None and not finished(trial):  # a job that never started has no config to tell
                 trial.set_user_attr(RUN_DIR, ret.hydra_cfg.hydra.runtime.output_dir)
         return returns
 
     search._configure_trials, search.launcher.launch = configure_trials, launch_and_record
+
+
+def leave_finished_trials_alone(study: Any) -> None:
+    """The study's `tell` (once per study), minus the tells of trials already finished: those its job pruned."""
+    if "tell" in vars(study):  # done for this study already
+        return
+    tell = study.tell
+
+    def tell_unless_finished(trial: Any, *args: Any, **kwargs: Any) -> None:
+        if finished(trial):
+            log.info("trial %d was pruned by its job", trial.number)
+            return
+        tell(trial, *args, **kwargs)
+
+    study.tell = tell_unless_finished
+
+
+def finished(trial: Any) -> bool:
+    """Whether the trial is finished in the storage (the sweeper's storage is uncached: this is what the jobs wrote)."""
+    return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
+class UncachedStorage:
+    """The study's RDBStorage, which optuna uses as it is: it wraps an RDBStorage (or a URL) in a cache.
+
+    That cache trusts that only this process changes the trials it asked for; but here their jobs,
+    in other processes, report each epoch and mark their trial pruned, and the sampler and the
+    sweeper need to see that.
+    """
+
+    def __init__(self, url: str):
+        from optuna.storages import RDBStorage
+
+        self.url, self._storage = url, RDBStorage(url)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def __str__(self) -> str:
+        return self.url
 
 
 def existing_study(storage: Any, study_name: str | None) -> Any:

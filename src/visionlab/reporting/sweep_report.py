@@ -5,7 +5,8 @@ metrics has only the latter). The columns are the command-line overrides that di
 the runs, so a sweep's table shows exactly what it varied. Runs are ranked by their objective
 (higher is better for accuracies, lower for losses); test numbers stay out of the table, since
 choosing by them would spend the test set. `vl-report` prints it, and so does every multirun
-when it ends (`SweepReportCallback`).
+when it ends (`SweepReportCallback`). A sweep over one hyperparameter also gets its picture, the
+objective against it (`sweep_curve`).
 
 The report of an Optuna sweep ranks every trial of its study, read from the study's storage
 (`study_trials`), wherever its run directory is: a study resumed into a new sweep folder has
@@ -32,6 +33,7 @@ from rich.table import Table
 from visionlab.errors import UserError
 from visionlab.reporting import study_trials
 from visionlab.console import console
+from visionlab.reporting.sweep_curve import PICTURE_FILE, write_curve
 
 log = logging.getLogger("visionlab")
 
@@ -210,6 +212,7 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
         natural_width = Measurement.get(console, console.options.update_width(10_000), table).maximum
         Console(width=max(console.width, natural_width)).print(table)
     report.write_csv(root / SUMMARY_FILE)
+    curve = write_curve(report)
     if (best := report.best) is not None:
         trial = "" if best.trial is None else f" (trial {best.trial} of study {report.study})"
         where = best.run_dir if best.on_disk else report.location(best)
@@ -218,6 +221,8 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
         where = ", ".join(report.location(run) for run in report.failed)
         console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}", markup=False, highlight=False)
     console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False)
+    if curve is not None:
+        console.print(f"picture of {curve.objective} against {curve.parameter}: {root / PICTURE_FILE}", markup=False, highlight=False, soft_wrap=True)
     return report
 
 

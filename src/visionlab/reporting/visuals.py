@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +173,92 @@ def confusion_picture(matrix: torch.Tensor, classes: Sequence[str], title: str) 
             draw.text((left + (predicted + 0.5) * cell, top + (true + 0.5) * cell), f"{int(counts[true, predicted])}",
                       fill="white" if shares[true, predicted] > 0.5 else "black", font=small, anchor="mm")
     return _tensor(canvas)
+
+
+CHART_PX = (560, 340)  # a line chart's plot area (width, height), in screen pixels
+LINE, BAND, DOTS = "#" + BLUES[7], "#" + BLUES[2], "#" + BLUES[4]  # the mean, its ± band, the single values
+
+
+@dataclass
+class ChartPoints:
+    """Where `line_chart` drew each point, in the picture's pixels (x, y): for checking what it shows."""
+
+    line: list[tuple[float, float]]
+    dots: list[tuple[float, float]]
+
+
+def line_chart(
+    x: Sequence[float], y: Sequence[float], *, title: str, x_label: str, y_label: str,
+    band: Sequence[float | None] = (), dots: Sequence[Sequence[float]] = (), log_x: bool = False,
+    x_ticks: Sequence[tuple[float, str]] = (),
+) -> tuple[torch.Tensor, ChartPoints]:
+    """y against x as a line with a marker at each point, as one uint8 image, and where each point went.
+
+    `band[i]` (None: none there) shades y[i] ± band[i]; `dots[i]` are single values drawn at x[i] (a
+    mean's folds, say); `x_ticks` (position, label) replace the numeric ticks (choices, exact values).
+    """
+    font, small, big = _font(TEXT), _font(SMALL_TEXT), _font(TITLE_TEXT)
+    scale = math.log10 if log_x else float
+    xs = [scale(v) for v in x]
+    halves = [b or 0.0 for b in band] or [0.0] * len(y)
+    values = [v + sign * b for v, b in zip(y, halves) for sign in (-1, 1)] + [v for group in dots for v in group]
+    pad = 0.03 * (max(values) - min(values))  # no point on the frame
+    y_ticks = nice_ticks(min(values) - pad, max(values) + pad)
+    low, high = y_ticks[0], y_ticks[-1]
+    if x_ticks:
+        ticks = list(x_ticks)
+    elif log_x:
+        ticks = [(10.0 ** e, f"{10.0 ** e:g}") for e in range(math.floor(min(xs)), math.ceil(max(xs)) + 1)]
+    else:
+        ticks = [(v, f"{v:g}") for v in nice_ticks(min(x), max(x))]
+    ends = xs + [scale(position) for position, _ in ticks]
+    margin = 0.04 * ((max(ends) - min(ends)) or 1.0)
+    left_x, right_x = min(ends) - margin, max(ends) + margin
+    width, height = CHART_PX
+    line_h = _line_height(font)
+    left = 3 * GAP + line_h + _longest([f"{v:g}" for v in y_ticks], small)
+    top = 2 * GAP + _line_height(big)
+    canvas = Image.new("RGB", (left + width + 3 * GAP, top + height + 3 * GAP + 2 * line_h), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def px(xv: float, yv: float) -> tuple[float, float]:
+        return left + (xv - left_x) / (right_x - left_x) * width, top + (high - yv) / (high - low) * height
+
+    shaded = [(xv, v, b) for xv, v, b in zip(xs, y, band) if b is not None]
+    upper, lower = [px(xv, v + b) for xv, v, b in shaded], [px(xv, v - b) for xv, v, b in shaded]
+    if len(shaded) > 1:
+        draw.polygon(upper + lower[::-1], fill=BAND)
+    for value in y_ticks:
+        _, yy = px(left_x, value)
+        draw.line((left, yy, left + width, yy), fill="#e8e8e8")
+        draw.text((left - GAP, yy), f"{value:g}", fill="black", font=small, anchor="rm")
+    for position, label in ticks:
+        xx, _ = px(scale(position), low)
+        draw.line((xx, top + height, xx, top + height + GAP), fill="dimgray")
+        draw.text((xx, top + height + GAP), label, fill="black", font=small, anchor="ma")
+    draw.rectangle((left, top, left + width, top + height), outline="dimgray")
+    dot_points = [px(xv, v) for xv, group in zip(xs, dots) for v in group]
+    for xx, yy in dot_points:
+        draw.ellipse((xx - 2, yy - 2, xx + 2, yy + 2), fill=DOTS)
+    line_points = [px(xv, v) for xv, v in zip(xs, y)]
+    if len(line_points) > 1:
+        draw.line(line_points, fill=LINE, width=2)
+    for xx, yy in line_points:
+        draw.ellipse((xx - 4, yy - 4, xx + 4, yy + 4), fill=LINE)
+    draw.text((left + width / 2, GAP), title, fill="black", font=big, anchor="ma")
+    draw.text((left + width / 2, canvas.height - GAP), x_label, fill="black", font=font, anchor="md")
+    _draw_upright(canvas, (GAP + line_h / 2, top + height / 2), y_label, font, anchor="middle")
+    return _tensor(canvas), ChartPoints(line_points, dot_points)
+
+
+def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten), at least two, from at or below `low` to at or above `high`."""
+    if high == low:  # one value: a range around it
+        low, high = low - (abs(low) or 1.0) / 10, high + (abs(high) or 1.0) / 10
+    rough = math.floor(math.log10((high - low) / most))
+    step = min(m * 10.0 ** e for e in (rough, rough + 1) for m in (1, 2, 5) if (high - low) / (m * 10.0 ** e) <= most)
+    first = math.floor(low / step)
+    return [round((first + i) * step, 12) for i in range(math.ceil(high / step) - first + 1)]
 
 
 def blues(values: torch.Tensor) -> torch.Tensor:
