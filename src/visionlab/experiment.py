@@ -27,7 +27,7 @@ from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Part
-from visionlab.errors import Interrupted, RunStopped, UserError
+from visionlab.errors import Interrupted, Pruned, RunStopped, UserError
 from visionlab.features import Features
 from visionlab.optimization import Schedule, constant
 from visionlab.reporting.hparams import run_hparams
@@ -46,6 +46,7 @@ from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
 from visionlab.training.state import TrainingState
+from visionlab.trial_pruning import ReportToTrial, TrialPruning
 
 log = logging.getLogger("visionlab")
 
@@ -69,6 +70,7 @@ class Parts:
     config: dict[str, Any]  # resolved: what checkpoints carry, so vl-eval and resume need nothing else
     hparams: dict[str, Any]  # the run's row in TensorBoard's HParams tab
     range_test: RangeTest | None = None  # lr_find=true: a learning-rate range test instead of training
+    pruning: TrialPruning = dataclasses.field(default_factory=TrialPruning)  # a pruned Optuna search's trial, or inactive
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -83,7 +85,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         loss_fn=build(cfg, "loss"), penalty=build(cfg, "regularization"), optimizer=build(cfg, "optimizer"),
         schedule=build(cfg, "scheduler"), trainer=build(cfg, "trainer"), pictures=build(cfg, "logging"),
         seed=cfg.seed, objective=cfg.objective, config=OmegaConf.to_container(cfg, resolve=True), hparams=run_hparams(cfg),
-        range_test=build(cfg, "lr_range") if cfg.lr_find else None,
+        range_test=build(cfg, "lr_range") if cfg.lr_find else None, pruning=TrialPruning.from_config(),
     )
 
 
@@ -123,7 +125,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                           best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
                 checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
                 try:
-                    result, test = train_partition(parts, raw, part, device, reporter, checkpoints, stop, resumed, overrides)
+                    result, test = train_partition(parts, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
+                                                   first_step=index * parts.trainer.epochs)
                 except BaseException:
                     reporter.close()
                     raise
@@ -134,6 +137,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 if not part.final:
                     done.append(result)
         except RunStopped as exc:
+            if isinstance(exc, Pruned):  # a normal end for a sweep's job: the study has its value
+                metrics = final_metrics(exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)}),
+                                        None, started, device, exc.status)
+                write_metrics(run_dir / "metrics.json", metrics)
+                return metrics
             stopped_in = f"{plan[len(done)].title}: " if len(plan) > 1 else ""
             result = exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
             write_metrics(run_dir / "metrics.json", final_metrics(result, None, started, device, exc.status))
@@ -155,7 +163,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def train_partition(
     parts: Parts, raw: RawData, part: Part, device: torch.device, reporter: Reporter, checkpoints: Checkpoints,
-    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any],
+    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any], first_step: int = 0,
 ) -> tuple[FitResult, dict[str, Any] | None]:
     """A fresh model from the run's seed (folds differ by their data alone), trained or memorized, and tested if `part.test`."""
     splits = partition_splits(parts, raw, part, device)
@@ -167,7 +175,7 @@ def train_partition(
     if resume is None or not trains:
         visuals.start()
     if trains:
-        result = train_weights(parts, model, splits, reporter, visuals, checkpoints, stop, resume, part.test)
+        result = train_weights(parts, model, splits, reporter, visuals, checkpoints, stop, resume, part.test, first_step)
     else:
         log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
         result = memorize(model, splits, reporter, eval_batch_size=parts.trainer.eval_batch_size)
@@ -185,7 +193,7 @@ def train_partition(
 
 def train_weights(
     parts: Parts, model: torch.nn.Module, splits: Splits, reporter: Reporter, visuals: VisualLog,
-    checkpoints: Checkpoints, stop: StopRequest, resume: dict[str, Any] | None, will_test: bool,
+    checkpoints: Checkpoints, stop: StopRequest, resume: dict[str, Any] | None, will_test: bool, first_step: int,
 ) -> FitResult:
     """fit() with every callback; the weights that will be tested are best.pt's if trainer.test_on says so."""
     trainer = parts.trainer
@@ -202,6 +210,8 @@ def train_weights(
         state.load_state_dict(resume)
         reporter.val_acc.update({epoch: metrics["val/acc"] for epoch, metrics in state.history.items()})
     callbacks = [Progress(reporter), Pictures(visuals), SaveAndStop(checkpoints, trainer.checkpoint_every_steps, stop)]
+    if parts.pruning.active:  # before early stopping: the trial hears of every epoch
+        callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
     if trainer.early_stopping.enabled:
         callbacks.append(StopEarly(trainer.early_stopping, parts.objective))
     result = fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, penalty), trainer, callbacks)

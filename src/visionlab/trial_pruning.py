@@ -17,7 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from visionlab.errors import Pruned
 from visionlab.reporting.study_trials import RUN_DIR
+from visionlab.training.callbacks import Callback
+from visionlab.training.state import TrainingState
 
 log = logging.getLogger("visionlab")
 
@@ -77,3 +80,20 @@ class TrialPruning:
         study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=instantiate(self.pruner))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
         return optuna.trial.Trial(study, trial_id)
+
+
+class ReportToTrial(Callback):
+    """After each epoch, the objective to the trial; pruned, the run ends with `Pruned` (status pruned, exit 0).
+
+    In a k-fold run each fold's epochs follow the previous fold's (step = fold * epochs + epoch),
+    so the pruner compares a trial's fold 2 with the other trials' fold 2.
+    """
+
+    def __init__(self, pruning: TrialPruning, objective: str, first_step: int):
+        self.pruning = pruning
+        self.objective = objective
+        self.first_step = first_step
+
+    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict, val: dict) -> None:
+        if self.pruning.after_epoch(self.first_step + epoch, metrics[self.objective]):
+            raise Pruned(epoch)

@@ -190,12 +190,13 @@ class ChartPoints:
 def line_chart(
     x: Sequence[float], y: Sequence[float], *, title: str, x_label: str, y_label: str,
     band: Sequence[float | None] = (), dots: Sequence[Sequence[float]] = (), log_x: bool = False,
-    x_ticks: Sequence[tuple[float, str]] = (),
+    x_ticks: Sequence[tuple[float, str]] = (), markers: bool = True, mark: tuple[float, str] | None = None,
 ) -> tuple[torch.Tensor, ChartPoints]:
     """y against x as a line with a marker at each point, as one uint8 image, and where each point went.
 
     `band[i]` (None: none there) shades y[i] ± band[i]; `dots[i]` are single values drawn at x[i] (a
     mean's folds, say); `x_ticks` (position, label) replace the numeric ticks (choices, exact values).
+    `markers=False` draws the line alone (a dense curve); `mark` (x, label) draws a labelled vertical line.
     """
     font, small, big = _font(TEXT), _font(SMALL_TEXT), _font(TITLE_TEXT)
     scale = math.log10 if log_x else float
@@ -243,8 +244,12 @@ def line_chart(
     line_points = [px(xv, v) for xv, v in zip(xs, y)]
     if len(line_points) > 1:
         draw.line(line_points, fill=LINE, width=2)
-    for xx, yy in line_points:
+    for xx, yy in line_points if markers else ():
         draw.ellipse((xx - 4, yy - 4, xx + 4, yy + 4), fill=LINE)
+    if mark is not None:
+        xx, _ = px(scale(mark[0]), low)
+        draw.line((xx, top, xx, top + height), fill="#cb181d", width=1)
+        draw.text((xx + GAP, top + GAP), mark[1], fill="#cb181d", font=font, anchor="la")
     draw.text((left + width / 2, GAP), title, fill="black", font=big, anchor="ma")
     draw.text((left + width / 2, canvas.height - GAP), x_label, fill="black", font=font, anchor="md")
     _draw_upright(canvas, (GAP + line_h / 2, top + height / 2), y_label, font, anchor="middle")

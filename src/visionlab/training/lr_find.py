@@ -17,7 +17,7 @@ from typing import Annotated
 import torch
 
 from visionlab.checks import Number, Whole
-from visionlab.reporting import charts
+from visionlab.reporting import visuals
 from visionlab.training.callbacks import Callback, EndTraining
 from visionlab.training.state import TrainingState
 
@@ -66,13 +66,12 @@ class RangeRecord(Callback):
         return self.lrs[at_min] / 10, self.lrs[at_min]
 
     def chart(self, suggested: float) -> torch.Tensor:
-        loss_there = self.smoothed[min(range(len(self.lrs)), key=lambda i: abs(math.log(self.lrs[i] / suggested)))]
-        return charts.draw(charts.Chart(
-            title=f"learning-rate range test: {len(self.lrs)} steps, suggested lr {suggested:.3g} (the lowest loss's lr / 10)",
-            x_label="learning rate (log scale)", y_label="training loss (smoothed)", log_x=True,
-            series=[charts.Series("smoothed loss", self.lrs, self.smoothed)],
-            marks=[charts.Mark(suggested, loss_there, f"{suggested:.3g}")],
-        ))
+        image, _ = visuals.line_chart(
+            self.lrs, self.smoothed, log_x=True, markers=False, mark=(suggested, f"suggested lr {suggested:.3g}"),
+            title=f"learning-rate range test: {len(self.lrs)} steps; suggested: the lowest loss's lr / 10",
+            x_label="learning rate (log scale)", y_label="training loss (smoothed)",
+        )
+        return image
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
