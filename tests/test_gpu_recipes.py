@@ -44,7 +44,7 @@ def test_the_gpu_script_without_a_gpu_says_so_and_how_to_check_it(tmp_path):
 @pytest.mark.slow
 def test_the_gpu_script_dry_run_runs_every_part_for_one_step_into_one_table(shared_data, cifar_root):
     done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--dry-run", "--mnist", str(shared_data), "--cifar", str(cifar_root)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+                          capture_output=True, text=True, timeout=1800, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines() if line.startswith("| GPU: ")]
     rows = {row[0]: row[1:] for row in cells}
