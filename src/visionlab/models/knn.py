@@ -6,10 +6,10 @@ per-pixel standardization and PCA, both fitted on the training split alone) and 
 
 The search is exact brute force on the device, a chunk of `chunk_size` queries at a time.
 
-On a CPU, L2 and L1 on 8-bit images (the datasets' own pixels, normalized with one scale for every
+On a CPU or a CUDA GPU, L2 and L1 on 8-bit images (the datasets' own pixels, normalized with one scale for every
 channel, no `normalize` or `pca`) are searched in integers: the training set is stored as int8 codes
-(pixel - 128), and their dot products are exact integers: `torch._int_mm` where the CPU has VNNI (5x
-faster than a float32 matrix product there), else a float32 matrix product, which is exact for
+(pixel - 128), and their dot products are exact integers: `torch._int_mm` on a GPU (cuBLAS, padded to
+its shapes) and where the CPU has VNNI (5x faster than a float32 matrix product there), else a float32 matrix product, which is exact for
 products of int8 codes summed over at most 1,024 features (every partial sum stays below 2^24).
 Squared L2 distances are then exact integers, so nothing needs re-checking. L1 has no matrix-product
 form; it is pruned by the L2 one: an 8-bit difference x has |x| >= x^2 / 255, so L1 >= L2^2 / 255,
@@ -169,7 +169,7 @@ class KNN(nn.Module):
         features = math.prod(train.images.shape[1:])
         return (
             (self.distance == "l2" or self.distance == "l1" and 255 * features < 2**24) and not self.normalize and not self.pca and train.images.dtype == torch.uint8
-            and train.labels.device.type == "cpu" and bool((train.scale == train.scale.flatten()[0]).all())
+            and train.labels.device.type in ("cpu", "cuda") and bool((train.scale == train.scale.flatten()[0]).all())
         )
 
     def _memorize_bytes(self, train: DeviceSplit) -> None:
@@ -291,7 +291,10 @@ class KNN(nn.Module):
         return twin
 
     def _uses_float_codes(self) -> bool:
-        return self.pixel_scale is not None and (self.distance == "l1" or not INT_MM_IS_FAST)
+        return self.pixel_scale is not None and (self.distance == "l1" or not self._int_mm_is_fast())
+
+    def _int_mm_is_fast(self) -> bool:
+        return self.train_features.is_cuda or INT_MM_IS_FAST
 
     def _codes_in_float(self) -> Tensor:
         """The training codes as float32 (exact: they are small integers), made on first need and kept
@@ -303,7 +306,7 @@ class KNN(nn.Module):
     def _code_products(self, q: Tensor) -> Tensor:
         """q @ train.T for int8 codes, exactly, as int32: `_int_mm` with VNNI, else float32 products of
         at most EXACT_FLOAT32_FEATURES features at a time (exact), summed in int32."""
-        if not INT_MM_IS_FAST:
+        if not self._int_mm_is_fast():
             train, width = self._codes_in_float(), EXACT_FLOAT32_FEATURES
             return sum((q[:, i:i + width].float() @ train[:, i:i + width].T).int() for i in range(0, q.shape[1], width))
         return _int8_products(q, self.train_features)
@@ -352,7 +355,7 @@ class KNN(nn.Module):
         few = few[counts[few].argsort()]
         padded = rows.new_full((len(queries), int(counts[few].max())), n)
         kept = ~many[rows]
-        padded[rows[kept], (torch.arange(len(rows)) - starts[rows])[kept]] = images[kept]
+        padded[rows[kept], (torch.arange(len(rows), device=rows.device) - starts[rows])[kept]] = images[kept]
         sizes, start = counts[few].tolist(), 0
         while start < len(few):
             end = start + 1
@@ -487,9 +490,23 @@ def _square_norms(codes: Tensor) -> Tensor:
 def _int8_products(a: Tensor, b: Tensor) -> Tensor:
     """a @ b.T for int8 rows, exactly, as int32. torch 2.14's CPU `_int_mm` returns garbage for
     1-long rows (found by a fuzz over shapes; every length from 2 up was exact), so those go by int64."""
+    if a.is_cuda:
+        return _padded_int8_products(a, b)
     if a.shape[1] < 8:
         return (a.long() @ b.long().T).int()
     return torch._int_mm(a, b.T)
+
+
+def _padded_int8_products(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b.T by cuBLAS's int8 product, which takes only more than 16 rows of `a` and row lengths and
+    rows of `b` in multiples of 8: zero rows and features are added where needed (they add nothing to
+    any product) and the extra rows and columns are cut off the result."""
+    rows, n = len(a), len(b)
+    features = -a.shape[1] % 8
+    a = F.pad(a, (0, features, 0, max(17 - rows, 0)))
+    if features or n % 8:
+        b = F.pad(b, (0, features, 0, -n % 8))
+    return torch._int_mm(a, b.T)[:rows, :n]
 
 
 def principal_axes(parts: Iterable[Tensor], dims: int) -> Tensor:
