@@ -110,7 +110,9 @@ def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(t
     direct = ImageFolder(root=str(folder)).load()
     assert (direct.train.images.flatten(1).amax(1) == 0).sum() + (direct.test.images.flatten(1).amax(1) == 0).sum() == 1
 
-    for path in (folder / ".visionlab").glob("folder-all-*.pt"):
+    cached = list((folder / ".visionlab").glob("folder-all-*.u8"))
+    assert len(cached) == 2 and not list((folder / ".visionlab").glob(".*.tmp"))  # one per state of the folder, no leftovers
+    for path in cached:
         path.write_bytes(path.read_bytes()[:1000])  # truncated
     result = run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "3")
     assert result.returncode == 0, result.stderr
@@ -133,12 +135,12 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
 def test_size_and_channels_are_applied_as_asked(tmp_path, folder):
     grey = ImageFolder(root=str(folder), size=[8, 10], channels=1, cache_dir=str(tmp_path / "cache")).load()
     assert grey.train.images.shape[1:] == (1, 8, 10) and grey.train.images.dtype == torch.uint8
-    image, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
+    pixels, own, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
     expected = np.asarray(Image.open(folder / "red" / "000.png").convert("L"))
-    assert not is_grey and image.mode == "L" and np.array_equal(np.asarray(image), expected)
+    assert not is_grey and own == (16, 16) and pixels.shape == (1, 16, 16) and np.array_equal(pixels[0], expected)
     pure_red = tmp_path / "red.png"
     Image.new("RGB", (4, 4), (255, 0, 0)).save(pure_red)
-    assert np.asarray(decode(pure_red, 1)[0]).tolist() == [[76] * 4] * 4  # ITU-R 601-2: 0.299 x 255
+    assert decode(pure_red, 1)[0].tolist() == [[[76] * 4] * 4]  # ITU-R 601-2: 0.299 x 255
 
     all_grey = tmp_path / "grey"
     write_folder(all_grey, per_class=4, kinds=[("png", "L"), ("jpg", "L")])
