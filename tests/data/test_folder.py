@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import VL_TRAIN, read_metrics, run_cli
 from visionlab.data.folder import ImageFolder
-from visionlab.data.images import decode
+from visionlab.data.images import BadImage, decode
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
@@ -145,6 +145,37 @@ def test_size_and_channels_are_applied_as_asked(tmp_path, folder):
     all_grey = tmp_path / "grey"
     write_folder(all_grey, per_class=4, kinds=[("png", "L"), ("jpg", "L")])
     assert ImageFolder(root=str(all_grey)).load().train.images.shape[1] == 1  # channels from the files
+
+
+def test_jpegs_decode_to_the_pixels_pillow_gives(tmp_path):
+    """simplejpeg decodes YCbCr and grey JPEGs; the pixels are Pillow's, and every other JPEG goes to Pillow itself."""
+    rng = np.random.default_rng(3)
+    colour = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    written = {"colour": colour, "grey": colour.convert("L"), "cmyk": colour.convert("CMYK")}
+    for name, image in written.items():
+        image.save(tmp_path / f"{name}.jpg", quality=85)
+    for name in written:
+        path = tmp_path / f"{name}.jpg"
+        for channels in (1, 3):
+            pixels, own, grey = decode(path, channels)
+            with Image.open(path) as opened:
+                expected = np.asarray(opened.convert("L" if channels == 1 else "RGB"))
+            assert own == (24, 40) and grey == (name == "grey"), name
+            assert pixels.shape == (channels, 24, 40) and np.array_equal(pixels.transpose(1, 2, 0).squeeze(), expected), (name, channels)
+    pixels, own, grey = decode(tmp_path / "grey.jpg", None)
+    assert pixels.shape == (1, 24, 40) and grey
+
+    grid = rng.integers(0, 256, (4, 4, 3))
+    Image.fromarray(np.kron(grid, np.ones((16, 16, 1))).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)  # 64x64: 4x4 squares
+    shrunk, own, _ = decode(tmp_path / "big.jpg", 3, (16, 16))  # by DCT scaling (1/4), as Pillow's draft
+    assert own == (64, 64) and shrunk.shape == (3, 16, 16)
+    centres = shrunk.transpose(1, 2, 0).reshape(4, 4, 4, 4, 3)[:, 1:3, :, 1:3].astype(int)  # each square's inner 2x2 pixels
+    assert np.abs(centres - grid[:, None, :, None]).mean() < 4
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((tmp_path / "colour.jpg").read_bytes()[:300])
+    with pytest.raises(BadImage, match="Truncated File Read"):  # Pillow's words: simplejpeg refused it
+        decode(cut, 3)
 
 
 def test_many_files_are_decoded_in_parallel_as_in_one_process(tmp_path):
