@@ -147,18 +147,22 @@ class PixelWriter:
         self.path = path
         self.key = key
         self.temporary: dict[int, Path] = {}  # address of an allocated array -> its file
+        self.allocated = 0
         self.writable = True
 
     def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         """Zeroed uint8 memory of `shape`, shared with forked children; anonymous memory if no file can be written."""
         size = math.prod(shape)
         if self.writable and size:
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{len(self.temporary)}.tmp")
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{self.allocated}.tmp")
+            self.allocated += 1
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    os.ftruncate(handle, size)  # zeros, and no disk space taken until written
+                    os.ftruncate(handle, size)  # zeros
+                    if hasattr(os, "posix_fallocate"):  # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
+                        os.posix_fallocate(handle, 0, size)
                     array = np.frombuffer(mmap.mmap(handle, size), dtype=np.uint8).reshape(shape)
                 finally:
                     os.close(handle)

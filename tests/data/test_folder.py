@@ -8,6 +8,7 @@ images (.txt, .DS_Store) and, where a case needs them, broken ones.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(t
     assert "image cache:" in log and "is unusable" in log and "decoding the images again" in log and "images decoded to" in log
     assert run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "4").returncode == 0
     assert "decoded images loaded from" in log_of(runs / "4")
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, folder, caplog):
+    blocker = tmp_path / "a file"
+    blocker.write_text("in the way")
+    with caplog.at_level(logging.WARNING, logger="visionlab"):
+        uncached = ImageFolder(root=str(folder), cache_dir=str(blocker / "cache")).load()
+    assert any("image cache: could not write" in r.getMessage() and "the run goes on without it" in r.getMessage() for r in caplog.records)
+    cached = ImageFolder(root=str(folder), cache_dir=str(tmp_path / "cache")).load()
+    assert torch.equal(uncached.train.images, cached.train.images) and torch.equal(uncached.test.labels, cached.test.labels)
 
 
 def test_train_and_test_folders_are_used_as_given(tmp_path):
