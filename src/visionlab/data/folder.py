@@ -80,8 +80,8 @@ class ImageFolder(ImageDataset):
         order = np.concatenate([self._order(n_train), n_train + self._order(len(test.files))])
         every = train.files + test.files
         files = [every[i] for i in order.tolist()]
-        labels = np.array(train.labels + test.labels)[order]
-        sizes, mtimes = np.array(train.sizes + test.sizes)[order], np.array(train.mtimes + test.mtimes)[order]
+        labels = np.array(train.labels + test.labels, dtype=np.int64)[order]
+        sizes, mtimes = np.array(train.sizes + test.sizes, dtype=np.int64)[order], np.array(train.mtimes + test.mtimes, dtype=np.int64)[order]
         ignored = train.ignored + test.ignored
         images, bad = self._images(root, files, sizes, mtimes)
         bad_in_train = sum(i < n_train for i in bad)
