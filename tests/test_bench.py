@@ -68,6 +68,14 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"\d+\.\d\dx the time", ratio)
     ours, _, points = row(r"^pruned search: .*, median pruner, best val/acc")
     assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    for tree in (r"CIFAR-10 JPEGs 32x32", r"the same as 128x128 JPEGs"):
+        ours, baseline, ratio = row(rf"^folder: {tree} \([^)]*\), first decode into the cache, images/s")
+        assert re.fullmatch(r"[\d,]+ \(600 in \d+\.\d\d s\)", ours) and "ImageFolder + DataLoader(num_workers=2), one epoch: 500 in" in baseline
+        assert re.fullmatch(r"\d+\.\d\dx", ratio)
+        ours, baseline, ratio = row(rf"^folder: {tree} \([^)]*\), second run: the cache read back")
+        assert re.fullmatch(r"\d+\.\d\d s \(\d+\.\d\d s CPU; 600 images, same pixels\)", ours) and re.fullmatch(r"\d+x faster", ratio)
+    ours, baseline, ratio = row(r"^folder: the same as 128x128 JPEGs \([^)]*\) to 32x32, first decode")
+    assert re.fullmatch(r"[\d,]+ \(600 in \d+\.\d\d s\)", ours) and "Resize((32, 32))" in baseline and re.fullmatch(r"\d+\.\d\dx", ratio)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

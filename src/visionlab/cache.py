@@ -5,6 +5,11 @@ a digest of its images and the extractors' parameters; for an image folder: its 
 and modification times, and the decoding parameters). The full key is stored inside too and checked
 on reading; an unreadable or mismatched file is recomputed with a warning, never a crash. Writes go
 through a temporary file and a rename, so parallel sweep jobs never read half a file.
+
+Features are `torch.save` files (TensorCache). An image folder's pixels are one raw uint8 file
+(PixelCache): the decoding workers write their rows straight into it through a shared mapping, so
+caching costs no copy and no second pass over the images (writing the 176 MB of CIFAR-10 with
+torch.save took 0.3 to 3 s more on a busy machine), and a later run maps it in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -13,15 +18,21 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import mmap
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 log = logging.getLogger("visionlab")
 
 FORMAT = 1  # bump when the computation changes, so old files are not read
+TRAILER = struct.Struct("<Q8s")  # a raw pixel file ends with its JSON header's length and this magic
+MAGIC = b"vlpixel1"
 Expected = dict[str, tuple[torch.dtype, tuple[int | None, ...]]]  # name -> dtype and shape (None: any size)
 
 
@@ -34,12 +45,10 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 class TensorCache:
-    """Named tensors per key in `folder`; `what` and `redo` word the warnings ("features cache", "computing the features again")."""
+    """Named tensors per key in `folder`."""
 
-    def __init__(self, folder: Path, what: str = "features cache", redo: str = "computing the features again"):
+    def __init__(self, folder: Path):
         self.folder = folder
-        self.what = what
-        self.redo = redo
 
     def path(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha256(_text(key).encode()).hexdigest()[:20]
@@ -59,8 +68,7 @@ class TensorCache:
                 if tensor.dtype != dtype or tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
                     raise ValueError(f"its {name} are {tensor.dtype} {tuple(tensor.shape)}, expected {dtype} {shape}")
         except Exception as exc:  # any unreadable file (truncated, garbage, foreign) is recomputed
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.warning("%s: %s is unusable (%s: %s); %s", self.what, path, type(exc).__name__, reason, self.redo)
+            _unusable("features cache", path, exc, "computing the features again")
             return None
         return {name: stored[name] for name in expected}
 
@@ -75,9 +83,132 @@ class TensorCache:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
-            log.warning("%s: could not write %s (%s); the run goes on without it", self.what, path, exc)
+            log.warning("features cache: could not write %s (%s); the run goes on without it", path, exc)
             return None
         return path
+
+
+class PixelCache:
+    """One uint8 array per key in `folder`, as a raw file: the pixels, then a JSON header (the key, the shape,
+    what the caller adds) and TRAILER. Read back as a copy-on-write memory map: pages are read as they are used."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(_text(key).encode()).hexdigest()[:20]
+        return self.folder / f"{key['dataset']}-{key['split']}-{digest}.u8"
+
+    def load(self, key: dict[str, Any], shape: tuple[int | None, ...]) -> tuple[torch.Tensor, dict[str, Any]] | None:
+        """The cached array for `key` if its shape fits `shape` (None: any size), and the header's `extra`;
+        None when absent or unusable (then with a warning)."""
+        path = self.path(key)
+        try:
+            with open(path, "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end < TRAILER.size:
+                    raise ValueError(f"it has {end} bytes")
+                f.seek(end - TRAILER.size)
+                length, magic = TRAILER.unpack(f.read(TRAILER.size))
+                if magic != MAGIC or length > end - TRAILER.size:
+                    raise ValueError("it does not end as a pixel cache does (truncated, or another kind of file)")
+                f.seek(end - TRAILER.size - length)
+                header = json.loads(f.read(length))
+            if header["key"] != _text(key):
+                raise ValueError("it was written for other data or parameters")
+            stored = tuple(header["shape"])
+            if len(stored) != len(shape) or any(s is not None and s != t for s, t in zip(shape, stored)):
+                raise ValueError(f"it holds {stored}, expected {shape}")
+            if math.prod(stored) + length + TRAILER.size != end:
+                raise ValueError(f"it has {end:,} bytes, not the {math.prod(stored) + length + TRAILER.size:,} its header says")
+            pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=stored) if math.prod(stored) else np.zeros(stored, np.uint8)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # any unreadable file (truncated, garbage, foreign) is recomputed
+            _unusable("image cache", path, exc, "decoding the images again")
+            return None
+        return torch.from_numpy(pixels), header["extra"]
+
+    @contextlib.contextmanager
+    def writing(self, key: dict[str, Any]):
+        """A PixelWriter for `key`; whatever it allocated and did not commit is removed on leaving."""
+        writer = PixelWriter(self.path(key), _text(key))
+        try:
+            yield writer
+        finally:
+            writer.discard()
+
+
+class PixelWriter:
+    """Arrays to fill in place (each a temporary file in the cache folder, mapped shared so forked workers can write
+    into it), and the one that becomes the cache file."""
+
+    def __init__(self, path: Path, key: str):
+        self.path = path
+        self.key = key
+        self.temporary: dict[int, Path] = {}  # address of an allocated array -> its file
+        self.allocated = 0
+        self.writable = True
+
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Zeroed uint8 memory of `shape`, shared with forked children; anonymous memory if no file can be written."""
+        size = math.prod(shape)
+        if self.writable and size:
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{self.allocated}.tmp")
+            self.allocated += 1
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.ftruncate(handle, size)  # zeros
+                    if hasattr(os, "posix_fallocate"):  # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
+                        os.posix_fallocate(handle, 0, size)
+                    array = np.frombuffer(mmap.mmap(handle, size), dtype=np.uint8).reshape(shape)
+                finally:
+                    os.close(handle)
+                self.temporary[array.ctypes.data] = temporary
+                return array
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
+                log.warning("image cache: could not write %s (%s); the run goes on without it", self.path, exc)
+                self.writable = False
+        return shared_zeros(shape)
+
+    def commit(self, pixels: torch.Tensor, extra: dict[str, Any]) -> Path | None:
+        """Make the allocated array under `pixels` the cache file, with `extra` in its header; None if it has no file."""
+        temporary = self.temporary.pop(pixels.data_ptr(), None)
+        if temporary is None:
+            return None
+        header = json.dumps({"key": self.key, "shape": list(pixels.shape), "extra": extra}).encode()
+        try:
+            with open(temporary, "ab") as f:  # after the pixels, which the mapping keeps in the page cache
+                f.write(header + TRAILER.pack(len(header), MAGIC))
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            log.warning("image cache: could not write %s (%s); the run goes on without it", self.path, exc)
+            return None
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the files of arrays not committed (their memory stays valid while mapped)."""
+        for temporary in self.temporary.values():
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        self.temporary.clear()
+
+
+def shared_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeroed uint8 memory shared with forked workers (an anonymous MAP_SHARED mapping: no /dev/shm needed)."""
+    size = math.prod(shape)
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8, count=size).reshape(shape)
+
+
+def _unusable(what: str, path: Path, exc: Exception, redo: str) -> None:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    log.warning("%s: %s is unusable (%s: %s); %s", what, path, type(exc).__name__, reason, redo)
 
 
 def _text(key: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from visionlab.cli import one_line
 from visionlab.data import DeviceSplit, Splits
-from visionlab.data.images import BadImage, decode, is_image, resize, to_tensor
+from visionlab.data.images import BadImage, decode, is_image, to_tensor
 from visionlab.errors import UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
@@ -98,7 +98,7 @@ def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
     images, notes = [], []
     for path in files:
         try:
-            image, grey = decode(path, channels)
+            pixels, (height, width), grey = decode(path, channels, size)
         except BadImage as exc:
             raise UserError(f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF or WebP files") from None
         done = []
@@ -106,9 +106,9 @@ def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
             done.append("grey file converted to RGB")
         elif not grey and channels == 1:
             done.append("RGB file converted to grey")
-        if (image.height, image.width) != tuple(size):
-            done.append(f"resized from {image.width}x{image.height} to {size[1]}x{size[0]}")
-        images.append(to_tensor(resize(image, size)))
+        if (height, width) != tuple(size):
+            done.append(f"resized from {width}x{height} to {size[1]}x{size[0]}")
+        images.append(to_tensor(pixels))
         notes.append("; ".join(done))
     return Prepared(files, torch.stack(images), notes)
 

@@ -8,6 +8,7 @@ images (.txt, .DS_Store) and, where a case needs them, broken ones.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import VL_TRAIN, read_metrics, run_cli
 from visionlab.data.folder import ImageFolder
-from visionlab.data.images import decode
+from visionlab.data.images import BadImage, decode
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
@@ -110,7 +111,9 @@ def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(t
     direct = ImageFolder(root=str(folder)).load()
     assert (direct.train.images.flatten(1).amax(1) == 0).sum() + (direct.test.images.flatten(1).amax(1) == 0).sum() == 1
 
-    for path in (folder / ".visionlab").glob("folder-all-*.pt"):
+    cached = list((folder / ".visionlab").glob("folder-all-*.u8"))
+    assert len(cached) == 2 and not list((folder / ".visionlab").glob(".*.tmp"))  # one per state of the folder, no leftovers
+    for path in cached:
         path.write_bytes(path.read_bytes()[:1000])  # truncated
     result = run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "3")
     assert result.returncode == 0, result.stderr
@@ -118,6 +121,16 @@ def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(t
     assert "image cache:" in log and "is unusable" in log and "decoding the images again" in log and "images decoded to" in log
     assert run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "4").returncode == 0
     assert "decoded images loaded from" in log_of(runs / "4")
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, folder, caplog):
+    blocker = tmp_path / "a file"
+    blocker.write_text("in the way")
+    with caplog.at_level(logging.WARNING, logger="visionlab"):
+        uncached = ImageFolder(root=str(folder), cache_dir=str(blocker / "cache")).load()
+    assert any("image cache: could not write" in r.getMessage() and "the run goes on without it" in r.getMessage() for r in caplog.records)
+    cached = ImageFolder(root=str(folder), cache_dir=str(tmp_path / "cache")).load()
+    assert torch.equal(uncached.train.images, cached.train.images) and torch.equal(uncached.test.labels, cached.test.labels)
 
 
 def test_train_and_test_folders_are_used_as_given(tmp_path):
@@ -133,16 +146,47 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
 def test_size_and_channels_are_applied_as_asked(tmp_path, folder):
     grey = ImageFolder(root=str(folder), size=[8, 10], channels=1, cache_dir=str(tmp_path / "cache")).load()
     assert grey.train.images.shape[1:] == (1, 8, 10) and grey.train.images.dtype == torch.uint8
-    image, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
+    pixels, own, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
     expected = np.asarray(Image.open(folder / "red" / "000.png").convert("L"))
-    assert not is_grey and image.mode == "L" and np.array_equal(np.asarray(image), expected)
+    assert not is_grey and own == (16, 16) and pixels.shape == (1, 16, 16) and np.array_equal(pixels[0], expected)
     pure_red = tmp_path / "red.png"
     Image.new("RGB", (4, 4), (255, 0, 0)).save(pure_red)
-    assert np.asarray(decode(pure_red, 1)[0]).tolist() == [[76] * 4] * 4  # ITU-R 601-2: 0.299 x 255
+    assert decode(pure_red, 1)[0].tolist() == [[[76] * 4] * 4]  # ITU-R 601-2: 0.299 x 255
 
     all_grey = tmp_path / "grey"
     write_folder(all_grey, per_class=4, kinds=[("png", "L"), ("jpg", "L")])
     assert ImageFolder(root=str(all_grey)).load().train.images.shape[1] == 1  # channels from the files
+
+
+def test_jpegs_decode_to_the_pixels_pillow_gives(tmp_path):
+    """simplejpeg decodes YCbCr and grey JPEGs; the pixels are Pillow's, and every other JPEG goes to Pillow itself."""
+    rng = np.random.default_rng(3)
+    colour = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    written = {"colour": colour, "grey": colour.convert("L"), "cmyk": colour.convert("CMYK")}
+    for name, image in written.items():
+        image.save(tmp_path / f"{name}.jpg", quality=85)
+    for name in written:
+        path = tmp_path / f"{name}.jpg"
+        for channels in (1, 3):
+            pixels, own, grey = decode(path, channels)
+            with Image.open(path) as opened:
+                expected = np.asarray(opened.convert("L" if channels == 1 else "RGB"))
+            assert own == (24, 40) and grey == (name == "grey"), name
+            assert pixels.shape == (channels, 24, 40) and np.array_equal(pixels.transpose(1, 2, 0).squeeze(), expected), (name, channels)
+    pixels, own, grey = decode(tmp_path / "grey.jpg", None)
+    assert pixels.shape == (1, 24, 40) and grey
+
+    grid = rng.integers(0, 256, (4, 4, 3))
+    Image.fromarray(np.kron(grid, np.ones((16, 16, 1))).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)  # 64x64: 4x4 squares
+    shrunk, own, _ = decode(tmp_path / "big.jpg", 3, (16, 16))  # by DCT scaling (1/4), as Pillow's draft
+    assert own == (64, 64) and shrunk.shape == (3, 16, 16)
+    centres = shrunk.transpose(1, 2, 0).reshape(4, 4, 4, 4, 3)[:, 1:3, :, 1:3].astype(int)  # each square's inner 2x2 pixels
+    assert np.abs(centres - grid[:, None, :, None]).mean() < 4
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((tmp_path / "colour.jpg").read_bytes()[:300])
+    with pytest.raises(BadImage, match="Truncated File Read"):  # Pillow's words: simplejpeg refused it
+        decode(cut, 3)
 
 
 def test_many_files_are_decoded_in_parallel_as_in_one_process(tmp_path):

@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 
-from visionlab.cache import TensorCache
+from visionlab.cache import PixelCache
 from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
@@ -32,18 +34,20 @@ from visionlab.errors import UserError
 log = logging.getLogger("visionlab")
 
 SHOWN = 3  # bad files named in the error line; the count says how many more
-DECODER = "pillow-1"  # part of the cache key: change it when data/images.py decodes differently
+DECODER = "simplejpeg-pillow-2"  # part of the cache key: change it when data/images.py decodes differently
+BY_NAME = operator.attrgetter("name")  # directory entries sort by name
 LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 
 
 @dataclass
 class Scan:
-    """One tree of class folders: its classes (sorted), each file's path, class and (size, mtime), and what was ignored."""
+    """One tree of class folders: its classes (sorted), each file's path, class, size and mtime, and what was ignored."""
 
     classes: list[str]
     files: list[str]  # relative to the dataset root, with "/" (strings: pathlib would cost 0.2 s per 10,000 files)
     labels: list[int]
-    stamps: list[tuple[int, int]]  # (bytes, modification time in ns)
+    sizes: list[int]  # bytes
+    mtimes: list[int]  # modification times, ns
     ignored: int  # files that are not images (by name), or outside the class folders
 
 
@@ -71,30 +75,31 @@ class ImageFolder(ImageDataset):
         root = self._root()
         train, test = self._split(root)
         classes = train.classes
-        order = self._order(train) + self._order(test)
-        files = [train.files[i] for i in order[:len(train.files)]] + [test.files[i] for i in order[len(train.files):]]
-        labels = torch.tensor([train.labels[i] for i in order[:len(train.files)]] + [test.labels[i] for i in order[len(train.files):]])
-        stamps = [train.stamps[i] for i in order[:len(train.files)]] + [test.stamps[i] for i in order[len(train.files):]]
-        ignored = train.ignored + test.ignored
-        images, bad = self._images(root, files, stamps)
         n_train = len(train.files)
+        # numpy, not torch, for these few whole-array steps: each small torch call waits for torch's threads on a busy machine
+        order = np.concatenate([self._order(n_train), n_train + self._order(len(test.files))])
+        every = train.files + test.files
+        files = [every[i] for i in order.tolist()]
+        labels = np.array(train.labels + test.labels, dtype=np.int64)[order]
+        sizes, mtimes = np.array(train.sizes + test.sizes, dtype=np.int64)[order], np.array(train.mtimes + test.mtimes, dtype=np.int64)[order]
+        ignored = train.ignored + test.ignored
+        images, bad = self._images(root, files, sizes, mtimes)
         bad_in_train = sum(i < n_train for i in bad)
         log.info("folder: %s images in %d classes from %s (%s train, %s test)%s", f"{len(files) - len(bad):,}", len(classes), root,
                  f"{n_train - bad_in_train:,}", f"{len(files) - n_train - (len(bad) - bad_in_train):,}",
                  f"; {ignored:,} files that are not images were ignored" if ignored else "")
-        keep = torch.ones(len(files), dtype=torch.bool)
+        keep = np.ones(len(files), dtype=bool)
         keep[list(bad)] = False
         parts = []
-        for part in (slice(0, n_train), slice(n_train, len(files))):
+        for name, part in (("train", slice(0, n_train)), ("test", slice(n_train, len(files)))):
             kept = keep[part]
             part_images, part_labels = images[part], labels[part]
             if not kept.all():
-                part_images, part_labels = part_images[kept], part_labels[kept]
-            parts.append(LabeledImages(part_images, part_labels))
-        for name, part in zip(("train", "test"), parts):
-            missing = [classes[c] for c in range(len(classes)) if not (part.labels == c).any()]
+                part_images, part_labels = part_images[torch.from_numpy(kept)], part_labels[kept]
+            missing = [classes[c] for c, count in enumerate(np.bincount(part_labels, minlength=len(classes))) if not count]
             if missing:
                 raise UserError(f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or remove the folder")
+            parts.append(LabeledImages(part_images, torch.from_numpy(part_labels)))
         return RawData(parts[0], parts[1], classes)
 
     # ---- finding the files ---------------------------------------------------------------------
@@ -138,34 +143,38 @@ class ImageFolder(ImageDataset):
 
         def part(test: bool) -> Scan:
             picked = [i for i, t in enumerate(is_test) if t == test]
-            return Scan(tree.classes, [tree.files[i] for i in picked], [tree.labels[i] for i in picked], [tree.stamps[i] for i in picked],
-                        0 if test else tree.ignored)
+            return Scan(tree.classes, [tree.files[i] for i in picked], [tree.labels[i] for i in picked], [tree.sizes[i] for i in picked],
+                        [tree.mtimes[i] for i in picked], 0 if test else tree.ignored)
 
         return part(False), part(True)
 
-    def _order(self, part: Scan) -> list[int]:
+    def _order(self, count: int) -> np.ndarray:
         """A seeded shuffle, so train_size/test_size take a mix of classes, not the first class folder."""
-        return torch.randperm(len(part.files), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        return torch.randperm(count, generator=torch.Generator().manual_seed(self.seed)).numpy()
 
     def _cache_dir(self, root: Path) -> Path:
         return Path(self.cache_dir).expanduser().absolute() if self.cache_dir else root / ".visionlab"
 
     # ---- decoding, once -------------------------------------------------------------------------
 
-    def _images(self, root: Path, files: list[str], stamps: list[tuple[int, int]]) -> tuple[torch.Tensor, dict[int, str]]:
+    def _images(self, root: Path, files: list[str], sizes: np.ndarray, mtimes: np.ndarray) -> tuple[torch.Tensor, dict[int, str]]:
         """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files (index -> reason)."""
-        listing = hashlib.sha256("\n".join(f"{f}\t{s}\t{m}" for f, (s, m) in zip(files, stamps)).encode()).hexdigest()
-        key = {"dataset": "folder", "split": "all", "files": listing, "size": self.size, "channels": self.channels, "decoder": DECODER}
-        cache = TensorCache(self._cache_dir(root), what="image cache", redo="decoding the images again")
+        listing = hashlib.sha256("\n".join(files).encode())
+        listing.update(sizes.astype("<i8").tobytes())
+        listing.update(mtimes.astype("<i8").tobytes())
+        key = {"dataset": "folder", "split": "all", "files": listing.hexdigest(), "size": self.size, "channels": self.channels, "decoder": DECODER}
+        cache = PixelCache(self._cache_dir(root))
         started = time.perf_counter()
-        expected = {"images": (torch.uint8, (len(files), self.channels, *(self.size or (None, None)))), "bad": (torch.bool, (len(files),))}
-        if (stored := cache.load(key, expected)) is not None:
-            bad = {int(i): "unreadable when the cache was made" for i in stored["bad"].nonzero().flatten()}
+        if (stored := cache.load(key, (len(files), self.channels, *(self.size or (None, None))))) is not None:
+            images, extra = stored
+            bad = dict.fromkeys(extra["bad"], "unreadable when the cache was made")
             self._check_bad(root, files, bad)
             log.info("folder: %s decoded images loaded from %s in %.2f s", f"{len(files):,}", cache.path(key), time.perf_counter() - started)
-            return stored["images"], bad
-        decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers))
-        self._check_bad(root, files, decoded.bad)
+            return images, bad
+        with cache.writing(key) as writer:
+            decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers), writer.allocate)
+            self._check_bad(root, files, decoded.bad)
+            where = writer.commit(decoded.images, {"bad": sorted(decoded.bad)})
         seconds = time.perf_counter() - started
         c, h, w = decoded.images.shape[1:]
         mixed = len({s for s in decoded.sizes if s is not None}) > 1
@@ -174,9 +183,7 @@ class ImageFolder(ImageDataset):
                  f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
                  f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
                  (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""))
-        bad = torch.zeros(len(files), dtype=torch.bool)
-        bad[list(decoded.bad)] = True
-        if where := cache.save(key, {"images": decoded.images, "bad": bad}):
+        if where:
             log.info("folder: cached in %s", where)
         return decoded.images, decoded.bad
 
@@ -195,47 +202,49 @@ class ImageFolder(ImageDataset):
 def scan(root: Path, part: str | None) -> Scan:
     """The class folders of ROOT (or ROOT/part): every image file below each, in sorted order, with its size and mtime."""
     top = root / part if part else root
-    classes, files, labels, stamps, ignored = [], [], [], [], 0
-    for entry in sorted(os.scandir(top), key=lambda e: e.name):
+    classes, files, labels, sizes, mtimes, ignored = [], [], [], [], [], 0
+    for entry in sorted(os.scandir(top), key=BY_NAME):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
             ignored += 1  # a file outside the class folders
             continue
         prefix = f"{part}/{entry.name}" if part else entry.name
-        found, skipped = _walk(entry.path, prefix)
+        before = len(files)
+        skipped = _walk(entry.path, prefix, files, sizes, mtimes)
         ignored += skipped
-        if not found:
+        if len(files) == before:
             shown = f" (only {skipped:,} files that are not images)" if skipped else ""
             raise UserError(f"dataset.root={root}: class folder {prefix} holds no images{shown}; add {', '.join(EXTENSIONS)} files, or remove it")
-        label = len(classes)
+        labels += [len(classes)] * (len(files) - before)
         classes.append(entry.name)
-        for name, stat in found:
-            files.append(name)
-            labels.append(label)
-            stamps.append((stat.st_size, stat.st_mtime_ns))
     where = f"{top}" if part else f"dataset.root={root}"
     if not classes:
         raise UserError(f"{where} holds no class folders: {LAYOUT}")
     if len(classes) < 2:
         raise UserError(f"{where} has one class folder ({classes[0]}): a classifier needs at least two, one folder per class")
-    return Scan(classes, files, labels, stamps, ignored)
+    return Scan(classes, files, labels, sizes, mtimes, ignored)
 
 
-def _walk(folder: str, prefix: str) -> tuple[list[tuple[str, os.stat_result]], int]:
-    """Image files anywhere below `folder`, as prefix/relative names (sorted; hidden files and folders skipped), and how many others there were."""
-    found, ignored = [], 0
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+def _walk(folder: str, prefix: str, files: list[str], sizes: list[int], mtimes: list[int]) -> int:
+    """Append the image files anywhere below `folder` (as prefix/relative names, sorted; hidden files and folders skipped),
+    their sizes and mtimes; return how many other files there were. One stat per image: it is most of a cached run's start."""
+    ignored = 0
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=BY_NAME)
+    for entry in entries:
+        name = entry.name
         if entry.is_dir():
-            if not entry.name.startswith("."):
-                more, skipped = _walk(entry.path, f"{prefix}/{entry.name}")
-                found += more
-                ignored += skipped
-        elif is_image(entry.name):
-            found.append((f"{prefix}/{entry.name}", entry.stat()))
+            if not name.startswith("."):
+                ignored += _walk(entry.path, f"{prefix}/{name}", files, sizes, mtimes)
+        elif is_image(name):
+            stat = entry.stat()
+            files.append(f"{prefix}/{name}")
+            sizes.append(stat.st_size)
+            mtimes.append(stat.st_mtime_ns)
         else:
             ignored += 1
-    return found, ignored
+    return ignored
 
 
 def _stratified(labels: list[int], fraction: float, seed: int, names: list[str]) -> list[str]:

@@ -1,42 +1,50 @@
 """Image files to uint8 arrays: decoded, converted to 1 or 3 channels and resized once, in parallel across the cores.
 
 Shared by `dataset=folder` and `vl-predict`, so a picture given to a model is prepared exactly as
-its training images were. Pillow does all of it: decoding, grey conversion (its "L": ITU-R 601-2
-luma), resizing (its bilinear filter, antialiased when shrinking). Workers hold no torch tensors:
-torch's per-image calls on tiny tensors, with its thread pool on a busy machine, made decoding up
-to 9x slower. (torchvision.io decodes JPEGs 2.5x faster, but its image decoding is deprecated
-since torchvision 0.29, gives a palette PNG's indices instead of its colours, and its import
-costs each worker 2 s and 164 MB.)
+its training images were. JPEGs (the common case, in YCbCr or grey) are decoded by simplejpeg
+(libjpeg-turbo called straight from C: 11 µs for a 32x32 file, where Pillow's Python-level
+opening and loading take 120 µs), a JPEG shrunk by half or more straight to the smallest scale of
+at least the target size (libjpeg's DCT scaling, as Pillow's `draft`). Pillow does the rest: every
+other format and JPEG colour space, every JPEG simplejpeg refuses (so a bad file is named in
+Pillow's words), grey conversion (its "L": ITU-R 601-2 luma) and resizing (its bilinear filter,
+antialiased when shrinking). Both decode a JPEG with libjpeg-turbo's default (accurate) DCT and
+upsampling, so they give the same pixels. Workers hold no torch tensors: torch's per-image calls on
+tiny tensors, with its thread pool on a busy machine, made decoding up to 9x slower. (torchvision.io
+decodes JPEGs too, but its image decoding is deprecated since torchvision 0.29, gives a palette
+PNG's indices instead of its colours, and its import costs each worker 2 s and 164 MB.)
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
-import mmap
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from visionlab.cache import shared_zeros
 from visionlab.console import console, live_progress_enabled
 
 log = logging.getLogger("visionlab")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")  # a palette counts as colour
+JPEG_START = b"\xff\xd8\xff"  # a JPEG by its bytes, whatever its name
+TURBO_SPACES = {"YCbCr": False, "Gray": True}  # the JPEG colour spaces simplejpeg decodes here -> grey; others go to Pillow
 CHUNK = 256  # files per task handed to a worker
 PARALLEL_FROM = 512  # fewer files are decoded in this process: starting workers would cost more
 SAMPLE = 64  # file headers read to guess the most common size before decoding
+READ = 1 << 16  # bytes per read() call: most images are smaller; a larger buffer costs its allocation per file
 
 
 class BadImage(Exception):
@@ -48,19 +56,62 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
-def decode(path: str | Path, channels: int | None) -> tuple[Image.Image, bool]:
-    """The file at its own size as a Pillow image in mode "L" or "RGB", and whether the file is grey.
+def decode(path: str | Path, channels: int | None, size: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """The file as uint8 `[C, H, W]` (C: `channels`; None: 1 for a grey file, else 3) at `size` (height, width;
+    None: its own), the file's own (height, width), and whether the file is grey.
 
-    "L" for `channels` 1, "RGB" for 3; with None, "L" for a grey file and "RGB" otherwise. Alpha is
-    dropped, a palette expanded, an animation's first frame taken, 16-bit samples cut to their high byte.
+    Alpha is dropped, a palette expanded, an animation's first frame taken, 16-bit samples cut to their high byte.
     """
+    data = _read(path)
+    if data.startswith(JPEG_START) and (done := _decode_jpeg(data, channels, size)) is not None:
+        return done
+    image, grey = _decode_pillow(data, channels)
+    own = (image.height, image.width)
+    return _chw(resize(image, size or own)), own, grey
+
+
+def _read(path: str | Path) -> bytes:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        handle = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise BadImage(exc.strerror or str(exc)) from None
-    if not data:
+    try:
+        parts = []
+        while part := os.read(handle, READ):
+            parts.append(part)
+    except OSError as exc:
+        raise BadImage(exc.strerror or str(exc)) from None
+    finally:
+        os.close(handle)
+    if not parts:
         raise BadImage("empty file")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _decode_jpeg(data: bytes, channels: int | None, size: Sequence[int] | None) -> tuple[np.ndarray, tuple[int, int], bool] | None:
+    """decode() by simplejpeg, or None for a JPEG it should not or cannot decode (Pillow then decides)."""
+    try:
+        height, width, space, _ = simplejpeg.decode_jpeg_header(data)
+        if space not in TURBO_SPACES:
+            return None
+        grey = TURBO_SPACES[space]
+        wanted = channels or (1 if grey else 3)
+        target = (height, width) if size is None else tuple(size)
+        halved = 2 * target[0] <= height and 2 * target[1] <= width
+        shrink = {"min_height": target[0], "min_width": target[1], "min_factor": 2} if halved else {}
+        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey and wanted == 1 else "RGB", **shrink)
+    except ValueError:  # corrupt, truncated or unsupported: Pillow names the reason, or reads what libjpeg-turbo only warned about
+        return None
+    image = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+    to_grey = wanted == 1 and not grey
+    if to_grey or image.shape[:2] != target:  # as Pillow's route does it: convert, then resize
+        picture = Image.fromarray(image)
+        image = resize(picture.convert("L") if to_grey else picture, target)
+    return _chw(image), (height, width), grey
+
+
+def _decode_pillow(data: bytes, channels: int | None) -> tuple[Image.Image, bool]:
+    """The bytes as a Pillow image at its own size in mode "L" (`channels` 1, or None for a grey file) or "RGB", and whether it is grey."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
@@ -82,10 +133,15 @@ def resize(image: Image.Image, size: Sequence[int]) -> Image.Image:
     return image if image.size == (width, height) else image.resize((width, height), Image.BILINEAR)
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A mode "L" or "RGB" Pillow image as uint8 `[C, H, W]`."""
+def _chw(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A mode "L" or "RGB" image (or its `[H, W]` / `[H, W, 3]` array) as a uint8 `[C, H, W]` view."""
     array = np.asarray(image)
-    return torch.from_numpy(array[None].copy() if array.ndim == 2 else array.transpose(2, 0, 1).copy())
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """decode()'s `[C, H, W]` pixels as a tensor of its own (they may be a read-only view of a decoder's buffer)."""
+    return torch.from_numpy(pixels.copy())
 
 
 @dataclass
@@ -99,15 +155,19 @@ class Decoded:
     workers: int  # processes that decoded them
 
 
-def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channels: int | None, workers: int) -> Decoded:
+def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channels: int | None, workers: int,
+                 allocate: Callable[[tuple[int, ...]], np.ndarray] = shared_zeros) -> Decoded:
     """Decode every file to `size` (None: the most common size among them) and `channels` (None: 1 if all are grey, else 3).
 
     Workers decode chunks in order, each image straight to the target size (a sample of headers
-    guesses the most common size first; the few files decoded at a wrong guess are redone).
+    guesses the most common size first; the few files decoded at a wrong guess are redone), into
+    rows of an array from `allocate(shape)`: zeroed uint8 memory shared with forked children
+    (PixelWriter.allocate: the cache file itself). No pixel crosses a pipe: pickling a chunk's pixels
+    back had made two workers slower than one on 128x128 images.
     """
     n = len(paths)
     target = tuple(size) if size is not None else _guess_size(paths)
-    out = _shared_zeros((n, channels or 3, *target))
+    out = allocate((n, channels or 3, *target))
     sizes: list[tuple[int, int] | None] = [None] * n
     grey = [False] * n
     bad: dict[int, str] = {}
@@ -115,25 +175,19 @@ def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channe
     if size is None and len(bad) < n:
         most_common = Counter(s for s in sizes if s is not None).most_common(1)[0][0]
         if most_common != target:
-            out = _shared_zeros((n, channels or 3, *most_common))
+            out = allocate((n, channels or 3, *most_common))
             pending = [i for i in range(n) if i not in bad]
             target = most_common
         if pending:
             _decode_in_chunks(paths, pending, target, channels, False, workers, out, sizes, grey, bad)
-    images = torch.from_numpy(out)
     if channels is None and n > len(bad) and all(g for i, g in enumerate(grey) if i not in bad):
-        images = images[:, :1].clone()
-    return Decoded(images, sizes, grey, bad, used)
+        first = allocate((n, 1, *out.shape[2:]))
+        first[:] = out[:, :1]
+        out = first
+    return Decoded(torch.from_numpy(out), sizes, grey, bad, used)
 
 
 _OUT: np.ndarray | None = None  # the array being filled: forked workers inherit it and write their rows straight in
-
-
-def _shared_zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """Zeroed uint8 memory shared with forked workers (an anonymous MAP_SHARED mapping: no /dev/shm needed),
-    so no pixel crosses a pipe: pickling a chunk's pixels back had made two workers slower than one on 128x128 images."""
-    size = math.prod(shape)
-    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8, count=size).reshape(shape)
 
 
 def _guess_size(paths: Sequence[str | Path]) -> tuple[int, int]:
@@ -190,16 +244,14 @@ def _decode_chunk(task) -> tuple[set[int], list[tuple]]:
     kept, infos = set(), []
     for position, (path, row) in enumerate(zip(paths, rows)):
         try:
-            image, is_grey = decode(path, channels or 3)
+            pixels, own, is_grey = decode(path, channels or 3, None if only_native else target)
         except BadImage as exc:
             infos.append((None, False, str(exc)))
             continue
-        own = (image.height, image.width)
         infos.append((own, is_grey, None))
-        if not only_native or own == tuple(target):
+        if not only_native or own == target:
             kept.add(position)
-            pixels = np.asarray(resize(image, target))
-            _OUT[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            _OUT[row] = pixels
     return kept, infos
 
 
