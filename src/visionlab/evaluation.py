@@ -23,6 +23,7 @@ from visionlab.experiment import build_parts, count_trainable, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
+from visionlab.tta import with_tta
 
 log = logging.getLogger("visionlab")
 
@@ -38,7 +39,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
         raise UserError(f"split={split!r} is unknown: use test, val or train")
     path, cfg, model, splits = load_model(path, overrides)
     loss_fn = build(cfg, "loss") if count_trainable(model) else None
-    result = evaluate(model, getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
+    result = evaluate(with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
     confusion = result["confusion"]
     per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
     return {

@@ -34,11 +34,12 @@ from visionlab.reporting.hparams import run_hparams
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.visual_log import VisualLog, VisualSettings
-from visionlab.training.callbacks import Pictures, Progress, SaveAndStop, StopOnRequest
+from visionlab.training.callbacks import AverageWeights, Pictures, Progress, SaveAndStop, StopOnRequest
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.device import resolve_device
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
 from visionlab.training.lr_find import RangeRecord, RangeTest
+from visionlab.training.lookahead import Lookahead
 from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
 from visionlab.training.precision import Precision
 from visionlab.training.resume import load_resume_state, resume_config
@@ -47,6 +48,7 @@ from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
 from visionlab.training.state import TrainingState
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
+from visionlab.tta import with_tta
 
 log = logging.getLogger("visionlab")
 
@@ -185,7 +187,8 @@ def train_partition(
     if not part.test:
         return result, None
     loss_fn = parts.loss_fn if trains else None
-    test = evaluate(model, splits.test, loss_fn, parts.trainer.eval_batch_size, watch=visuals.watch())  # the one and only look at test
+    test = evaluate(with_tta(model, parts.trainer.tta), splits.test, loss_fn, parts.trainer.eval_batch_size,
+                    watch=visuals.watch())  # the one and only look at test
     visuals.finish(result.steps, test)
     reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
     return result, test
@@ -202,14 +205,17 @@ def train_weights(
     penalty = parts.penalty(model.parameters())
     optimizer = parts.optimizer(model.parameters())
     steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)))
+    lookahead = Lookahead(model, total_steps=trainer.epochs * steps, every=trainer.ema) if trainer.ema else None
     state = TrainingState(
         model, optimizer, parts.schedule(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
-        Precision(trainer.precision, splits.train.labels.device), torch.Generator().manual_seed(parts.seed),
+        Precision(trainer.precision, splits.train.labels.device), torch.Generator().manual_seed(parts.seed), lookahead=lookahead,
     )
     if resume is not None:
         state.load_state_dict(resume)
         reporter.val_acc.update({epoch: metrics["val/acc"] for epoch, metrics in state.history.items()})
     callbacks = [Progress(reporter), Pictures(visuals), SaveAndStop(checkpoints, trainer.checkpoint_every_steps, stop)]
+    if lookahead is not None:
+        callbacks.insert(0, AverageWeights(lookahead))  # before anything saves or reports the weights
     if parts.pruning.active:  # before early stopping: the trial hears of every epoch
         callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
     if trainer.early_stopping.enabled:

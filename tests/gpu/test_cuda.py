@@ -13,7 +13,7 @@ from tests.conftest import read_metrics, run_cli
 from tests.models.test_knn import pixel_brute_force
 from visionlab.data import DeviceSplit
 from visionlab.models.airbench import Airbench
-from visionlab.models.ema import Lookahead
+from visionlab.training.lookahead import Lookahead
 from visionlab.models.knn import KNN
 from visionlab.tta import with_tta
 

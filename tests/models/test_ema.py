@@ -1,11 +1,11 @@
-"""The lookahead EMA (models/ema.py): the average it keeps, when the weights jump to it, and its checkpoint state."""
+"""The lookahead EMA (training/lookahead.py): the average it keeps, when the weights jump to it, and its checkpoint state."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from visionlab.models.ema import Lookahead
+from visionlab.training.lookahead import Lookahead
 
 
 def model_at(value: float) -> nn.Module:

@@ -9,7 +9,7 @@ their first channels. The output is multiplied by `scale` (1/9): small logits at
 
 Not here, because they belong to training: airbench's per-1024 hyperparameters, label smoothing
 0.2, Nesterov SGD and its schedule are in conf/experiment/cifar10_gpu.yaml; lookahead/EMA is
-models/ema.py and flip test-time augmentation tta.py.
+training/lookahead.py and flip test-time augmentation tta.py.
 """
 
 from __future__ import annotations

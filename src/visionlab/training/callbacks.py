@@ -18,6 +18,7 @@ from visionlab.optimization import current_lr
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.visual_log import VisualLog
 from visionlab.training.checkpoint import Checkpoints
+from visionlab.training.lookahead import Lookahead
 from visionlab.training.signals import StopRequest
 from visionlab.training.state import TrainingState
 
@@ -112,3 +113,19 @@ class StopOnRequest(Callback):
     def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
         if self.stop:
             raise Interrupted(self.stop.signum)
+
+
+class AverageWeights(Callback):
+    """trainer.ema: every N steps the weights move toward their running average (training/lookahead.py).
+
+    After the last step they become the average, so the last val pass, last.pt and the test all
+    see the weights that are kept.
+    """
+
+    def __init__(self, lookahead: Lookahead):
+        self.lookahead = lookahead
+
+    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
+        self.lookahead.after_step(state.at.step)
+        if state.at.step == self.lookahead.total_steps:
+            self.lookahead.finish()

@@ -5,13 +5,14 @@ Built once by the run from its `_target_`; checks.py reads the declarations befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from visionlab.checks import Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.training.early_stopping import EarlyStopping
 from visionlab.training.precision import PRECISIONS
 from visionlab.training.signals import ON_HANGUP
+from visionlab.tta import TTAMode
 
 
 @dataclass
@@ -28,8 +29,11 @@ class TrainerSettings:
     channels_last: Annotated[bool, Switch()]
     compile: Annotated[bool, Switch()]
     on_hangup: Annotated[str, OneOf(*ON_HANGUP)]
-    early_stopping: EarlyStopping
-    test_on: Annotated[str | None, Maybe(OneOf("best", "last"))]  # null: best with early stopping, else last
+    # Defaults only for keys added after checkpoints were first written, so an older last.pt still loads.
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    test_on: Annotated[str | None, Maybe(OneOf("best", "last"))] = None  # null: best with early stopping, else last
+    ema: Annotated[int | None, Maybe(Whole(1, unit="optimizer steps"))] = None  # lookahead to the weights' average every N steps
+    tta: TTAMode = "none"  # test-time augmentation of the test pass (and vl-eval's)
 
     def tests_best(self) -> bool:
         return self.test_on == "best" or (self.test_on is None and self.early_stopping.enabled)

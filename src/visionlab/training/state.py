@@ -20,6 +20,7 @@ from torch import nn
 
 from visionlab.errors import Diverged
 from visionlab.optimization import Schedule, current_lr
+from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
 
 
@@ -44,6 +45,7 @@ class TrainingState:
     at: Position = field(default_factory=Position)
     done: dict[str, dict] = field(default_factory=lambda: {"train": {}, "val": {}})  # the last finished epoch's metrics
     history: dict[int, dict[str, float | None]] = field(default_factory=dict)  # each finished epoch's metrics: best epoch, early stopping
+    lookahead: Lookahead | None = None  # trainer.ema's average of the weights, which a resume must pull toward
 
     def state_dict(self) -> dict[str, Any]:
         at = self.at
@@ -60,6 +62,7 @@ class TrainingState:
             "rng": {**rng_states(), "order": self.order_rng.get_state()},
             "done": {split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in self.done.items()},
             "history": {epoch: dict(metrics) for epoch, metrics in self.history.items()},
+            "lookahead": self.lookahead.state_dict() if self.lookahead else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -77,6 +80,8 @@ class TrainingState:
             self.at.sums = [s.to(device) for s in p["sums"]]
         self.done = state["done"]
         self.history = {int(epoch): metrics for epoch, metrics in state["history"].items()}
+        if self.lookahead:
+            self.lookahead.load_state_dict(state["lookahead"])
 
     def check_finite(self) -> None:
         """The epoch's loss sum turns nan or inf with the first bad step, so one read covers them all."""
