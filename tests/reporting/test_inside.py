@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.tensorboard import SummaryWriter
 
+from tests.cli.test_predict import predict
+from tests.conftest import TINY, run_cli
 from visionlab.data import make_splits
 from visionlab.data.mnist import MNIST
 from visionlab.data.synthetic import SHAPES, Synthetic
@@ -32,6 +35,8 @@ from visionlab.models.resnet import ResNet
 from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.layer_summary import OUTSIDE, layer_table, report_layers
 from visionlab.reporting.summary import RunSummary
+from visionlab.reporting.visual_log import MistakeFinder
+from visionlab.training.loop import evaluate
 
 MODELS = {
     "linear": lambda: Linear((1, 28, 28), 10),
@@ -138,7 +143,7 @@ def test_saliency_and_grad_cam_agree_with_captum(name):
 
     torch.manual_seed(0)
     model = MODELS[name]().eval()
-    x = torch.randn(6, *in_shape_of(name))
+    x = torch.randn(6, *in_shape_of(name)).requires_grad_()  # as captum wants its inputs
     target = torch.tensor([0, 1, 2, 3, 4, 5])
     found = saliency.attributions(model, x, target)
     expected = Saliency(model).attribute(x, target=target, abs=True).amax(1)
@@ -269,20 +274,31 @@ def projector_files(log_dir) -> dict:
             for e in config.embeddings}
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shapes_splits, tmp_path, name):
-    model = CNN((1, 28, 28), 10, channels=[4, 8], hidden=[24]) if name == "cnn" else MLP((1, 28, 28), 10, hidden=[40, 24])
+def embed(model, split, points, tmp_path, watch=None, batch_size=16) -> int:
+    """The test pass with a Penultimate recorder as its watcher, then its points into a fresh writer at step 7."""
+    recorder = embeddings.Penultimate(model, len(split), points, watch)
+    evaluate(model, split, None, batch_size, watch=recorder)
     with SummaryWriter(str(tmp_path)) as writer:
-        written = embeddings.log_embedding(writer, model, shapes_splits.test, SHAPES, step=7, points=30)
-    assert written == 30
+        return recorder.write(writer, split, SHAPES, step=7)
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "resnet_small"])
+def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shapes_splits, tmp_path, name):
+    model = {"cnn": lambda: CNN((1, 28, 28), 10, channels=[4, 8], hidden=[24]), "mlp": lambda: MLP((1, 28, 28), 10, hidden=[40, 24]),
+             "resnet_small": lambda: ResNet((1, 28, 28), 10, widths=[8, 24], blocks=1)}[name]()
+    finder = MistakeFinder(4, False, torch.device("cpu"))
+    assert embed(model, shapes_splits.test, 30, tmp_path, watch=finder) == 30
+    assert finder.seen == 100, "the batches went on to the mistake finder"
     ((tag, (tensors, metadata, sprite, size)),) = projector_files(tmp_path).items()
     assert tag.startswith(embeddings.TAG) and "00007" in str(tensors)
     index = embeddings.spaced(100, 30)
     x, labels = shapes_splits.test.batch(index)
     with torch.no_grad():
         model.eval()
-        hidden = model.classifier[:-1](model.features(x)) if name == "cnn" else model.net[:-1](x)
+        last = model.classifier[-1] if name != "mlp" else model.net[-1]
+        hidden = (model.classifier[:-1](model.features(x)) if name != "mlp" else model.net[:-1](x))
         predicted = model(x).argmax(1)
+    assert torch.allclose(last(hidden), model(x), atol=1e-5), "the features are what the last layer turns into scores"
     rows = torch.tensor([[float(v) for v in line.split("\t")] for line in tensors.read_text().splitlines()])
     assert rows.shape == (30, 24) and torch.allclose(rows, hidden, atol=1e-5)
     header, *lines = metadata.read_text().splitlines()
@@ -291,20 +307,19 @@ def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shape
     assert size == [28, 28] and Image.open(sprite).size == (6 * 28, 6 * 28), "30 thumbnails in a 6x6 square"
 
 
-def test_the_points_are_capped_and_spread_over_the_split():
+def test_the_points_are_capped_and_spread_over_the_split(shapes_splits, tmp_path):
     assert embeddings.spaced(10, 4).tolist() == [0, 3, 6, 9]
     assert embeddings.spaced(3, 2000).tolist() == [0, 1, 2], "fewer images than the cap: all of them"
+    assert embed(CNN((1, 28, 28), 10), shapes_splits.test, 2000, tmp_path) == 100
     assert embeddings.thumbnails(torch.full((2, 3, 64, 48), 255, dtype=torch.uint8)).shape == (2, 3, 32, 24)
 
 
-@pytest.mark.parametrize("model", [Linear((1, 28, 28), 10), KNN((1, 28, 28), 10)], ids=["linear", "knn"])
-def test_no_embedding_for_a_model_without_a_layer_before_its_scores(shapes_splits, tmp_path, model):
-    with SummaryWriter(str(tmp_path)) as writer:
-        assert embeddings.log_embedding(writer, model, shapes_splits.test, SHAPES, step=1, points=50) == 0
+@pytest.mark.parametrize("model,points", [(Linear((1, 28, 28), 10), 50), (KNN((1, 28, 28), 10), 50), (CNN((1, 28, 28), 10), 0)],
+                         ids=["linear", "knn", "zero points: off"])
+def test_no_embedding_without_a_layer_before_the_scores_or_points(shapes_splits, tmp_path, model, points):
+    if isinstance(model, KNN):
+        model.fit(shapes_splits.train)
+    hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
+    assert embed(model, shapes_splits.test, points, tmp_path) == 0
     assert not (tmp_path / "projector_config.pbtxt").exists()
-
-
-def test_zero_points_is_off(shapes_splits, tmp_path):
-    with SummaryWriter(str(tmp_path)) as writer:
-        assert embeddings.log_embedding(writer, CNN((1, 28, 28), 10), shapes_splits.test, SHAPES, step=1, points=0) == 0
-    assert not (tmp_path / "projector_config.pbtxt").exists()
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == hooks, "no hook left behind"

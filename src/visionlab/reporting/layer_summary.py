@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visionlab.reporting.saliency import evaluating
+
 log = logging.getLogger("visionlab")
 
 OUTSIDE = "(outside the layers)"
@@ -113,14 +115,11 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
         return hook
 
     handles = [module.register_forward_hook(recorder(name)) for name, module in leaves]
-    was_training = model.training
     example = torch.zeros(1, *in_shape, device=parameters[0].device)
     try:
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with evaluating(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(example)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     counts = counter.get_flop_counts()

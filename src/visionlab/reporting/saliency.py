@@ -17,7 +17,8 @@ never into the parameters' `.grad`, so a picture never touches training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from visionlab.data import DeviceSplit
 from visionlab.reporting import visuals
 
 CORRECT = 8  # right answers shown after the mistakes
-CANDIDATES = 64  # the first test images, among which the right answers are found
+CANDIDATES = 64  # the first test images, among which the right answers are looked for
 IMAGES_PER_ROW = 4  # each with its two maps beside it: 12 tiles a row
 
 
@@ -39,6 +40,17 @@ class Attributions:
     saliency: torch.Tensor  # [N, H, W]: |d score / d input|, the largest over channels
     cam: torch.Tensor | None  # [N, h, w]: Grad-CAM at the feature map's resolution; None: the model has none
     cam_layer: str | None  # that feature map's module, as named in the model ("features")
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (BatchNorm's running statistics, no dropout), then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> Attributions:
@@ -56,10 +68,8 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
         return hook
 
     handles = [module.register_forward_hook(keep(name)) for name, module in model.named_modules() if name]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
+        with evaluating(model), torch.inference_mode(False), torch.enable_grad():
             x = x.detach().clone().requires_grad_(True)
             scores = model(x)
             if target is None:
@@ -68,7 +78,6 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
             layer, feature_map = maps[-1] if maps else (None, None)
             grads = torch.autograd.grad(chosen, [x] + ([feature_map] if layer else []))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     cam = None
@@ -124,17 +133,15 @@ def saliency_picture(model: nn.Module, split: DeviceSplit, mistakes: torch.Tenso
     if not any(p.requires_grad for p in model.parameters()):
         return None
     device = split.labels.device
-    shown = torch.cat([mistakes.to(device), torch.arange(min(CANDIDATES, len(split)), device=device)])
+    with torch.inference_mode(), evaluating(model):
+        candidates, labels = split.batch(torch.arange(min(CANDIDATES, len(split)), device=device))
+        right = (model(candidates).argmax(1) == labels).nonzero().flatten()[:CORRECT]
+    shown = torch.cat([mistakes.to(device), right])
     x, labels = split.batch(shown)
     found = attributions(model, x, None)
-    predicted = found.target
-    right = (predicted == labels).nonzero().flatten()
-    right = right[right >= len(mistakes)][:CORRECT]
-    rows = torch.cat([torch.arange(len(mistakes), device=device), right])
-    found = Attributions(found.scores[rows], predicted[rows], found.saliency[rows], None if found.cam is None else found.cam[rows], found.cam_layer)
     confidence = found.scores.float().softmax(1).amax(1).tolist()
-    true = labels[rows].tolist()
-    captions = [f"{classes[p]} ({floor_percent(c)})\ntrue {classes[t]}" for p, c, t in zip(found.target.tolist(), confidence, true)]
-    colors = ["forestgreen" if p == t else "firebrick" for p, t in zip(found.target.tolist(), true)]
+    predicted, true = found.target.tolist(), labels.tolist()
+    captions = [f"{classes[p]} ({floor_percent(c)})\ntrue {classes[t]}" for p, c, t in zip(predicted, confidence, true)]
+    colors = ["forestgreen" if p == t else "firebrick" for p, t in zip(predicted, true)]
     title = f"{split_name}: {len(mistakes)} most confident mistakes (red), {len(right)} right (green); {maps_title(found)}"
-    return explained_picture(split.images[shown[rows]], found, captions, colors, title)
+    return explained_picture(split.images[shown], found, captions, colors, title)
