@@ -1,7 +1,7 @@
 """What the pictures cost a default run: `vl-train` (the default job) with every picture on against every one off.
 
     .venv/bin/python bench/pictures_overhead.py             # 3 rounds of on, off, off, on
-    .venv/bin/python bench/pictures_overhead.py --quick     # one round on a small job (a smoke run)
+    .venv/bin/python bench/pictures_overhead.py --quick     # one launch each on a small job (a smoke run)
 
 Each launch is timed from start to exit, in rounds of on, off, off, on, so a burst of load from
 elsewhere hits both sides; the rows give the medians and the run's own picture timer (the line
@@ -107,7 +107,7 @@ def rows(args) -> list[Row]:
     on, off, timer = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(rounds):
-            for side in ("on", "off", "off", "on"):
+            for side in ("on", "off") if args.quick else ("on", "off", "off", "on"):
                 run_dir = Path(tmp) / f"{round_}-{side}-{len(on) + len(off)}"
                 seconds, pictures = launch(job + (switches_off() if side == "off" else []), run_dir)
                 (on if side == "on" else off).append(seconds)

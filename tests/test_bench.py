@@ -63,6 +63,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         ours, baseline, ratio = row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: fit \+ predict")
         assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d", baseline) and re.fullmatch(r"\d+\.\d\dx faster", ratio)
         assert row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: predictions")[2].startswith("equal wherever unambiguous; ")
+    ours, baseline, overhead = row(r"^pictures: the default job, launch to exit, every picture on vs off")
+    assert re.match(r"\d+\.\d\d \(on: ", ours) and re.match(r"\d+\.\d\d \(off: ", baseline) and re.fullmatch(r"[+-]\d+\.\d%", overhead)
+    ours, baseline, share = row(r"^pictures: issue 19's saliency, embedding and layer table")
+    assert re.match(r"-?\d+\.\d{3} \(layer table \d+\.\d{3}, saliency picture \d+\.\d{3}, embedding", ours) and re.fullmatch(r"-?\d+\.\d%", share)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 
