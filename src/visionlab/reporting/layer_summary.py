@@ -100,7 +100,7 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
     table = LayerTable(type(model).__name__, tuple(in_shape))
     parameters = list(model.parameters())
     if not parameters:
-        table.note = "no layers: nothing is learned; it compares each image with the training images it memorized"
+        table.note = "no layers: it has no parameters (a kNN compares each image with the training images it memorized)"
         return table
     from torch.utils.flop_counter import FlopCounterMode  # imported here: it loads sympy and friends, for runs that train
 

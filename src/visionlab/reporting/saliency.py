@@ -29,7 +29,7 @@ from visionlab.data import DeviceSplit
 from visionlab.reporting import visuals
 
 CORRECT = 8  # right answers shown after the mistakes
-CANDIDATES = 64  # the first test images, among which the right answers are looked for
+CANDIDATES = 32  # the first test images, among which the right answers are looked for
 IMAGES_PER_ROW = 4  # each with its two maps beside it: 12 tiles a row
 
 
@@ -98,21 +98,17 @@ def heat_tiles(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def explained_picture(images: torch.Tensor, found: Attributions, captions: Sequence[str], colors: Sequence[str], title: str) -> torch.Tensor:
     """Each image (uint8 `[N, C, H, W]`, as stored) with its saliency and Grad-CAM maps beside it, as one picture.
 
-    `captions` and `colors` are the images' own; the maps are captioned with what they are.
+    `captions` and `colors` are the images'; the maps go uncaptioned (the title says what they
+    are, `maps_title`): a third of the words to draw.
     """
     size = tuple(images.shape[2:])
     tiles = [images.cpu().float() / 255, heat_tiles(found.saliency, size)]
-    names = ["gradient"]
     if found.cam is not None:
         tiles.append(heat_tiles(found.cam, size))
-        names.append(f"Grad-CAM\n{found.cam_layer}")
     per_image = len(tiles)
-    tiles = [tile.expand(-1, 3, -1, -1) for tile in tiles]
-    interleaved = torch.stack(tiles, 1).flatten(0, 1)
-    all_captions, all_colors = [], []
-    for caption, color in zip(captions, colors):
-        all_captions += [caption, *names]
-        all_colors += [color, *["black"] * len(names)]
+    interleaved = torch.stack([tile.expand(-1, 3, -1, -1) for tile in tiles], 1).flatten(0, 1)
+    all_captions = [text for caption in captions for text in (caption, *[""] * (per_image - 1))]
+    all_colors = [text for color in colors for text in (color, *["black"] * (per_image - 1))]
     return visuals.picture(interleaved, IMAGES_PER_ROW * per_image, title=title, captions=all_captions, caption_colors=all_colors)
 
 
@@ -125,7 +121,7 @@ def maps_title(found: Attributions) -> str:
 def saliency_picture(model: nn.Module, split: DeviceSplit, mistakes: torch.Tensor, classes: Sequence[str], split_name: str = "test") -> torch.Tensor | None:
     """The given mistakes (split indices, most confident first) and the first CORRECT right answers, each beside its maps.
 
-    None for a model without gradients (kNN). `mistakes` is what `MistakeFinder.mistakes()[0]`
+    None for a model without gradients (kNN), or nothing to show. `mistakes` is what `MistakeFinder.mistakes()[0]`
     returns after the test pass; the right answers are found among the first CANDIDATES images.
     """
     from visionlab.reporting.visual_log import floor_percent  # here: visual_log draws this picture
@@ -137,6 +133,8 @@ def saliency_picture(model: nn.Module, split: DeviceSplit, mistakes: torch.Tenso
         candidates, labels = split.batch(torch.arange(min(CANDIDATES, len(split)), device=device))
         right = (model(candidates).argmax(1) == labels).nonzero().flatten()[:CORRECT]
     shown = torch.cat([mistakes.to(device), right])
+    if not len(shown):
+        return None
     x, labels = split.batch(shown)
     found = attributions(model, x, None)
     confidence = found.scores.float().softmax(1).amax(1).tolist()
