@@ -115,7 +115,8 @@ def rows(args) -> list[Row]:
                     timer.append(pictures)
     every = f" (median of {len(on)})" if len(on) > 1 else ""
     on_s, off_s = statistics.median(on), statistics.median(off)
-    inside = inside_pictures(job, 1 if args.quick else 3)
+    repeats = 1 if args.quick else 3
+    inside = inside_pictures(job, repeats)
     inside_total = sum(inside.values())
     breakdown = ", ".join(f"{name} {seconds:.3f}" for name, seconds in inside.items())
     return [
@@ -125,7 +126,7 @@ def rows(args) -> list[Row]:
         Row(f"pictures: the default job, the run's own picture timer, s{every}",
             f"{statistics.median(timer):.2f}" if timer else "n/a", f"{off_s:.2f} (the run with pictures off)",
             f"{100 * statistics.median(timer) / off_s:.1f}%" if timer else "n/a"),
-        Row("pictures: issue 19's saliency, embedding and layer table, in process on the default job, s (median of 3 calls)",
+        Row(f"pictures: issue 19's saliency, embedding and layer table, in process on the default job, s{f' (median of {repeats} calls)' if repeats > 1 else ''}",
             f"{inside_total:.3f} ({breakdown})", f"{off_s:.2f} (the run with pictures off)", f"{100 * inside_total / off_s:.1f}%"),
     ]
 
