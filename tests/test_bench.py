@@ -76,6 +76,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         assert re.fullmatch(r"\d+\.\d\d s \(\d+\.\d\d s CPU; 600 images, same pixels\)", ours) and re.fullmatch(r"\d+x faster", ratio)
     ours, baseline, ratio = row(r"^folder: the same as 128x128 JPEGs \([^)]*\) to 32x32, first decode")
     assert re.fullmatch(r"[\d,]+ \(600 in \d+\.\d\d s\)", ours) and "Resize((32, 32))" in baseline and re.fullmatch(r"\d+\.\d\dx", ratio)
+    ours, baseline, overhead = row(r"^pictures: the default job, launch to exit, every picture on vs off")
+    assert re.match(r"\d+\.\d\d \(on: ", ours) and re.match(r"\d+\.\d\d \(off: ", baseline) and re.fullmatch(r"[+-]\d+\.\d%", overhead)
+    ours, baseline, share = row(r"^pictures: issue 19's saliency, embedding and layer table")
+    assert re.match(r"-?\d+\.\d{3} \(layer table \d+\.\d{3}, saliency picture \d+\.\d{3}, embedding", ours) and re.fullmatch(r"-?\d+\.\d%", share)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

@@ -3,8 +3,8 @@
 The model and its data preparation are rebuilt from the checkpoint as `vl-eval` does (size,
 channels, the training split's normalization, features), and each file is decoded, converted and
 resized exactly as `dataset=folder` prepares its training images. The output is a table of the
-top-k classes, `predictions.csv` and `predictions.png`; a kNN also shows its votes and the nearest
-training images.
+top-k classes, `predictions.csv` and `predictions.png`: each image with its gradient saliency and
+Grad-CAM maps for the top class beside it; a kNN shows its votes and the nearest training images instead.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from visionlab.data.images import BadImage, decode, is_image, to_tensor
 from visionlab.errors import UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
-from visionlab.reporting import visuals
+from visionlab.reporting import saliency, visuals
 from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.reporting.visual_log import floor_percent
 
@@ -166,8 +166,10 @@ def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: in
     picture_path = folder / "predictions.png"
     if knn and not isinstance(splits, FeatureSplits):  # on features, the training images are vectors: no neighbours to show
         image = neighbours_picture(prepared, splits, nearest, top_class[:, 0], classes)
-    else:
+    elif isinstance(splits, FeatureSplits) or knn:  # the model sees vectors, or has no gradients: no maps over the image
         image = predictions_picture(prepared, top_class, top_p, classes)
+    else:
+        image = explained_predictions_picture(model, x, prepared, top_class, top_p, classes)
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(picture_path)
     console.print(f"written to {csv_path} and {picture_path}", markup=False, highlight=False)
 
@@ -177,14 +179,32 @@ def vote_text(labels: torch.Tensor, classes: list[str]) -> str:
     return ", ".join(f"{classes[c]} {n}" for c, n in Counter(labels.tolist()).most_common())
 
 
-def predictions_picture(prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
-    n = min(PICTURED, len(prepared.files))
+def prediction_captions(n: int, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]) -> list[str]:
+    """Each of the first n images' top class and runner-up, with their probabilities."""
     captions = []
     for i in range(n):
         runner_up = f"\n{classes[top_class[i, 1]]} {floor_percent(float(top_p[i, 1]))}" if top_class.shape[1] > 1 else ""
         captions.append(f"{classes[top_class[i, 0]]} {floor_percent(float(top_p[i, 0]))}{runner_up}")
-    title = f"predictions: the top class and the runner-up{f' (the first {n} of {len(prepared.files)} images)' if n < len(prepared.files) else ''}"
-    return visuals.picture(prepared.images[:n].float() / 255, 8, title=title, captions=captions)
+    return captions
+
+
+def first_of(n: int, total: int) -> str:
+    return f" (the first {n} of {total} images)" if n < total else ""
+
+
+def predictions_picture(prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    n = min(PICTURED, len(prepared.files))
+    title = f"predictions: the top class and the runner-up{first_of(n, len(prepared.files))}"
+    return visuals.picture(prepared.images[:n].float() / 255, 8, title=title, captions=prediction_captions(n, top_class, top_p, classes))
+
+
+def explained_predictions_picture(model: torch.nn.Module, x: torch.Tensor, prepared: Prepared, top_class: torch.Tensor,
+                                  top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """Each image with its gradient saliency and Grad-CAM for the top class beside it (reporting/saliency.py)."""
+    n = min(PICTURED, len(prepared.files))
+    found = saliency.attributions(model, x[:n], top_class[:n, 0].to(x.device))
+    title = f"predictions: top class and runner-up; {saliency.maps_title(found)}{first_of(n, len(prepared.files))}"
+    return saliency.explained_picture(prepared.images[:n], found, prediction_captions(n, top_class, top_p, classes), ["black"] * n, title)
 
 
 def neighbours_picture(prepared: Prepared, splits: Splits, nearest: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> torch.Tensor:

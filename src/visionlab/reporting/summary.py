@@ -46,6 +46,7 @@ class RunSummary:
     val_acc: dict[int, float]  # val/acc after each epoch
     image_tags: list[str]
     run_dir: Path
+    layers: str = ""  # the model's "## Layers" section (reporting.layer_summary), empty when not measured
 
     def facts(self) -> list[str]:
         """The run in a few sentences, each one line."""
@@ -76,6 +77,8 @@ class RunSummary:
                 f"`tensorboard --logdir {shlex.quote(str(self.run_dir))}`, then the Images tab:", "",
             ]
             lines += [f"- `{tag}`" for tag in self.image_tags]
+        if self.layers:
+            lines += ["", self.layers.rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def rich(self) -> Group:

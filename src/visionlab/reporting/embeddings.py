@@ -1,0 +1,108 @@
+"""What the network learned, as points: test images' penultimate-layer features in TensorBoard's projector.
+
+The features are the input of the model's last Linear layer (the one that turns them into class
+scores), so any model with a hidden layer has them: a CNN's or a ResNet's pooled features, an
+MLP's last hidden layer. A linear classifier has no layer before its scores, and a kNN no layer
+at all: they get no embedding. A `Penultimate` recorder is handed to the test pass's `evaluate()`
+as its watcher: a forward pre-hook on that layer keeps the chosen images' rows as the pass goes,
+so the embedding costs no pass of its own (a second pass over the default job's 1,000 test images
+would add 7% to its work: 4,500 training images forward and backward, about 3 forward passes
+each, plus 1,500 to evaluate).
+
+`SummaryWriter.add_embedding` writes them under the run directory (`<step>/<tag>/tensors.tsv`,
+`metadata.tsv` with each point's true and predicted class, `sprite.png` with the thumbnails,
+and `projector_config.pbtxt` naming them), where the Projector tab shows PCA and t-SNE of them.
+At most `points` test images, evenly spaced through the split (a dataset stored class by class
+still shows every class).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from visionlab.data import DeviceSplit
+
+log = logging.getLogger("visionlab")
+
+TAG = "test/penultimate"
+THUMBNAIL_PX = 32  # larger images are shrunk to this side in the sprite: 2,000 of 224 px would make a 300 MB one
+
+
+def penultimate_layer(model: nn.Module) -> nn.Linear | None:
+    """The model's last Linear layer, if some layer with weights comes before it; else None."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return layers[-1] if len(layers) > 1 and isinstance(layers[-1], nn.Linear) else None
+
+
+def spaced(n: int, points: int) -> torch.Tensor:
+    """`min(n, points)` indices evenly spaced over range(n), first and last included."""
+    return torch.linspace(0, n - 1, min(n, points)).round().long() if n else torch.empty(0, dtype=torch.long)
+
+
+class Penultimate:
+    """Keeps the penultimate features and predicted classes of `points` evenly spaced images of one evaluate() pass.
+
+    Use it as evaluate()'s `watch`: the hook sees each batch's features just before the last
+    layer, then evaluate() calls it with the batch's (scores, labels); it hands those on to `watch`
+    (the MistakeFinder) if given. Rows stay on the device until `write`. Without a penultimate
+    layer, or with `points` 0, it only passes the batches on.
+    """
+
+    def __init__(self, model: nn.Module, n: int, points: int, watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None):
+        self.watch = watch
+        self.index = spaced(n, points)
+        self.seen = 0
+        self.features: list[torch.Tensor] = []
+        self.predicted: list[torch.Tensor] = []
+        layer = penultimate_layer(model) if points > 0 else None
+        self.handle = layer.register_forward_pre_hook(self._keep) if layer is not None else None
+        if points > 0 and layer is None:
+            log.info("embedding: %s has no layer before its class scores, so the projector stays empty", type(model).__name__)
+
+    def _rows(self, batch: int) -> torch.Tensor:
+        """Positions in the current batch of the chosen images (a CPU tensor: no wait on the device)."""
+        chosen = self.index[(self.index >= self.seen) & (self.index < self.seen + batch)]
+        return chosen - self.seen
+
+    def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        self.features.append(x[self._rows(len(x)).to(x.device)].flatten(1).float())
+
+    def __call__(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.handle is not None:
+            self.predicted.append(scores[self._rows(len(labels)).to(scores.device)].argmax(1))
+        self.seen += len(labels)
+        if self.watch is not None:
+            self.watch(scores, labels)
+
+    def write(self, writer: SummaryWriter, split: DeviceSplit, classes: Sequence[str], step: int) -> int:
+        """The recorded points into the projector, under TAG at `step`; returns how many (0: none)."""
+        if self.handle is None:
+            return 0
+        self.handle.remove()
+        self.handle = None
+        features = torch.cat(self.features).cpu()
+        predicted = torch.cat(self.predicted).cpu()
+        if len(features) != len(self.index) or len(predicted) != len(self.index):
+            raise RuntimeError(f"embedding: {len(features)} feature rows for {len(self.index)} chosen images: was the recorder evaluate()'s watch for one whole pass?")
+        index = self.index.to(split.labels.device)
+        metadata = [[classes[t], classes[p]] for t, p in zip(split.labels[index].tolist(), predicted.tolist())]
+        writer.add_embedding(features, metadata=metadata, metadata_header=["true", "predicted"],
+                             label_img=thumbnails(split.images[index.to(split.images.device)]), global_step=step, tag=TAG)
+        return len(index)
+
+
+def thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """uint8 `[N, C, H, W]` as floats in [0, 1], no side over THUMBNAIL_PX (the projector shows them small)."""
+    tiles = images.cpu().float() / 255
+    side = max(tiles.shape[2:])
+    if side > THUMBNAIL_PX:
+        size = [max(1, round(s * THUMBNAIL_PX / side)) for s in tiles.shape[2:]]
+        tiles = F.interpolate(tiles, size=size, mode="area")
+    return tiles
