@@ -34,6 +34,7 @@ class RunSettings:
     objective: Annotated[str, OneOf(*OBJECTIVES)]
     resume: Annotated[str | None, Maybe(Text())]
     lr_find: Annotated[bool, Switch()]
+    summary_only: Annotated[bool, Switch()]
 
 
 def validate(cfg: DictConfig) -> None:

@@ -31,8 +31,10 @@ from visionlab.errors import Interrupted, Pruned, RunStopped, UserError
 from visionlab.features import Features
 from visionlab.optimization import Schedule, constant
 from visionlab.reporting.hparams import run_hparams
+from visionlab.reporting.layer_summary import report_layers
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
+from visionlab.reporting.summary import command_line
 from visionlab.reporting.visual_log import VisualLog, VisualSettings
 from visionlab.training.callbacks import AverageWeights, Pictures, Progress, SaveAndStop, StopOnRequest
 from visionlab.training.checkpoint import Checkpoints
@@ -73,6 +75,8 @@ class Parts:
     hparams: dict[str, Any]  # the run's row in TensorBoard's HParams tab
     range_test: RangeTest | None = None  # lr_find=true: a learning-rate range test instead of training
     pruning: TrialPruning = dataclasses.field(default_factory=TrialPruning)  # a pruned Optuna search's trial, or inactive
+    summary_only: bool = False  # summary_only=true: the layer table, then exit
+    layers: str = ""  # the first model's layer table (markdown), once built: for the run's summary.md
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -88,6 +92,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         schedule=build(cfg, "scheduler"), trainer=build(cfg, "trainer"), pictures=build(cfg, "logging"),
         seed=cfg.seed, objective=cfg.objective, config=OmegaConf.to_container(cfg, resolve=True), hparams=run_hparams(cfg),
         range_test=build(cfg, "lr_range") if cfg.lr_find else None, pruning=TrialPruning.from_config(),
+        summary_only=cfg.summary_only,
     )
 
 
@@ -114,6 +119,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                  len(raw.train), sum(not part.final for part in plan), len(raw.test))
     if parts.range_test is not None:
         return find_lr(parts, raw, plan[0], device, run_dir)
+    if parts.summary_only:
+        splits = partition_splits(parts, raw, plan[0], device)
+        report_layers(fresh_model(parts, splits, device), splits.in_shape, run_dir, command_line())
+        log.info("summary_only=true: the layer table is in %s; nothing was trained", run_dir / "summary.md")
+        return {"status": "summary_only"}
     done = [FitResult(**result) for result in resume.get("partitions_done", [])] if resume else []
     run_reporter, test = None, None
     with StopRequest(parts.trainer.on_hangup) as stop:
@@ -128,7 +138,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
                 try:
                     result, test = train_partition(parts, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
-                                                   first_step=index * parts.trainer.epochs)
+                                                   run_dir, first_step=index * parts.trainer.epochs)
                 except BaseException:
                     reporter.close()
                     raise
@@ -165,13 +175,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def train_partition(
     parts: Parts, raw: RawData, part: Part, device: torch.device, reporter: Reporter, checkpoints: Checkpoints,
-    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any], first_step: int = 0,
+    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any], run_dir: Path, first_step: int = 0,
 ) -> tuple[FitResult, dict[str, Any] | None]:
     """A fresh model from the run's seed (folds differ by their data alone), trained or memorized, and tested if `part.test`."""
     splits = partition_splits(parts, raw, part, device)
-    seed_everything(parts.seed)
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **overrides).to(device)
-    log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
+    model = fresh_model(parts, splits, device, overrides)
+    if not parts.layers:
+        parts.layers = report_layers(model, splits.in_shape, run_dir, command_line()).markdown()
     visuals = VisualLog(parts.pictures, reporter, model, splits, parts.trainer.epochs)
     trains = count_trainable(model) > 0
     if resume is None or not trains:
@@ -235,8 +245,7 @@ def train_weights(
 def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path) -> dict[str, Any]:
     """The range test on the first partition's train split, with the run's model, loss and optimizer; no checkpoint, no test."""
     splits = partition_splits(parts, raw, part, device)
-    seed_everything(parts.seed)
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    model = fresh_model(parts, splits, device)
     if not count_trainable(model):
         raise UserError(f"lr_find=true needs a model with trainable parameters: {type(model).__name__} has none")
     first_use(model, parts.loss_fn, splits)
@@ -264,6 +273,14 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
     log.info("lr_find: suggested lr %.3g (the lowest smoothed loss was at %.3g, after %d steps): try optimizer.lr=%.2g; %s",
              suggested, at_min, len(record.lrs), suggested, run_dir / "lr_find.png")
     return found
+
+
+def fresh_model(parts: Parts, splits: Splits, device: torch.device, overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Built afresh from the run's seed, so partitions differ by their data alone."""
+    seed_everything(parts.seed)
+    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **(overrides or {})).to(device)
+    log.info("model: %s with %s trainable parameters", type(model).__name__, f"{count_trainable(model):,}")
+    return model
 
 
 def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.device) -> Splits:
@@ -297,7 +314,7 @@ def publish(parts: Parts, reporter: Reporter, metrics: dict[str, Any], run_dir: 
         write_metrics(run_dir / "metrics.json", metrics)
     finally:
         reporter.close()
-    reporter.finish(metrics, run_dir)
+    reporter.finish(metrics, run_dir, parts.layers)
     return metrics
 
 

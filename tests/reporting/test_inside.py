@@ -11,7 +11,6 @@ import copy
 import logging
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +21,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.cli.test_predict import predict
-from tests.conftest import TINY, run_cli
 from visionlab.data import make_splits
 from visionlab.data.mnist import MNIST
 from visionlab.data.synthetic import SHAPES, Synthetic

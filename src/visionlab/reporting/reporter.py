@@ -136,11 +136,11 @@ class Reporter:
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 
-    def finish(self, metrics: dict[str, Any], run_dir: Path) -> None:
-        """The run summary: printed, and written to `summary.md` in the run directory."""
+    def finish(self, metrics: dict[str, Any], run_dir: Path, layers: str = "") -> None:
+        """The run summary: printed, and written to `summary.md` in the run directory (with the model's layer table)."""
         if terminal.notices:
             self.note_terminal(metrics["epochs"], metrics["steps"])
-        summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir)
+        summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir, layers)
         console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
         log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})  # the log has what the terminal had
         (run_dir / "summary.md").write_text(summary.markdown())

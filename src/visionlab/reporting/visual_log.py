@@ -13,6 +13,7 @@ import math
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from torch import nn
 from visionlab.checks import Switch, Whole
 from visionlab.data import DeviceSplit, Splits
 from visionlab.features import FeatureSplits
-from visionlab.reporting import visuals
+from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.feature_pictures import feature_pictures
 from visionlab.reporting.reporter import Reporter
 
@@ -48,6 +49,8 @@ class VisualSettings:
     neighbours: Annotated[bool, Switch()] = True
     histograms_every_n_epochs: Annotated[int, EVERY] = 0
     graph: Annotated[bool, Switch()] = True
+    saliency: Annotated[bool, Switch()] = True
+    embedding_points: Annotated[int, Whole(0, unit="points")] = 2000
 
 
 def is_due(every: int, epoch: int, last: int) -> bool:
@@ -154,6 +157,7 @@ class VisualLog:
         if self.on_features:
             log.info("pictures: the model sees feature vectors, so the data preview, mistakes, first-layer and neighbour pictures are off")
         self.finder: MistakeFinder | None = None
+        self.embedding: embeddings.Penultimate | None = None
         self.seconds = 0.0
 
     @_timed
@@ -166,11 +170,20 @@ class VisualLog:
         if self.settings.graph:
             self._graph()
 
-    def watch(self, epoch: int | None = None) -> MistakeFinder | None:
-        """A MistakeFinder for the coming evaluate() (val after `epoch`; test when None), if mistakes are due."""
-        every = self.settings.mistakes_every_n_epochs
-        due = every > 0 if epoch is None else is_due(every, epoch, self.epochs)
+    def watch(self, epoch: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        """What the coming evaluate() shows its batches to (val after `epoch`; test when None).
+
+        A MistakeFinder if mistakes are due (on test, also for the saliency picture of them), and
+        on test the penultimate-layer recorder for the embedding, which passes each batch on.
+        """
+        settings = self.settings
+        every = settings.mistakes_every_n_epochs
+        due = (every > 0 or settings.saliency) if epoch is None else is_due(every, epoch, self.epochs)
         self.finder = MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due and not self.on_features else None
+        self.embedding = None
+        if epoch is None and settings.embedding_points and not self.on_features:
+            self.embedding = embeddings.Penultimate(self.model, len(self.splits.test), settings.embedding_points, self.finder)
+            return self.embedding
         return self.finder
 
     @_timed
@@ -191,8 +204,14 @@ class VisualLog:
     def finish(self, step: int, test: dict) -> None:
         if self.settings.confusion_every_n_epochs:
             self._confusion("test", test["confusion"], step)
-        if self.finder is not None:
+        if self.finder is not None and self.settings.saliency and not self.knn:  # before _mistakes, which drops the finder
+            image = saliency.saliency_picture(self.model, self.splits.test, self.finder.mistakes()[0], self.classes)
+            if image is not None:
+                self.reporter.image("test/saliency", image, step)
+        if self.finder is not None and self.settings.mistakes_every_n_epochs:
             self._mistakes("test", self.splits.test, step)
+        if self.embedding is not None:
+            self.embedding.write(self.reporter.writer, self.splits.test, self.classes, step)
         if self.settings.neighbours and self.knn and not self.on_features:
             self._neighbours(step)
         log.info("pictures, histograms and graph took %.2f s", self.seconds)
