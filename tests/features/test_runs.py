@@ -79,7 +79,7 @@ def test_cli_run_on_features_writes_metrics_the_hog_picture_and_the_cache(tmp_pa
     result = run_cli(["features=hog+color", "model=linear", "loss=hinge", *TINY, *COLOUR, f"features.cache_dir={cache}"], run_dir)
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["val/acc"] > 0.25 and 0 <= metrics["test/acc"] <= 1
+    assert metrics["status"] == "completed" and metrics["val/acc"] > 0.25 and metrics["test/acc"] > 0.25
     assert sorted(p.name.split("-")[1] for p in cache.glob("*.pt")) == ["test", "train"]
     log = (run_dir / "train.log").read_text()
     assert "features: 334 numbers per image" in log and "4x4 cells of 8x8 pixels" in log

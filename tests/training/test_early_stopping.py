@@ -56,3 +56,17 @@ def test_test_on_last_keeps_the_last_weights_even_with_early_stopping(tmp_path):
 ])
 def test_bad_early_stopping_settings_name_the_key(override, message):
     assert message in config_error([override])
+
+
+def test_a_resumed_run_keeps_the_patience_count_from_its_history():
+    """The count lives in the saved history: a run resumed after its patience ran out ends before training more."""
+    from types import SimpleNamespace
+
+    from visionlab.training.callbacks import EndTraining
+    from visionlab.training.early_stopping import EarlyStopping, StopEarly
+
+    rule = StopEarly(EarlyStopping(patience=2), "val/acc")
+    rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55)), steps=10)  # one stale epoch: carries on
+    with pytest.raises(EndTraining) as ended:
+        rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55, 0.58)), steps=10)
+    assert ended.value.extra == {"stopped_early": True, "best_epoch": 2}
