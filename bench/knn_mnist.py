@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/knn_mnist.py                 # the full benchmark (about 10 minutes on 2 cores)
     .venv/bin/python bench/knn_mnist.py --parts faiss   # against faiss alone (about 4 minutes)
-    .venv/bin/python bench/knn_mnist.py --quick         # a smoke run on 5,000 train / 500 test images
+    .venv/bin/python bench/knn_mnist.py --quick         # a smoke run on 2,000 train / 200 test images
     .venv/bin/python bench/knn_mnist.py --parts l2,sweep --repeat 3   # some parts; fastest of 3 runs
 
 Against faiss (the `bench` extra: `pip install -e '.[bench]'`): L2 (`IndexFlatL2`) and L1
@@ -258,7 +258,7 @@ def rows(args) -> list[Row]:
     import sklearn
 
     data = mnist_root(args.mnist)
-    sizes = {"data": str(data), "train": 5000 if args.quick else 60000, "test": 500 if args.quick else 10000}
+    sizes = {"data": str(data), "train": 2000 if args.quick else 60000, "test": 200 if args.quick else 10000}
     parts = {
         "faiss": lambda: faiss_rows(sizes, args.rounds),
         "l2": lambda: l2_rows(sizes, args.repeat),
@@ -267,7 +267,7 @@ def rows(args) -> list[Row]:
     }
     print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baselines: faiss-cpu "
           f"{faiss_version() if 'faiss' in args.parts else '(not run)'} IndexFlat, scikit-learn {sklearn.__version__} KNeighborsClassifier(algorithm='brute', n_jobs=-1)", flush=True)
-    quick = " (--quick: 5,000 train / 500 test)" if args.quick else ""
+    quick = " (--quick: 2,000 train / 200 test)" if args.quick else ""
     found = []
     for part in args.parts.split(","):
         new = parts[part]()

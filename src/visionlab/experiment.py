@@ -148,16 +148,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     run_reporter = reporter  # the holdout's: publish() adds the run's last words to it
                 if not part.final:
                     done.append(result)
-        except RunStopped as exc:
-            if isinstance(exc, Pruned):  # a normal end for a sweep's job: the study has its value
-                metrics = final_metrics(exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)}),
-                                        None, started, device, exc.status)
-                write_metrics(run_dir / "metrics.json", metrics)
-                return metrics
-            stopped_in = f"{plan[len(done)].title}: " if len(plan) > 1 else ""
-            result = exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
-            write_metrics(run_dir / "metrics.json", final_metrics(result, None, started, device, exc.status))
-            log.error("%s%s", stopped_in, exc)
+        except RunStopped as exc:  # metrics.json says how it ended: a k-fold run's folds so far make no estimate
+            so_far = exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+            metrics = final_metrics(so_far, None, started, device, exc.status)
+            write_metrics(run_dir / "metrics.json", metrics)
+            if isinstance(exc, Pruned):
+                return metrics  # a normal end for a sweep's job: the study has its value
+            log.error("%s%s", f"{plan[len(done)].title}: " if len(plan) > 1 else "", exc)
             saved = " and last.pt (resume=PATH carries on)" if (run_dir / "last.pt").exists() else ""
             log.info("metrics.json%s: %s", saved, run_dir)
             if isinstance(exc, Interrupted):
