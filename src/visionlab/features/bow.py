@@ -39,7 +39,7 @@ class BagOfWords:
     patch_size, stride: square patches of this many pixels, taken every `stride` pixels.
     whiten: ZCA-whiten the normalized patches (eigenvalues + `whiten_eps`), as the codebook is learned and as images are encoded.
     sample, iterations, init, seed: k-means on `sample` random training patches, at most `iterations` Lloyd steps from
-        `init` (random: as Coates et al.; k-means++: better, but `words` passes over the patches first).
+        `init` (random: `words` distinct patches; k-means++: better starts, but `words` passes over the patches first).
     fitted_on: set by `fit`, never in the config: the digest of the training images, so the
         features cache tells one training split's codebook from another's.
     """
