@@ -91,6 +91,9 @@ class Features:
         }
         parts = [f"{e.describe(shape)}: {e.size(shape)}" for e in self.extractors.values()]
         log.info("features: %s numbers per image (%s)", f"{self.size(shape):,}", ", ".join(parts))
+        self.extractors = {  # learn what is learned (bow's codebook) from the train part alone, never from val or test images
+            name: e.fit(raw.train.images[train_index], device, self.cache) if hasattr(e, "fit") else e for name, e in self.extractors.items()
+        }
         train = self.cached(raw.train.images, dataset, "train", device)
         test = self.cached(raw.test.images, dataset, "test", device)
         return feature_splits(self, raw, train, test, train_index, val_index)
