@@ -45,10 +45,12 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 class TensorCache:
-    """Named tensors per key in `folder`."""
+    """Named tensors per key in `folder`; `what` and `redo` word the warnings ("features cache", "computing the features again")."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, what: str = "features cache", redo: str = "computing the features again"):
         self.folder = folder
+        self.what = what
+        self.redo = redo
 
     def path(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha256(_text(key).encode()).hexdigest()[:20]
@@ -68,7 +70,7 @@ class TensorCache:
                 if tensor.dtype != dtype or tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
                     raise ValueError(f"its {name} are {tensor.dtype} {tuple(tensor.shape)}, expected {dtype} {shape}")
         except Exception as exc:  # any unreadable file (truncated, garbage, foreign) is recomputed
-            _unusable("features cache", path, exc, "computing the features again")
+            _unusable(self.what, path, exc, self.redo)
             return None
         return {name: stored[name] for name in expected}
 

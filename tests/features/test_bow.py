@@ -16,7 +16,8 @@ from visionlab.errors import UserError
 from visionlab.features import Features
 from visionlab.features.bow import BagOfWords
 from visionlab.features.kmeans import kmeans
-from visionlab.reporting.codebook import codebook_picture, codebook_pictures, word_patches
+from visionlab.reporting.codebook import codebook_picture, word_patches
+from visionlab.reporting.feature_pictures import feature_pictures
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster", reason="scikit-learn is in the test extra: pip install -e '.[test]'")
 
@@ -181,8 +182,8 @@ def test_the_codebook_picture_shows_the_most_frequent_words_as_patches():
     torch.testing.assert_close((patches.flatten(1) - bow.mean) @ bow.whitening, bow.codebook, atol=1e-3, rtol=1e-3)
     picture = codebook_picture(bow, shown=5)
     assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.shape[2] > 5 * 4 * 21
-    assert set(codebook_pictures(Features(bow=bow, other=bow))) == {"features/bow_codebook", "features/other_codebook"}
-    assert codebook_pictures(Features(bow=BagOfWords(**SMALL))) == {}  # not fitted yet: nothing to draw
+    assert set(feature_pictures(Features(bow=bow, other=bow), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))) == {"features/bow_codebook", "features/other_codebook"}
+    assert feature_pictures(Features(bow=BagOfWords(**SMALL)), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)) == {}  # not fitted yet: nothing to draw
 
 
 def test_bad_parameters_are_one_line_errors():

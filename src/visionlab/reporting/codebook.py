@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from visionlab.features import Features
 from visionlab.features.bow import BagOfWords
 from visionlab.reporting import visuals
 
@@ -31,11 +30,3 @@ def codebook_picture(bow: BagOfWords, shown: int = SHOWN) -> torch.Tensor:
     title = (f"bag of words: the {len(order)} most frequent of {bow.words} words, {bow.patch_size}x{bow.patch_size} patches "
              f"({whitened}each stretched to full contrast), most frequent first")
     return visuals.picture(tiles, PER_ROW, title=title)
-
-
-def codebook_pictures(features: Features) -> dict[str, torch.Tensor]:
-    """TensorBoard's `features/<name>_codebook` for every fitted bag of words among the features (none: {})."""
-    return {
-        f"features/{name}_codebook": codebook_picture(extractor)
-        for name, extractor in features.extractors.items() if isinstance(extractor, BagOfWords) and extractor.fitted_on
-    }

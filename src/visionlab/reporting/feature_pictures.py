@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from visionlab.features import Features
+from visionlab.features.bow import BagOfWords
 from visionlab.features.hog import HOG
 from visionlab.reporting import visuals
+from visionlab.reporting.codebook import codebook_picture
 
 GLYPH = 16  # picture pixels per cell side
 
@@ -53,7 +55,9 @@ def hog_picture(hog: HOG, images: torch.Tensor) -> torch.Tensor:
 def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the run's extractors see in these images."""
     found: dict[str, torch.Tensor] = {}
-    for extractor in features.extractors.values():
+    for name, extractor in features.extractors.items():
         if isinstance(extractor, HOG):
             found["features/hog_cells"] = hog_picture(extractor, images)
+        elif isinstance(extractor, BagOfWords) and extractor.fitted_on:  # its codebook, once learned on the train part
+            found[f"features/{name}_codebook"] = codebook_picture(extractor)
     return found
