@@ -148,7 +148,8 @@ def report_layers(model: nn.Module, in_shape: tuple[int, ...], run_dir: Path, co
     summary.md says how to get it again.
     """
     table = layer_table(model, in_shape)
-    log.info("layers: %s", table.text())
+    log.info("model: %s (layer by layer: train.log and summary.md)", table.headline())
+    log.info("layers: %s", table.text(), extra={"file_only": True})  # the terminal keeps the one line
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.md").write_text("\n".join(["# Run summary", "", "```", command, "```", "",
                                                      "The run has not finished (or was only asked for this summary).", "",
