@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.conftest import VL_TRAIN
+from tests.conftest import CONF_DIR, VL_TRAIN
 
 
 def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
@@ -15,8 +15,9 @@ def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
     assert "powered by Hydra" not in result.stdout
     for example in ("vl-train dataset=mnist model=cnn", "split=kfold", "resume=", "--cfg job"):
         assert example in result.stdout
-    assert "model: cnn, knn, lenet5, linear, mlp, resnet_small" in result.stdout
-    assert "optimizer: adagrad, adam, adamw, momentum, rmsprop, sgd" in result.stdout
+    for group in ("model", "optimizer", "features", "recipe"):  # every option in conf/, a new one included
+        options = ", ".join(sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
+        assert f"{group}: {options}" in result.stdout
 
 
 def test_shell_completion_answers_through_vl_train(tmp_path):
