@@ -200,6 +200,9 @@ class Recorder:
     def graph(self, model, example):
         self.graphs += 1
 
+    def embedding(self, features, split, classes, step):
+        self.images["projector"] = features
+
 
 @pytest.fixture
 def no_drawing(monkeypatch):
@@ -239,9 +242,12 @@ MODELS = {
     "knn": lambda: KNN((1, 28, 28), 10, k=3),
 }
 EVERY_PICTURE = {
-    "linear": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/class_templates"},
-    "mlp": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/templates"},
-    "cnn": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/filters"},
+    "linear": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/class_templates",
+               "test/saliency"},  # no projector: a linear classifier has no layer before its last
+    "mlp": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/templates",
+            "test/saliency", "projector"},
+    "cnn": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/filters",
+            "test/saliency", "projector"},
     "knn": {"data/train_preview", "test/confusion_matrix", "test/mistakes", "test/neighbours"},
 }
 SWITCHED_OFF = {
@@ -250,6 +256,8 @@ SWITCHED_OFF = {
     "mistakes_every_n_epochs": (0, {"val/mistakes", "test/mistakes"}),
     "first_layer_every_n_epochs": (0, {"first_layer/class_templates", "first_layer/templates", "first_layer/filters"}),
     "neighbours": (False, {"test/neighbours"}),
+    "saliency": (False, {"test/saliency"}),
+    "embedding_points": (0, {"projector"}),
 }
 
 
@@ -339,7 +347,7 @@ def test_a_tiny_run_writes_every_picture_and_the_summary(tiny_run, name):
     run_dir, stdout = tiny_run(name, HISTOGRAMS)
     events = events_of(run_dir)
     images = {tag: events.Images(tag) for tag in events.Tags()["images"]}
-    assert set(images) == EVERY_PICTURE[name]
+    assert set(images) == EVERY_PICTURE[name] - {"projector"}  # the projector's files are not images: tests/cli/test_inside_run.py
     for tag, written in images.items():
         per_run = 2 if tag.startswith(("val/", "first_layer/")) else 1  # after each epoch (TINY has 2), or once
         assert len(written) == per_run, tag
@@ -364,7 +372,7 @@ def test_a_tiny_run_writes_every_picture_and_the_summary(tiny_run, name):
 
 def test_pictures_off_change_nothing_but_the_pictures(tiny_run):
     off = ("logging.data_preview=false", "logging.confusion_every_n_epochs=0", "logging.first_layer_every_n_epochs=0",
-           "logging.mistakes_every_n_epochs=0", "logging.graph=false")
+           "logging.mistakes_every_n_epochs=0", "logging.graph=false", "logging.saliency=false", "logging.embedding_points=0")
     on_dir, _ = tiny_run("cnn", HISTOGRAMS)
     off_dir, _ = tiny_run("cnn", *off)
     on, off = read_metrics(on_dir), read_metrics(off_dir)

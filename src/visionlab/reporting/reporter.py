@@ -113,6 +113,10 @@ class Reporter:
         self.writer.add_image(tag, image, step)
         self.image_tags[tag] = None
 
+    def embedding(self, features: Any, split: Any, classes: list[str], step: int) -> None:
+        """The Projector tab's points: `features` is an embeddings.Penultimate that saw the test pass."""
+        features.write(self.writer, split, classes, step)
+
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         self.writer.add_histogram(tag, values.detach().cpu(), step)
 

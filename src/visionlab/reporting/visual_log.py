@@ -181,7 +181,7 @@ class VisualLog:
         due = (every > 0 or settings.saliency) if epoch is None else is_due(every, epoch, self.epochs)
         self.finder = MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due and not self.on_features else None
         self.embedding = None
-        if epoch is None and settings.embedding_points and not self.on_features:
+        if epoch is None and settings.embedding_points and not self.on_features and embeddings.penultimate_layer(self.model) is not None:
             self.embedding = embeddings.Penultimate(self.model, len(self.splits.test), settings.embedding_points, self.finder)
             return self.embedding
         return self.finder
@@ -211,7 +211,7 @@ class VisualLog:
         if self.finder is not None and self.settings.mistakes_every_n_epochs:
             self._mistakes("test", self.splits.test, step)
         if self.embedding is not None:
-            self.embedding.write(self.reporter.writer, self.splits.test, self.classes, step)
+            self.reporter.embedding(self.embedding, self.splits.test, self.classes, step)
         if self.settings.neighbours and self.knn and not self.on_features:
             self._neighbours(step)
         log.info("pictures, histograms and graph took %.2f s", self.seconds)
