@@ -57,8 +57,7 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from torch.utils.tensorboard import SummaryWriter
 
-    from visionlab.config import build
-    from visionlab.experiment import prepare_data
+    from visionlab.experiment import build_parts, prepare_data
     from visionlab.reporting import embeddings, saliency
     from visionlab.reporting.layer_summary import report_layers
     from visionlab.reporting.visual_log import MISTAKES, MistakeFinder
@@ -68,9 +67,10 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     device = resolve_device(cfg.trainer.device)
-    _, splits = prepare_data(cfg, device)
-    model = build(cfg, "model", in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
-    optimizer = build(cfg, "optimizer")(model.parameters())  # what a run pays anyway (it imports torch._dynamo)
+    parts = build_parts(cfg)
+    splits = prepare_data(parts, device)
+    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    optimizer = parts.optimizer(model.parameters())  # what a run pays anyway (it imports torch._dynamo)
     images, labels = splits.train.batch(torch.arange(cfg.trainer.batch_size, device=device))
     torch.nn.functional.cross_entropy(model(images), labels).backward()
     optimizer.step()

@@ -71,6 +71,8 @@ class Penultimate:
         return chosen - self.seen
 
     def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if len(self.features) > len(self.predicted):
+            return  # test-time augmentation runs the model on more views of the batch: keep the first, the images as they are
         x = inputs[0]
         self.features.append(x[self._rows(len(x)).to(x.device)].flatten(1).float())
 
