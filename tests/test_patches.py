@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import torch
 from hydra._internal.hydra import Hydra
@@ -35,18 +36,12 @@ def test_tensorboard_still_traces_through_torch_jit_trace_with_its_check(tmp_pat
         calls.append(kwargs.get("check_trace", True))
         return real(*args, **kwargs)
 
-    with patch_attribute(torch.jit, "trace", spy), patches.unchecked_trace():
+    with mock.patch.object(torch.jit, "trace", spy), patches.unchecked_trace():
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(tmp_path)) as writer:
             writer.add_graph(torch.nn.Linear(3, 2), torch.zeros(1, 3))
     assert calls == [False], "the graph was traced once, without the self-check"
-
-
-def patch_attribute(owner, name, value):
-    from unittest import mock
-
-    return mock.patch.object(owner, name, value)
 
 
 def test_with_the_switch_off_a_run_behaves_the_same_through_the_libraries_own_paths(tmp_path):
