@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, then all their rows in one table: what `make bench` runs.
 
-    .venv/bin/python bench/run_all.py                      # everything (8 to 12 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py                      # everything (about 40 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick              # each script's smoke run (what the tests run)
     .venv/bin/python bench/run_all.py --only startup,memory
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from common import CIFAR_ROOT, MNIST_ROOT, Row, load, machine, table
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead"]
+SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "folder_runs"]
 
 
 def main() -> None:

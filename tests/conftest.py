@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,23 @@ def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: 
     raise AssertionError(f"the run did not reach the state within {timeout} s; last position {seen}")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules with a slow test first, every module's tests kept together and in order: with one
+    worker per core (pytest-xdist, `--dist loadscope`), the longest modules then start first
+    instead of finishing alone at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held by one test process at a time on this machine: the suite runs in parallel workers
+    (pytest-xdist), and apt-get, or building a dataset once, must not run twice at the same time."""
+    with open(Path("/tmp") / f"visionlab-tests-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_debian_package(command: str, package: str | None = None) -> str:
     """The path of `command`, installing its Debian package first if this machine allows (CI runs as root)."""
     found = shutil.which(command)
@@ -107,10 +126,11 @@ def ensure_debian_package(command: str, package: str | None = None) -> str:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip(f"{command} is not installed and this machine cannot install {package or command} (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
-    if installed.returncode != 0:  # the package lists may be missing on a fresh machine
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+    with machine_lock("apt"):
         installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
+        if installed.returncode != 0:  # the package lists may be missing on a fresh machine
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+            installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
     found = shutil.which(command)
     if not found:
         pytest.skip(f"{command} could not be installed: {installed.stderr.strip().splitlines()[-1:] or installed.returncode}")
@@ -128,8 +148,9 @@ def shared_data() -> Path:
 def cifar_root() -> Path:
     """CIFAR-10 in its standard layout, rebuilt once per machine from the shared JPEG copy."""
     root = REPO / ".cache" / "cifar10"
-    if not (root / "cifar-10-batches-py" / "test_batch").is_file():
-        if not CIFAR_TOOL.is_file():
-            pytest.skip(f"CIFAR-10 not available: {CIFAR_TOOL} is absent (it lives in the workplace's shared/ folder)")
-        subprocess.run([sys.executable, str(CIFAR_TOOL), str(root)], check=True, capture_output=True, timeout=600)
+    with machine_lock("cifar10"):
+        if not (root / "cifar-10-batches-py" / "test_batch").is_file():
+            if not CIFAR_TOOL.is_file():
+                pytest.skip(f"CIFAR-10 not available: {CIFAR_TOOL} is absent (it lives in the workplace's shared/ folder)")
+            subprocess.run([sys.executable, str(CIFAR_TOOL), str(root)], check=True, capture_output=True, timeout=600)
     return root

@@ -73,13 +73,23 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         assert re.fullmatch(r"[\d,]+ \(600 in \d+\.\d\d s\)", ours) and "ImageFolder + DataLoader(num_workers=2), one epoch: 500 in" in baseline
         assert re.fullmatch(r"\d+\.\d\dx", ratio)
         ours, baseline, ratio = row(rf"^folder: {tree} \([^)]*\), second run: the cache read back")
-        assert re.fullmatch(r"\d+\.\d\d s \(\d+\.\d\d s CPU; 600 images, same pixels\)", ours) and re.fullmatch(r"\d+x faster", ratio)
+        assert re.fullmatch(r"\d+\.\d\d s \(\d+\.\d\d s CPU; median of 5: (\d+\.\d\d, ){4}\d+\.\d\d; 600 images, same pixels\)", ours)
+        assert re.fullmatch(r"\d+x faster", ratio)
     ours, baseline, ratio = row(r"^folder: the same as 128x128 JPEGs \([^)]*\) to 32x32, first decode")
     assert re.fullmatch(r"[\d,]+ \(600 in \d+\.\d\d s\)", ours) and "Resize((32, 32))" in baseline and re.fullmatch(r"\d+\.\d\dx", ratio)
     ours, baseline, overhead = row(r"^pictures: the default job, launch to exit, every picture on vs off")
     assert re.match(r"\d+\.\d\d \(on: ", ours) and re.match(r"\d+\.\d\d \(off: ", baseline) and re.fullmatch(r"[+-]\d+\.\d%", overhead)
     ours, baseline, share = row(r"^pictures: issue 19's saliency, embedding and layer table")
     assert re.match(r"-?\d+\.\d{3} \(layer table \d+\.\d{3}, saliency picture \d+\.\d{3}, embedding", ours) and re.fullmatch(r"-?\d+\.\d%", share)
+    ours, baseline, share = row(r"^lr_find: the range test on the default CNN")
+    assert re.fullmatch(r"\d+\.\d\d \(\d+\.\d; \d+ steps\)", ours) and re.fullmatch(r"\d+\.\d\d \(\d+\.\d; \d+ steps\)", baseline)
+    assert re.fullmatch(r"\d+\.\d% of the run", share)
+    ours, baseline, points = row(r"^lr_find: one epoch at the suggested lr")
+    assert re.match(r"\d+\.\d\d% \(optimizer\.lr=", ours) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    ours, baseline, ratio = row(r"^folder runs: model=cnn, 1 epoch, --quick, run seconds")
+    assert re.fullmatch(r"\d+\.\d", ours) and baseline.endswith("(dataset=cifar10)") and re.match(r"\d+\.\d\dx \(rounds: ", ratio)
+    ours, baseline, points = row(r"^folder runs: model=knn test/acc")
+    assert re.match(r"\d+\.\d\d% \(", ours) and baseline.endswith("(dataset=cifar10)") and re.fullmatch(r"[+-]\d+\.\d\d points", points)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

@@ -67,6 +67,27 @@ MISTYPED = [
     (["features=hog", "model=linear", "features.hog.cell_size=0"], "features.hog.cell_size=0 is invalid: use a whole number of pixels of at least 1, or one of auto"),
     (["logging.confusion_every_n_epochs=-1"], "logging.confusion_every_n_epochs=-1 is invalid: use a whole number of epochs of at least 0"),
     (["logging.graph=maybe"], "logging.graph='maybe' is invalid: use true or false"),
+    # moved here from tests/cli/test_errors.py, which runs a share of them through vl-train
+    (["optimizer.lr=0"], "optimizer.lr=0 is invalid: use a number greater than 0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is invalid: use a number greater than 0"),
+    (["trainer.epochs=many"], "trainer.epochs='many' is invalid: use a whole number"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0 is invalid: use a whole number of at least 1"),
+    (["trainer.eval_batch_size=-5"], "trainer.eval_batch_size=-5 is invalid"),
+    (["trainer.threads=0"], "trainer.threads=0 is invalid"),
+    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is invalid: use a number greater than 0"),
+    (["trainer.checkpoint_every_steps=0"], "trainer.checkpoint_every_steps=0 is invalid"),
+    (["trainer.precision=16"], "trainer.precision=16 is unknown: use one of 32, bf16, fp16"),
+    (["trainer.compile=1"], "trainer.compile=1 is invalid: use true or false"),
+    (["trainer.device=tpu"], "trainer.device='tpu'"),
+    (["objective=val/f1"], "objective='val/f1'"),
+    (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum=1.5 is invalid: use a number in [0, 1)"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is invalid"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0 is invalid"),
+    (["model=knn", "model.k=0"], "model.k=0 is invalid"),
+    (["model=knn", "model.distance=l3"], "model.distance='l3' is unknown"),
+    (["objective=test/acc"], "objective='test/acc'"),
+    (["dataset.train_size=0"], "dataset.train_size=0 is invalid"),
+    (["split.val_fraction=1.5"], "split.val_fraction=1.5 is invalid"),
 ]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train, config_error
-from visionlab.optimization import current_lr, multistep, onecycle, plateau, step
+from visionlab.optimization import cosine, current_lr, multistep, onecycle, plateau, step
 
 EPOCHS, STEPS = 6, 4
 
@@ -40,6 +42,27 @@ def test_multistep_drops_at_the_milestone_epochs():
     assert lr_per_epoch(multistep(opt, EPOCHS, STEPS, milestones=[1, 4], gamma=0.1), opt) == pytest.approx(
         [1, 0.1, 0.1, 0.1, 0.01, 0.01]
     )
+
+
+def lr_per_step(schedule, opt) -> list[float]:
+    lrs = []
+    for _ in range(EPOCHS * STEPS):
+        lrs.append(current_lr(opt))
+        opt.step()
+        schedule.after_step()
+    return lrs
+
+
+def test_cosine_restarts_every_cycle_with_the_first_one_shortened_by_the_warmup():
+    opt = optimizer()
+    lrs = lr_per_step(cosine(opt, EPOCHS, STEPS, warmup_epochs=0.5, restart_every_epochs=2), opt)
+    plain = optimizer()
+    once = lr_per_step(cosine(plain, 2, STEPS, warmup_epochs=0.5), plain)
+    assert lrs[:8] == pytest.approx(once[:8]), "the first cycle is the plain schedule of a 2-epoch run, warmup included"
+    assert lrs[:2] == pytest.approx([0.01, 0.505]) and lrs[2] == pytest.approx(1.0)
+    for start in (8, 16):  # each later cycle: from the full lr down over 2 epochs, with no warmup
+        assert lrs[start] == pytest.approx(1.0) and lrs[start:start + 8] == sorted(lrs[start:start + 8], reverse=True)
+        assert lrs[start + 7] == pytest.approx((1 + math.cos(math.pi * 7 / 8)) / 2)
 
 
 def test_onecycle_rises_to_the_optimizer_lr_then_anneals_far_below_it_per_step():

@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("data: %s, %d training images in %d stratified folds, %d test images", type(parts.dataset).__name__,
                  len(raw.train), sum(not part.final for part in plan), len(raw.test))
     if parts.range_test is not None:
-        return find_lr(parts, raw, plan[0], device, run_dir)
+        return find_lr(parts, raw, plan[0], device, run_dir, started)
     if parts.summary_only:
         splits = partition_splits(parts, raw, plan[0], device)
         report_layers(fresh_model(parts, splits, device), splits.in_shape, run_dir, command_line())
@@ -239,7 +239,7 @@ def train_weights(
     return result
 
 
-def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path) -> dict[str, Any]:
+def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path, started: float) -> dict[str, Any]:
     """The range test on the first partition's train split, with the run's model, loss and optimizer; no checkpoint, no test."""
     splits = partition_splits(parts, raw, part, device)
     model = fresh_model(parts, splits, device)
@@ -260,7 +260,8 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
             [record, StopOnRequest(stop)])
     suggested, at_min = record.suggestion()
     found = {"status": "lr_find", "suggested_lr": suggested, "rule": "lr at the lowest smoothed loss / 10",
-             "lowest_loss_lr": at_min, "steps": len(record.lrs), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed}
+             "lowest_loss_lr": at_min, "steps": len(record.lrs),
+             "seconds": round(time.perf_counter() - started, 3), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed}
     write_metrics(run_dir / "lr_find.json", found)
     picture = record.chart(suggested)
     Image.fromarray(picture.permute(1, 2, 0).numpy()).save(run_dir / "lr_find.png")

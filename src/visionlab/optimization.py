@@ -5,6 +5,8 @@ A scheduler YAML is `_partial_`; the run calls it with the optimizer and the run
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,6 +17,7 @@ from torch.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
     ExponentialLR,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     MultiStepLR,
@@ -24,7 +27,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from visionlab.checks import Each, Number, Switch, Whole
+from visionlab.checks import Each, Maybe, Number, Switch, Whole
 from visionlab.errors import UserError
 
 EPOCHS = Whole(1, unit="epochs")
@@ -58,16 +61,34 @@ def constant(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> Schedul
 def cosine(
     optimizer: Optimizer, epochs: int, steps_per_epoch: int,
     warmup_epochs: Annotated[float, Number(ge=0, example=0.2)] = 0.0, min_lr_ratio: Annotated[float, Number(ge=0, le=1)] = 0.0,
+    restart_every_epochs: Annotated[int | None, Maybe(EPOCHS)] = None,
 ) -> Schedule:
-    """Linear warmup from 1% of lr, then half a cosine down to min_lr_ratio * lr, stepped per batch."""
+    """Linear warmup from 1% of lr, then half a cosine down to min_lr_ratio * lr, stepped per batch.
+
+    With restart_every_epochs, the cosine starts again from lr every so many epochs (SGDR, Loshchilov
+    and Hutter 2017), so the weights at the end of each cycle are annealed ones: with early stopping,
+    the run can end after any cycle and still test a model trained to the bottom of its schedule.
+    """
     total = max(epochs * steps_per_epoch, 1)
     warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
     base_lr = optimizer.param_groups[0]["lr"]
+    if restart_every_epochs is not None:
+        return Schedule(LambdaLR(optimizer, functools.partial(
+            _cosine_cycles, warmup=warmup, cycle=max(restart_every_epochs * steps_per_epoch, warmup + 1), floor=min_lr_ratio)), "step")
     decay = CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=base_lr * min_lr_ratio)
     if warmup == 0:
         return Schedule(decay, "step")
     ramp = LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
     return Schedule(SequentialLR(optimizer, [ramp, decay], milestones=[warmup]), "step")
+
+
+def _cosine_cycles(step: int, warmup: int, cycle: int, floor: float) -> float:
+    """The lr factor at `step`: the warmup's ramp, then cosine cycles of `cycle` steps (the first one shortened by the
+    warmup, so that every cycle ends where the schedule says it does)."""
+    if step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    done = (step - warmup) / (cycle - warmup) if step < cycle else (step - cycle) % cycle / cycle
+    return floor + (1 - floor) * (1 + math.cos(math.pi * done)) / 2
 
 
 def step(

@@ -77,37 +77,6 @@ def test_the_value_a_sweeper_gets_is_the_objective_of_metrics_json(tmp_path):
     assert best == pytest.approx(read_metrics(sweep / "0")["val/loss"], rel=1e-12) and best != read_metrics(sweep / "0")["val/acc"]
 
 
-@pytest.mark.parametrize(
-    "override,expected",
-    [
-        ("trainer.epochs=0", "trainer.epochs=0"),
-        ("trainer.batch_size=-4", "trainer.batch_size=-4"),
-        ("trainer.device=tpu", "trainer.device='tpu'"),
-        ("trainer.device=cuda", "no CUDA GPU"),
-        ("optimizer.lr=0", "optimizer.lr=0"),
-        ("split.val_fraction=1.5", "split.val_fraction=1.5"),
-        ("objective=test/acc", "objective='test/acc'"),
-        ("dataset.train_size=0", "dataset.train_size=0"),
-        ("model.activation=swish", "model.activation='swish'"),
-    ],
-)
-def test_bad_values_exit_2_with_one_line(tmp_path, override, expected):
-    result = run_cli([*TINY[:2], override], tmp_path / "run")
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def test_offline_dataset_missing_names_the_folder_and_files(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = run_cli(["dataset=mnist", f"dataset.root={empty}", "dataset.download=false"], tmp_path / "run")
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
-    assert str(empty / "MNIST" / "raw") in line and "train-images-idx3-ubyte" in line
-
-
 def test_vl_data_dir_points_at_the_data(tmp_path, shared_data):
     result = run_cli(
         ["dataset=mnist", "dataset.train_size=3000", "dataset.test_size=1000", "model=linear", "trainer.epochs=3"],

@@ -201,11 +201,13 @@ def test_bad_files_can_be_skipped_with_a_warning_naming_each(tmp_path, folder):
     jpeg = (folder / "red" / "001.jpg").read_bytes()
     (folder / "red" / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "green" / "empty.png").write_bytes(b"")
+    (folder / "green" / "moved.png").symlink_to(tmp_path / "no-longer-here.png")  # a link to nothing is an unreadable file too
     run_dir = tmp_path / "run"
     result = run_cli(["dataset=folder", f"dataset.root={folder}", "dataset.skip_bad_files=true", *FAST], run_dir)
     assert result.returncode == 0, result.stderr
     log = log_of(run_dir)
     assert "skipping red/broken.jpg (" in log and "skipping green/empty.png (empty file)" in log
+    assert "skipping green/moved.png (No such file or directory)" in log
     assert "54 images in 3 classes" in log
 
 

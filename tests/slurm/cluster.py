@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.conftest import machine_lock
+
 PACKAGES = ["slurm-wlm", "munge", "slurmdbd", "mariadb-server"]
 PROGRAMS = ["munged", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct"]
 SBIN_PATH = f"{os.environ.get('PATH', '')}:/usr/local/sbin:/usr/sbin:/sbin"
@@ -39,14 +41,15 @@ def prepare_machine() -> None:
     if shutil.which("apt-get") is None:
         raise CannotStart(f"{', '.join(missing)} not installed, and there is no apt-get to install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-        except subprocess.TimeoutExpired:
-            raise CannotStart(f"`{' '.join(command)}` took more than 15 minutes") from None
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CannotStart(f"`{' '.join(command)}` failed (exit code {result.returncode}): {last}")
+    with machine_lock("apt"):
+        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+            except subprocess.TimeoutExpired:
+                raise CannotStart(f"`{' '.join(command)}` took more than 15 minutes") from None
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                raise CannotStart(f"`{' '.join(command)}` failed (exit code {result.returncode}): {last}")
 
 
 def free_ports(count: int) -> list[int]:

@@ -17,6 +17,7 @@ import json
 import logging
 import operator
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,20 +229,26 @@ def scan(root: Path, part: str | None) -> Scan:
 
 def _walk(folder: str, prefix: str, files: list[str], sizes: list[int], mtimes: list[int]) -> int:
     """Append the image files anywhere below `folder` (as prefix/relative names, sorted; hidden files and folders skipped),
-    their sizes and mtimes; return how many other files there were. One stat per image: it is most of a cached run's start."""
+    their sizes and mtimes; return how many other files there were.
+
+    One stat per entry, which is most of a cached run's start (60,000 CIFAR-10 files: 0.25 s), and
+    little else: names sorted as strings, no DirEntry objects. A link to nothing named like an image
+    is kept, with size -1, so that decoding names it among the unreadable files.
+    """
     ignored = 0
-    with os.scandir(folder) as listing:
-        entries = sorted(listing, key=BY_NAME)
-    for entry in entries:
-        name = entry.name
-        if entry.is_dir():
+    for name in sorted(os.listdir(folder)):
+        path = f"{folder}/{name}"
+        try:
+            info = os.stat(path)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISDIR(info.st_mode):
             if not name.startswith("."):
-                ignored += _walk(entry.path, f"{prefix}/{name}", files, sizes, mtimes)
+                ignored += _walk(path, f"{prefix}/{name}", files, sizes, mtimes)
         elif is_image(name):
-            stat = entry.stat()
             files.append(f"{prefix}/{name}")
-            sizes.append(stat.st_size)
-            mtimes.append(stat.st_mtime_ns)
+            sizes.append(info.st_size if info else -1)
+            mtimes.append(info.st_mtime_ns if info else -1)
         else:
             ignored += 1
     return ignored
