@@ -57,9 +57,11 @@ def test_a_search_prunes_trials_below_the_median_and_a_resumed_study_goes_on_pru
     assert first.returncode == 0, first.stderr
     assert [t.state for t in study_of(search).trials] == [TrialState.COMPLETE] * 2  # the pruner's 2 startup trials
 
-    second = run_cli([*MLP_SEARCH, "hydra.sweeper.n_trials=6"], tmp_path / "second")
+    # The resumed sampler draws afresh (it is reseeded, so as not to repeat the first launch's trials): 6 random
+    # trials, each about as likely to be above the median as below it, so that at least one is pruned
+    second = run_cli([*MLP_SEARCH, "hydra.sweeper.n_trials=8"], tmp_path / "second")
     assert second.returncode == 0, second.stderr
-    assert "study mlp_optuna: 2 trials done, 4 to go" in second.stdout
+    assert "study mlp_optuna: 2 trials done, 6 to go" in second.stdout
     study = study_of(search)
     pruned = check_trials(study, search, epochs=2)
     assert pruned and min(pruned) >= 2  # judged against the first launch's trials, read from the storage
@@ -67,7 +69,7 @@ def test_a_search_prunes_trials_below_the_median_and_a_resumed_study_goes_on_pru
         assert f"trial {number} was pruned by its job" in second.stdout
         assert f"pruned by MedianPruner after epoch {max(study.trials[number].intermediate_values)}: trial {number}" in (
             search / str(number) / "train.log").read_text()
-    assert [t.number for t in study.trials] == list(range(6))
+    assert [t.number for t in study.trials] == list(range(8))
 
 
 def test_parallel_joblib_trials_report_through_the_storage(tmp_path):
