@@ -103,8 +103,8 @@ def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Modules with a slow test first, every module's tests kept together and in order: with one
-    worker per core (pytest-xdist, `--dist loadscope`), the longest modules then start first
-    instead of finishing alone at the end."""
+    worker per core (pytest-xdist, `--dist loadscope --no-loadscope-reorder`: modules go out in this
+    order), the longest modules then start first instead of finishing alone at the end."""
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
