@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, then all their rows in one table: what `make bench` runs.
 
-    .venv/bin/python bench/run_all.py                      # everything (about 40 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py                      # everything (40 minutes or more on 2 cores)
     .venv/bin/python bench/run_all.py --quick              # each script's smoke run (what the tests run)
     .venv/bin/python bench/run_all.py --only startup,memory
 
