@@ -27,7 +27,6 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from common import REPO, VL_TRAIN, Row, cifar_root, main, parser
@@ -41,16 +40,14 @@ MIB = 2**20
 
 def launch(overrides: list[str], run_dir: Path) -> dict:
     """One vl-train: its metrics.json (if it trained; its `seconds` count from the built config to the end,
-    data loading included), the seconds from launch to exit (`launch_seconds`) and the peak RSS in bytes."""
-    started = time.perf_counter()
+    data loading included) and the peak RSS in bytes (`rss`)."""
     process = subprocess.Popen([str(VL_TRAIN), *overrides, "trainer.device=cpu", "logging.neighbours=false", f"hydra.run.dir={run_dir}"],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status):
         raise RuntimeError(f"vl-train {' '.join(overrides)} failed: see {run_dir / 'train.log'}")
     metrics = run_dir / "metrics.json"
-    return {**(json.loads(metrics.read_text()) if metrics.exists() else {}), "launch_seconds": seconds, "rss": usage.ru_maxrss * 1024}
+    return {**(json.loads(metrics.read_text()) if metrics.exists() else {}), "rss": usage.ru_maxrss * 1024}
 
 
 def sources(tree: Path, cifar: Path, cache: Path) -> dict[str, list[str]]:
