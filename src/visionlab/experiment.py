@@ -40,7 +40,7 @@ from visionlab.training.callbacks import AverageWeights, Pictures, Progress, Sav
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.device import resolve_device
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
-from visionlab.training.lr_find import RangeRecord, RangeTest
+from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
 from visionlab.training.precision import Precision
@@ -258,18 +258,20 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
     with StopRequest(parts.trainer.on_hangup) as stop:
         fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, parts.penalty(model.parameters())), settings,
             [record, StopOnRequest(stop)])
-    suggested, at_min = record.suggestion()
-    found = {"status": "lr_find", "suggested_lr": suggested, "rule": "lr at the lowest smoothed loss / 10",
-             "lowest_loss_lr": at_min, "steps": len(record.lrs),
-             "seconds": round(time.perf_counter() - started, 3), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed}
+    if not record.smoothed():
+        raise UserError(f"lr_find: the loss was not finite from the first step, at lr {test.min_lr:g}: set a lower lr_range.min_lr")
+    edge = record.edge()
+    suggested, rule = suggestion(edge, warmup=warms_up(parts.schedule, parts.trainer.epochs, steps))
+    found = {"status": "lr_find", "suggested_lr": suggested, "rule": rule, "lowest_loss_lr": edge, "steps": len(record.lrs),
+             "seconds": round(time.perf_counter() - started, 3), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed()}
     write_metrics(run_dir / "lr_find.json", found)
-    picture = record.chart(suggested)
+    picture = record.chart(suggested, rule)
     Image.fromarray(picture.permute(1, 2, 0).numpy()).save(run_dir / "lr_find.png")
     reporter = Reporter(run_dir, settings.epochs, parts.trainer.log_every_n_steps)
     reporter.image("lr_find/loss_vs_lr", picture, 0)
     reporter.close()
-    log.info("lr_find: suggested lr %.3g (the lowest smoothed loss was at %.3g, after %d steps): try optimizer.lr=%.2g; %s",
-             suggested, at_min, len(record.lrs), suggested, run_dir / "lr_find.png")
+    log.info("lr_find: suggested lr %.3g, %s, after %d steps: try optimizer.lr=%.2g; %s",
+             suggested, rule, len(record.lrs), suggested, run_dir / "lr_find.png")
     return found
 
 

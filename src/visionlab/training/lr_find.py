@@ -2,34 +2,43 @@
 
 fit() trains the run's own model, loss and optimizer on the train split only, while this callback
 sets the learning rate of step i to `min_lr * (max_lr / min_lr) ** (i / (steps - 1))` and records
-the loss; it ends once `steps` are done or the smoothed loss passes `diverge_factor` times its
-lowest. The suggestion is the learning rate at the lowest smoothed loss divided by 10: at the
-minimum the loss is about to blow up, so a tenth of it is the largest rate still safely on the
-falling slope (fastai's original "lr_min / 10" rule; the steepest point is noisier to find).
+the loss; it ends once `steps` are done or the running (smoothed) loss passes `diverge_factor` times
+its lowest. The default is 36 steps, 7 per decade: a tenth of a one-epoch MNIST run (BENCHMARKS.md).
+
+The suggestion comes from the curve smoothed forwards and then backwards (zero phase): a running
+average alone lags, by about 1 / (1 - smoothing) steps, which with few steps is a large part of a
+decade and puts its lowest point past the real one. Where the smoothed loss is lowest is the edge:
+the largest lr at which the loss still falls. A schedule that warms up (the default cosine, onecycle)
+can peak there, as Smith's one-cycle does ("super-convergence", 2018): its first steps are the range
+test's own climb, and it anneals afterwards. So that lr is the suggestion; a schedule that starts at
+its peak (none, step, exponential, cosine without warm-up) gets a tenth of it, fastai's original
+rule for staying safely on the falling slope from the first step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Callable
 
 import torch
 
 from visionlab.checks import Number, Whole
+from visionlab.optimization import Schedule
 from visionlab.reporting import visuals
 from visionlab.training.callbacks import Callback, EndTraining
 from visionlab.training.state import TrainingState
 
-SKIP_START = 5  # the first steps' loss says more about the initial weights than about the lr
+SKIP_START = 3  # the first steps' loss says more about the initial weights than about the lr
+NO_WARMUP_SHARE = 0.1  # of the edge, for a schedule that starts at its peak
 
 
 @dataclass
 class RangeTest:
-    min_lr: Annotated[float, Number(gt=0, example=1e-7)] = 1e-7
+    min_lr: Annotated[float, Number(gt=0, example=1e-4)] = 1e-4
     max_lr: Annotated[float, Number(gt=0, example=10.0)] = 10.0
-    steps: Annotated[int, Whole(10, unit="steps")] = 200
-    smoothing: Annotated[float, Number(ge=0, lt=1, example=0.9)] = 0.9  # of the loss's moving average
+    steps: Annotated[int, Whole(10, unit="steps")] = 36
+    smoothing: Annotated[float, Number(ge=0, lt=1, example=0.6)] = 0.6  # of the loss's moving average
     diverge_factor: Annotated[float, Number(gt=1, example=4.0)] = 4.0
 
 
@@ -38,7 +47,7 @@ class RangeRecord(Callback):
     test: RangeTest
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
+    running: list[float] = field(default_factory=list)  # the debiased moving average, as the divergence check sees it
     average: float = 0.0  # the loss's moving average, before debiasing
 
     def lr_at(self, step: int) -> float:
@@ -53,25 +62,65 @@ class RangeRecord(Callback):
         self.losses.append(value)
         beta = self.test.smoothing
         self.average = beta * self.average + (1 - beta) * value
-        self.smoothed.append(self.average / (1 - beta ** len(self.losses)))  # debiased, as Adam's moments are
-        lowest = min(self.smoothed[SKIP_START:] or self.smoothed)
-        if not math.isfinite(value) or state.at.step >= self.test.steps or self.smoothed[-1] > self.test.diverge_factor * lowest:
+        self.running.append(self.average / (1 - beta ** len(self.losses)))  # debiased, as Adam's moments are
+        lowest = min(self.running[SKIP_START:] or self.running)
+        if not math.isfinite(value) or state.at.step >= self.test.steps or self.running[-1] > self.test.diverge_factor * lowest:
             raise EndTraining({})
         set_lr(state.optimizer, self.lr_at(state.at.step))
 
-    def suggestion(self) -> tuple[float, float]:
-        """(suggested lr, the lr at the lowest smoothed loss)."""
-        considered = range(min(SKIP_START, len(self.smoothed) - 1), len(self.smoothed))
-        at_min = min(considered, key=lambda i: self.smoothed[i])
-        return self.lrs[at_min] / 10, self.lrs[at_min]
+    def smoothed(self) -> list[float]:
+        """The running average run once more from the last step back: the same smoothing, without its lag.
 
-    def chart(self, suggested: float) -> torch.Tensor:
+        Up to the first loss that is not finite (the last one recorded, if any), which would spread backwards.
+        """
+        finite = next((i for i, value in enumerate(self.losses) if not math.isfinite(value)), len(self.losses))
+        return zero_phase(self.losses[:finite], self.test.smoothing)
+
+    def edge(self) -> float:
+        """The lr at the lowest smoothed loss, past the first steps."""
+        curve = self.smoothed()
+        considered = range(min(SKIP_START, max(len(curve) - 1, 0)), len(curve))
+        return self.lrs[min(considered, key=lambda i: curve[i], default=0)]
+
+    def chart(self, suggested: float, rule: str) -> torch.Tensor:
+        curve = self.smoothed()
         image, _ = visuals.line_chart(
-            self.lrs, self.smoothed, log_x=True, markers=False, mark=(suggested, f"suggested lr {suggested:.3g}"),
-            title=f"learning-rate range test: {len(self.lrs)} steps; suggested: the lowest loss's lr / 10",
+            self.lrs[:len(curve)], curve, log_x=True, markers=False, mark=(suggested, f"suggested lr {suggested:.3g}"),
+            title=f"learning-rate range test: {len(self.lrs)} steps; suggested: {rule}",
             x_label="learning rate (log scale)", y_label="training loss (smoothed)",
         )
         return image
+
+
+def suggestion(edge: float, warmup: bool) -> tuple[float, str]:
+    """(the suggested lr, its rule in words): the edge for a schedule that warms up, a tenth of it otherwise."""
+    if warmup:
+        return edge, "the lowest smoothed loss's lr (the schedule warms up)"
+    return edge * NO_WARMUP_SHARE, "the lowest smoothed loss's lr / 10 (the schedule starts at its peak)"
+
+
+def warms_up(schedule: Callable[..., Schedule], epochs: int, steps_per_epoch: int) -> bool:
+    """Whether the run's schedule rises during its first epoch, asked of the schedule itself on a stand-in optimizer."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    stepped = schedule(probe, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    first = probe.param_groups[0]["lr"]
+    for _ in range(steps_per_epoch):
+        probe.step()
+        stepped.after_step()
+        if probe.param_groups[0]["lr"] > first:
+            return True
+    return False
+
+
+def zero_phase(values: list[float], beta: float) -> list[float]:
+    """An exponential moving average forwards, then backwards over that, debiased both ways."""
+    def running(series: list[float]) -> list[float]:
+        out, average = [], 0.0
+        for count, value in enumerate(series, 1):
+            average = beta * average + (1 - beta) * value
+            out.append(average / (1 - beta ** count))
+        return out
+    return running(running(values)[::-1])[::-1]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
