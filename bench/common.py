@@ -23,6 +23,8 @@ MNIST_ROOT = Path(os.environ.get("VL_DATA_DIR", REPO.parent / "shared" / "data")
 CIFAR_ROOT = REPO / ".cache" / "cifar10"
 VL_TRAIN = Path(sys.executable).with_name("vl-train")
 HEADER = ("benchmark", "ours (visionlab)", "baseline (same run)", "ratio")
+# model=cnn's first epoch alone: its recipe trains up to 10 with early stopping, and its first epoch is this run step for step
+FIRST_EPOCH = ["trainer.epochs=1", "trainer.early_stopping.patience=null"]
 
 
 @dataclass

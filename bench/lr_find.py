@@ -4,8 +4,9 @@
     .venv/bin/python bench/lr_find.py --quick    # 2,000 images: a smoke run
 
 Three launches of `vl-train dataset=mnist model=cnn` from the same seed: `lr_find=true` (its
-`lr_find.json` gives the suggested lr and the range test's `seconds`), the default one-epoch run,
-and the same run with `optimizer.lr` set to the suggestion. Both runs' `seconds` (in lr_find.json
+`lr_find.json` gives the suggested lr and the range test's `seconds`), the default run stopped after
+its first epoch (the recipe's budget trains up to 10; its first is this run step for step), and the
+same run with `optimizer.lr` set to the suggestion. Both runs' `seconds` (in lr_find.json
 and metrics.json) count from the same point, after the config is built: data loading, the steps
 and, for the training runs, validation and the test pass, so the cost ratio is about the work each
 does, not about Python's start-up (timed too, launch to exit, and shown beside it).
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import VL_TRAIN, Row, main, mnist_root, parser
+from common import FIRST_EPOCH, VL_TRAIN, Row, main, mnist_root, parser
 
 
 def launch(overrides: list[str], run_dir: Path, result: str) -> tuple[float, dict]:
@@ -31,7 +32,8 @@ def launch(overrides: list[str], run_dir: Path, result: str) -> tuple[float, dic
 
 def rows(args) -> list[Row]:
     root = mnist_root(args.mnist)
-    job = ["dataset=mnist", f"dataset.root={root}", "model=cnn", *(["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else [])]
+    job = ["dataset=mnist", f"dataset.root={root}", "model=cnn", *(["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else []),
+           *FIRST_EPOCH]
     with tempfile.TemporaryDirectory() as tmp:
         find_s, found = launch([*job, "lr_find=true"], Path(tmp) / "lr_find", "lr_find.json")
         epoch_s, default = launch(job, Path(tmp) / "default", "metrics.json")

@@ -3,11 +3,15 @@
     .venv/bin/python bench/mnist_time_to_accuracy.py            # the full benchmark (a minute or two)
     .venv/bin/python bench/mnist_time_to_accuracy.py --quick    # a smoke run on 2,000 images
 
-Ours: the command with every default (the CNN recipe: 1 epoch, batch 128; pictures and checkpoints included) in a
+Ours: the command with every default (the CNN recipe, batch 128; pictures and checkpoints included)
+but stopped after its first epoch, `trainer.epochs=1 trainer.early_stopping.patience=null`, in a
 fresh process, timed from launch to exit; its accuracy is metrics.json's test/acc, measured once at
-the end. Its time to >= 99.0% is that whole time, and only if test/acc reached 99.0%. It is launched
---runs times (the same seed, so the same accuracy) and the median time counts: one launch on a
-shared 2-core machine can be a second off.
+the end. The recipe's budget runs up to 10 epochs, each one cosine cycle, and its first epoch is this
+run step for step: the default run holds these weights (best.pt) at this point, then trains one epoch
+more to learn that more does not pay. Its time to >= 99.0% is that whole time, and only if test/acc
+reached 99.0%. It is launched --runs times (the same seed, so the same accuracy) and the median
+time counts: one launch on a shared 2-core machine can be a second off. A last row times the
+default command in full, to its early stop, once.
 
 Baseline: bench/pytorch_mnist_example.py, the pytorch/examples script (batch 64, Adadelta lr 1.0,
 StepLR gamma 0.7, DataLoader with per-sample ToTensor and Normalize), run in full until the first
@@ -28,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, VL_TRAIN, Row, load, machine, main, mnist_root, parser
+from common import FIRST_EPOCH, REPO, VL_TRAIN, Row, load, machine, main, mnist_root, parser
 
 TARGET = 0.99
 BASELINE_CACHE = REPO / ".cache" / "bench" / "mnist_pytorch_example.json"
@@ -37,7 +41,7 @@ BASELINE_CACHE = REPO / ".cache" / "bench" / "mnist_pytorch_example.json"
 def ours(root: Path, quick: bool, runs: int, *overrides: str) -> tuple[float, dict, list[float]]:
     """The median seconds from launch to exit of `runs` launches of the default command (plus `overrides`),
     the metrics.json of the median one, and every launch's seconds."""
-    small = ["dataset.train_size=2000", "dataset.test_size=500", "trainer.epochs=1"] if quick else []
+    small = ["dataset.train_size=2000", "dataset.test_size=500"] if quick else []
     launches = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +99,7 @@ def baseline_full_run(root: Path, remeasure: bool) -> dict:
 def rows(args) -> list[Row]:
     root = mnist_root(args.mnist)
     runs = 1 if args.quick else args.runs
-    seconds, metrics, launches = ours(root, args.quick, runs)
+    seconds, metrics, launches = ours(root, args.quick, runs, *FIRST_EPOCH)
     reached = metrics["test/acc"] >= TARGET
     if args.quick:
         fraction = baseline_fraction(root, 3, 1)
@@ -110,11 +114,15 @@ def rows(args) -> list[Row]:
     if accuracy < TARGET:
         shown_baseline = f"not reached: {shown_baseline}"
     ratio = lambda ours_seconds: f"{full / ours_seconds:.1f}x less time" if accuracy >= TARGET else "n/a"
-    bf16_seconds, bf16_metrics, bf16_launches = ours(root, False, runs, "trainer.precision=bf16")  # the fast path that changes the arithmetic
+    bf16_seconds, bf16_metrics, bf16_launches = ours(root, False, runs, *FIRST_EPOCH, "trainer.precision=bf16")  # the fast path that changes the arithmetic
+    budget_seconds, budget_metrics, _ = ours(root, False, 1)
     return [
-        Row("MNIST CNN: time to >= 99.0% test accuracy, s", shown(seconds, metrics, launches), shown_baseline, ratio(seconds) if reached else "n/a"),
+        Row("MNIST CNN: time to >= 99.0% test accuracy (the recipe's first epoch), s", shown(seconds, metrics, launches), shown_baseline,
+            ratio(seconds) if reached else "n/a"),
         Row("MNIST CNN: time to >= 99.0% test accuracy with trainer.precision=bf16, s", shown(bf16_seconds, bf16_metrics, bf16_launches),
             f"{full:.0f} (as above)", ratio(bf16_seconds) if bf16_metrics["test/acc"] >= TARGET else "n/a"),
+        Row("MNIST CNN: the default command to its early stop, s", shown(budget_seconds, budget_metrics, []), f"{full:.0f} (as above)",
+            ratio(budget_seconds) if budget_metrics["test/acc"] >= TARGET else "n/a"),
     ]
 
 

@@ -69,7 +69,8 @@ def test_option_composes_and_instantiates(group, option):
     elif group == "trainer":
         assert isinstance(instantiate(node), TrainerSettings)
     elif group == "recipe":
-        assert set(node) <= {"epochs", "lr", "label_smoothing"}, "a recipe holds defaults other groups read, nothing else"
+        assert set(node) <= {"epochs", "lr", "label_smoothing", "patience", "min_delta", "restart_every_epochs"}, \
+            "a recipe holds defaults other groups read, nothing else"
     else:
         pytest.fail(f"conf/{group}/ is a new group: say here what instantiating its options must give")
 
@@ -95,7 +96,8 @@ def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
 
 def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     cfg = compose_train()
-    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (1, 0.01, 0.1)
+    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (10, 0.01, 0.1)
+    assert (cfg.trainer.early_stopping.patience, cfg.trainer.early_stopping.min_delta, cfg.scheduler.restart_every_epochs) == (1, 0.005, 1)
     mlp = compose_train(["model=mlp"])
     assert (mlp.trainer.epochs, mlp.optimizer.lr, mlp.loss.label_smoothing) == (3, 0.003, 0.0)
     overridden = compose_train(["trainer.epochs=4", "optimizer.lr=0.001"])
@@ -104,6 +106,8 @@ def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     assert compose_train(["optimizer=sgd"]).optimizer.lr == 0.01
     plain = compose_train(["recipe=none"])
     assert (plain.trainer.epochs, plain.optimizer.lr, plain.loss.label_smoothing) == (3, 0.003, 0.0)
+    assert (plain.trainer.early_stopping.patience, plain.scheduler.restart_every_epochs) == (None, None)
+    assert compose_train(["trainer.early_stopping.patience=null"]).trainer.early_stopping.patience is None
 
 
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "model").glob("*.yaml")), ids=lambda p: p.stem)

@@ -8,10 +8,13 @@ is chosen, not each fold's own best, which would flatter the mean.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 
+from visionlab.training.early_stopping import EarlyStopping
 from visionlab.training.loop import FitResult
+from visionlab.training.settings import TrainerSettings
 
 
 def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
@@ -44,6 +47,15 @@ def final_model_overrides(folds: Sequence[FitResult]) -> dict:
     """What the final model on all the training images takes from the folds: a kNN, the k they chose."""
     summary = summarize_folds(folds)
     return {"k": summary.extra["best_k"]} if "best_k" in summary.extra else {}
+
+
+def final_model_trainer(trainer: TrainerSettings, folds: Sequence[FitResult]) -> TrainerSettings:
+    """With early stopping, the folds chose how long to train; the final model has no val split to stop
+    on (its val/ is training images), so it trains their median best epoch, every epoch of it."""
+    if not trainer.early_stopping.enabled:
+        return trainer
+    epochs = max(round(statistics.median(fold.extra["best_epoch"] for fold in folds)), 1)
+    return dataclasses.replace(trainer, epochs=epochs, early_stopping=EarlyStopping())
 
 
 def mean_or_none(values) -> float | None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from visionlab.config import build, first_use, validate
-from visionlab.cross_validation import final_model_overrides, summarize_folds
+from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Part
 from visionlab.errors import Interrupted, Pruned, RunStopped, UserError
@@ -131,13 +131,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             for index, part in enumerate(plan[len(done):], start=len(done)):
                 resumed = resume if resume is not None and index == resume.get("partition", 0) else None
                 overrides = final_model_overrides(done) if part.final else {}
+                trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
                 reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
                                     resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
                 checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
                                           best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
                 checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
                 try:
-                    result, test = train_partition(parts, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
+                    result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
                                                    run_dir, first_step=index * parts.trainer.epochs)
                 except BaseException:
                     reporter.close()
@@ -226,6 +227,8 @@ def train_weights(
     if parts.pruning.active:  # before early stopping: the trial hears of every epoch
         callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
     if trainer.early_stopping.enabled:
+        log.info("early stopping: up to %d epochs, ending once %s has not improved by more than %g for %d (trainer.early_stopping.patience=null trains every epoch)",
+                 trainer.epochs, parts.objective, trainer.early_stopping.min_delta, trainer.early_stopping.patience)
         callbacks.append(StopEarly(trainer.early_stopping, parts.objective))
     result = fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, penalty), trainer, callbacks)
     if trainer.early_stopping.enabled:
@@ -287,7 +290,8 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
     """The partition's train/val and the test split on the device, as the model sees them (features, normalization)."""
     splits = parts.features.make_splits(raw, part.train, part.val, device, type(parts.dataset).__name__)
     if part.final:
-        log.info("final model: all %d training images, then the test split once (its val/ in final/ is on training images)", len(splits.train))
+        log.info("final model: all %d training images for %d epochs, then the test split once (its val/ in final/ is on training images)",
+                 len(splits.train), parts.trainer.epochs)
     elif part.folder:
         log.info("%s: %d train / %d val images", part.title, len(splits.train), len(splits.val))
     else:

@@ -76,8 +76,8 @@ class StopEarly(Callback):
         stale = epochs_without_improvement(state.history, self.objective, self.rule.min_delta)
         if stale >= self.rule.patience:
             best = best_epoch(state.history, self.objective)
-            log.info("early stopping after epoch %d: %s has not improved by more than %g for %d epochs (best: epoch %d, %.4g)",
-                     max(state.history), self.objective, self.rule.min_delta, stale, best, state.history[best][self.objective])
+            log.info("early stopping after epoch %d: %s has not improved by more than %g for %d epoch%s (best: epoch %d, %.4g)",
+                     max(state.history), self.objective, self.rule.min_delta, stale, "s" * (stale != 1), best, state.history[best][self.objective])
             raise EndTraining({"stopped_early": True, "best_epoch": best})
 
 
