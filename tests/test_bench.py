@@ -63,10 +63,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         ours, baseline, ratio = row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: fit \+ predict")
         assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d", baseline) and re.fullmatch(r"\d+\.\d\dx faster", ratio)
         assert row(rf"^kNN MNIST vs faiss-cpu IndexFlat: {distance}, k=3: predictions")[2].startswith("equal wherever unambiguous; ")
-    ours, baseline, ratio = row(r"^pruned search: .*, median pruner, wall s")
+    ours, baseline, ratio = row(r"^pruned search: .*, successive_halving pruner, wall s")
     assert re.fullmatch(r"\d+ \(\d+ pruned, \d+ epochs\)", ours) and re.fullmatch(r"\d+ \(no pruner: 6 epochs\)", baseline)
     assert re.fullmatch(r"\d+\.\d\dx the time", ratio)
-    ours, _, points = row(r"^pruned search: .*, median pruner, best val/acc")
+    ours, _, points = row(r"^pruned search: .*, successive_halving pruner, best val/acc")
     assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
     for tree in (r"CIFAR-10 JPEGs 32x32", r"the same as 128x128 JPEGs"):
         ours, baseline, ratio = row(rf"^folder: {tree} \([^)]*\), first decode into the cache, images/s")
@@ -86,6 +86,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"\d+\.\d% of the run", share)
     ours, baseline, points = row(r"^lr_find: one epoch at the suggested lr")
     assert re.match(r"\d+\.\d\d% \(optimizer\.lr=", ours) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    for dataset in ("MNIST", "CIFAR-10 as 28x28 grey"):
+        ours, baseline, points = row(rf"^cnn recipe, {dataset}.*: test/acc \(epochs, run seconds\) --quick")
+        assert re.fullmatch(r"\d+\.\d\d% \(\d+ epochs?, \d+\.\d s\)", ours) and re.fullmatch(r"\d+\.\d\d% \(1 epoch, \d+\.\d s\) \(one epoch\)", baseline)
+        assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
     ours, baseline, ratio = row(r"^folder runs: model=cnn, 1 epoch, --quick, run seconds")
     assert re.fullmatch(r"\d+\.\d", ours) and baseline.endswith("(dataset=cifar10)") and re.match(r"\d+\.\d\dx \(rounds: ", ratio)
     ours, baseline, points = row(r"^folder runs: model=knn test/acc")

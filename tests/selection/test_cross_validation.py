@@ -59,6 +59,24 @@ def test_final_test_retrains_on_all_training_images_and_tests_once(tmp_path):
     assert metrics["val/acc"] == metrics["cv/val_acc_mean"]  # val stays the folds' estimate
 
 
+def test_with_early_stopping_the_final_model_trains_the_folds_median_best_epoch(tmp_path):
+    """The final model's val/ is training images: nothing to stop on, so it trains as long as the folds found best."""
+    overrides = [*TINY, *QUIET, "model=mlp", "recipe=none", "split=kfold", "split.folds=3", "split.final_test=true",
+                 "trainer.epochs=8", "trainer.early_stopping.patience=1", "optimizer.lr=0.3"]
+    metrics = run(compose_train(overrides), tmp_path)
+    best_epochs = []
+    for i in range(3):
+        events = EventAccumulator(str(tmp_path / f"fold_{i}"))
+        events.Reload()
+        accuracies = [event.value for event in events.Scalars("val/acc")]
+        best_epochs.append(accuracies.index(max(accuracies)) + 1)
+    final = EventAccumulator(str(tmp_path / "final"))
+    final.Reload()
+    expected = sorted(best_epochs)[1]
+    assert len(final.Scalars("val/acc")) == expected and final.Scalars("train/acc")[-1].step == expected * 10
+    assert metrics["status"] == "completed" and metrics["test/acc"] is not None
+
+
 def test_knn_folds_match_a_from_scratch_nearest_neighbour_per_fold(tmp_path):
     """Each fold's kNN knows only its own training part: the votes equal a plain 1-NN on that part."""
     metrics = run(compose_train([*TINY, *QUIET, "model=knn", "split=kfold", "split.folds=3", "dataset.train_size=300"]), tmp_path)

@@ -19,7 +19,7 @@ from tests.conftest import CONF_DIR, TINY, read_metrics, run_cli
 from tests.selection.test_sweeps import NO_PICTURES, event_file_pid
 from visionlab.trial_pruning import TrialPruning
 
-MLP_SEARCH = ["-m", "hparams_search=mlp_optuna", *TINY, *NO_PICTURES, "hydra.sweeper.pruner.n_startup_trials=2"]
+MLP_SEARCH = ["-m", "hparams_search=mlp_optuna", *TINY, *NO_PICTURES, "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"]
 STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
 
 
