@@ -51,10 +51,12 @@ def final_model_overrides(folds: Sequence[FitResult]) -> dict:
 
 def final_model_trainer(trainer: TrainerSettings, folds: Sequence[FitResult]) -> TrainerSettings:
     """With early stopping, the folds chose how long to train; the final model has no val split to stop
-    on (its val/ is training images), so it trains their median best epoch, every epoch of it."""
-    if not trainer.early_stopping.enabled:
+    on (its val/ is training images), so it trains their median best epoch, every epoch of it. Folds
+    that did not train (a kNN memorizes) chose nothing."""
+    best_epochs = [fold.extra.get("best_epoch") for fold in folds]
+    if not trainer.early_stopping.enabled or None in best_epochs:
         return trainer
-    epochs = max(round(statistics.median(fold.extra["best_epoch"] for fold in folds)), 1)
+    epochs = max(round(statistics.median(best_epochs)), 1)
     return dataclasses.replace(trainer, epochs=epochs, early_stopping=EarlyStopping())
 
 

@@ -227,8 +227,10 @@ def train_weights(
     if parts.pruning.active:  # before early stopping: the trial hears of every epoch
         callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
     if trainer.early_stopping.enabled:
-        log.info("early stopping: up to %d epochs, ending once %s has not improved by more than %g for %d (trainer.early_stopping.patience=null trains every epoch)",
-                 trainer.epochs, parts.objective, trainer.early_stopping.min_delta, trainer.early_stopping.patience)
+        patience = trainer.early_stopping.patience
+        log.info("early stopping: up to %d epochs, ending once %s has not improved by more than %g for %d epoch%s "
+                 "(trainer.early_stopping.patience=null trains every epoch)",
+                 trainer.epochs, parts.objective, trainer.early_stopping.min_delta, patience, "s" * (patience != 1))
         callbacks.append(StopEarly(trainer.early_stopping, parts.objective))
     result = fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, penalty), trainer, callbacks)
     if trainer.early_stopping.enabled:
@@ -261,8 +263,6 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
     with StopRequest(parts.trainer.on_hangup) as stop:
         fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, parts.penalty(model.parameters())), settings,
             [record, StopOnRequest(stop)])
-    if not record.smoothed():
-        raise UserError(f"lr_find: the loss was not finite from the first step, at lr {test.min_lr:g}: set a lower lr_range.min_lr")
     edge = record.edge()
     suggested, rule = suggestion(edge, warmup=warms_up(parts.schedule, parts.trainer.epochs, steps))
     found = {"status": "lr_find", "suggested_lr": suggested, "rule": rule, "lowest_loss_lr": edge, "steps": len(record.lrs),

@@ -7,8 +7,9 @@ import statistics
 import pytest
 import torch
 
-from tests.conftest import config_error
-from visionlab.cross_validation import summarize_folds
+from tests.conftest import compose_train, config_error
+from visionlab.config import build
+from visionlab.cross_validation import final_model_trainer, summarize_folds
 from visionlab.data.folds import Holdout, KFold, stratified_folds
 from visionlab.errors import UserError
 from visionlab.training.loop import FitResult
@@ -93,3 +94,12 @@ def test_knn_k_is_chosen_by_its_mean_over_folds_not_per_fold():
     assert result.val["acc"] == pytest.approx(0.75), "each fold's own best k (mean 0.8) would flatter the estimate"
     assert [result.extra["cv/fold_0/val_acc"], result.extra["cv/fold_1/val_acc"]] == [0.7, 0.8]
     assert result.val["loss"] is None and "cv/fold_0/val_loss" not in result.extra  # a kNN has no loss
+
+
+def test_the_final_model_trains_the_folds_median_best_epoch_without_early_stopping():
+    stopping = build(compose_train(["trainer.epochs=10", "trainer.early_stopping.patience=1"]), "trainer")
+    final = final_model_trainer(stopping, [fold(0.6, extra={"best_epoch": epoch}) for epoch in (2, 5, 3)])
+    assert final.epochs == 3 and not final.early_stopping.enabled
+    assert final_model_trainer(stopping, [fold(0.6), fold(0.7)]) is stopping, "a kNN's folds chose no epoch"
+    plain = build(compose_train(["recipe=none", "trainer.epochs=4"]), "trainer")
+    assert final_model_trainer(plain, [fold(0.6, extra={"best_epoch": 1})]) is plain, "no early stopping: as configured"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from tests.conftest import TINY, compose_train
 from visionlab.experiment import run
+from visionlab.errors import UserError
 from visionlab.optimization import constant, cosine, onecycle, step
 from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up, zero_phase
 
@@ -32,6 +33,13 @@ def test_the_edge_is_the_lowest_point_of_the_curve_smoothed_without_lag():
         average = 0.6 * average + 0.4 * value
         one_way.append(average / (1 - 0.6 ** count))
     assert min(range(10), key=one_way.__getitem__) == 7, "a running average alone puts the lowest point a step late"
+
+
+def test_a_loss_not_finite_before_any_lr_acted_is_the_data_or_the_model_not_the_range():
+    record = RangeRecord(RangeTest())
+    record.lrs, record.losses = [1e-4], [math.nan]
+    with pytest.raises(UserError, match=r"^lr_find: the loss was nan at the first step, before any learning rate had acted"):
+        record.edge()
 
 
 def test_a_flat_curve_stays_flat():

@@ -24,6 +24,7 @@ from typing import Annotated, Callable
 import torch
 
 from visionlab.checks import Number, Whole
+from visionlab.errors import UserError
 from visionlab.optimization import Schedule
 from visionlab.reporting import visuals
 from visionlab.training.callbacks import Callback, EndTraining
@@ -79,8 +80,11 @@ class RangeRecord(Callback):
     def edge(self) -> float:
         """The lr at the lowest smoothed loss, past the first steps."""
         curve = self.smoothed()
-        considered = range(min(SKIP_START, max(len(curve) - 1, 0)), len(curve))
-        return self.lrs[min(considered, key=lambda i: curve[i], default=0)]
+        if not curve:
+            raise UserError(f"lr_find: the loss was {self.losses[0]} at the first step, before any learning rate had acted: "
+                            "the data or the model gives it (a nan or inf pixel, a feature that divides by zero)")
+        considered = range(min(SKIP_START, len(curve) - 1), len(curve))
+        return self.lrs[min(considered, key=lambda i: curve[i])]
 
     def chart(self, suggested: float, rule: str) -> torch.Tensor:
         curve = self.smoothed()
