@@ -68,10 +68,10 @@ def rows(args) -> list[Row]:
     return [
         Row(f"start-up: command to the end of training step 1, MNIST CNN, s{every}",
             f"{fastest['ours']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
-            f"+{fastest['ours'] - fastest['bare']:.2f} s overhead"),
+            f"{fastest['ours'] - fastest['bare']:+.2f} s overhead"),
         Row(f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}",
             f"{fastest['no_start_pictures']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
-            f"+{fastest['no_start_pictures'] - fastest['bare']:.2f} s overhead"),
+            f"{fastest['no_start_pictures'] - fastest['bare']:+.2f} s overhead"),
         Row(f"start-up: imports alone, s{every}", f"{fastest['ours_imports']:.2f} (visionlab.cli + experiment)",
             f"{fastest['torch_import']:.2f} (torch)", f"+{fastest['ours_imports'] - fastest['torch_import']:.2f} s"),
     ]
