@@ -1,6 +1,6 @@
 """Every benchmark, one after the other, then all their rows in one table: what `make bench` runs.
 
-    .venv/bin/python bench/run_all.py                      # everything (40 minutes or more on 2 cores)
+    .venv/bin/python bench/run_all.py                      # everything (2 hours or more on 2 cores)
     .venv/bin/python bench/run_all.py --quick              # each script's smoke run (what the tests run)
     .venv/bin/python bench/run_all.py --only startup,memory
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from common import CIFAR_ROOT, MNIST_ROOT, Row, load, machine, table
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "recipe_budget", "folder_runs"]
+SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "recipe_budget", "folder_runs", "cifar10_fast"]
 
 
 def main() -> None:

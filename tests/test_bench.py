@@ -94,6 +94,13 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"\d+\.\d", ours) and baseline.endswith("(dataset=cifar10)") and re.match(r"\d+\.\d\dx \(rounds: ", ratio)
     ours, baseline, points = row(r"^folder runs: model=knn test/acc")
     assert re.match(r"\d+\.\d\d% \(", ours) and baseline.endswith("(dataset=cifar10)") and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    ours, baseline, points = row(r"^cifar10_fast: CIFAR-10 test/acc, mean \(range\) over seeds 0,1 --quick")
+    assert re.fullmatch(r"\d+\.\d\d% \(\d+\.\d\d%-\d+\.\d\d%\)", ours) and baseline.endswith("(cifar10_resnet_small, seed 0)")
+    assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    ours, baseline, share = row(r"^cifar10_fast: launch to exit, s, by seed \(budget 1500\)")
+    assert re.fullmatch(r"\d+, \d+", ours) and re.fullmatch(r"\d\.\d\dx the budget at most", share)
+    ours, _, points = row(r"^cifar10_fast seed 0's model: test/acc by trainer.tta")
+    assert re.fullmatch(r"none \d+\.\d\d%, flip \d+\.\d\d%, flip_translate \d+\.\d\d%", ours) and points.endswith("(flip_translate)")
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

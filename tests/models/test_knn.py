@@ -388,6 +388,28 @@ def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index
     assert torch.equal(model(images).argmax(1), expected_votes)
 
 
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+def test_without_vnni_only_the_images_a_bound_cannot_rule_out_are_measured_exactly(monkeypatch, mnist_with_duplicates, distance):
+    # L2's bound (64 principal axes) and L1's (L2^2 / 255) must leave few images per query to measure,
+    # or the pruned search is a brute force with extra steps; the answer stays the brute force's.
+    monkeypatch.setattr(knn, "INT_MM_IS_FAST", False)
+    train, images = mnist_with_duplicates
+    measured = []
+    nearest = KNN._nearest
+
+    def counting(self, queries_, rows, candidates, k, exact):
+        measured.append(len(rows))
+        return nearest(self, queries_, rows, candidates, k, exact)
+
+    monkeypatch.setattr(KNN, "_nearest", counting)
+    model = fitted(train, 10, k=3, distance=distance)
+    distances, indices = model.neighbours(images, 3)
+    scale, shift = train.scale.flatten()[0].double(), train.shift.flatten()[0].double()
+    pixels = [((x.flatten(1).double() - shift) / scale).round() for x in (as_matrix(train), images)]
+    assert torch.equal(indices, brute_force(*pixels, distance, None, 3)[1])
+    assert sum(measured) < 0.05 * len(images) * len(train)
+
+
 # ---- the real command ----------------------------------------------------------------------------
 
 

@@ -11,7 +11,9 @@ channel, no `normalize` or `pca`) are searched in integers: the training set is 
 (pixel - 128), and their dot products are exact integers: `torch._int_mm` on a GPU (cuBLAS, padded to
 its shapes) and where the CPU has VNNI (5x faster than a float32 matrix product there), else a float32 matrix product, which is exact for
 products of int8 codes summed over at most 1,024 features (every partial sum stays below 2^24).
-Squared L2 distances are then exact integers, so nothing needs re-checking. L1 has no matrix-product
+Squared L2 distances are then exact integers, so nothing needs re-checking. Where those products are
+float32 ones (no VNNI), L2 is pruned first by a 64-feature product: distances between the images'
+projections on principal axes bound the true ones from below (see `_search_l2_pruned`). L1 has no matrix-product
 form; it is pruned by the L2 one: an 8-bit difference x has |x| >= x^2 / 255, so L1 >= L2^2 / 255,
 and only the images that this bound cannot rule out get their L1 distance computed (see `_search_l1`):
 on MNIST's nearly black-and-white digits, a small fraction of the training set.
@@ -34,8 +36,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
-from typing import Annotated
+from collections.abc import Callable, Iterable, Sequence
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +58,13 @@ FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 # Features per float32 matrix product of int8 codes: 1,024 products of at most 128^2 = 2^14 sum to at most 2^24,
 # below which float32 holds every integer, so every partial sum is exact.
 EXACT_FLOAT32_FEATURES = 1024
-# Query-image pairs whose L1 distances one batched cdist computes (a 49 MiB block of gathered MNIST images).
+# Query-image pairs whose exact distances one batched call computes (a 49 MiB block of gathered MNIST images).
 # Batches, not one call per query: under contention every parallel region waits for a descheduled thread.
-L1_PAIRS_PER_BATCH = 2**14
+PAIRS_PER_BATCH = 2**14
+# The principal axes of the lower bound that prunes the L2 search on CPUs without VNNI, and how many
+# training images (evenly spaced) they are fitted on.
+BOUND_DIMENSIONS = 64
+BOUND_FIT_IMAGES = 10_000
 # How far a normalized pixel may be from its 8-bit value (after undoing the normalization) and still
 # count as that value: float32 normalization is off by about 1e-5; anything else is not an 8-bit image.
 ON_LATTICE = 1e-3
@@ -124,6 +130,7 @@ class KNN(nn.Module):
             self.register_buffer(name, None)
         self._float_features: Tensor | None = None  # for queries that are not 8-bit images (see neighbours)
         self._float_codes: Tensor | None = None  # the int8 codes as float32, for float products and L1 (see _codes_in_float)
+        self._bound: _L2Bound | None = None  # the pruned L2 search's projections (see _l2_bound)
 
     # ---- memorizing ---------------------------------------------------------------------------
 
@@ -137,7 +144,7 @@ class KNN(nn.Module):
         n = len(train)
         if self.ks[-1] > n:
             raise UserError(f"model.k={self.ks[-1]} is more than the {n:,} training images: use values of k from 1 to {n}")
-        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = self._float_codes = None  # a second fit starts afresh
+        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = self._float_codes = self._bound = None  # a second fit starts afresh
         self.train_labels = train.labels
         if self._searches_bytes(train):
             self._memorize_bytes(train)
@@ -215,11 +222,11 @@ class KNN(nn.Module):
         m = min(self.ks[-1] + CANDIDATE_MARGIN, n)
         per_query = 4 * n + 64 * m + 32 * d
         float_codes = 4 * n * d if self._uses_float_codes() else 0
-        if self.distance == "l1" and self.pixel_scale is not None:
-            # L1's shortlist in float, the bound's mask, at worst every image's (row, index) in int64 and a
-            # quarter of them padded; one batch of gathered images
+        if self.distance == "l1" and self.pixel_scale is not None or self._prunes_l2():
+            # the shortlist gathered in float, the bound's mask, at worst every image's (row, index) in int64
+            # and a quarter of them padded; one batch of gathered images; L2's projections of the training set
             per_query += 4 * m * d + 19 * n
-            float_codes += 4 * L1_PAIRS_PER_BATCH * d
+            float_codes += 4 * PAIRS_PER_BATCH * d + 4 * n * BOUND_DIMENSIONS * self._prunes_l2()
         return self.chunk_size * per_query + 16 * n * torch.get_num_threads() + float_codes
 
     def _features(self, x: Tensor) -> Tensor:
@@ -257,7 +264,7 @@ class KNN(nn.Module):
             codes = self._codes(x)
             if codes is None:
                 return self._searcher_in_float().neighbours(x, k)
-            search = self._search_l1 if self.distance == "l1" else self._search
+            search = self._search_l1 if self.distance == "l1" else self._search_l2_pruned if self._prunes_l2() else self._search
             found = [search(part, k) for part in codes.split(self.chunk_size)]
         else:
             found = [self._search(self._features(part), k) for part in x.split(self.chunk_size)]
@@ -290,6 +297,9 @@ class KNN(nn.Module):
         twin.train_norms = torch.linalg.vector_norm(self._float_features, ord=self.p, dim=1)
         return twin
 
+    def _prunes_l2(self) -> bool:
+        return self.distance == "l2" and self.pixel_scale is not None and not self._int_mm_is_fast()
+
     def _uses_float_codes(self) -> bool:
         return self.pixel_scale is not None and (self.distance == "l1" or not self._int_mm_is_fast())
 
@@ -320,35 +330,94 @@ class KNN(nn.Module):
         2. Each of the true k nearest is thus at L1 <= reach, so at L2^2 <= 255 L1 <= 255 reach. The
            images within that bound (all the others are ruled out) get exact L1 distances, which
            decide, the lower training index first at equal distance.
-        L1 distances of integer codes are sums of whole numbers below 2^24 in float32: exact.
         """
-        train, queries = self._codes_in_float(), q.float()
+        queries = q.float()
         squares = self._approx(q)
-        shortlist = squares.topk(min(k + CANDIDATE_MARGIN, len(train)), dim=1, largest=False).indices
-        reach = torch.cdist(queries.unsqueeze(1), train[shortlist], p=1).squeeze(1).kthvalue(k, dim=1).values
-        limit = (255 * reach.double() - _square_norms(q)).clamp(-(2**31), 2**31 - 1).int()  # in _approx's units
+        shortlist = squares.topk(min(k + CANDIDATE_MARGIN, len(squares[0])), dim=1, largest=False).indices
+        reach = self._exact_l1(queries, shortlist).kthvalue(k, dim=1).values
+        limit = (255 * reach - _square_norms(q)).clamp(-(2**31), 2**31 - 1).int()  # in _approx's units
         rows, images = (squares <= limit.unsqueeze(1)).nonzero(as_tuple=True)
         del squares
-        return self._nearest_by_l1(queries, rows, images, k)
+        return self._nearest(queries, rows, images, k, self._exact_l1)
 
-    def _nearest_by_l1(self, queries: Tensor, rows: Tensor, images: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """The first k of each query's images by (exact L1 distance, training index); `rows` and `images`
-        are (query, image) pairs in query order, at least k per query.
+    def _search_l2_pruned(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Exact k nearest by L2 for one chunk of int8 query codes where their products are float32
+        matrix products anyway (a CPU without VNNI): float64 squared distances, indices.
+
+        1. A lower bound on every squared distance: the squared distance between the two images'
+           projections on BOUND_DIMENSIONS principal axes (projecting onto orthonormal axes never
+           lengthens a vector), one matrix product 12x smaller than the full one on MNIST, less a
+           bound on its float32 rounding (`_L2Bound.slack`).
+        2. The k + CANDIDATE_MARGIN nearest by that bound get exact distances; the k-th smallest of
+           those, `reach`, is at least the k-th smallest distance of all.
+        3. Every image whose bound is within reach gets its exact distance (the others are farther
+           than the k-th nearest); those decide, the lower training index first at equal distance.
+        """
+        bound, queries, norms = self._l2_bound(), q.float(), _square_norms(q).double()
+        projected = ((q.double() - bound.mean) @ bound.axes).float()
+        ones = projected.new_ones(len(q), 1)
+        lower = torch.cat([-2 * projected, projected.square().sum(1, keepdim=True), ones], 1) @ bound.train_terms.T  # |x|^2 + |y|^2 - 2<x, y>
+        shortlist = lower.topk(min(k + CANDIDATE_MARGIN, len(bound.train)), dim=1, largest=False).indices
+        reach = self._exact_l2(queries, shortlist).kthvalue(k, dim=1).values + norms
+        limit = torch.nextafter((reach + bound.slack(projected)).float(), torch.tensor(math.inf))  # rounded up
+        rows, images = (lower <= limit.unsqueeze(1)).nonzero(as_tuple=True)
+        del lower
+        distances, indices = self._nearest(queries, rows, images, k, self._exact_l2)
+        return distances + norms.unsqueeze(1), indices
+
+    def _l2_bound(self) -> _L2Bound:
+        """The training codes' projections on their principal axes, made on first need and kept (a plain
+        attribute: checkpoints hold only the codes). The axes come from at most BOUND_FIT_IMAGES
+        evenly spaced images: any orthonormal axes give a valid bound, these a tight one."""
+        if self._bound is None:
+            codes = self._codes_in_float()
+            sample = codes[::max(1, len(codes) // BOUND_FIT_IMAGES)].double()
+            mean = sample.mean(0)
+            axes = principal_axes([sample - mean], min(BOUND_DIMENSIONS, codes.shape[1]), torch.float64)  # orthonormal to float64's precision
+            train = torch.cat([((part.double() - mean) @ axes).float() for part in codes.split(self.chunk_size)])
+            self._bound = _L2Bound(axes, mean, train, torch.cat([train, train.new_ones(len(train), 1), train.square().sum(1, keepdim=True)], 1))
+        return self._bound
+
+    def _exact_l1(self, queries: Tensor, candidates: Tensor | None) -> Tensor:
+        """Exact L1 distances (float64) from float32 codes to their candidates' (None: every image's).
+        L1 distances of integer codes are sums of whole numbers below 2^24 in float32: exact."""
+        if candidates is None:
+            return torch.cdist(queries, self._codes_in_float(), p=1).double()
+        return torch.cdist(queries.unsqueeze(1), self._gathered(candidates), p=1).squeeze(1).double()
+
+    def _exact_l2(self, queries: Tensor, candidates: Tensor | None) -> Tensor:
+        """Exact squared L2 distances less the query's squared norm (`_approx`'s units, float64) from
+        float32 codes to their candidates' (None: every image's), from exact products as `_code_products`."""
+        if candidates is None:
+            return self._approx(queries).double()
+        train, width = self._gathered(candidates), EXACT_FLOAT32_FEATURES
+        products = sum(torch.bmm(train[..., i:i + width], queries[:, i:i + width, None]).squeeze(2).int()
+                       for i in range(0, queries.shape[1], width))
+        return (self.train_norms[candidates] - 2 * products).double()
+
+    def _gathered(self, candidates: Tensor) -> Tensor:
+        """The candidates' codes `[B, c, d]` as float32: gathered as int8 rows (a quarter of the memory
+        traffic of float32 ones) by index_select: float32 rows by advanced indexing took 6x longer (a profile of 4,096 MNIST queries)."""
+        codes = self.train_features.index_select(0, candidates.flatten())
+        return codes.view(*candidates.shape, -1).float()
+
+    def _nearest(self, queries: Tensor, rows: Tensor, images: Tensor, k: int, exact: Callable[[Tensor, Tensor | None], Tensor]) -> tuple[Tensor, Tensor]:
+        """The first k of each query's images by (exact distance, training index); `rows` and `images`
+        are (query, image) pairs in query order, at least k per query, and `exact` measures them
+        (`_exact_l1`, `_exact_l2`).
 
         A query with more than a quarter of the training set goes against all of it (cheaper than
         gathering); the others go in batches of similar counts, padded to the batch's largest
         (the padding gets index n and distance inf: it sorts last).
         """
-        train = self._codes_in_float()
-        n = len(train)
+        n = len(self.train_features)
         counts = torch.bincount(rows, minlength=len(queries))
         starts = counts.cumsum(0) - counts
         distances, indices = queries.new_empty(len(queries), k, dtype=torch.float64), rows.new_empty(len(queries), k)
         many = counts > n // 4
         for row in many.nonzero().flatten().tolist():
             near = images[starts[row]:starts[row] + counts[row]].unsqueeze(0)
-            exact = torch.cdist(queries[row:row + 1], train, p=1)[:, near[0]].double()
-            distances[row], indices[row] = (found[0] for found in _first_k(exact, near, k))
+            distances[row], indices[row] = (found[0] for found in _first_k(exact(queries[row:row + 1], None)[:, near[0]], near, k))
         few = (~many).nonzero().flatten()
         if not len(few):
             return distances, indices
@@ -359,11 +428,11 @@ class KNN(nn.Module):
         sizes, start = counts[few].tolist(), 0
         while start < len(few):
             end = start + 1
-            while end < len(few) and (end + 1 - start) * sizes[end] <= L1_PAIRS_PER_BATCH:
+            while end < len(few) and (end + 1 - start) * sizes[end] <= PAIRS_PER_BATCH:
                 end += 1
             batch, candidates = few[start:end], padded[few[start:end], :sizes[end - 1]]
-            exact = torch.cdist(queries[batch].unsqueeze(1), train[candidates.clamp_max(n - 1)], p=1).squeeze(1).double()
-            distances[batch], indices[batch] = _first_k(exact.masked_fill_(candidates == n, math.inf), candidates, k)
+            found = exact(queries[batch], candidates.clamp_max(n - 1))
+            distances[batch], indices[batch] = _first_k(found.masked_fill_(candidates == n, math.inf), candidates, k)
             start = end
         return distances, indices
 
@@ -475,6 +544,31 @@ class KNN(nn.Module):
         return 2 * (q.shape[1] + 2 * self.p + 4) * FLOAT32_UNIT_ROUNDOFF * reach**power
 
 
+class _L2Bound(NamedTuple):
+    """Principal axes (float64 `[d, r]`, orthonormal), the mean they are centered on, the training
+    codes projected on them (float32 `[n, r]`) and those projections as the terms of one matrix
+    product that gives the squared distances with the norms folded in (`[n, r + 2]`: y, 1, |y|^2,
+    against the query's -2x, |x|^2, 1): the pruned L2 search's lower bound."""
+
+    axes: Tensor
+    mean: Tensor
+    train: Tensor
+    train_terms: Tensor
+
+    def slack(self, projected: Tensor) -> Tensor:
+        """Per query, how far above the true projected squared distance a float32 bound can be.
+
+        The projections are float64 products rounded to float32 (a relative error of one unit roundoff
+        each); the two squared norms are float32 sums of r terms, and the product sums r + 2 terms
+        whose magnitudes add up to at most (|x| + |y|)^2: together at most (2r + 5) unit roundoffs
+        times (|x| + |y|)^2 (Higham, ch. 3), doubled for safety as in `_rounding_bound`. The
+        1 covers the axes being orthonormal only to float64's precision: a relative 1e-14 of squared
+        distances of 8-bit images (below 2^16 per feature), which are whole numbers.
+        """
+        reach = torch.linalg.vector_norm(projected.double(), dim=1) + torch.linalg.vector_norm(self.train.double(), dim=1).max()
+        return 2 * (2 * self.axes.shape[1] + 5) * FLOAT32_UNIT_ROUNDOFF * reach**2 + 1
+
+
 def _first_k(distances: Tensor, candidates: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The first k of each row's candidates by (distance, training index)."""
     candidates, by_index = candidates.sort(dim=1)  # index order, so the stable sort keeps lower indices first
@@ -509,11 +603,11 @@ def _padded_int8_products(a: Tensor, b: Tensor) -> Tensor:
     return torch._int_mm(a, b.T)[:rows, :n]
 
 
-def principal_axes(parts: Iterable[Tensor], dims: int) -> Tensor:
+def principal_axes(parts: Iterable[Tensor], dims: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """The `dims` directions of largest variance of centered rows (given in parts), as columns `[D, dims]`.
 
     The covariance is summed in float64, part by part, so no float64 copy of the whole set is made.
     """
     covariance = sum(part.double().T @ part.double() for part in parts)
     _, vectors = torch.linalg.eigh(covariance)  # eigenvalues ascending
-    return vectors[:, -dims:].flip(1).float()
+    return vectors[:, -dims:].flip(1).to(dtype)
