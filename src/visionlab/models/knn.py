@@ -357,7 +357,7 @@ class KNN(nn.Module):
         projected = ((q.double() - bound.mean) @ bound.axes).float()
         ones = projected.new_ones(len(q), 1)
         lower = torch.cat([-2 * projected, projected.square().sum(1, keepdim=True), ones], 1) @ bound.train_terms.T  # |x|^2 + |y|^2 - 2<x, y>
-        shortlist = lower.topk(min(k + CANDIDATE_MARGIN, len(bound.train)), dim=1, largest=False).indices
+        shortlist = lower.topk(min(k + CANDIDATE_MARGIN, len(bound.train_terms)), dim=1, largest=False).indices
         reach = self._exact_l2(queries, shortlist).kthvalue(k, dim=1).values + norms
         limit = torch.nextafter((reach + bound.slack(projected)).float(), torch.tensor(math.inf))  # rounded up
         rows, images = (lower <= limit.unsqueeze(1)).nonzero(as_tuple=True)
@@ -375,7 +375,8 @@ class KNN(nn.Module):
             mean = sample.mean(0)
             axes = principal_axes([sample - mean], min(BOUND_DIMENSIONS, codes.shape[1]), torch.float64)  # orthonormal to float64's precision
             train = torch.cat([((part.double() - mean) @ axes).float() for part in codes.split(self.chunk_size)])
-            self._bound = _L2Bound(axes, mean, train, torch.cat([train, train.new_ones(len(train), 1), train.square().sum(1, keepdim=True)], 1))
+            terms = torch.cat([train, train.new_ones(len(train), 1), train.square().sum(1, keepdim=True)], 1)
+            self._bound = _L2Bound(axes, mean, terms, torch.linalg.vector_norm(train.double(), dim=1).max())
         return self._bound
 
     def _exact_l1(self, queries: Tensor, candidates: Tensor | None) -> Tensor:
@@ -546,14 +547,14 @@ class KNN(nn.Module):
 
 class _L2Bound(NamedTuple):
     """Principal axes (float64 `[d, r]`, orthonormal), the mean they are centered on, the training
-    codes projected on them (float32 `[n, r]`) and those projections as the terms of one matrix
-    product that gives the squared distances with the norms folded in (`[n, r + 2]`: y, 1, |y|^2,
-    against the query's -2x, |x|^2, 1): the pruned L2 search's lower bound."""
+    codes' projections as the terms of one matrix product that gives the squared distances with the
+    norms folded in (float32 `[n, r + 2]`: y, 1, |y|^2, against the query's -2x, |x|^2, 1), and the
+    longest projection's length: the pruned L2 search's lower bound."""
 
     axes: Tensor
     mean: Tensor
-    train: Tensor
     train_terms: Tensor
+    train_reach: Tensor
 
     def slack(self, projected: Tensor) -> Tensor:
         """Per query, how far above the true projected squared distance a float32 bound can be.
@@ -565,7 +566,7 @@ class _L2Bound(NamedTuple):
         1 covers the axes being orthonormal only to float64's precision: a relative 1e-14 of squared
         distances of 8-bit images (below 2^16 per feature), which are whole numbers.
         """
-        reach = torch.linalg.vector_norm(projected.double(), dim=1) + torch.linalg.vector_norm(self.train.double(), dim=1).max()
+        reach = torch.linalg.vector_norm(projected.double(), dim=1) + self.train_reach
         return 2 * (2 * self.axes.shape[1] + 5) * FLOAT32_UNIT_ROUNDOFF * reach**2 + 1
 
 
