@@ -1,6 +1,6 @@
 """experiment=cifar10_fast against its 25-minute budget: CIFAR-10 test accuracy over seeds, launch to exit.
 
-    .venv/bin/python bench/cifar10_fast.py               # seeds 0, 1, 2 and the baseline (about 75 minutes on 2 cores)
+    .venv/bin/python bench/cifar10_fast.py               # seeds 0, 1, 2 and the baseline (about 90 minutes on 2 cores)
     .venv/bin/python bench/cifar10_fast.py --seeds 0     # one seed
     .venv/bin/python bench/cifar10_fast.py --quick       # 1,000 images, one epoch, seeds 0 and 1: a smoke run
 
@@ -23,13 +23,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from visionlab.tta import TTA_MODES
+
 from common import REPO, VL_TRAIN, Row, cifar_root, main, parser
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 BUDGET_S = 25 * 60
 QUICK = ["dataset.train_size=1000", "dataset.test_size=500", "trainer.epochs=1"]
 QUICK_SEEDS = "0,1"
-TTA_MODES = ("none", "flip", "flip_translate")
 
 
 def launch(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
