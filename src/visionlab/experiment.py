@@ -47,7 +47,7 @@ from visionlab.training.precision import Precision
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
-from visionlab.training.speed import configure_torch, prepare_model
+from visionlab.training.speed import configure_torch, eager, prepare_model
 from visionlab.training.state import TrainingState
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
 from visionlab.tta import with_tta
@@ -195,8 +195,9 @@ def train_partition(
     if not part.test:
         return result, None
     loss_fn = parts.loss_fn if trains else None
-    test = evaluate(with_tta(model, parts.trainer.tta), splits.test, loss_fn, parts.trainer.eval_batch_size,
-                    watch=visuals.watch())  # the one and only look at test
+    with eager():  # the pictures' recorder watches through a hook
+        test = evaluate(with_tta(model, parts.trainer.tta), splits.test, loss_fn, parts.trainer.eval_batch_size,
+                        watch=visuals.watch())  # the one and only look at test
     visuals.finish(result.steps, test)
     reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
     return result, test

@@ -26,6 +26,7 @@ from visionlab.features import FeatureSplits
 from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.feature_pictures import feature_pictures
 from visionlab.reporting.reporter import Reporter
+from visionlab.training.speed import eager
 
 log = logging.getLogger("visionlab")
 
@@ -124,13 +125,15 @@ def _after(epoch: int | None) -> str:
 
 
 def _timed(method):
-    """Adds the method's wall time to `self.seconds`: the run log reports what the pictures cost."""
+    """Adds the method's wall time to `self.seconds`: the run log reports what the pictures cost.
+    The method runs a compiled model eagerly: the pictures look inside it through hooks."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         started = time.perf_counter()
         try:
-            return method(self, *args, **kwargs)
+            with eager():
+                return method(self, *args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - started
 
