@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from visionlab.compiled import eager
 from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
@@ -47,7 +48,7 @@ from visionlab.training.precision import Precision
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
-from visionlab.training.speed import configure_torch, eager, prepare_model
+from visionlab.training.speed import configure_torch, prepare_model
 from visionlab.training.state import TrainingState
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
 from visionlab.tta import with_tta

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from visionlab.checks import Switch, Whole
+from visionlab.compiled import eager
 from visionlab.data import DeviceSplit, Splits
 from visionlab.features import FeatureSplits
 from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.feature_pictures import feature_pictures
 from visionlab.reporting.reporter import Reporter
-from visionlab.training.speed import eager
 
 log = logging.getLogger("visionlab")
 

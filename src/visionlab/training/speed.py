@@ -5,7 +5,6 @@ the C library's allocator, the channels-last memory layout and torch.compile (`t
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -76,11 +75,3 @@ def prepare_model(model: nn.Module, *, channels_last: bool, compile: bool) -> No
     if compile:
         log.info("torch.compile: the first steps and the first evaluation compile the model (seconds to minutes)")
         model.compile()
-
-
-def eager() -> contextlib.AbstractContextManager:
-    """Runs a compiled model as plain PyTorch inside it: hooks put on its layers after it was compiled
-    (the test pass's embedding recorder, Grad-CAM's feature maps, the layer table's shapes) are not in
-    the compiled graph, and torch.compile does not recompile for them, so outside it they never fire.
-    No effect on a model that was not compiled."""
-    return torch.compiler.set_stance("force_eager")
