@@ -61,6 +61,15 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """The kernel's word, independent of torch's: this CPU lists AVX-512 BF16 or AMX BF16 among its flags."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def without_timing(metrics: dict) -> dict:
     """metrics.json as two runs of the same seed must agree on, on the CPU: all but the seconds."""
     return {k: v for k, v in metrics.items() if k != "seconds"}

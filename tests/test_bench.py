@@ -101,6 +101,8 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"\d+, \d+", ours) and re.fullmatch(r"\d\.\d\dx the budget at most", share)
     ours, _, points = row(r"^cifar10_fast seed 0's model: test/acc by trainer.tta")
     assert re.fullmatch(r"none \d+\.\d\d%, flip \d+\.\d\d%, flip_translate \d+\.\d\d%", ours) and points.endswith("(flip_translate)")
+    ours, baseline, ratio = row(r"^cifar10_fast: one epoch, launch to exit, s, trainer.precision=auto \((bf16|32) here\) against 32 --quick")
+    assert re.fullmatch(r"\d+", ours) and re.fullmatch(r"\d+", baseline) and re.fullmatch(r"\d+\.\d\dx", ratio)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

@@ -76,7 +76,7 @@ MISTYPED = [
     (["trainer.threads=0"], "trainer.threads=0 is invalid"),
     (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is invalid: use a number greater than 0"),
     (["trainer.checkpoint_every_steps=0"], "trainer.checkpoint_every_steps=0 is invalid"),
-    (["trainer.precision=16"], "trainer.precision=16 is unknown: use one of 32, bf16, fp16"),
+    (["trainer.precision=16"], "trainer.precision=16 is unknown: use one of 32, bf16, fp16, auto"),
     (["trainer.compile=1"], "trainer.compile=1 is invalid: use true or false"),
     (["trainer.device=tpu"], "trainer.device='tpu'"),
     (["objective=val/f1"], "objective='val/f1'"),

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, read_metrics, run_cli
+from tests.conftest import REPO, cpu_has_native_bfloat16, read_metrics, run_cli
 
 # 100 colour images: 2 for val (split.val_fraction=0.02), 98 to train on, under one batch of either recipe.
 ONE_STEP = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=100", "dataset.test_size=20",
@@ -32,6 +32,8 @@ def test_each_airbench_recipe_trains_one_step_on_the_cpu_through_the_cli(recipe,
     assert state["model"]["features.0.conv.weight"].abs().sum() > 0
     assert state["config"]["optimizer"]["nesterov"] and state["config"]["loss"]["label_smoothing"] == 0.2
     assert "epoch 1 step 1" in result.stdout or "completed after 1 epoch (1 step)" in result.stdout
+    if recipe == "cifar10_fast":  # precision auto: bf16 where the CPU computes it, and the log says which
+        assert f"precision {'bf16' if cpu_has_native_bfloat16() else '32'}" in result.stdout
 
 
 def test_the_gpu_script_without_a_gpu_says_so_and_how_to_check_it(tmp_path):

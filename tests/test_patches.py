@@ -13,7 +13,7 @@ import torch
 from hydra._internal.hydra import Hydra
 from torch.utils.tensorboard import _pytorch_graph
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics
+from tests.conftest import TINY, cpu_has_native_bfloat16, VL_TRAIN, read_metrics
 from visionlab import patches
 
 
@@ -42,6 +42,10 @@ def test_tensorboard_still_traces_through_torch_jit_trace_with_its_check(tmp_pat
         with SummaryWriter(str(tmp_path)) as writer:
             writer.add_graph(torch.nn.Linear(3, 2), torch.zeros(1, 3))
     assert calls == [False], "the graph was traced once, without the self-check"
+
+
+def test_torch_still_answers_whether_the_cpu_computes_bfloat16_as_the_kernel_does():
+    assert patches.cpu_computes_bfloat16() == cpu_has_native_bfloat16()
 
 
 def test_with_the_switch_off_a_run_behaves_the_same_through_the_libraries_own_paths(tmp_path):

@@ -111,7 +111,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter() - (resume["seconds"] if resume else 0.0)
     device = resolve_device(parts.trainer.device)
     configure_torch(device, parts.trainer.threads)
-    log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+    log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
+             Precision(parts.trainer.precision, device).name)
     seed_everything(parts.seed)
     raw = parts.dataset.load()
     plan = parts.split.plan(raw.train.labels, parts.seed)

@@ -14,6 +14,7 @@ from tests.models.test_knn import pixel_brute_force
 from visionlab.data import DeviceSplit
 from visionlab.models.airbench import Airbench
 from visionlab.training.lookahead import Lookahead
+from visionlab.training.precision import Precision
 from visionlab.models.knn import KNN
 from visionlab.tta import with_tta
 
@@ -24,6 +25,11 @@ pytestmark = [
 
 CUDA = torch.device("cuda")
 TINY_COLOUR = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=2200", "dataset.test_size=500", "trainer.device=cuda"]
+
+
+def test_auto_precision_is_bf16_on_a_gpu_with_bfloat16_units_ampere_or_newer():
+    native = torch.cuda.get_device_capability(CUDA) >= (8, 0)
+    assert Precision("auto", CUDA).name == ("bf16" if native else "32")
 
 
 def test_the_cifar10_gpu_recipe_trains_in_bf16_on_cuda_through_the_cli(tmp_path):

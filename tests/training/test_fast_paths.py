@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.cli.test_resume import LONG_EPOCHS, start
-from tests.conftest import read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import cpu_has_native_bfloat16, read_metrics, run_cli, wait_for_position, without_timing
+from visionlab import patches
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
 from visionlab.training.speed import configure_torch, prepare_model
@@ -34,6 +35,17 @@ def test_precision_sets_the_forward_pass_dtype(precision, dtype):
     assert loss.dtype == torch.float32, "the loss is reduced in float32 under every precision"
     assert layer.weight.dtype == torch.float32, "weights stay float32"
     assert mixed.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_computes_it_and_32_with_the_patches_off(monkeypatch):
+    native = cpu_has_native_bfloat16()
+    auto = Precision("auto", CPU)
+    assert (auto.name, auto.dtype) == (("bf16", torch.bfloat16) if native else ("32", None))
+    with auto.autocast():
+        assert torch.nn.Linear(8, 3)(torch.randn(4, 8)).dtype == (torch.bfloat16 if native else torch.float32)
+    assert not auto.scaler.is_enabled(), "auto never picks fp16, so it never needs a scaler"
+    monkeypatch.setattr(patches, "ENABLED", False)
+    assert Precision("auto", CPU).name == "32"
 
 
 def test_fp16_skips_a_step_whose_gradients_overflow_and_backs_off():
@@ -99,6 +111,7 @@ def test_threads_default_to_the_cores_this_process_may_use():
 
 PAGE_FAULTS_PER_STEP = """
 import resource, sys, torch
+from visionlab import patches
 from visionlab.models.cnn import CNN
 from visionlab.training.speed import keep_freed_memory
 kept = sys.argv[1] == "kept" and keep_freed_memory()

@@ -5,20 +5,33 @@ convolutions in 16 bits, reductions and the loss in float32, the weights and the
 float32 throughout. float16's narrow range lets small gradients underflow to zero, so fp16 also
 scales the loss up before backward and the gradients down before the step (`GradScaler`), skipping
 a step whose gradients overflowed. At 32 every method here is a no-op.
+
+auto is bf16 where the hardware multiplies bfloat16 natively (a GPU that supports it, a CPU with
+AVX-512 BF16 or AMX) and 32 elsewhere, where emulated bf16 is slower than float32: a recipe
+meant for any machine can ask for it.
 """
 
 from __future__ import annotations
 
 import torch
 
+from visionlab import patches
 from visionlab.errors import UserError
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHOICES = (*PRECISIONS, "auto")
+
+
+def native(device: torch.device) -> str:
+    """What `auto` means on this device: bf16 where it is computed in hardware, else 32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
+    return "bf16" if device.type == "cpu" and patches.cpu_computes_bfloat16() else "32"
 
 
 class Precision:
     def __init__(self, precision: str | int = "32", device: torch.device = torch.device("cpu")):
-        self.name = str(precision)
+        self.name = native(device) if str(precision) == "auto" else str(precision)
         self.dtype = PRECISIONS[self.name]
         self.device_type = device.type
         if self.dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from visionlab.checks import Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.training.early_stopping import EarlyStopping
-from visionlab.training.precision import PRECISIONS
+from visionlab.training.precision import CHOICES
 from visionlab.training.signals import ON_HANGUP
 from visionlab.tta import TTAMode
 
@@ -25,7 +25,7 @@ class TrainerSettings:
     grad_clip: Annotated[float | None, Maybe(Number(gt=0, example=1.0))]
     checkpoint_every_steps: Annotated[int | None, Maybe(Whole(1))]
     threads: Annotated[int | None, Maybe(Whole(1))]
-    precision: Annotated[str, OneOf(*PRECISIONS)]
+    precision: Annotated[str, OneOf(*CHOICES)]
     channels_last: Annotated[bool, Switch()]
     compile: Annotated[bool, Switch()]
     on_hangup: Annotated[str, OneOf(*ON_HANGUP)]
