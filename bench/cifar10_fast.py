@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from visionlab.training.precision import native
+from visionlab.training.precision import resolved
 from visionlab.tta import TTA_MODES
 
 from common import REPO, VL_TRAIN, Row, cifar_root, main, parser
@@ -92,7 +92,7 @@ def rows(args) -> list[Row]:
     out.append(Row(f"cifar10_fast seed {seeds[0]}'s model: test/acc by trainer.tta{quick}",
                    ", ".join(f"{tta} {percent(acc)}" for tta, acc in by_tta.items()), f"none {percent(by_tta['none'])}",
                    f"{100 * (by_tta[recipe_tta] - by_tta['none']):+.2f} points ({recipe_tta})"))
-    out.append(Row(f"cifar10_fast: one epoch, launch to exit, s, trainer.precision=auto ({native(torch.device('cpu'))} here) "
+    out.append(Row(f"cifar10_fast: one epoch, launch to exit, s, trainer.precision=auto ({resolved('auto', torch.device('cpu'))} here) "
                    f"against 32{quick}", f"{epoch_s['auto']:.0f}", f"{epoch_s['32']:.0f}", f"{epoch_s['32'] / epoch_s['auto']:.2f}x"))
     return out
 

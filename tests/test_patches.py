@@ -13,7 +13,7 @@ import torch
 from hydra._internal.hydra import Hydra
 from torch.utils.tensorboard import _pytorch_graph
 
-from tests.conftest import TINY, cpu_has_native_bfloat16, VL_TRAIN, read_metrics
+from tests.conftest import TINY, VL_TRAIN, cpu_has_native_bfloat16, read_metrics
 from visionlab import patches
 
 

@@ -44,7 +44,7 @@ from visionlab.training.early_stopping import StopEarly, best_epoch, restore_bes
 from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
-from visionlab.training.precision import Precision
+from visionlab.training.precision import Precision, resolved as resolved_precision
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
@@ -112,7 +112,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(parts.trainer.device)
     configure_torch(device, parts.trainer.threads)
     log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
-             Precision(parts.trainer.precision, device).name)
+             resolved_precision(parts.trainer.precision, device))
     seed_everything(parts.seed)
     raw = parts.dataset.load()
     plan = parts.split.plan(raw.train.labels, parts.seed)

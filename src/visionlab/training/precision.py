@@ -22,8 +22,10 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = (*PRECISIONS, "auto")
 
 
-def native(device: torch.device) -> str:
-    """What `auto` means on this device: bf16 where it is computed in hardware, else 32."""
+def resolved(precision: str | int, device: torch.device) -> str:
+    """The precision a run on this device uses: `auto` becomes bf16 where it is computed in hardware, else 32."""
+    if str(precision) != "auto":
+        return str(precision)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
     return "bf16" if device.type == "cpu" and patches.cpu_computes_bfloat16() else "32"
@@ -31,7 +33,7 @@ def native(device: torch.device) -> str:
 
 class Precision:
     def __init__(self, precision: str | int = "32", device: torch.device = torch.device("cpu")):
-        self.name = native(device) if str(precision) == "auto" else str(precision)
+        self.name = resolved(precision, device)
         self.dtype = PRECISIONS[self.name]
         self.device_type = device.type
         if self.dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
