@@ -202,19 +202,39 @@ EXTERNAL: dict[str, dict[str, Rule]] = {
 }
 
 
-@functools.cache
+@dataclasses.dataclass(frozen=True)
+class WritesOutside:
+    """Marks an argument that makes a component write outside the run folder (a cache folder, a download).
+
+    A config read back from a file never sets it (trust.keep_writes_here): the reader's command
+    gives its value, else `off`, the value that writes nothing there.
+    """
+
+    off: Any = None
+
+
 def declared(target: Any) -> Mapping[str, Rule]:
     """The rules a `_target_` (a dotted name, or the object itself) declares for its arguments."""
+    if isinstance(target, str) and target in EXTERNAL:
+        return EXTERNAL[target]
+    return {name: mark for name, marks in _annotations(target).items() for mark in marks if isinstance(mark, Rule)}
+
+
+def writes_outside(target: Any) -> Mapping[str, WritesOutside]:
+    """The arguments of a `_target_` that name a place to write outside the run."""
+    return {name: mark for name, marks in _annotations(target).items() for mark in marks if isinstance(mark, WritesOutside)}
+
+
+@functools.cache
+def _annotations(target: Any) -> Mapping[str, tuple[Any, ...]]:
+    """Each argument's `Annotated` metadata, read off a class's fields and `__init__`, or a function's signature."""
     if isinstance(target, str):
-        if target in EXTERNAL:
-            return EXTERNAL[target]
         from hydra.utils import get_object
 
         try:
             target = get_object(target)
         except Exception:  # a misspelled _target_: instantiate says so in its own words
             return {}
-    # a class: its fields (a dataclass, or a settings class of annotations alone) and its __init__'s arguments
     sources = [target, target.__init__] if inspect.isclass(target) else [target]
     hints: dict[str, Any] = {}
     for source in sources:
@@ -222,7 +242,7 @@ def declared(target: Any) -> Mapping[str, Rule]:
             hints.update(typing.get_type_hints(source, include_extras=True))
         except (NameError, TypeError):
             continue
-    return {name: rule for name, hint in hints.items() for rule in getattr(hint, "__metadata__", ()) if isinstance(rule, Rule)}
+    return {name: getattr(hint, "__metadata__", ()) for name, hint in hints.items()}
 
 
 def check_node(node: DictConfig, rules: Mapping[str, Rule], prefix: str) -> None:

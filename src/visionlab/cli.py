@@ -32,6 +32,7 @@ from visionlab import terminal
 from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
+from visionlab.trust import split_config_dirs
 
 CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
@@ -118,7 +119,8 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines)
 
 
-EVAL_USAGE = "usage: vl-eval PATH [split=test|val|train] [key=value ...]  (PATH: a checkpoint, or a run directory for its last.pt)"
+EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--config-dir DIR] [key=value ...]  "
+              "(PATH: a checkpoint, or a run directory for its last.pt; DIR: your own configs, whose classes it may build)")
 
 
 def evaluate() -> None:
@@ -131,10 +133,11 @@ def evaluate() -> None:
     from visionlab import evaluation
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
-    split = next((a.split("=", 1)[1] for a in args[1:] if a.startswith("split=")), "test")
-    overrides = [a for a in args[1:] if not a.startswith("split=")]
     try:
-        metrics = evaluation.evaluate_checkpoint(Path(args[0]), split, overrides)
+        config_dirs, rest = split_config_dirs(args[1:])
+        split = next((a.split("=", 1)[1] for a in rest if a.startswith("split=")), "test")
+        overrides = [a for a in rest if not a.startswith("split=")]
+        metrics = evaluation.evaluate_checkpoint(Path(args[0]), split, overrides, config_dirs)
         written = evaluation.write_report(metrics)
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)

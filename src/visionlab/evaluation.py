@@ -23,6 +23,7 @@ from visionlab.experiment import build_parts, count_trainable, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
+from visionlab.trust import Allowlist, check_stored, keep_writes_here
 from visionlab.tta import with_tta
 
 log = logging.getLogger("visionlab")
@@ -30,14 +31,16 @@ log = logging.getLogger("visionlab")
 SPLITS = ("test", "val", "train")
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = ()) -> dict[str, Any]:
+def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = (),
+                        config_dirs: list[str] = ()) -> dict[str, Any]:
     """Metrics of the checkpoint at `path` (a file, or a run directory: its last.pt) on `split`.
 
-    `overrides` (key=value) change the stored config, e.g. dataset.root=… on another machine.
+    `overrides` (key=value) change the stored config, e.g. dataset.root=… on another machine;
+    they and the YAML of `config_dirs` are what this command trusts beyond conf/ (trust.py).
     """
     if split not in SPLITS:
         raise UserError(f"split={split!r} is unknown: use test, val or train")
-    path, cfg, model, splits = load_model(path, overrides)
+    path, cfg, model, splits = load_model(path, overrides, config_dirs)
     loss_fn = build(cfg, "loss") if count_trainable(model) else None
     result = evaluate(with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
     confusion = result["confusion"]
@@ -51,12 +54,17 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
     }
 
 
-def load_model(path: Path, overrides: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
-    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its partition had it."""
+def load_model(path: Path, overrides: list[str] = (),
+               config_dirs: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
+    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its partition had it.
+
+    The stored config may come from anyone: it is checked before anything in it is imported (trust.py).
+    """
     if path.is_dir():
         path = path / "last.pt"
     state = load_checkpoint(path)
-    cfg = OmegaConf.create(state["config"])
+    check_stored(state["config"], path, Allowlist.for_command(config_dirs, overrides))
+    cfg = OmegaConf.create(keep_writes_here(state["config"]))
     try:
         cfg.merge_with_dotlist(list(overrides))
     except OmegaConfBaseException as exc:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from visionlab.checks import Switch, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.files import download, ensure_files
 from visionlab.errors import UserError
@@ -26,7 +28,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 @dataclass
 class CIFAR10(ImageDataset):
     root: str = "data"
-    download: bool = True
+    download: Annotated[bool, Switch(), WritesOutside(off=False)] = True  # a stored config never downloads (trust.py)
 
     def read(self) -> RawData:
         folder = Path(self.root).expanduser() / FOLDER
@@ -46,10 +48,27 @@ def read_batches(folder: Path, names: list[str], label_key: str = "labels", data
             images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[label_key], dtype=np.int64))
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{dataset} file {folder / name} is corrupt ({type(exc).__name__}); delete it to download again") from exc
+            raise UserError(f"{dataset} file {folder / name} is corrupt ({type(exc).__name__}: {exc}); delete it to download again") from exc
     return LabeledImages(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+# What CIFAR's pickles hold besides plain containers: numpy arrays. A file naming anything else is refused
+# before it is called, so a data folder from elsewhere runs no code (docs/architecture.md, "What is trusted").
+# (numpy's module names before and after 2.0, and what each pickle protocol rebuilds an array with)
+PICKLED_CLASSES = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
+      for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))),
+})
+
+
+class DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) not in PICKLED_CLASSES:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR's files never hold")
+        return super().find_class(module, name)
 
 
 def read_pickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        return DataUnpickler(f, encoding="latin1").load()

@@ -14,7 +14,7 @@ from pathlib import Path
 from visionlab.data.base import ImageDataset, RawData
 from visionlab.data.cifar10 import read_batches, read_pickle
 from visionlab.data.files import download, ensure_files
-from visionlab.checks import OneOf
+from visionlab.checks import OneOf, Switch, WritesOutside
 from visionlab.errors import UserError
 
 FOLDER = "cifar-100-python"
@@ -25,7 +25,7 @@ LABEL_TYPES = ("fine", "coarse")
 @dataclass
 class CIFAR100(ImageDataset):
     root: str = "data"
-    download: bool = True
+    download: Annotated[bool, Switch(), WritesOutside(off=False)] = True  # a stored config never downloads (trust.py)
     label_type: Annotated[str, OneOf(*LABEL_TYPES)] = "fine"  # fine: 100 classes; coarse: 20 superclasses
 
     def read(self) -> RawData:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from visionlab.cache import PixelCache
-from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole
+from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
 from visionlab.errors import UserError
@@ -63,7 +63,7 @@ class ImageFolder(ImageDataset):
     seed: Annotated[int, Whole()] = 0  # the test draw and the order of the images
     # leave out unreadable files (with a warning naming each) instead of stopping
     skip_bad_files: Annotated[bool, Switch()] = False
-    cache_dir: Annotated[str | None, Maybe(Text())] = None  # null: ROOT/.visionlab
+    cache_dir: Annotated[str | None, Maybe(Text()), WritesOutside()] = None  # null: ROOT/.visionlab, beside the images
     workers: Annotated[int | None, Maybe(Whole(1))] = None  # decoding processes; null: one per core
 
     def __post_init__(self) -> None:

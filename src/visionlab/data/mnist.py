@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
+from visionlab.checks import Switch, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
 from visionlab.data.files import download, ensure_files
 from visionlab.errors import UserError
@@ -25,7 +26,7 @@ class MNIST(ImageDataset):
     """Also the base of datasets in MNIST's format (Fashion-MNIST): the same four files in `<root>/<folder>/raw/`."""
 
     root: str = "data"
-    download: bool = True
+    download: Annotated[bool, Switch(), WritesOutside(off=False)] = True  # a stored config never downloads (trust.py)
     name: ClassVar[str] = "MNIST"  # also the folder torchvision downloads into, and its dataset class
     classes: ClassVar[list[str]] = [str(i) for i in range(10)]
 

@@ -13,13 +13,14 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from visionlab.cache import TensorCache, images_digest
+from visionlab.checks import WritesOutside
 from visionlab.data import RawData, Splits, make_splits
 from visionlab.data.augment import Augment
 from visionlab.errors import UserError
@@ -49,7 +50,7 @@ class Extractor(Protocol):
 class Features:
     """The `features` group's object. No extractors (`features=none`): raw pixels, as without this group."""
 
-    def __init__(self, cache_dir: str | None = None, **extractors: Extractor):
+    def __init__(self, cache_dir: Annotated[str | None, WritesOutside()] = None, **extractors: Extractor):
         for name, extractor in extractors.items():
             if not (callable(extractor) and hasattr(extractor, "size")):
                 raise UserError(f"features.{name}={extractor!r} is not a feature extractor: see conf/features/ for hog and color")

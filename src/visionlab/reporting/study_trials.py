@@ -21,6 +21,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from visionlab.errors import UserError
+from visionlab.trust import check_resolvers
+
 log = logging.getLogger("visionlab")
 
 RUN_DIR = "run_dir"  # the trial user attribute that holds its run directory (absolute)
@@ -56,10 +59,11 @@ def sweep_study(root: Path) -> Study | None:
         sweeper = raw.get("hydra", {}).get("sweeper") or {}
         if not (sweeper.get("storage") and sweeper.get("study_name")):  # a grid sweep, or no storage: no study to read
             return None
+        check_resolvers(raw, config)  # a sweep folder from elsewhere: nothing is built from it, but it is resolved
         cfg = OmegaConf.create(raw)
         cfg.hydra.sweep.dir = str(root.resolve())  # `${now:...}` would be today's; this folder is the sweep's
         storage, name = cfg.hydra.sweeper.storage, cfg.hydra.sweeper.study_name
-    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+    except (OmegaConfBaseException, yaml.YAMLError, UserError) as exc:
         log.warning("sweep report: %s cannot be read (%s): reporting the runs under %s only", config, exc, root)
         return None
     storage, name = str(storage), str(name)

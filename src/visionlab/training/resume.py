@@ -4,7 +4,8 @@ Hydra picks the run directory before any of our code runs, so `vl-train` rewrite
 first (`resume_arguments`): the stopped run's overrides, `hydra.run.dir` set to its directory, and
 `resume=` naming the checkpoint. Then `experiment.run` loads that checkpoint (`load_resume_state`).
 In a multirun, `resume=auto` makes each job carry on from a last.pt already in its own directory,
-which is what a requeued SLURM job finds.
+which is what a requeued SLURM job finds. The checkpoint and the overrides are files that may come
+from someone else: both pass trust.py before Hydra or anything else reads them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionlab.errors import UserError
 from visionlab.training.checkpoint import load_checkpoint
+from visionlab.trust import Allowlist, check_overrides, check_stored, keep_writes_here, split_config_dirs
 
 log = logging.getLogger("visionlab")
 
 RUNS_ROOT = Path("outputs")  # where `resume=auto` looks for single runs (conf/train.yaml's hydra.run.dir)
+OVERRIDES = Path(".hydra") / "overrides.yaml"
 UNFINISHED = (None, "interrupted")  # metrics.json status of a run worth resuming (None: no metrics.json yet)
 
 
@@ -30,8 +33,11 @@ def resume_arguments(args: list[str]) -> list[str]:
     value = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if value in (None, "null", ""):
         return args
-    others = [a for a in args if not a.startswith("resume=") and not is_hydra_setting(a)]
-    hydra_args = [a for a in args if is_hydra_setting(a) and not a.startswith("hydra.run.dir=")]
+    config_dirs, overrides = split_config_dirs(args)
+    allowed = Allowlist.for_command(config_dirs, overrides)
+    options = [f"--config-dir={folder}" for folder in config_dirs] + [a for a in overrides if a.startswith("-")]
+    others = [a for a in overrides if not a.startswith(("resume=", "-")) and not is_hydra_setting(a)]
+    hydra_args = [a for a in overrides if is_hydra_setting(a) and not a.startswith("hydra.run.dir=")]
     if "-m" in args or "--multirun" in args:
         if value != "auto":
             raise UserError(f"resume={value} resumes a single run: in a multirun use resume=auto (each job carries on from its own last.pt)")
@@ -46,12 +52,13 @@ def resume_arguments(args: list[str]) -> list[str]:
             raise UserError(f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})")
         checkpoint = checkpoint_path(Path(value))
         run_dir = checkpoint.parent
-    return [*saved_overrides(run_dir), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
+    check_stored(load_checkpoint(checkpoint)["config"], checkpoint, allowed)  # before Hydra writes into its folder
+    return [*options, *saved_overrides(run_dir, allowed), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
 
 
 def is_hydra_setting(arg: str) -> bool:
-    """hydra.* overrides (also ~ and + ones) leave the run's config alone."""
-    return arg.lstrip("~+").startswith("hydra.")
+    """hydra.* and hydra/ overrides (also ~ and + ones) leave the run's config alone."""
+    return arg.lstrip("~+").startswith(("hydra.", "hydra/"))
 
 
 def checkpoint_path(path: Path) -> Path:
@@ -66,13 +73,22 @@ def checkpoint_path(path: Path) -> Path:
     return path
 
 
-def saved_overrides(run_dir: Path) -> list[str]:
-    """The stopped run's command-line overrides, minus the ones this module adds."""
-    file = run_dir / ".hydra" / "overrides.yaml"
+def saved_overrides(run_dir: Path, allowed: Allowlist) -> list[str]:
+    """The stopped run's command-line overrides that set its config, checked (trust.py).
+
+    Its `hydra.*` settings are not carried over: where logs go and what Hydra runs are this command's.
+    """
+    overrides = recorded_overrides(run_dir)
+    check_overrides(overrides, run_dir / OVERRIDES, allowed)
+    return overrides
+
+
+def recorded_overrides(run_dir: Path) -> list[str]:
+    """What `.hydra/overrides.yaml` says set the run's config, unchecked: only for comparing."""
+    file = run_dir / OVERRIDES
     if not file.is_file():
         return []
-    overrides = list(OmegaConf.load(file))
-    return [str(o) for o in overrides if not str(o).startswith(("resume=", "hydra.run.dir="))]
+    return [str(o) for o in OmegaConf.load(file) if not is_hydra_setting(str(o)) and not str(o).startswith("resume=")]
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -87,8 +103,7 @@ def latest_unfinished(root: Path, overrides: list[str]) -> Path | None:
     wanted = sorted(overrides)
     candidates = [
         last.parent for last in root.glob("*/*/last.pt")
-        if run_status(last.parent) in UNFINISHED
-        and sorted(o for o in saved_overrides(last.parent) if not is_hydra_setting(o)) == wanted
+        if run_status(last.parent) in UNFINISHED and sorted(recorded_overrides(last.parent)) == wanted
     ]
     return max(candidates, key=lambda d: (d / "last.pt").stat().st_mtime, default=None)
 
@@ -110,6 +125,7 @@ def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         if run_status(path.parent) == "diverged":
             raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
     state = load_checkpoint(path)
+    check_stored(state["config"], path, Allowlist.for_command().including(cfg))  # cfg: composed from trusted sources
     if "position" not in state:
         raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
     log.info("resuming from %s: epoch %d, step %d", path, state["position"]["epoch"], state["position"]["step"])
@@ -118,7 +134,7 @@ def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def resume_config(state: dict[str, Any], composed: DictConfig) -> DictConfig:
     """The config the stopped run had, whatever conf/ says today (with today's `resume`)."""
-    stored = OmegaConf.create(state["config"])
+    stored = OmegaConf.create(keep_writes_here(state["config"], composed))
     stored.resume = composed.resume
     today = OmegaConf.to_container(composed, resolve=True)
     today["resume"] = None
