@@ -246,3 +246,21 @@ def test_a_cifar_batch_that_names_a_callable_is_refused_unrun(tmp_path):
     with pytest.raises(UserError, match="data_batch_1 is corrupt .*WritesOnLoad|data_batch_1 is corrupt .*pathlib"):
         read_batches(tmp_path, ["data_batch_1"])
     assert not marker.exists()
+
+
+def test_a_study_whose_enqueued_trial_does_not_fit_the_search_is_refused(tmp_path):
+    import optuna
+
+    search = tmp_path / "outputs" / "search" / "knn_optuna"
+    search.mkdir(parents=True)
+    study = optuna.create_study(study_name="knn_optuna", storage=f"sqlite:///{search / 'optuna.db'}", direction="maximize")
+    study.enqueue_trial({"model.k": "${oc.env:HOME}", "model.distance": "os.system", "model.weights": "uniform"})
+
+    result = run([str(VL_TRAIN), "-m", "hparams_search=knn_optuna", "model=knn", *TINY, "hydra.sweeper.n_trials=2"], tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr  # beside optuna's own "Using an existing study"
+    assert "optuna.db: study knn_optuna's enqueued trial 0 sets model.k='${oc.env:HOME}'" in errors[0]
+    assert "study_name" in errors[0]
+    assert not list(search.glob("*/metrics.json"))  # no trial ran

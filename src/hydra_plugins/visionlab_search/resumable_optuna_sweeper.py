@@ -97,11 +97,13 @@ def follow_trials(search: Any) -> None:
     configure, launch = search._configure_trials, search.launcher.launch
     batch: list[Any] = []
 
-    def configure_trials(trials: list[Any], *args: Any) -> Any:
+    def configure_trials(trials: list[Any], space: dict[str, Any], *args: Any) -> Any:
         batch[:] = trials
+        for trial in trials:
+            check_enqueued_values(trial, space, search.storage)
         if trials:
             leave_finished_trials_alone(trials[0].study)
-        overrides = configure(trials, *args)
+        overrides = configure(trials, space, *args)
         return [(*job, f"hydra.sweeper.trial={trial.number}") for job, trial in zip(overrides, trials)]
 
     def launch_and_record(job_overrides: Any, initial_job_idx: int) -> Any:
@@ -112,6 +114,25 @@ def follow_trials(search: Any) -> None:
         return returns
 
     search._configure_trials, search.launcher.launch = configure_trials, launch_and_record
+
+
+def check_enqueued_values(trial: Any, space: dict[str, Any], storage: Any) -> None:
+    """A trial enqueued in the study takes its values from the storage, a file that may be someone else's
+    (docs/architecture.md, "What is trusted"): each must be one this search space can take."""
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})
+    for name, value in fixed.items():
+        distribution = space.get(name)
+        if distribution is not None and not holds(distribution, value):
+            raise UserError(f"{storage}: study {trial.study.study_name}'s enqueued trial {trial.number} sets {name}={value!r}, "
+                            f"which this search's {name} ({distribution}) cannot take: start a new study with "
+                            "hydra.sweeper.study_name=... (or another storage)")
+
+
+def holds(distribution: Any, value: Any) -> bool:
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
 
 
 def leave_finished_trials_alone(study: Any) -> None:
