@@ -4,7 +4,9 @@ A file is named after what determines its content (for features: the dataset, th
 a digest of its images and the extractors' parameters; for an image folder: its files, their sizes
 and modification times, and the decoding parameters). The full key is stored inside too and checked
 on reading; an unreadable or mismatched file is recomputed with a warning, never a crash. Writes go
-through a temporary file and a rename, so parallel sweep jobs never read half a file.
+through a temporary file and a rename, so parallel sweep jobs never read half a file. A folder that
+cannot be written costs a warning; a full disk stops the run (errors.DiskFull) before it trains,
+since its checkpoints would not fit either.
 
 Features are `torch.save` files (TensorCache). An image folder's pixels are one raw uint8 file
 (PixelCache): the decoding workers write their rows straight into it through a shared mapping, so
@@ -27,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from visionlab.errors import writing
 
 log = logging.getLogger("visionlab")
 
@@ -75,17 +79,17 @@ class TensorCache:
         return {name: stored[name] for name in expected}
 
     def save(self, key: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path | None:
-        """Write atomically; a folder that cannot be written costs a warning, not the run."""
+        """Write atomically; a folder that cannot be written costs a warning, not the run (a full disk: DiskFull)."""
         path = self.path(key)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": _text(key), **{name: t.cpu().contiguous() for name, t in tensors.items()}}, temporary)
-            os.replace(temporary, path)
+            with _removed_unless_done(temporary), writing(self.folder, f"the {self.what} {path.name}"):
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with open(temporary, "wb") as f:  # a Python file: a failed write's OSError comes with torch's error
+                    torch.save({"key": _text(key), **{name: t.cpu().contiguous() for name, t in tensors.items()}}, f)
+                os.replace(temporary, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
-            log.warning("features cache: could not write %s (%s); the run goes on without it", path, exc)
+            log.warning("%s: could not write %s (%s); the run goes on without it", self.what, path, exc)
             return None
         return path
 
@@ -159,20 +163,20 @@ class PixelWriter:
             temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{self.allocated}.tmp")
             self.allocated += 1
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    os.ftruncate(handle, size)  # zeros
-                    if hasattr(os, "posix_fallocate"):  # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
-                        os.posix_fallocate(handle, 0, size)
-                    array = np.frombuffer(mmap.mmap(handle, size), dtype=np.uint8).reshape(shape)
-                finally:
-                    os.close(handle)
+                what = f"the image cache {self.path.name} ({size:,} bytes)"
+                with _removed_unless_done(temporary), writing(self.path.parent, what):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                    try:
+                        os.ftruncate(handle, size)  # zeros
+                        if hasattr(os, "posix_fallocate"):  # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
+                            os.posix_fallocate(handle, 0, size)
+                        array = np.frombuffer(mmap.mmap(handle, size), dtype=np.uint8).reshape(shape)
+                    finally:
+                        os.close(handle)
                 self.temporary[array.ctypes.data] = temporary
                 return array
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    temporary.unlink(missing_ok=True)
                 log.warning("image cache: could not write %s (%s); the run goes on without it", self.path, exc)
                 self.writable = False
         return shared_zeros(shape)
@@ -184,12 +188,11 @@ class PixelWriter:
             return None
         header = json.dumps({"key": self.key, "shape": list(pixels.shape), "extra": extra}).encode()
         try:
-            with open(temporary, "ab") as f:  # after the pixels, which the mapping keeps in the page cache
-                f.write(header + TRAILER.pack(len(header), MAGIC))
-            os.replace(temporary, self.path)
+            with _removed_unless_done(temporary), writing(self.path.parent, f"the image cache {self.path.name}"):
+                with open(temporary, "ab") as f:  # after the pixels, which the mapping keeps in the page cache
+                    f.write(header + TRAILER.pack(len(header), MAGIC))
+                os.replace(temporary, self.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             log.warning("image cache: could not write %s (%s); the run goes on without it", self.path, exc)
             return None
         return self.path
@@ -206,6 +209,17 @@ def shared_zeros(shape: tuple[int, ...]) -> np.ndarray:
     """Zeroed uint8 memory shared with forked workers (an anonymous MAP_SHARED mapping: no /dev/shm needed)."""
     size = math.prod(shape)
     return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8, count=size).reshape(shape)
+
+
+@contextlib.contextmanager
+def _removed_unless_done(temporary: Path):
+    """A write that fails, whatever the reason, leaves no temporary file behind."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
 
 
 def _unusable(what: str, path: Path, exc: Exception, redo: str) -> None:

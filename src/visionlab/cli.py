@@ -1,8 +1,8 @@
 """Console entry points. Thin: Hydra composes the config, `experiment.run` does the work.
 
 Every way a command can fail ends in one line on stderr and the exit code of docs/architecture.md, "Exit codes":
-2 for bad config or input, 3 for a diverged run, 128+n for signal n, 1 for a bug (whose
-traceback goes to the run's log file, not the terminal).
+2 for bad config or input, 3 for a diverged run, 75 for a write that found the disk full (free space,
+then resume=), 128+n for signal n, 1 for a bug (whose traceback goes to the run's log file, not the terminal).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from rich.table import Table
 
 from visionlab import patches
 from visionlab.config import OBJECTIVES
-from visionlab.errors import RunStopped, UserError
+from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
 from visionlab.paths import config_dir
 from visionlab import terminal
-from visionlab.console import ConsoleHandler, console, error_console
+from visionlab.console import ConsoleHandler, RunLogFile, console, error_console
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
 from visionlab.trust import split_config_dirs
@@ -54,13 +54,18 @@ def _train_job(cfg: DictConfig) -> float:
     from visionlab import experiment  # data, models and training load only once the config has composed
 
     terminal.install()  # again for a job in a launcher's worker process
+    quiet_full_disk_in_threads()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     global _SINGLE_RUN
     _SINGLE_RUN = HydraConfig.get().mode == RunMode.RUN
     try:
-        metrics = experiment.run(cfg, run_dir)
+        with writing(run_dir, "the run's files"):
+            metrics = experiment.run(cfg, run_dir)
     except UserError as exc:
         log.error("error: %s", exc)
+        end_job(exc.exit_code)
+    except DiskFull as exc:  # wherever the write was: training saved what it could (experiment.run)
+        log.error("error: %s", exc.line(run_dir))
         end_job(exc.exit_code)
     except RunStopped as exc:  # already said, and saved, by experiment.run
         end_job(exc.exit_code)
@@ -97,10 +102,21 @@ def _train() -> None:
     except JobFailed as exc:
         sys.exit(exc.exit_code)
     except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
+        if no_space(exc):
+            error_console.print(f"error: {full_before_the_run()}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(DiskFull.exit_code)
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def full_before_the_run() -> str:
+    """No space for Hydra's own first writes (.hydra/), said as a full disk in training is. Hydra has forgotten
+    its config by now; the run's log file, opened just before, still names the run directory."""
+    logs = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, RunLogFile)]
+    run_dir = logs[0].parent if logs else Path.cwd()
+    return DiskFull(run_dir, "the run's config (.hydra/)" if logs else "the run's files").line(run_dir)
 
 
 def one_line(exc: BaseException) -> str:
@@ -142,6 +158,9 @@ def evaluate() -> None:
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except DiskFull as exc:  # a features cache, or the report
+        error_console.print(f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     console.print(evaluation_table(metrics))
     console.print(f"written to {written}", markup=False, highlight=False)
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import sys
+from pathlib import Path
 
 from rich.console import Console
+
+from visionlab.errors import no_space
 
 console = Console()
 error_console = Console(stderr=True)
@@ -41,3 +46,31 @@ class ConsoleHandler(logging.Handler):
             target.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
         except Exception:
             self.handleError(record)
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's train.log (conf/hydra/job_logging). A line that finds the disk full silences the file instead of
+    printing logging's "--- Logging error ---" traceback for it and every line after; the run then stops at its
+    next checkpoint (training/checkpoint.py asks `full_log_file`), with one line on stderr."""
+
+    full = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not no_space(sys.exc_info()[1]):
+            super().handleError(record)
+            return
+        self.full = True
+        try:  # what is still buffered, and any later line, goes nowhere: closing the file can then not fail
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def full_log_file() -> Path | None:
+    """The run's log file if a full disk silenced it."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RunLogFile) and handler.full:
+            return Path(handler.baseFilename)
+    return None

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.config import build
 from visionlab.data import Splits
-from visionlab.errors import UserError
+from visionlab.errors import UserError, writing
 from visionlab.experiment import build_parts, count_trainable, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.device import resolve_device
@@ -85,5 +85,6 @@ def write_report(metrics: dict[str, Any]) -> Path:
     """`eval_<checkpoint>_<split>.json` next to the checkpoint."""
     path = Path(metrics["checkpoint"])
     out = path.with_name(f"eval_{path.stem}_{metrics['split']}.json")
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    with writing(out.parent, out.name):
+        out.write_text(json.dumps(metrics, indent=2) + "\n")
     return out

@@ -9,6 +9,7 @@ whose `test` is set. The run directory, metrics.json and exit codes: docs/archit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -28,7 +29,7 @@ from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Part
-from visionlab.errors import Interrupted, Pruned, RunStopped, UserError
+from visionlab.errors import DiskFull, Interrupted, Pruned, RunStopped, UserError, writing
 from visionlab.features import Features
 from visionlab.optimization import Schedule, constant
 from visionlab.reporting.hparams import run_hparams
@@ -130,36 +131,42 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_reporter, test = None, None
     with StopRequest(parts.trainer.on_hangup) as stop:
         try:
-            for index, part in enumerate(plan[len(done):], start=len(done)):
-                resumed = resume if resume is not None and index == resume.get("partition", 0) else None
-                overrides = final_model_overrides(done) if part.final else {}
-                trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
-                reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
-                                    resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
-                checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
-                                          best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
-                checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
-                try:
-                    result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
-                                                   run_dir, first_step=index * parts.trainer.epochs)
-                except BaseException:
-                    reporter.close()
-                    raise
-                if part.folder:
-                    reporter.close()
-                else:
-                    run_reporter = reporter  # the holdout's: publish() adds the run's last words to it
-                if not part.final:
-                    done.append(result)
+            with writing(run_dir, "the run's files"):  # a full disk anywhere in training stops as DiskFull
+                for index, part in enumerate(plan[len(done):], start=len(done)):
+                    resumed = resume if resume is not None and index == resume.get("partition", 0) else None
+                    overrides = final_model_overrides(done) if part.final else {}
+                    trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
+                    reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
+                                        resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
+                    checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
+                                              best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
+                    checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
+                    try:
+                        result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
+                                                       run_dir, first_step=index * parts.trainer.epochs)
+                    except BaseException:
+                        with contextlib.suppress(DiskFull):  # the write that first found no space is the one to tell
+                            reporter.close()
+                        raise
+                    if part.folder:
+                        reporter.close()
+                    else:
+                        run_reporter = reporter  # the holdout's: publish() adds the run's last words to it
+                    if not part.final:
+                        done.append(result)
         except RunStopped as exc:  # metrics.json says how it ended: a k-fold run's folds so far make no estimate
-            so_far = exc.result if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+            nothing = FitResult({}, {}, 0, 0)  # a full disk outside fit(): before training, or at the test
+            so_far = (exc.result or nothing) if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
             metrics = final_metrics(so_far, None, started, device, exc.status)
-            write_metrics(run_dir / "metrics.json", metrics)
+            with contextlib.suppress(DiskFull):  # where it still fits
+                write_metrics(run_dir / "metrics.json", metrics)
             if isinstance(exc, Pruned):
                 return metrics  # a normal end for a sweep's job: the study has its value
-            log.error("%s%s", f"{plan[len(done)].title}: " if len(plan) > 1 else "", exc)
-            saved = " and last.pt (resume=PATH carries on)" if (run_dir / "last.pt").exists() else ""
-            log.info("metrics.json%s: %s", saved, run_dir)
+            if not isinstance(exc, DiskFull):  # cli says that one, wherever it stopped the run
+                log.error("%s%s", f"{plan[len(done)].title}: " if len(plan) > 1 else "", exc)
+            saved = [name for name in ("metrics.json", "last.pt") if (run_dir / name).exists()]
+            hint = " (resume=PATH carries on)" if "last.pt" in saved else ""
+            log.info("%s%s: %s", " and ".join(saved) or "nothing saved", hint, run_dir)
             if isinstance(exc, Interrupted):
                 stop.pass_on()
             raise

@@ -24,7 +24,7 @@ from rich.table import Table
 from visionlab.cli import one_line
 from visionlab.data import DeviceSplit, Splits
 from visionlab.data.images import BadImage, decode, is_image, to_tensor
-from visionlab.errors import UserError
+from visionlab.errors import DiskFull, UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
 from visionlab.reporting import saliency, visuals
@@ -65,6 +65,9 @@ def main() -> None:
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc) if isinstance(exc, UserError) else describe_os_error(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except DiskFull as exc:  # a features cache
+        error_console.print(f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -3,6 +3,9 @@
 The one place that writes TensorBoard event files: scalars here, and the pictures, histograms
 and graph that `visual_log.py` makes.
 
+A write that finds the disk full (TensorBoard's writer thread reports it at the next call) stops
+the run with errors.DiskFull.
+
 Tags are the contract of docs/architecture.md, "TensorBoard tags": the same tag means the same thing for every model
 and dataset. All scalars use the optimizer step as their x axis, so train and val curves line up.
 """
@@ -10,6 +13,7 @@ and dataset. All scalars use the optimizer step as their x axis, so train and va
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -25,17 +29,34 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from visionlab import patches
 from visionlab import terminal
 from visionlab.console import console, live_progress_enabled, plain_text
+from visionlab.errors import writing
 from visionlab.reporting.hparams import HPARAM_METRICS
 from visionlab.reporting.summary import RunSummary, command_line
 
 log = logging.getLogger("visionlab")
 
 
+EVENTS = "TensorBoard's files"
+
+
+def _events(method):
+    """The method writes to TensorBoard's files in `self.folder`: no space there stops the run."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with writing(self.folder, EVENTS):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Reporter:
     def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None):
         # A resumed run drops whatever the killed one logged after its checkpoint: no step twice.
         purge_step = None if resumed_at_step is None else resumed_at_step + 1
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.folder = run_dir
+        with writing(run_dir, EVENTS):
+            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self.epochs = epochs
         self.every = max(int(log_every_n_steps), 1)
         self.progress: Progress | None = None
@@ -57,6 +78,7 @@ class Reporter:
         self._mark = (time.perf_counter(), 0)
         self._images = 0
 
+    @_events
     def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> float | None:
         """Cheap on every step; the loss is read from the device only every N steps, and returned then.
 
@@ -90,6 +112,7 @@ class Reporter:
             self.progress.stop()
             self.progress = None
 
+    @_events
     def end_epoch(self, epoch: int, step: int, scalars: dict[str, float | None]) -> None:
         if self.progress is not None:
             self.progress.remove_task(self.task)
@@ -102,24 +125,29 @@ class Reporter:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None)
         log.info("epoch %d/%d (step %d)  %s", epoch, self.epochs, step, shown)
 
+    @_events
     def scalars(self, scalars: dict[str, float | None], step: int) -> None:
         for tag, value in scalars.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
+    @_events
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """A uint8 RGB picture `[3, H, W]`; its tag goes into the run summary."""
         self.writer.add_image(tag, image, step)
         self.image_tags[tag] = None
 
+    @_events
     def embedding(self, features: Any, split: Any, classes: list[str], step: int) -> None:
         """The Projector tab's points: `features` is an embeddings.Penultimate that saw the test pass."""
         features.write(self.writer, split, classes, step)
 
+    @_events
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         self.writer.add_histogram(tag, values.detach().cpu(), step)
 
+    @_events
     def graph(self, model: nn.Module, example: torch.Tensor) -> None:
         """The model traced on `example` for the Graphs tab; raises if it does not trace.
 
@@ -129,6 +157,7 @@ class Reporter:
         with contextlib.redirect_stdout(io.StringIO()), patches.unchecked_trace():
             self.writer.add_graph(model, example)
 
+    @_events
     def hparams(self, hparams: dict[str, bool | int | float | str], metrics: dict[str, Any]) -> None:
         """The run's row in TensorBoard's HParams tab: its hyperparameters and final metrics.
 
@@ -147,9 +176,11 @@ class Reporter:
         summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir, layers)
         console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
         log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})  # the log has what the terminal had
-        (run_dir / "summary.md").write_text(summary.markdown())
+        with writing(run_dir, "summary.md"):
+            (run_dir / "summary.md").write_text(summary.markdown())
         log.info("run directory: %s", run_dir)
 
+    @_events
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()

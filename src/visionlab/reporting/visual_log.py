@@ -23,6 +23,7 @@ from torch import nn
 from visionlab.checks import Switch, Whole
 from visionlab.compiled import eager
 from visionlab.data import DeviceSplit, Splits
+from visionlab.errors import DiskFull
 from visionlab.features import FeatureSplits
 from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.feature_pictures import feature_pictures
@@ -242,6 +243,8 @@ class VisualLog:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings
                 self.reporter.graph(self.model, example)
+        except DiskFull:
+            raise
         except Exception as exc:  # any model may fail to trace; the run goes on without its graph
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             log.info("model graph: %s did not trace (%s: %s), so TensorBoard's Graphs tab stays empty",

@@ -1,7 +1,8 @@
 """Checkpoints that survive a kill at any instant and can never run code when loaded.
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the old
-one: a reader sees the old checkpoint or the new one, never half of either. Loading uses
+one: a reader sees the old checkpoint or the new one, never half of either. A write that finds
+no space removes its temporary file and stops the run (errors.DiskFull: docs/architecture.md, "Exit codes"). Loading uses
 `torch.load(weights_only=True)`, so the file may hold tensors and plain containers only (what
 training/state.py's `TrainingState.state_dict()` gives).
 """
@@ -16,14 +17,15 @@ from typing import Any
 
 import torch
 
-from visionlab.errors import UserError
+from visionlab.console import full_log_file
+from visionlab.errors import DiskFull, UserError, no_space
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save(state, f)  # to a Python file, so a failed write's OSError comes with it (errors.no_space)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -32,10 +34,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             os.fsync(folder)  # make the rename itself durable
         finally:
             os.close(folder)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
-        raise UserError(f"could not write {path} ({exc.strerror or exc}); {kept}") from exc
+        if no_space(exc):
+            raise DiskFull(path.parent, f"{path.name} (about {tensor_bytes(state) / 1e6:.1f} MB)") from exc
+        if isinstance(exc, OSError):
+            kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
+            raise UserError(f"could not write {path} ({exc.strerror or exc}); {kept}") from exc
+        raise
+
+
+def tensor_bytes(value: Any) -> int:
+    """What a checkpoint of `value` needs, roughly: its tensors' bytes (the pickle around them is small)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
 class Checkpoints:
@@ -74,6 +91,8 @@ class Checkpoints:
             link_over(self.last, self.best)
         if self.run_last is not None:
             link_over(self.last, self.run_last)
+        if (log_file := full_log_file()) is not None:  # a full disk silenced the log: stop while last.pt is whole
+            raise DiskFull(log_file.parent, log_file.name)
 
 
 def link_over(source: Path, target: Path) -> None:
@@ -81,10 +100,16 @@ def link_over(source: Path, target: Path) -> None:
     link = target.with_name(f".{target.name}.tmp")
     link.unlink(missing_ok=True)
     try:
-        os.link(source, link)
-    except OSError:
-        shutil.copyfile(source, link)
-    os.replace(link, target)
+        try:
+            os.link(source, link)
+        except OSError:
+            shutil.copyfile(source, link)
+        os.replace(link, target)
+    except BaseException as exc:
+        link.unlink(missing_ok=True)
+        if no_space(exc):
+            raise DiskFull(target.parent, f"a copy of {source.name} as {target.name}") from exc
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
