@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from visionlab.errors import UserError
+from visionlab.provenance import record
 from visionlab.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
 from visionlab.training.state import restore_rng_states, rng_states
 
@@ -48,3 +49,12 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp
         save_checkpoint(path, {"model": {"w": torch.zeros(10_000)}, "config": {}})
     assert path.read_bytes() == before
     assert not (tmp_path / ".last.pt.tmp").exists()
+
+
+def test_checkpoints_carry_the_runs_provenance_through_a_safe_load(tmp_path):
+    """torch's own version string is a TorchVersion, which a weights_only load refuses: the record holds plain values."""
+    origin = record(torch.device("cpu"), None)
+    checkpoints = Checkpoints(tmp_path, "val/acc", config={}, started=time.perf_counter(), provenance=origin)
+    checkpoints.save({"model": {"w": torch.ones(1)}}, {"val/acc": 0.5})
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(tmp_path / name)["provenance"] == origin
