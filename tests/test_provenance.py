@@ -19,7 +19,8 @@ def write_files(root: Path, sizes: dict[str, int]) -> DataFiles:
     generator = torch.Generator().manual_seed(0)
     for name, size in sizes.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(torch.randint(0, 256, (size,), generator=generator, dtype=torch.uint8).numpy().tobytes())
+        content = torch.randint(0, 256, (size,), generator=generator, dtype=torch.uint8)
+        (root / name).write_bytes(content.numpy().tobytes())
     return DataFiles(root, list(sizes))
 
 
@@ -43,7 +44,8 @@ def test_the_fingerprint_changes_with_the_content_and_names_only(tmp_path):
     change_byte(moved / "dog" / "1.jpg", 2500)  # the same size, one byte in the middle
     assert provenance.fingerprint(DataFiles(moved, files.names))["sha256"] != first["sha256"]
     (tmp_path / "a" / "cat" / "2.png").rename(tmp_path / "a" / "cat" / "3.png")
-    assert provenance.fingerprint(DataFiles(tmp_path / "a", ["cat/1.png", "cat/3.png", "dog/1.jpg"]))["sha256"] != first["sha256"]
+    renamed = DataFiles(tmp_path / "a", ["cat/1.png", "cat/3.png", "dog/1.jpg"])
+    assert provenance.fingerprint(renamed)["sha256"] != first["sha256"]
 
 
 def test_many_files_are_sampled_and_large_ones_read_at_their_ends(tmp_path, monkeypatch):

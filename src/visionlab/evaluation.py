@@ -53,9 +53,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
 
 
 def load_model(path: Path, overrides: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
-    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its partition had it.
-
-    One line says where this machine, code or data differ from the ones the checkpoint was made with (provenance.py).
+    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its
+    partition had it. One line says what of this machine, code and data differs from the checkpoint's (provenance.py).
     """
     if path.is_dir():
         path = path / "last.pt"

@@ -310,7 +310,7 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
 
 
 def prepare_data(parts: Parts, device: torch.device, partition: int = 0, raw: RawData | None = None) -> Splits:
-    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint (`raw`: loaded already)."""
+    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint (`raw`: if loaded)."""
     raw = raw if raw is not None else parts.dataset.load()
     return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
 

@@ -41,7 +41,7 @@ def record(device: torch.device, files: DataFiles | None) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {
         "visionlab": visionlab.__version__, **git_state(),
-        "python": platform.python_version(), "torch": str(torch.__version__),  # not a TorchVersion: weights_only refuses it
+        "python": platform.python_version(), "torch": str(torch.__version__),  # a TorchVersion: weights_only refuses
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,  # asking loads cuDNN: only where the run uses it
         "device": device.type, "gpu": torch.cuda.get_device_name(device) if cuda else None, **cpu(),

@@ -29,7 +29,7 @@ class RawData:
     train: LabeledImages
     test: LabeledImages
     classes: list[str]
-    files: DataFiles | None = None  # what the images were read from, for the run's data fingerprint; None: made in memory
+    files: DataFiles | None = None  # what the images were read from, for the data fingerprint; None: made in memory
 
 
 @dataclass

@@ -24,7 +24,7 @@ class DataFiles:
 
     root: Path
     names: list[str]
-    sizes: list[int] | None = None  # bytes, each name's, where the dataset has them already: the fingerprint then stats nothing
+    sizes: list[int] | None = None  # each name's bytes, where the dataset has them: the fingerprint need not stat
 
 
 def ensure_files(name: str, folder: Path, files: list[str], download: bool, fetch: Callable[[], None]) -> DataFiles:
