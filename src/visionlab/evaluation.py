@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from visionlab import provenance
 from visionlab.config import build
 from visionlab.data import Splits
 from visionlab.errors import UserError, writing
@@ -56,7 +57,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
 
 def load_model(path: Path, overrides: list[str] = (),
                config_dirs: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
-    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its partition had it.
+    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its
+    partition had it. One line says what of this machine, code and data differs from the checkpoint's (provenance.py).
 
     The stored config may come from anyone: it is checked before anything in it is imported (trust.py).
     """
@@ -71,7 +73,9 @@ def load_model(path: Path, overrides: list[str] = (),
         raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)") from None
     parts = build_parts(cfg)
     device = resolve_device(parts.trainer.device)
-    splits = prepare_data(parts, device, partition=state.get("partition", 0))
+    raw = parts.dataset.load()
+    provenance.tell(state.get("provenance"), provenance.record(device, raw.files))
+    splits = prepare_data(parts, device, partition=state.get("partition", 0), raw=raw)
     model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})).to(device)
     try:
         model.load_state_dict(state["model"])

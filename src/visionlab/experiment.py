@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from visionlab import provenance
 from visionlab.compiled import eager
 from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
@@ -116,6 +117,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
              resolved_precision(parts.trainer.precision, device))
     seed_everything(parts.seed)
     raw = parts.dataset.load()
+    origin = provenance.start(run_dir, device, raw.files, resume)
     plan = parts.split.plan(raw.train.labels, parts.seed)
     if len(plan) > 1:
         log.info("data: %s, %d training images in %d stratified folds, %d test images", type(parts.dataset).__name__,
@@ -139,7 +141,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
                                         resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
                     checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
-                                              best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt")
+                                              best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
+                                              provenance=origin)
                     checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
                     try:
                         result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
@@ -313,9 +316,9 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
     return splits
 
 
-def prepare_data(parts: Parts, device: torch.device, partition: int = 0) -> Splits:
-    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint."""
-    raw = parts.dataset.load()
+def prepare_data(parts: Parts, device: torch.device, partition: int = 0, raw: RawData | None = None) -> Splits:
+    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint (`raw`: if loaded)."""
+    raw = raw if raw is not None else parts.dataset.load()
     return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from visionlab.provenance import record
 from visionlab.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
 from visionlab.training.state import restore_rng_states, rng_states
 
@@ -36,3 +37,12 @@ def test_loss_objectives_are_minimized(tmp_path):
     for epoch, loss in enumerate([0.9, 0.4, 0.6], start=1):
         checkpoints.save({"model": {"epoch": torch.tensor(epoch)}}, {"val/loss": loss})
     assert load_checkpoint(tmp_path / "best.pt")["model"]["epoch"] == 2
+
+
+def test_checkpoints_carry_the_runs_provenance_through_a_safe_load(tmp_path):
+    """torch's own version string is a TorchVersion, which a weights_only load refuses: the record holds plain values."""
+    origin = record(torch.device("cpu"), None)
+    checkpoints = Checkpoints(tmp_path, "val/acc", config={}, started=time.perf_counter(), provenance=origin)
+    checkpoints.save({"model": {"w": torch.ones(1)}}, {"val/acc": 0.5})
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(tmp_path / name)["provenance"] == origin

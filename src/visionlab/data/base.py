@@ -9,6 +9,7 @@ import torch
 
 from visionlab.checks import Maybe, Whole
 from visionlab.data.augment import Augment
+from visionlab.data.files import DataFiles
 from visionlab.errors import UserError
 
 
@@ -28,13 +29,15 @@ class RawData:
     train: LabeledImages
     test: LabeledImages
     classes: list[str]
+    files: DataFiles | None = None  # what the images were read from, for the data fingerprint; None: made in memory
 
 
 @dataclass
 class ImageDataset:
     """Base of every `conf/dataset/*.yaml` target.
 
-    A new dataset is one subclass with its own fields (root, ...) and `read`, plus one YAML.
+    A new dataset is one subclass with its own fields (root, ...) and `read`, plus one YAML; `read`
+    names the files it read in `RawData.files` (`ensure_files` returns them), so runs fingerprint them.
     `train_size`/`test_size` take the first N images of each official split: small runs for
     tests, and the course's "overfit a tiny subset first" check.
     """
@@ -52,6 +55,7 @@ class ImageDataset:
             _first(raw.train, self.train_size, "dataset.train_size"),
             _first(raw.test, self.test_size, "dataset.test_size"),
             raw.classes,
+            raw.files,
         )
 
 

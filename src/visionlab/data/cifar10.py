@@ -32,11 +32,11 @@ class CIFAR10(ImageDataset):
 
     def read(self) -> RawData:
         folder = Path(self.root).expanduser() / FOLDER
-        ensure_files(
+        files = ensure_files(
             "CIFAR-10", folder, TRAIN_FILES + TEST_FILES, self.download,
             lambda: download(folder.parent, "CIFAR10"),
         )
-        return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES))
+        return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES), files)
 
 
 def read_batches(folder: Path, names: list[str], label_key: str = "labels", dataset: str = "CIFAR-10") -> LabeledImages:

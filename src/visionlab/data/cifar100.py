@@ -30,10 +30,11 @@ class CIFAR100(ImageDataset):
 
     def read(self) -> RawData:
         folder = Path(self.root).expanduser() / FOLDER
-        ensure_files("CIFAR-100", folder, FILES, self.download, lambda: download(folder.parent, "CIFAR100"))
+        files = ensure_files("CIFAR-100", folder, FILES, self.download, lambda: download(folder.parent, "CIFAR100"))
         key = f"{self.label_type}_labels"
         try:
             classes = list(read_pickle(folder / "meta")[f"{self.label_type}_label_names"])
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
             raise UserError(f"CIFAR-100 file {folder / 'meta'} is corrupt ({type(exc).__name__}); delete it to download again") from exc
-        return RawData(read_batches(folder, ["train"], key, "CIFAR-100"), read_batches(folder, ["test"], key, "CIFAR-100"), classes)
+        train, test = read_batches(folder, ["train"], key, "CIFAR-100"), read_batches(folder, ["test"], key, "CIFAR-100")
+        return RawData(train, test, classes, files)

@@ -29,6 +29,7 @@ import torch
 from visionlab.cache import PixelCache
 from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, RawData
+from visionlab.data.files import DataFiles
 from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
 from visionlab.errors import UserError
 
@@ -101,7 +102,7 @@ class ImageFolder(ImageDataset):
             if missing:
                 raise UserError(f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or remove the folder")
             parts.append(LabeledImages(part_images, torch.from_numpy(part_labels)))
-        return RawData(parts[0], parts[1], classes)
+        return RawData(parts[0], parts[1], classes, DataFiles(root, files, sizes.tolist()))
 
     # ---- finding the files ---------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ class MNIST(ImageDataset):
     def read(self) -> RawData:
         root = Path(self.root).expanduser()
         folder = root / self.name / "raw"
-        ensure_files(self.name, folder, FILES, self.download, lambda: download(root, self.name))
+        files = ensure_files(self.name, folder, FILES, self.download, lambda: download(root, self.name))
         try:
             train_images, train_labels, test_images, test_labels = (read_idx(folder / name) for name in FILES)
         except (ValueError, OSError) as exc:
@@ -42,6 +42,7 @@ class MNIST(ImageDataset):
             LabeledImages(train_images.unsqueeze(1), train_labels.long()),
             LabeledImages(test_images.unsqueeze(1), test_labels.long()),
             list(self.classes),
+            files,
         )
 
 

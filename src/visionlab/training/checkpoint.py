@@ -65,12 +65,13 @@ class Checkpoints:
     """
 
     def __init__(self, folder: Path, objective: str, config: dict[str, Any], started: float,
-                 best: float | None = None, run_last: Path | None = None):
+                 best: float | None = None, run_last: Path | None = None, provenance: dict[str, Any] | None = None):
         self.last = folder / "last.pt"
         self.best = folder / "best.pt"
         self.run_last = run_last if run_last not in (None, self.last) else None
         self.objective = objective
         self.config = config  # resolved, so vl-eval and resume need nothing but the file
+        self.provenance = provenance  # where the run came from (provenance.py), so a lone best.pt still says
         self.started = started  # time.perf_counter() at the run's start, earlier sessions included
         self.best_value = best
         self.maximize = objective.endswith("acc")
@@ -86,7 +87,8 @@ class Checkpoints:
             self.best_value = value
         seconds = time.perf_counter() - self.started
         self.last.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.last, {**state, **self.run_state, "config": self.config, "seconds": seconds, "best_value": self.best_value})
+        save_checkpoint(self.last, {**state, **self.run_state, "config": self.config, "provenance": self.provenance,
+                                    "seconds": seconds, "best_value": self.best_value})
         if improved:
             link_over(self.last, self.best)
         if self.run_last is not None:
