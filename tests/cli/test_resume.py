@@ -12,7 +12,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import (
+    TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, sigint_at_default, wait_for_position, without_timing,
+)
 
 # 4 epochs of 38 steps of 16 images: a signal sent once epoch 2 is under way lands with epochs to spare.
 LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
@@ -22,6 +24,7 @@ def start(args: list[str], run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=sigint_at_default,
     )
 
 
