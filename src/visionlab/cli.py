@@ -106,8 +106,8 @@ def _train() -> None:
 
 
 # Hydra's options that take a value (vl-train --hydra-help); --info takes one of INFO_TOPICS, or none.
-VALUED_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p",
-                  "--experimental-rerun")
+VALUED_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c",
+                  "--package", "-p", "--experimental-rerun")
 INFO_OPTIONS = ("--info", "-i")
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
@@ -144,7 +144,8 @@ def one_line(exc: BaseException, args: list[str] = ()) -> str:
     text = str(exc)
     if key := re.search(r"Could not override '([^']+)'", text):
         hint = did_you_mean(key[1], known_keys(args, key[1]), f"{{}}={given_value(args, key[1])}") if args else ""
-        return f"{key[1]} is not a key of the config: {hint or 'check its spelling against conf/'} (to add a new key, write +{key[1]}=...)"
+        advice = hint or "check its spelling against conf/"
+        return f"{key[1]} is not a key of the config: {advice} (to add a new key, write +{key[1]}=...)"
     if key := re.search(r"Could not delete from config. '([^']+)' does not exist", text):
         hint = did_you_mean(key[1], known_keys(args, key[1]), "~{}") if args else ""
         return f"~{key[1]}: {key[1]} is not a key of the config: {hint or 'check its spelling against conf/'}"
@@ -153,7 +154,8 @@ def one_line(exc: BaseException, args: list[str] = ()) -> str:
         options = [o.strip() for o in listed if o.strip()]
         hint = did_you_mean(missing[2], options, f"{missing[1]}={{}}")
         choices = f"use one of {', '.join(options)}"
-        return f"{missing[1]}={missing[2]} is not an option of conf/{missing[1]}/: " + (f"{hint} ({choices})" if hint else choices)
+        advice = f"{hint} ({choices})" if hint else choices
+        return f"{missing[1]}={missing[2]} is not an option of conf/{missing[1]}/: {advice}"
     text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
     lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     return "; ".join(lines)
@@ -172,7 +174,7 @@ def known_keys(args: list[str], failed: str) -> list[str]:
     others = [a for a in args if "=" in a and not a.startswith("-") and not is_hydra_setting(a)
               and a.split("=", 1)[0].lstrip("+~") != failed]
     searchpath = f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs[1:])}]"
-    groups = [entry.name for folder in dirs for entry in Path(folder).iterdir() if entry.is_dir()]
+    groups = [entry.name for folder in map(Path, dirs) if folder.is_dir() for entry in folder.iterdir() if entry.is_dir()]
     for overrides in (others, []):
         GlobalHydra.instance().clear()
         try:

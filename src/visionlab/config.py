@@ -83,7 +83,8 @@ def _call_checked(group: str, component: functools.partial, *args: Any, **kwargs
     try:
         inspect.signature(component).bind(*args, **kwargs)
     except TypeError as exc:  # a required argument the config does not give (the run's own are always given)
-        raise UserError(f"{_named(group)}: {_target_name(component.func)} {exc} (set it under {group}. in conf/{group}/)") from None
+        target = _target_name(component.func)
+        raise UserError(f"{_named(group)}: {target} {exc} (set it under {group}. in conf/{group}/)") from None
     except ValueError:  # no signature to read
         pass
     with rejections(group, component.func):

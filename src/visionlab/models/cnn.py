@@ -52,7 +52,8 @@ class CNN(nn.Module):
                 if pool == "max" and activation in MONOTONE:  # the same net, with the activation on a quarter of the values
                     layers[-2], layers[-1] = layers[-1], layers[-2]
         self.features = nn.Sequential(*layers)
-        rows, cols = (feature_side(side, len(channels), convs_per_stage, kernel_size, pool != "none") for side in in_shape[1:])
+        rows, cols = (feature_side(side, len(channels), convs_per_stage, kernel_size, pool != "none")
+                      for side in in_shape[1:])
         if min(rows, cols) < 1:
             raise SettingRejected(
                 f"model.channels={list(channels)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing: "

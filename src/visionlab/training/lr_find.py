@@ -45,8 +45,8 @@ class RangeTest:
     def __post_init__(self) -> None:
         """The test raises the lr from min_lr to max_lr: a range that falls or is empty suggests nothing."""
         if self.min_lr >= self.max_lr:
-            raise UserError(f"lr_range.min_lr={self.min_lr:g} is not below lr_range.max_lr={self.max_lr:g}: the range test "
-                            f"raises the lr from min_lr to max_lr, so give a smaller min_lr (the defaults are 0.0001 and 10)")
+            raise UserError(f"lr_range.min_lr={self.min_lr:g} is not below lr_range.max_lr={self.max_lr:g}: the range "
+                            "test raises the lr from min_lr to max_lr, so give a smaller min_lr (the defaults are 0.0001 and 10)")
 
 
 @dataclass

@@ -83,7 +83,7 @@ def resumable_state(path: Path, value: str) -> dict[str, Any]:
 
 
 def best_instead(last: Path) -> str:
-    """`; .../best.pt loads: resume=.../best.pt carries on from the best epoch` when a broken last.pt has one beside it."""
+    """`; .../best.pt loads: resume=.../best.pt carries on ...` when a broken last.pt has a good best.pt beside it."""
     best = last.with_name("best.pt")
     if last.name != "last.pt" or not best.is_file():
         return ""
