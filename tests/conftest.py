@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,20 @@ def config_error(overrides: list[str]) -> str:
     message = str(error.value)
     assert "\n" not in message
     return message
+
+
+def sigint_at_default() -> None:
+    """A child process's `preexec_fn`: SIGINT at its default, as a user's shell gives it. A suite started in the
+    background (`make test &`, `setsid nohup ... &`) inherits SIGINT ignored, and an ignored signal stays ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_handled() -> Iterator[None]:
+    """In this process, SIGINT raises KeyboardInterrupt, as Python sets it when it starts with SIGINT at its default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -21,6 +21,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+class SettingRejected(UserError):
+    """A component refuses its own settings on purpose, saying why in words a user can act on.
+
+    Raised from a component's constructor (or first call); `config.build` and `config.first_use` add
+    which group and which overrides it was (docs/architecture.md, "Config checks"). Anything else a
+    component raises is a bug.
+    """
+
+
 class RunStopped(Exception):
     """The run ended early but cleanly: last.pt and metrics.json say where, the exit code says why."""
 

@@ -46,7 +46,7 @@ from visionlab.training.early_stopping import StopEarly, best_epoch, restore_bes
 from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
-from visionlab.training.precision import Precision, resolved as resolved_precision
+from visionlab.training.precision import Precision, resolved as resolved_precision, slow_choice
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
@@ -115,6 +115,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     configure_torch(device, parts.trainer.threads)
     log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
              resolved_precision(parts.trainer.precision, device))
+    if warning := slow_choice(parts.trainer.precision, device):
+        log.warning(warning)
     seed_everything(parts.seed)
     raw = parts.dataset.load()
     origin = provenance.start(run_dir, device, raw.files, resume)

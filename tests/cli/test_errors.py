@@ -86,7 +86,9 @@ CASES = [
     ("optimizer-own-check", "train", ["optimizer=adagrad", "+optimizer.initial_accumulator_value=-1", "dataset.train_size=300"],
      ["optimizer=adagrad rejected +optimizer.initial_accumulator_value=-1", "Invalid initial_accumulator_value"]),
     ("loss-first-use", "train", ["+loss.ignore_index=abc", "dataset.train_size=300"], ["loss=cross_entropy rejected +loss.ignore_index=abc", "must be int"]),
-    ("unknown-argument", "train", ["model=linear", "+model.hiden=5"], ["unexpected keyword argument 'hiden'", "conf/model/"]),
+    ("unknown-argument", "train", ["model=linear", "+model.hiden=5"],
+     ["model.hiden is not an argument of visionlab.models.linear.Linear, which takes", "bias", "conf/model/"]),
+    ("misspelled-argument", "train", ["model=mlp", "+model.dropuot=0.5"], ["model.dropuot is not an argument", "did you mean model.dropout?"]),
     # files: data, checkpoints, output folders
     ("data-missing", "train", ["dataset=mnist", "dataset.root={empty}", "dataset.download=false"],
      ["MNIST not found", "dataset.root", "{empty}/MNIST/raw", "train-images-idx3-ubyte"]),

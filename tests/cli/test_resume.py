@@ -12,7 +12,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import (
+    TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, sigint_at_default, wait_for_position, without_timing,
+)
 
 # 4 epochs of 38 steps of 16 images: a signal sent once epoch 2 is under way lands with epochs to spare.
 LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
@@ -22,6 +24,7 @@ def start(args: list[str], run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=sigint_at_default,
     )
 
 
@@ -174,3 +177,33 @@ def test_sigterm_in_a_kfold_run_saves_exits_143_and_resumes(tmp_path, kfold_unin
     resumed = run_cli([f"resume={run_dir}"], run_dir.parent / "again")
     assert resumed.returncode == 0, resumed.stderr
     assert without_timing(read_metrics(run_dir)) == without_timing(kfold_uninterrupted)
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_before_hydra_writes_beside_it(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "some_file.txt").write_text("not a checkpoint\n")
+    result = subprocess.run([str(VL_TRAIN), "resume=notes/some_file.txt"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"checkpoint {notes / 'some_file.txt'} is corrupt or not a visionlab checkpoint" in line
+    assert sorted(p.name for p in notes.iterdir()) == ["some_file.txt"], "no .hydra/ and no train.log beside it"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_truncated_last_pt_names_the_best_pt_beside_it(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli([*TINY, "model=linear", "trainer.epochs=1"], run_dir).returncode == 0
+    (run_dir / "metrics.json").unlink()  # as a run killed before its end leaves it
+    whole = (run_dir / "last.pt").read_bytes()
+    (run_dir / "last.pt").unlink()  # best.pt is a hard link to it: truncate a file of its own, as a torn copy would be
+    (run_dir / "last.pt").write_bytes(whole[: len(whole) // 2])
+
+    result = subprocess.run([str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"checkpoint {run_dir / 'last.pt'} is corrupt" in line and f"resume={run_dir / 'best.pt'}" in line
+
+    (run_dir / "best.pt").write_bytes(b"")
+    result = subprocess.run([str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "best.pt" not in result.stderr, "a best.pt that does not load is not offered"

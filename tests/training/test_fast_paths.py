@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.cli.test_resume import LONG_EPOCHS, start
-from tests.conftest import cpu_has_native_bfloat16, read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import TINY, cpu_has_native_bfloat16, read_metrics, run_cli, wait_for_position, without_timing
 from visionlab import patches
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
@@ -176,3 +176,13 @@ def test_fp16_run_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
     assert resumed.returncode == 0, resumed.stderr
     assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(uninterrupted))
+
+
+def test_fp16_on_the_cpu_runs_with_one_warning_that_names_what_to_use_instead(tmp_path):
+    fp16 = run_cli([*TINY, "model=linear", "trainer.epochs=1", "trainer.precision=fp16"], tmp_path / "fp16")
+    assert fp16.returncode == 0, fp16.stderr
+    warnings = [line for line in (tmp_path / "fp16" / "train.log").read_text().splitlines() if "float16 is emulated" in line]
+    assert len(warnings) == 1 and "[WARNING]" in warnings[0]
+    assert "trainer.precision=fp16 on the CPU" in warnings[0] and "use trainer.precision=32, or auto" in warnings[0]
+    plain = run_cli([*TINY, "model=linear", "trainer.epochs=1", "trainer.precision=32"], tmp_path / "fp32")
+    assert plain.returncode == 0 and "emulated" not in (tmp_path / "fp32" / "train.log").read_text()

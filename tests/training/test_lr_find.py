@@ -9,7 +9,7 @@ import math
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, compose_train
+from tests.conftest import TINY, compose_train, run_cli
 from visionlab.experiment import run
 from visionlab.errors import UserError
 from visionlab.optimization import constant, cosine, onecycle, step
@@ -73,3 +73,14 @@ def test_a_range_test_writes_its_curve_and_suggestion_and_no_model(tmp_path):
     with Image.open(tmp_path / "lr_find.png") as picture:
         assert picture.width > 400 and picture.height > 300
     assert not any((tmp_path / name).exists() for name in ("last.pt", "best.pt", "metrics.json")), "nothing pretends to be a trained model"
+
+
+@pytest.mark.parametrize("low,high", [("1", "0.1"), ("0.01", "0.01")])
+def test_a_range_that_does_not_rise_is_refused_before_any_data_loads(tmp_path, low, high):
+    """Through the real vl-train: a dataset root that does not exist proves that no data was loaded first."""
+    result = run_cli([*TINY, "lr_find=true", f"lr_range.min_lr={low}", f"lr_range.max_lr={high}", "dataset=mnist",
+                      f"dataset.root={tmp_path / 'nowhere'}", "dataset.download=false"], tmp_path / "run")
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"lr_range.min_lr={float(low):g} is not below lr_range.max_lr={float(high):g}" in line and "smaller min_lr" in line
+    assert "MNIST" not in line

@@ -10,7 +10,7 @@ import pytest
 from visionlab.training.signals import HANDLED, StopRequest
 
 
-def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys):
+def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys, sigint_handled):
     with StopRequest() as stop:
         assert not stop
         os.kill(os.getpid(), signal.SIGINT)
@@ -22,7 +22,7 @@ def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys):
 
 
 @pytest.mark.parametrize("signum", HANDLED)
-def test_each_handled_signal_is_caught_and_handlers_are_restored(signum):
+def test_each_handled_signal_is_caught_and_handlers_are_restored(signum, sigint_handled):
     before = signal.getsignal(signum)
     with StopRequest(on_hangup="stop") as stop:
         os.kill(os.getpid(), signum)

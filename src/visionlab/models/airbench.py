@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionlab.checks import Each, Number, Switch, Whole
-from visionlab.errors import UserError
+from visionlab.errors import SettingRejected
 from visionlab.models.blocks import PatchWhitening
 
 
@@ -85,17 +85,24 @@ class Airbench(nn.Module):
             layers.append(ConvGroup(width, out, batchnorm_momentum, bias_lr_scale))
             width = out
         self.features = nn.Sequential(*layers)
-        try:
-            with torch.no_grad():
-                self.features.eval()(torch.zeros(1, *in_shape))
-        except RuntimeError as exc:
-            raise UserError(
+        if min(feature_side(side, whiten_kernel, len(widths)) for side in in_shape[1:]) < 1:
+            raise SettingRejected(
                 f"model.widths={list(widths)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing "
                 f"(each width halves it once): use fewer widths or larger images"
-            ) from exc
-        self.features.train()
+            )
         self.classifier = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, num_classes, bias=False))
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x)) * self.scale
+
+
+def feature_side(side: int, whiten_kernel: int, groups: int) -> int:
+    """An image side after the whitening conv (no padding) and the conv groups (each pools by 2, rounding
+    down); 0 once nothing is left, where torch would fail on a tensor."""
+    side -= whiten_kernel - 1
+    for _ in range(groups):
+        if side < 2:
+            return 0
+        side //= 2
+    return side

@@ -8,14 +8,12 @@ Presets (the default small net, LeNet-5-like shapes, ...) are YAML files over th
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
-import torch
 from torch import nn
 
 from visionlab.checks import OneOf, Switch, Whole
-from visionlab.errors import UserError
+from visionlab.errors import SettingRejected
 from visionlab.models.blocks import Activation, Dropout, Hidden, Widths
 from visionlab.models.blocks import activation as make_activation
 
@@ -54,14 +52,14 @@ class CNN(nn.Module):
                 if pool == "max" and activation in MONOTONE:  # the same net, with the activation on a quarter of the values
                     layers[-2], layers[-1] = layers[-1], layers[-2]
         self.features = nn.Sequential(*layers)
-        try:
-            with torch.no_grad():
-                flat = math.prod(self.features(torch.zeros(1, *in_shape)).shape[1:])
-        except RuntimeError as exc:
-            raise UserError(
+        rows, cols = (feature_side(side, len(channels), convs_per_stage, kernel_size, pool != "none")
+                      for side in in_shape[1:])
+        if min(rows, cols) < 1:
+            raise SettingRejected(
                 f"model.channels={list(channels)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing: "
                 "use fewer stages or model.pool=none"
-            ) from exc
+            )
+        flat = width * rows * cols
         head: list[nn.Module] = [nn.Flatten()]
         for size in hidden:
             head += [nn.Linear(flat, size), make_activation(activation)]
@@ -73,3 +71,15 @@ class CNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+def feature_side(side: int, stages: int, convs_per_stage: int, kernel_size: int, pooled: bool) -> int:
+    """An image side after the stages: each conv (padding kernel_size // 2) adds 1 - kernel_size % 2, each
+    pool halves it, rounding down; 0 once a pool meets a side of 1, where torch would fail on a tensor."""
+    for _ in range(stages):
+        side += convs_per_stage * (1 - kernel_size % 2)
+        if pooled:
+            if side < 2:
+                return 0
+            side //= 2
+    return side

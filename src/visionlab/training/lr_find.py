@@ -42,6 +42,12 @@ class RangeTest:
     smoothing: Annotated[float, Number(ge=0, lt=1, example=0.6)] = 0.6  # of the loss's moving average
     diverge_factor: Annotated[float, Number(gt=1, example=4.0)] = 4.0
 
+    def __post_init__(self) -> None:
+        """The test raises the lr from min_lr to max_lr: a range that falls or is empty suggests nothing."""
+        if self.min_lr >= self.max_lr:
+            raise UserError(f"lr_range.min_lr={self.min_lr:g} is not below lr_range.max_lr={self.max_lr:g}: the range "
+                            "test raises the lr from min_lr to max_lr, so give a smaller min_lr (the defaults are 0.0001 and 10)")
+
 
 @dataclass
 class RangeRecord(Callback):

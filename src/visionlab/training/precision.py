@@ -31,6 +31,18 @@ def resolved(precision: str | int, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and patches.cpu_computes_bfloat16() else "32"
 
 
+def slow_choice(precision: str | int, device: torch.device) -> str | None:
+    """What to say when the precision asked for is much slower than float32 on this device; None when it is not.
+
+    A CPU has no float16 arithmetic: autocast emulates it, and the gradient scaler guards against an
+    underflow float32 never has. It still runs (and trains as fp16 would), so a run can try fp16 before a GPU.
+    """
+    if str(precision) == "fp16" and device.type == "cpu":
+        return ("trainer.precision=fp16 on the CPU: float16 is emulated there and runs several times slower than "
+                "float32; use trainer.precision=32, or auto (bf16 where this CPU computes it, else 32)")
+    return None
+
+
 class Precision:
     def __init__(self, precision: str | int = "32", device: torch.device = torch.device("cpu")):
         self.name = resolved(precision, device)

@@ -52,7 +52,8 @@ def resume_arguments(args: list[str]) -> list[str]:
             raise UserError(f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})")
         checkpoint = checkpoint_path(Path(value))
         run_dir = checkpoint.parent
-    check_stored(load_checkpoint(checkpoint)["config"], checkpoint, allowed)  # before Hydra writes into its folder
+    state = resumable_state(checkpoint, value)  # refused here, before Hydra makes .hydra/ and train.log beside it
+    check_stored(state["config"], checkpoint, allowed)
     return [*options, *saved_overrides(run_dir, allowed), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
 
 
@@ -71,6 +72,33 @@ def checkpoint_path(path: Path) -> Path:
     elif not path.is_file():
         raise UserError(f"resume={path} does not exist: give a run directory or its last.pt")
     return path
+
+
+def resumable_state(path: Path, value: str) -> dict[str, Any]:
+    """The checkpoint `resume=value` names, if a run can carry on from it; else the one line saying why not."""
+    if run_status(path.parent) == "completed":
+        raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
+    if run_status(path.parent) == "diverged":
+        raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
+    try:
+        state = load_checkpoint(path)
+    except UserError as exc:
+        raise UserError(f"{exc}{best_instead(path)}") from None
+    if "position" not in state:
+        raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
+    return state
+
+
+def best_instead(last: Path) -> str:
+    """`; .../best.pt loads: resume=.../best.pt carries on ...` when a broken last.pt has a good best.pt beside it."""
+    best = last.with_name("best.pt")
+    if last.name != "last.pt" or not best.is_file():
+        return ""
+    try:
+        load_checkpoint(best)
+    except UserError:
+        return ""
+    return f"; {best} loads: resume={best} carries on from the best epoch's checkpoint instead"
 
 
 def saved_overrides(run_dir: Path, allowed: Allowlist) -> list[str]:
@@ -120,14 +148,8 @@ def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             return None
     else:
         path = checkpoint_path(Path(value))
-        if run_status(path.parent) == "completed":
-            raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
-        if run_status(path.parent) == "diverged":
-            raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
-    state = load_checkpoint(path)
+    state = resumable_state(path, value)
     check_stored(state["config"], path, Allowlist.for_command().including(cfg))  # cfg: composed from trusted sources
-    if "position" not in state:
-        raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
     log.info("resuming from %s: epoch %d, step %d", path, state["position"]["epoch"], state["position"]["step"])
     return state
 
