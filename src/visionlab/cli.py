@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rich.table import Table
 
-from visionlab import patches
+from visionlab import patches, run_folder
 from visionlab.config import OBJECTIVES
 from visionlab.errors import RunStopped, UserError
 from visionlab.paths import config_dir
@@ -35,6 +35,7 @@ from visionlab.training.resume import resume_arguments
 
 CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
+run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for _train_job
 
 
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
@@ -96,10 +97,18 @@ def _train() -> None:
     except JobFailed as exc:
         sys.exit(exc.exit_code)
     except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
-        error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        refuse(exc)
+    except ValueError as exc:  # logging.config's wrapping of what the train.log handler refused (run_folder.RunLog)
+        if not isinstance(exc.__cause__, (UserError, OSError)):
+            raise
+        refuse(exc.__cause__)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def refuse(exc: BaseException) -> NoReturn:
+    error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def one_line(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 Hydra picks the run directory before any of our code runs, so `vl-train` rewrites its arguments
 first (`resume_arguments`): the stopped run's overrides, `hydra.run.dir` set to its directory, and
-`resume=` naming the checkpoint. Then `experiment.run` loads that checkpoint (`load_resume_state`).
+`resume=` naming the checkpoint; a run that cannot carry on (completed, diverged) is refused there,
+before Hydra writes into its folder. Then `experiment.run` loads that checkpoint (`load_resume_state`).
 In a multirun, `resume=auto` makes each job carry on from a last.pt already in its own directory,
 which is what a requeued SLURM job finds.
 """
@@ -46,6 +47,10 @@ def resume_arguments(args: list[str]) -> list[str]:
             raise UserError(f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})")
         checkpoint = checkpoint_path(Path(value))
         run_dir = checkpoint.parent
+        if run_status(run_dir) == "completed":
+            raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
+        if run_status(run_dir) == "diverged":
+            raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
     return [*saved_overrides(run_dir), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
 
 
@@ -105,10 +110,6 @@ def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             return None
     else:
         path = checkpoint_path(Path(value))
-        if run_status(path.parent) == "completed":
-            raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
-        if run_status(path.parent) == "diverged":
-            raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
     state = load_checkpoint(path)
     if "position" not in state:
         raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
