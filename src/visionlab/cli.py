@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rich.table import Table
 
-from visionlab import patches
+from visionlab import patches, run_folder
 from visionlab.config import OBJECTIVES
 from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
 from visionlab.paths import config_dir
@@ -39,6 +39,7 @@ from visionlab.trust import split_config_dirs
 
 CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
+run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for _train_job
 
 
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
@@ -105,20 +106,21 @@ def _train() -> None:
     except JobFailed as exc:
         sys.exit(exc.exit_code)
     except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
-        if no_space(exc):
-            error_console.print(f"error: {full_before_the_run()}", markup=False, highlight=False, soft_wrap=True)
-            sys.exit(DiskFull.exit_code)
-        error_console.print(f"error: {one_line(exc, sys.argv[1:])}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        refuse(exc)
+    except ValueError as exc:  # logging.config's wrapping of what the train.log handler refused (run_folder.RunLog)
+        if not isinstance(exc.__cause__, (UserError, OSError)):
+            raise
+        refuse(exc.__cause__)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
-def full_before_the_run() -> str:
-    """No space for Hydra's own first writes (.hydra/), said as a full disk in training is. Hydra has forgotten
-    its config by now; the run's log file, opened just before, still names the run directory."""
+def full_before_the_run(exc: BaseException) -> str:
+    """No space for Hydra's own first writes (.hydra/, the folder's lock), said as a full disk in training is.
+    Hydra has forgotten its config by now; the run's log file, opened just before, still names the run
+    directory, else the write that failed does."""
     logs = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, RunLogFile)]
-    run_dir = logs[0].parent if logs else Path.cwd()
+    run_dir = logs[0].parent if logs else Path(getattr(exc, "filename", None) or Path.cwd())
     return DiskFull(run_dir, "the run's config (.hydra/)" if logs else "the run's files").line(run_dir)
 
 
@@ -143,6 +145,15 @@ def options_first(args: list[str]) -> list[str]:
         kind.extend(args[position:position + taken])
         position += taken
     return options + overrides + last
+
+
+def refuse(exc: BaseException) -> NoReturn:
+    """Exit 75 for a disk full before the run started, else exit 2 with the one line that says what to change."""
+    if no_space(exc):
+        error_console.print(f"error: {full_before_the_run(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(DiskFull.exit_code)
+    error_console.print(f"error: {one_line(exc, sys.argv[1:])}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def one_line(exc: BaseException, args: list[str] = ()) -> str:

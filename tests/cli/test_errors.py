@@ -7,7 +7,7 @@ fail before any data is loaded when the config alone is wrong.
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli
+from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli, wait_for_position
 from tests.test_config_checks import MISTYPED
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
@@ -139,16 +139,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path, files, command, args, expecte
 
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
-    """/dev/full fails every write with ENOSPC, as a full disk does."""
-    first = tmp_path / "first"
-    assert run_cli([*TINY, "model=linear", "trainer.epochs=1"], first).returncode == 0
+    """/dev/full fails every write with ENOSPC, as a full disk does: here the next checkpoint of a resumed run."""
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    shutil.copy(first / "last.pt", run_dir / "last.pt")
+    args = [*TINY, "model=linear", "trainer.epochs=6", "trainer.batch_size=16", f"hydra.run.dir={run_dir}"]
+    stopped = subprocess.Popen([str(VL_TRAIN), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_position(run_dir, stopped, lambda at: True)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) == 128 + signal.SIGTERM
     before = (run_dir / "last.pt").read_bytes()
     (run_dir / ".last.pt.tmp").symlink_to("/dev/full")
 
-    result = run_cli([*TINY, "model=linear", "trainer.epochs=1"], run_dir)
+    result = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
     assert result.returncode == 75  # docs/architecture.md, "Exit codes": free space, then resume=
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"no space left on the disk of {run_dir} for last.pt (about" in line and "(last.pt) is intact" in line

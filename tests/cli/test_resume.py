@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -95,7 +94,6 @@ def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp
     other = subprocess.run([str(VL_TRAIN), "resume=auto", *args, "seed=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert other.returncode == 0 and "no unfinished run" in other.stdout  # different overrides: a new run
 
-    time.sleep(1.1)  # a new run directory name (seconds resolution) would collide otherwise
     again = subprocess.run([str(VL_TRAIN), "resume=auto", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"resuming from {stopped / 'last.pt'}" in again.stdout

@@ -2,7 +2,8 @@
 
 Hydra picks the run directory before any of our code runs, so `vl-train` rewrites its arguments
 first (`resume_arguments`): the stopped run's overrides, `hydra.run.dir` set to its directory, and
-`resume=` naming the checkpoint. Then `experiment.run` loads that checkpoint (`load_resume_state`).
+`resume=` naming the checkpoint; a run that cannot carry on (completed, diverged) is refused there,
+before Hydra writes into its folder. Then `experiment.run` loads that checkpoint (`load_resume_state`).
 In a multirun, `resume=auto` makes each job carry on from a last.pt already in its own directory,
 which is what a requeued SLURM job finds. The checkpoint and the overrides are files that may come
 from someone else: both pass trust.py before Hydra or anything else reads them.
