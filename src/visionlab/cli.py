@@ -135,8 +135,10 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines)
 
 
-EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--config-dir DIR] [key=value ...]  "
-              "(PATH: a checkpoint, or a run directory for its last.pt; DIR: your own configs, whose classes it may build)")
+EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--checkpoint last|best] [--config-dir DIR] [key=value ...]  "
+              "(PATH: a checkpoint, or a run directory: the checkpoint that took its test, or the one --checkpoint names; "
+              "DIR: your own configs, whose classes it may build)")
+CHECKPOINT_CHOICES = ("last", "best")
 
 
 def evaluate() -> None:
@@ -150,10 +152,13 @@ def evaluate() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
     try:
-        config_dirs, rest = split_config_dirs(args[1:])
-        split = next((a.split("=", 1)[1] for a in rest if a.startswith("split=")), "test")
-        overrides = [a for a in rest if not a.startswith("split=")]
-        metrics = evaluation.evaluate_checkpoint(Path(args[0]), split, overrides, config_dirs)
+        which, args = split_checkpoint_choice(args)
+        config_dirs, rest = split_config_dirs(args)
+        if not rest:
+            raise UserError(f"no checkpoint or run directory given: {EVAL_USAGE.removeprefix('usage: ')}")
+        split = next((a.split("=", 1)[1] for a in rest[1:] if a.startswith("split=")), "test")
+        overrides = [a for a in rest[1:] if not a.startswith("split=")]
+        metrics = evaluation.evaluate_checkpoint(Path(rest[0]), split, overrides, config_dirs, which)
         written = evaluation.write_report(metrics)
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
@@ -163,6 +168,20 @@ def evaluate() -> None:
         sys.exit(exc.exit_code)
     console.print(evaluation_table(metrics))
     console.print(f"written to {written}", markup=False, highlight=False)
+
+
+def split_checkpoint_choice(args: list[str]) -> tuple[str | None, list[str]]:
+    """`--checkpoint last|best` (or `--checkpoint=...`) taken out of `args`: which file of a run directory to load."""
+    which, rest, given = None, [], iter(args)
+    for arg in given:
+        name, sep, value = arg.partition("=")
+        if name != "--checkpoint":
+            rest.append(arg)
+            continue
+        which = value if sep else next(given, "")
+        if which not in CHECKPOINT_CHOICES:
+            raise UserError(f"--checkpoint {which!r} is unknown: use last or best")
+    return which, rest
 
 
 def evaluation_table(metrics: dict) -> Table:
