@@ -38,6 +38,7 @@ CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
 
 
+HYDRA_MODES_CLASH = "Only one of --run, --multirun"  # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
 
 
@@ -106,6 +107,12 @@ def _train() -> None:
             error_console.print(f"error: {full_before_the_run()}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(DiskFull.exit_code)
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValueError as exc:
+        if not str(exc).startswith(HYDRA_MODES_CLASH):  # only Hydra's check of its own flags is a user's mistake
+            raise
+        error_console.print(f"error: {exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes",
+                            markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
