@@ -42,6 +42,7 @@ log = logging.getLogger("visionlab")
 run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for _train_job
 
 
+HYDRA_MODES_CLASH = "Only one of --run, --multirun"  # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
 
 
@@ -107,10 +108,14 @@ def _train() -> None:
         sys.exit(exc.exit_code)
     except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
         refuse(exc)
-    except ValueError as exc:  # logging.config's wrapping of what the train.log handler refused (run_folder.RunLog)
-        if not isinstance(exc.__cause__, (UserError, OSError)):
+    except ValueError as exc:
+        if isinstance(exc.__cause__, (UserError, OSError)):  # logging.config's wrapping of what run_folder.RunLog refused
+            refuse(exc.__cause__)
+        if not str(exc).startswith(HYDRA_MODES_CLASH):  # only Hydra's check of its own flags is a user's mistake
             raise
-        refuse(exc.__cause__)
+        error_console.print(f"error: {exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes",
+                            markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -217,8 +222,10 @@ def dotted_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--config-dir DIR] [key=value ...]  "
-              "(PATH: a checkpoint, or a run directory for its last.pt; DIR: your own configs, whose classes it may build)")
+EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--checkpoint last|best] [--config-dir DIR] [key=value ...]  "
+              "(PATH: a checkpoint, or a run directory: the checkpoint that took its test, or the one --checkpoint names; "
+              "DIR: your own configs, whose classes it may build)")
+CHECKPOINT_CHOICES = ("last", "best")
 
 
 def evaluate() -> None:
@@ -232,10 +239,13 @@ def evaluate() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
     try:
-        config_dirs, rest = split_config_dirs(args[1:])
-        split = next((a.split("=", 1)[1] for a in rest if a.startswith("split=")), "test")
-        overrides = [a for a in rest if not a.startswith("split=")]
-        metrics = evaluation.evaluate_checkpoint(Path(args[0]), split, overrides, config_dirs)
+        which, args = split_checkpoint_choice(args)
+        config_dirs, rest = split_config_dirs(args)
+        if not rest:
+            raise UserError(f"no checkpoint or run directory given: {EVAL_USAGE.removeprefix('usage: ')}")
+        split = next((a.split("=", 1)[1] for a in rest[1:] if a.startswith("split=")), "test")
+        overrides = [a for a in rest[1:] if not a.startswith("split=")]
+        metrics = evaluation.evaluate_checkpoint(Path(rest[0]), split, overrides, config_dirs, which)
         written = evaluation.write_report(metrics)
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
@@ -245,6 +255,20 @@ def evaluate() -> None:
         sys.exit(exc.exit_code)
     console.print(evaluation_table(metrics))
     console.print(f"written to {written}", markup=False, highlight=False)
+
+
+def split_checkpoint_choice(args: list[str]) -> tuple[str | None, list[str]]:
+    """`--checkpoint last|best` (or `--checkpoint=...`) taken out of `args`: which file of a run directory to load."""
+    which, rest, given = None, [], iter(args)
+    for arg in given:
+        name, sep, value = arg.partition("=")
+        if name != "--checkpoint":
+            rest.append(arg)
+            continue
+        which = value if sep else next(given, "")
+        if which not in CHECKPOINT_CHOICES:
+            raise UserError(f"--checkpoint {which!r} is unknown: use last or best")
+    return which, rest
 
 
 def evaluation_table(metrics: dict) -> Table:

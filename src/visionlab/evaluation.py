@@ -2,7 +2,9 @@
 
 The checkpoint holds the resolved config and which partition of the run it belongs to (the
 holdout, a fold, k-fold's final model), so the data are prepared exactly as in the run (same
-seed, same val split, same normalization): a run's last.pt scores its own test/acc exactly.
+seed, same val split, same normalization). Given a run directory, the file loaded is the one whose
+weights took the run's test (best.pt with `trainer.test_on=best`), so it scores the run's own
+test/acc exactly (docs/architecture.md, "Checkpoints").
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ SPLITS = ("test", "val", "train")
 
 
 def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = (),
-                        config_dirs: list[str] = ()) -> dict[str, Any]:
-    """Metrics of the checkpoint at `path` (a file, or a run directory: its last.pt) on `split`.
+                        config_dirs: list[str] = (), which: str | None = None) -> dict[str, Any]:
+    """Metrics of the checkpoint at `path` (a file, or a run directory: see `checkpoint_file`) on `split`.
 
     `overrides` (key=value) change the stored config, e.g. dataset.root=… on another machine;
     they and the YAML of `config_dirs` are what this command trusts beyond conf/ (trust.py).
     """
     if split not in SPLITS:
         raise UserError(f"split={split!r} is unknown: use test, val or train")
-    path, cfg, model, splits = load_model(path, overrides, config_dirs)
+    path, cfg, model, splits = load_model(path, overrides, config_dirs, which)
     loss_fn = build(cfg, "loss") if count_trainable(model) else None
     result = evaluate(with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
     confusion = result["confusion"]
@@ -55,16 +57,14 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
     }
 
 
-def load_model(path: Path, overrides: list[str] = (),
-               config_dirs: list[str] = ()) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
+def load_model(path: Path, overrides: list[str] = (), config_dirs: list[str] = (),
+               which: str | None = None) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
     """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its
     partition had it. One line says what of this machine, code and data differs from the checkpoint's (provenance.py).
 
     The stored config may come from anyone: it is checked before anything in it is imported (trust.py).
     """
-    if path.is_dir():
-        path = path / "last.pt"
-    state = load_checkpoint(path)
+    path, state = checkpoint_file(path, which)
     check_stored(state["config"], path, Allowlist.for_command(config_dirs, overrides))
     cfg = OmegaConf.create(keep_writes_here(state["config"]))
     try:
@@ -83,6 +83,47 @@ def load_model(path: Path, overrides: list[str] = (),
         raise UserError(f"{path} does not fit the model its config builds ({str(exc).splitlines()[0]})") from None
     model.eval()
     return path, cfg, model, splits
+
+
+def checkpoint_file(path: Path, which: str | None) -> tuple[Path, dict[str, Any]]:
+    """The file to load for `path`, and its contents; for a run directory, said in the log with why that file.
+
+    A run directory's last.pt names the file of its partition whose weights took the test (`test_checkpoint`);
+    `which` (last, best) picks one of that partition's files instead. A checkpoint written before they recorded
+    it is read with metrics.json's `tested_epoch`, which exists when best.pt took the test.
+    """
+    if not path.is_dir():
+        if which is not None:
+            raise UserError(f"--checkpoint {which} picks a file of a run directory, and {path} is a file: "
+                            f"give the run directory, or the file alone")
+        return path, load_checkpoint(path)
+    state = load_checkpoint(path / "last.pt")
+    folder = path / state.get("folder", "")
+    if not folder.is_dir():  # `path` is the partition's own folder (fold_<i>/, final/), not the run directory
+        folder = path
+    tested = state.get("test_checkpoint") if "test_checkpoint" in state else legacy_test_checkpoint(path)
+    name = f"{which}.pt" if which else tested or "last.pt"
+    chosen = folder / name
+    state = state if name == "last.pt" else load_checkpoint(chosen)
+    log.info("checkpoint: %s (%s)", chosen, why_this_file(state, name, tested, which))
+    return chosen, state
+
+
+def legacy_test_checkpoint(run_dir: Path) -> str:
+    metrics = run_dir / "metrics.json"
+    return "best.pt" if metrics.is_file() and "tested_epoch" in json.loads(metrics.read_text()) else "last.pt"
+
+
+def why_this_file(state: dict[str, Any], name: str, tested: str | None, which: str | None) -> str:
+    """What the loaded weights are: their epoch, whether they took the run's test, how to choose the other file."""
+    epochs = state.get("history") or {}
+    at = f"epoch {max(map(int, epochs))}, " if epochs else ""
+    if tested is None:
+        return f"{at}the run took no test: a fold of a k-fold run without split.final_test"
+    other = "last" if name == "best.pt" else "best"
+    if name == tested:
+        return f"{at}the weights that took the run's test; --checkpoint {other} for the {other} epoch's"
+    return f"{at}chosen with --checkpoint {which}; the run's test was taken on {tested}"
 
 
 def write_report(metrics: dict[str, Any]) -> Path:

@@ -145,7 +145,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
                                               best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
                                               provenance=origin)
-                    checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides}
+                    checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides,
+                                             "folder": part.folder}
                     try:
                         result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
                                                        run_dir, first_step=index * parts.trainer.epochs)
@@ -196,6 +197,7 @@ def train_partition(
         parts.layers = report_layers(model, splits.in_shape, run_dir, command_line()).markdown()
     visuals = VisualLog(parts.pictures, reporter, model, splits, parts.trainer.epochs)
     trains = count_trainable(model) > 0
+    checkpoints.run_state["test_checkpoint"] = test_checkpoint(part, parts.trainer, trains)
     if resume is None or not trains:
         visuals.start()
     if trains:
@@ -215,6 +217,14 @@ def train_partition(
     visuals.finish(result.steps, test)
     reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
     return result, test
+
+
+def test_checkpoint(part: Part, trainer: TrainerSettings, trains: bool) -> str | None:
+    """Which of the partition's files holds the weights its test is taken on, as its checkpoints record it for
+    `vl-eval RUN_DIR` (docs/architecture.md, "Checkpoints"); None for a partition that takes no test."""
+    if not part.test:
+        return None
+    return "best.pt" if trains and trainer.tests_best() else "last.pt"
 
 
 def train_weights(

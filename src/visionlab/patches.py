@@ -76,8 +76,7 @@ def cpu_computes_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX): `trainer.precision=auto` asks.
 
     torch's only public answer is oneDNN's `_is_mkldnn_bf16_supported`, which also says yes for plain
-    AVX-512, where bf16 is emulated and no faster. On a 2-core Sapphire Rapids, an epoch of
-    experiment=cifar10_fast is 1.89x shorter in bf16 than in float32 (bench/cifar10_fast.py); on a Zen 3 without it, 13x slower.
+    AVX-512, where bf16 is emulated and slower than float32 (docs/speed.md, "On a CPU: experiment=cifar10_fast").
     Off (VL_NO_PATCHES=1): no, so auto means float32.
     """
     return ENABLED and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from rich.table import Table
 
-from visionlab.cli import one_line
+from visionlab.cli import CHECKPOINT_CHOICES, one_line
 from visionlab.data import DeviceSplit, Splits
 from visionlab.data.images import BadImage, decode, is_image, to_tensor
 from visionlab.errors import DiskFull, UserError
@@ -48,11 +48,14 @@ class Prepared:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="vl-predict", description="Classify image files with a saved model: a table, predictions.csv and predictions.png.")
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint (last.pt, best.pt) or a run directory (its last.pt)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a checkpoint (last.pt, best.pt) or a run directory (the checkpoint that took its test)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for them; key=value changes the stored config (e.g. dataset.root=/data)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
                         help="your own configs (as for vl-train): the classes their YAML names may be built from the checkpoint")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, dest="which",
+                        help="with a run directory: its last or best checkpoint instead of the one that took the test")
     parser.add_argument("--out", type=Path, help="folder for predictions.csv and predictions.png (default: the checkpoint's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
@@ -61,7 +64,7 @@ def main() -> None:
             raise UserError(f"--top-k={args.top_k} is invalid: use a whole number of at least 1, such as 5")
         overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
         files = image_files([a for a in args.inputs if a not in overrides])
-        predict(args.checkpoint, files, overrides, args.top_k, args.out, args.config_dir)
+        predict(args.checkpoint, files, overrides, args.top_k, args.out, args.config_dir, args.which)
     except (UserError, OSError) as exc:
         error_console.print(f"error: {one_line(exc) if isinstance(exc, UserError) else describe_os_error(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -127,8 +130,8 @@ def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
 
 
 def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: int, out: Path | None,
-            config_dirs: list[str] = ()) -> None:
-    path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs)
+            config_dirs: list[str] = (), which: str | None = None) -> None:
+    path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs, which)
     shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
     prepared = prepare(files, shape)
     for file, note in zip(prepared.files, prepared.notes):

@@ -160,8 +160,11 @@ class GuardedStream(io.TextIOBase):
                 pass
 
 
+_installed: list[GuardedStream] = []  # by install(), not read back from sys: a live progress bar swaps in its own proxies
+
+
 def streams() -> list[GuardedStream]:
-    return [s for s in (sys.stdout, sys.stderr) if isinstance(s, GuardedStream)]
+    return list(_installed)
 
 
 def hang_up() -> None:
@@ -169,7 +172,9 @@ def hang_up() -> None:
     terminals = [stream for stream in streams() if stream.is_terminal]
     for stream in terminals:
         stream.silence("the terminal closed", notice=False)
-    notices.append(f"the terminal closed (SIGHUP; {' and '.join(s.name for s in terminals) or 'no output'} now go nowhere)")
+    quiet = f"{' and '.join(s.name for s in terminals)} now {'go' if len(terminals) > 1 else 'goes'} nowhere" if terminals \
+        else "no output went to it"
+    notices.append(f"the terminal closed (SIGHUP; {quiet})")
 
 
 def on_hangup(signum: int, frame) -> None:
@@ -193,6 +198,7 @@ def install() -> None:
                 pass
             guarded = GuardedStream(raw, name)
         setattr(sys, name, guarded)
+        _installed.append(guarded)
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, on_hangup)
 

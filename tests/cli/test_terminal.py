@@ -171,7 +171,7 @@ def test_killing_the_tmux_session_mid_epoch(tmp_path, unstopped, on_hangup):
     time.sleep(0.5)
     log_text = (run_dir / "train.log").read_text()
     if on_hangup == "continue":
-        assert "the terminal closed (SIGHUP" in log_text
+        assert "the terminal closed (SIGHUP; stdout and stderr now go nowhere) at epoch" in log_text, log_text
         assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
     else:  # the shell died with the session, so the run's own files say how it ended (exit 129: the pty test)
         assert "stopped by SIGHUP" in log_text and read_metrics(run_dir)["status"] == "interrupted"
@@ -179,6 +179,27 @@ def test_killing_the_tmux_session_mid_epoch(tmp_path, unstopped, on_hangup):
         resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
         assert resumed.returncode == 0, resumed.stderr
         assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
+
+
+def test_killing_the_gnu_screen_session_mid_epoch(tmp_path, unstopped):
+    """The course's notes train in GNU screen: `screen -X quit` hangs up the run's terminal mid-epoch, behind the live bar."""
+    screen = ensure_debian_package("screen")
+    run_dir = tmp_path / "run"
+    session = f"vl{os.getpid()}screen"
+    command = f"'{VL_TRAIN}' {' '.join(LONG)} hydra.run.dir={run_dir}; sleep 60"
+    subprocess.run([screen, "-dmS", session, "bash", "-c", command], cwd=tmp_path, check=True,
+                   env={**os.environ, "TERM": "xterm-256color"})
+    try:
+        wait_for_position(run_dir, None, lambda position: position["epoch"] >= 2)
+    finally:
+        subprocess.run([screen, "-S", session, "-X", "quit"], capture_output=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.json").exists():
+        assert time.monotonic() < deadline, (run_dir / "train.log").read_text()
+        time.sleep(0.1)
+    log_text = (run_dir / "train.log").read_text()
+    assert "the terminal closed (SIGHUP; stdout and stderr now go nowhere) at epoch" in log_text, log_text
+    assert without_timing(read_metrics(run_dir)) == without_timing(unstopped)
 
 
 def test_a_closed_pipe_stops_no_job_of_a_kfold_sweep(tmp_path):
