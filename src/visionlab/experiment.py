@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from visionlab import budget
 from visionlab.compiled import eager
 from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
@@ -115,7 +116,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
              resolved_precision(parts.trainer.precision, device))
     seed_everything(parts.seed)
-    raw = parts.dataset.load()
+    raw = load_data(parts, device, training=True)
     plan = parts.split.plan(raw.train.labels, parts.seed)
     if len(plan) > 1:
         log.info("data: %s, %d training images in %d stratified folds, %d test images", type(parts.dataset).__name__,
@@ -315,8 +316,13 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
 
 def prepare_data(parts: Parts, device: torch.device, partition: int = 0) -> Splits:
     """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint."""
-    raw = parts.dataset.load()
+    raw = load_data(parts, device, training=False)
     return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
+
+
+def load_data(parts: Parts, device: torch.device, training: bool) -> RawData:
+    """The dataset's images, once what they, the model and its training will take is known to fit (budget.py)."""
+    return parts.dataset.load(lambda plan: budget.check(budget.estimate(plan, parts.model, parts.features, parts.trainer, training), device))
 
 
 def publish(parts: Parts, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,
