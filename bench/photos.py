@@ -47,10 +47,14 @@ def draw(root: Path, count: int, size: tuple[int, int]) -> Path:
             x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
             box = [x, y, x + side, y + side]
             fill = tuple(int(v) for v in rng.integers(130, 256, 3))
-            pen.polygon([(x, y + side), (x + side // 2, y), (x + side, y + side)], fill=fill) if kind == "polygon" else getattr(pen, kind)(box, fill=fill)
+            if kind == "polygon":
+                pen.polygon([(x, y + side), (x + side // 2, y), (x + side, y + side)], fill=fill)
+            else:
+                getattr(pen, kind)(box, fill=fill)
         exif = Image.Exif()
         exif[0x0112] = 6 if i % 9 < 3 else 1
-        (image.transpose(Image.Transpose.ROTATE_90) if i % 9 < 3 else image).save(folder / f"IMG_{i:04d}.jpg", quality=85, exif=exif.tobytes())
+        stored = image.transpose(Image.Transpose.ROTATE_90) if i % 9 < 3 else image  # shown upright by orientation 6
+        stored.save(folder / f"IMG_{i:04d}.jpg", quality=85, exif=exif.tobytes())
     return root
 
 

@@ -83,13 +83,15 @@ def estimate(plan: Plan, model: Callable[..., torch.nn.Module], features: Featur
     if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn.py)
         width = math.prod(in_shape)
         chunk = min(getattr(built, "chunk_size", plan.test), max(plan.train, plan.test))
-        parts.append(Part(f"{name}'s memorized training images ({plan.train:,} x {width:,} float32)", plan.train * width * FLOAT, True, pixels))
+        parts.append(Part(f"{name}'s memorized training images ({plan.train:,} x {width:,} float32)", plan.train * width * FLOAT,
+                          True, pixels))
         parts.append(Part(f"its search ({chunk:,} queries x {plan.train:,} distances)", chunk * (plan.train + 8 * width) * FLOAT, True,
                           ("model.chunk_size",)))
         return Need(parts, f"{name}, no parameters")
     copies = TRAINED_COPIES if training else 1
     kept = "with their gradients, Adam's moments and a checkpoint read back" if training else "as float32"
-    parts.append(Part(f"{name}'s {table.params:,} parameters {kept}", table.params * FLOAT * copies, True, (*pixels[:1], "model.* (conf/model/)")))
+    parts.append(Part(f"{name}'s {table.params:,} parameters {kept}", table.params * FLOAT * copies, True,
+                      (*pixels[:1], "model.* (conf/model/)")))
     outputs = [math.prod(layer.shape) for layer in table.layers if layer.shape]
     batch = min(plan.train if trainer.batch_size == "all" else trainer.batch_size, plan.train)
     evaluated = min(trainer.eval_batch_size, max(plan.train, plan.test))
@@ -113,7 +115,8 @@ def check(need: Need, device: torch.device) -> None:
     for on_device, where, (free, source) in pools:
         parts = sorted((p for p in need.parts if not gpu or p.on_device == on_device), key=lambda p: -p.bytes)
         total = sum(p.bytes for p in parts)
-        said.append(f"{_bytes(total)} of the {_bytes(free)} of {where} free ({source})" if free is not None else f"{_bytes(total)} of {where}")
+        of = f" of the {_bytes(free)} of {where} free ({source})" if free is not None else f" of {where}"
+        said.append(f"{_bytes(total)}{of}")
         if free is None or total <= NEAR * free:
             continue
         what = ", ".join(f"{p.what} {_bytes(p.bytes)}" for p in parts if p.bytes >= total / 100)
