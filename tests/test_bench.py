@@ -103,6 +103,10 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"none \d+\.\d\d%, flip \d+\.\d\d%, flip_translate \d+\.\d\d%", ours) and points.endswith("(flip_translate)")
     ours, baseline, ratio = row(r"^cifar10_fast: one epoch, launch to exit, s, trainer.precision=auto \((bf16|32) here\) against 32 --quick")
     assert re.fullmatch(r"\d+", ours) and re.fullmatch(r"\d+", baseline) and re.fullmatch(r"\d+\.\d\dx", ratio)
+    ours, baseline, _ = row(r"^photos: 12 of 1008x756, model=cnn defaults --quick")
+    assert re.fullmatch(r"[\d,]+ MiB peak, \d+\.\d s, run folder [\d,]+\.\d MiB, test/acc \d+\.\d%", ours) and baseline.endswith("(dataset.max_side=null)")
+    for model in ("linear", "mlp", "cnn", "knn"):
+        assert row(rf"^photos: 30 of 160x120, model={model} defaults --quick")[0].startswith(tuple("0123456789"))
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

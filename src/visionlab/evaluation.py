@@ -22,7 +22,7 @@ from visionlab import provenance
 from visionlab.config import build
 from visionlab.data import Splits
 from visionlab.errors import UserError, writing
-from visionlab.experiment import build_parts, count_trainable, prepare_data
+from visionlab.experiment import build_parts, count_trainable, load_data, prepare_data
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
@@ -73,7 +73,7 @@ def load_model(path: Path, overrides: list[str] = (), config_dirs: list[str] = (
         raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)") from None
     parts = build_parts(cfg)
     device = resolve_device(parts.trainer.device)
-    raw = parts.dataset.load()
+    raw = load_data(parts, device, training=False)
     provenance.tell(state.get("provenance"), provenance.record(device, raw.files))
     splits = prepare_data(parts, device, partition=state.get("partition", 0), raw=raw)
     model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})).to(device)

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from visionlab import provenance
+from visionlab import budget, provenance
 from visionlab.compiled import eager
 from visionlab.config import build, first_use, validate
 from visionlab.cross_validation import final_model_overrides, final_model_trainer, summarize_folds
@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if warning := slow_choice(parts.trainer.precision, device):
         log.warning(warning)
     seed_everything(parts.seed)
-    raw = parts.dataset.load()
+    raw = load_data(parts, device, training=True)
     origin = provenance.start(run_dir, device, raw.files, resume)
     plan = parts.split.plan(raw.train.labels, parts.seed)
     if len(plan) > 1:
@@ -330,8 +330,13 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
 
 def prepare_data(parts: Parts, device: torch.device, partition: int = 0, raw: RawData | None = None) -> Splits:
     """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint (`raw`: if loaded)."""
-    raw = raw if raw is not None else parts.dataset.load()
+    raw = raw if raw is not None else load_data(parts, device, training=False)
     return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
+
+
+def load_data(parts: Parts, device: torch.device, training: bool) -> RawData:
+    """The dataset's images, once what they, the model and its training will take is known to fit (budget.py)."""
+    return parts.dataset.load(lambda plan: budget.check(budget.estimate(plan, parts.model, parts.features, parts.trainer, training), device))
 
 
 def publish(parts: Parts, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,

@@ -1,8 +1,8 @@
 """`vl-predict CHECKPOINT IMAGE_OR_FOLDER...`: what a saved model says about your own pictures.
 
 The model and its data preparation are rebuilt from the checkpoint as `vl-eval` does (size,
-channels, the training split's normalization, features), and each file is decoded, converted and
-resized exactly as `dataset=folder` prepares its training images. The output is a table of the
+channels, the training split's normalization, features), and each file is decoded, turned upright,
+converted and resized exactly as `dataset=folder` prepares its training images. The output is a table of the
 top-k classes, `predictions.csv` and `predictions.png`: each image with its gradient saliency and
 Grad-CAM maps for the top class beside it; a kNN shows its votes and the nearest training images instead.
 """
@@ -88,7 +88,7 @@ def image_files(inputs: list[str]) -> list[Path]:
             below = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
             found = [p for p in below if is_image(p.name)]
             if not found:
-                raise UserError(f"{path} holds no image files (PNG, JPEG, BMP, GIF or WebP): give image files or folders of them")
+                raise UserError(f"{path} holds no image files (PNG, JPEG, BMP, GIF, WebP or HEIC): give image files or folders of them")
             files += found
             ignored += len(below) - len(found)
         elif path.is_file():
@@ -101,22 +101,25 @@ def image_files(inputs: list[str]) -> list[Path]:
 
 
 def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
-    """Decode each file to the model's channels and size; say what each needed (grey <-> RGB, resizing)."""
+    """Decode each file upright, to the model's channels and size; say what each needed (turning, grey <-> RGB, resizing)."""
     channels, size = shape[0], shape[1:]
     images, notes = [], []
     for path in files:
         try:
-            pixels, (height, width), grey = decode(path, channels, size)
+            picture = decode(path, channels, size)
         except BadImage as exc:
-            raise UserError(f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF or WebP files") from None
+            raise UserError(f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF, WebP or HEIC files") from None
         done = []
-        if grey and channels == 3:
+        if picture.orientation != 1:
+            done.append(f"turned upright by its EXIF orientation ({picture.orientation})")
+        if picture.grey and channels == 3:
             done.append("grey file converted to RGB")
-        elif not grey and channels == 1:
+        elif not picture.grey and channels == 1:
             done.append("RGB file converted to grey")
+        height, width = picture.size
         if (height, width) != tuple(size):
             done.append(f"resized from {width}x{height} to {size[1]}x{size[0]}")
-        images.append(to_tensor(pixels))
+        images.append(to_tensor(picture.pixels))
         notes.append("; ".join(done))
     return Prepared(files, torch.stack(images), notes)
 

@@ -146,7 +146,7 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
 def test_size_and_channels_are_applied_as_asked(tmp_path, folder):
     grey = ImageFolder(root=str(folder), size=[8, 10], channels=1, cache_dir=str(tmp_path / "cache")).load()
     assert grey.train.images.shape[1:] == (1, 8, 10) and grey.train.images.dtype == torch.uint8
-    pixels, own, is_grey = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
+    pixels, own, is_grey, _ = decode(folder / "red" / "000.png", 1)  # an RGB PNG, to grey with Pillow's own weights
     expected = np.asarray(Image.open(folder / "red" / "000.png").convert("L"))
     assert not is_grey and own == (16, 16) and pixels.shape == (1, 16, 16) and np.array_equal(pixels[0], expected)
     pure_red = tmp_path / "red.png"
@@ -168,17 +168,17 @@ def test_jpegs_decode_to_the_pixels_pillow_gives(tmp_path):
     for name in written:
         path = tmp_path / f"{name}.jpg"
         for channels in (1, 3):
-            pixels, own, grey = decode(path, channels)
+            pixels, own, grey, _ = decode(path, channels)
             with Image.open(path) as opened:
                 expected = np.asarray(opened.convert("L" if channels == 1 else "RGB"))
             assert own == (24, 40) and grey == (name == "grey"), name
             assert pixels.shape == (channels, 24, 40) and np.array_equal(pixels.transpose(1, 2, 0).squeeze(), expected), (name, channels)
-    pixels, own, grey = decode(tmp_path / "grey.jpg", None)
+    pixels, own, grey, _ = decode(tmp_path / "grey.jpg", None)
     assert pixels.shape == (1, 24, 40) and grey
 
     grid = rng.integers(0, 256, (4, 4, 3))
     Image.fromarray(np.kron(grid, np.ones((16, 16, 1))).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)  # 64x64: 4x4 squares
-    shrunk, own, _ = decode(tmp_path / "big.jpg", 3, (16, 16))  # by DCT scaling (1/4), as Pillow's draft
+    shrunk, own, _, _ = decode(tmp_path / "big.jpg", 3, (16, 16))  # by DCT scaling (1/4), as Pillow's draft
     assert own == (64, 64) and shrunk.shape == (3, 16, 16)
     centres = shrunk.transpose(1, 2, 0).reshape(4, 4, 4, 4, 3)[:, 1:3, :, 1:3].astype(int)  # each square's inner 2x2 pixels
     assert np.abs(centres - grid[:, None, :, None]).mean() < 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -33,6 +34,19 @@ class RawData:
 
 
 @dataclass
+class Plan:
+    """What a dataset will hand over, as far as it is known before the images are read or decoded:
+    what the memory check (budget.py) weighs before any work."""
+
+    shape: tuple[int, int, int]  # C, H, W of every image (3 channels where the files decide and are not yet read)
+    train: int  # images in the official train split (after train_size)
+    test: int
+    classes: int
+    size_key: str | None = None  # the setting that sets the image size, if the dataset has one ("dataset.size")
+    reading: int = 0  # bytes that reading takes beyond the uint8 images (drawing in float32, say)
+
+
+@dataclass
 class ImageDataset:
     """Base of every `conf/dataset/*.yaml` target.
 
@@ -49,14 +63,26 @@ class ImageDataset:
     def read(self) -> RawData:
         raise NotImplementedError
 
-    def load(self) -> RawData:
+    def plan(self) -> Plan | None:
+        """What read() will return, found without reading the images; None: only reading tells."""
+        return None
+
+    def load(self, check: Callable[[Plan], None] = lambda plan: None) -> RawData:
+        """The images, once `check` has passed their plan: before reading them where the dataset can tell, else just after."""
+        plan = self.plan()
+        if plan is not None:
+            check(Plan(plan.shape, min(plan.train, self.train_size or plan.train), min(plan.test, self.test_size or plan.test),
+                       plan.classes, plan.size_key, plan.reading))
         raw = self.read()
-        return RawData(
+        raw = RawData(
             _first(raw.train, self.train_size, "dataset.train_size"),
             _first(raw.test, self.test_size, "dataset.test_size"),
             raw.classes,
             raw.files,
         )
+        if plan is None:
+            check(Plan(tuple(raw.train.images.shape[1:]), len(raw.train), len(raw.test), len(raw.classes)))
+        return raw
 
 
 def _first(part: LabeledImages, size: int | None, key: str) -> LabeledImages:

@@ -3,7 +3,11 @@
     ROOT/<class>/<image>                                   one tree: a seeded, stratified test_fraction is set aside
     ROOT/train/<class>/<image> + ROOT/test/<class>/<image>  the split is yours
 
-Class names are the folder names, sorted. The images are decoded once (data/images.py) into a
+Class names are the folder names, sorted. With `size` null, the images train at the most common
+(upright) size among them, shrunk to `max_side` when it is larger (images.training_size): a folder
+of phone photos trains at 48x64, not 3024x4032. plan() finds the files and that size from the cache
+or a sample of headers, before anything is decoded, so the memory check (budget.py) comes first.
+The images are decoded once (data/images.py) into a
 uint8 cache in `cache_dir` (default ROOT/.visionlab), keyed by the file list, each file's size and
 modification time and the decoding parameters, so a later run, or vl-eval, loads them in a fraction
 of a second and a changed file is noticed. The test files drawn from one tree are recorded there
@@ -19,7 +23,8 @@ import operator
 import os
 import stat
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -28,15 +33,15 @@ import torch
 
 from visionlab.cache import PixelCache
 from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole, WritesOutside
-from visionlab.data.base import ImageDataset, LabeledImages, RawData
+from visionlab.data.base import ImageDataset, LabeledImages, Plan, RawData
 from visionlab.data.files import DataFiles
-from visionlab.data.images import EXTENSIONS, decode_files, is_image, worker_count
+from visionlab.data.images import EXTENSIONS, common_size, decode_files, is_image, training_size, worker_count
 from visionlab.errors import UserError
 
 log = logging.getLogger("visionlab")
 
 SHOWN = 3  # bad files named in the error line; the count says how many more
-DECODER = "simplejpeg-pillow-2"  # part of the cache key: change it when data/images.py decodes differently
+DECODER = "simplejpeg-pillow-upright-3"  # part of the cache key: change it when data/images.py decodes differently
 BY_NAME = operator.attrgetter("name")  # directory entries sort by name
 LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 
@@ -54,9 +59,25 @@ class Scan:
 
 
 @dataclass
+class Found:
+    """What plan() learned before decoding anything, and read() goes on from."""
+
+    root: Path
+    classes: list[str]
+    files: list[str]  # in the order of the images: train, then test, each shuffled
+    labels: np.ndarray
+    n_train: int
+    ignored: int
+    key: dict  # the pixel cache's
+    stored: tuple[torch.Tensor, dict] | None  # the cached images and their header's extra, if the cache has them
+    common: tuple[int, int] | None  # the most common upright (height, width): the cache's record, or a sample of headers
+    size: tuple[int, int]  # what they train at
+
+
+@dataclass
 class ImageFolder(ImageDataset):
     root: Annotated[str | None, Maybe(Text())] = None  # required: null is refused with the layout it needs
-    # [height, width] (one number: a square); null: the most common size among the files
+    # [height, width] (one number: a square); null: the most common size among the files, shrunk to max_side
     size: Annotated[list[int] | None, Maybe(Either(Each(Whole(1, unit="pixels"), length=2, example="[64, 64]"), Whole(1, unit="pixels")))] = None
     channels: Annotated[int | None, Maybe(OneOf(1, 3))] = None  # 1 or 3; null: 1 if every file is grey, else 3
     # one tree only: the share of each class set aside for test
@@ -66,6 +87,9 @@ class ImageFolder(ImageDataset):
     skip_bad_files: Annotated[bool, Switch()] = False
     cache_dir: Annotated[str | None, Maybe(Text()), WritesOutside()] = None  # null: ROOT/.visionlab, beside the images
     workers: Annotated[int | None, Maybe(Whole(1))] = None  # decoding processes; null: one per core
+    # size null: the longest side images train at, aspect kept; null: no limit
+    max_side: Annotated[int | None, Maybe(Whole(1, unit="pixels"))] = 64
+    _found: Found | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, int):
@@ -73,10 +97,10 @@ class ImageFolder(ImageDataset):
         elif self.size is not None:
             self.size = list(self.size)
 
-    def read(self) -> RawData:
+    def plan(self) -> Plan:
+        """The files, and the size they will train at, from the cache or a sample of their headers: nothing is decoded."""
         root = self._root()
         train, test = self._split(root)
-        classes = train.classes
         n_train = len(train.files)
         # numpy, not torch, for these few whole-array steps: each small torch call waits for torch's threads on a busy machine
         order = np.concatenate([self._order(n_train), n_train + self._order(len(test.files))])
@@ -84,12 +108,36 @@ class ImageFolder(ImageDataset):
         files = [every[i] for i in order.tolist()]
         labels = np.array(train.labels + test.labels, dtype=np.int64)[order]
         sizes, mtimes = np.array(train.sizes + test.sizes, dtype=np.int64)[order], np.array(train.mtimes + test.mtimes, dtype=np.int64)[order]
-        ignored = train.ignored + test.ignored
-        images, bad = self._images(root, files, sizes, mtimes)
+        listing = hashlib.sha256("\n".join(files).encode())
+        listing.update(sizes.astype("<i8").tobytes())
+        listing.update(mtimes.astype("<i8").tobytes())
+        key = {"dataset": "folder", "split": "all", "files": listing.hexdigest(), "size": self.size, "channels": self.channels,
+               "max_side": None if self.size else self.max_side, "decoder": DECODER}
+        stored = PixelCache(self._cache_dir(root)).load(key, (len(files), self.channels, *(self.size or (None, None))))
+        if stored is not None:
+            common = tuple(stored[1]["common"]) if stored[1].get("common") else None
+            size = tuple(stored[0].shape[2:])
+        else:
+            common = None if self.size else common_size([os.path.join(root, f) for f in files])
+            size = tuple(self.size) if self.size else training_size(common, self.max_side)
+        self._found = Found(root, train.classes, files, labels, n_train, train.ignored + test.ignored, key, stored, common, size)
+        if common is not None and size != common:
+            log.info("folder: training at %dx%d pixels (height x width): the most common size, %dx%d, shrunk to dataset.max_side=%d "
+                     "on its longer side, aspect kept; dataset.size=[%d,%d] or dataset.max_side=%d changes it",
+                     *size, *common, self.max_side, *size, 2 * self.max_side)
+        channels = self.channels or (stored[0].shape[1] if stored is not None else 3)
+        return Plan((channels, *size), n_train, len(files) - n_train, len(train.classes), "dataset.size")
+
+    def read(self) -> RawData:
+        if self._found is None:  # read() without load()
+            self.plan()
+        found, self._found = self._found, None
+        root, classes, files, labels, n_train = found.root, found.classes, found.files, found.labels, found.n_train
+        images, bad = self._images(found)
         bad_in_train = sum(i < n_train for i in bad)
         log.info("folder: %s images in %d classes from %s (%s train, %s test)%s", f"{len(files) - len(bad):,}", len(classes), root,
                  f"{n_train - bad_in_train:,}", f"{len(files) - n_train - (len(bad) - bad_in_train):,}",
-                 f"; {ignored:,} files that are not images were ignored" if ignored else "")
+                 f"; {found.ignored:,} files that are not images were ignored" if found.ignored else "")
         keep = np.ones(len(files), dtype=bool)
         keep[list(bad)] = False
         parts = []
@@ -159,32 +207,32 @@ class ImageFolder(ImageDataset):
 
     # ---- decoding, once -------------------------------------------------------------------------
 
-    def _images(self, root: Path, files: list[str], sizes: np.ndarray, mtimes: np.ndarray) -> tuple[torch.Tensor, dict[int, str]]:
+    def _images(self, found: Found) -> tuple[torch.Tensor, dict[int, str]]:
         """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files (index -> reason)."""
-        listing = hashlib.sha256("\n".join(files).encode())
-        listing.update(sizes.astype("<i8").tobytes())
-        listing.update(mtimes.astype("<i8").tobytes())
-        key = {"dataset": "folder", "split": "all", "files": listing.hexdigest(), "size": self.size, "channels": self.channels, "decoder": DECODER}
-        cache = PixelCache(self._cache_dir(root))
+        root, files = found.root, found.files
         started = time.perf_counter()
-        if (stored := cache.load(key, (len(files), self.channels, *(self.size or (None, None))))) is not None:
-            images, extra = stored
+        cache = PixelCache(self._cache_dir(root))
+        if found.stored is not None:
+            images, extra = found.stored
             bad = dict.fromkeys(extra["bad"], "unreadable when the cache was made")
             self._check_bad(root, files, bad)
-            log.info("folder: %s decoded images loaded from %s in %.2f s", f"{len(files):,}", cache.path(key), time.perf_counter() - started)
+            log.info("folder: %s decoded images loaded from %s in %.2f s", f"{len(files):,}", cache.path(found.key), time.perf_counter() - started)
             return images, bad
-        with cache.writing(key) as writer:
-            decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers), writer.allocate)
+        with cache.writing(found.key) as writer:
+            decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers),
+                                   writer.allocate, self.max_side, found.common)
             self._check_bad(root, files, decoded.bad)
-            where = writer.commit(decoded.images, {"bad": sorted(decoded.bad)})
+            common = Counter(s for s in decoded.sizes if s is not None).most_common(1)
+            where = writer.commit(decoded.images, {"bad": sorted(decoded.bad), "common": list(common[0][0]) if common else None})
         seconds = time.perf_counter() - started
         c, h, w = decoded.images.shape[1:]
         mixed = len({s for s in decoded.sizes if s is not None}) > 1
         grey = sum(decoded.grey)
-        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%d processes, %s per second)%s%s", f"{len(files):,}", c, h, w, seconds, decoded.workers,
-                 f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
+        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%d processes, %s per second)%s%s%s", f"{len(files):,}", c, h, w, seconds,
+                 decoded.workers, f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
                  f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
-                 (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""))
+                 (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""),
+                 f"; {decoded.turned:,} turned upright by their EXIF orientation" if decoded.turned else "")
         if where:
             log.info("folder: cached in %s", where)
         return decoded.images, decoded.bad

@@ -16,8 +16,9 @@ from typing import Annotated
 import torch
 
 from visionlab.checks import Each, Number, Whole
-from visionlab.data.base import ImageDataset, LabeledImages, RawData
+from visionlab.data.base import ImageDataset, LabeledImages, Plan, RawData
 
+DRAWING = 20  # bytes per pixel while a split is drawn: its float32 canvas, noise, and the steps between them
 SHAPES = ("horizontal_bar", "vertical_bar", "diagonal", "antidiagonal", "ring", "blob", "square", "cross", "stripes", "checker")
 
 
@@ -30,6 +31,11 @@ class Synthetic(ImageDataset):
     noise: Annotated[float, Number(ge=0, example=0.3)] = 0.3  # std of the pixel noise, on a 0-1 scale
     max_shift: Annotated[int, Whole(0, unit="pixels")] = 6  # how far a shape's centre may be from the image's
     seed: Annotated[int, Whole()] = 0
+
+    def plan(self) -> Plan:
+        c, h, w = self.shape
+        return Plan((c, h, w), self.train_size, self.test_size, self.num_classes, "dataset.shape",
+                    DRAWING * max(self.train_size, self.test_size) * c * h * w)
 
     def read(self) -> RawData:
         g = torch.Generator().manual_seed(self.seed)

@@ -102,6 +102,10 @@ class Features:
     def size(self, shape: tuple[int, int, int]) -> int:
         return sum(e.size(shape) for e in self.extractors.values())
 
+    def planned_size(self, shape: tuple[int, int, int]) -> int:
+        """size() before make_splits has settled what depends on the image size (HOG's cell_size: auto)."""
+        return sum((e.for_shape(shape) if hasattr(e, "for_shape") else e).size(shape) for e in self.extractors.values())
+
     def cached(self, images: torch.Tensor, dataset: str, split: str, device: torch.device) -> torch.Tensor:
         """The features of one official split: from the cache when it has them, else computed (and cached)."""
         rows, columns = len(images), self.size(tuple(images.shape[1:]))
