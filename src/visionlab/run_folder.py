@@ -12,6 +12,7 @@ takes the lock, and refuses the folder, before either is written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -94,7 +95,8 @@ def take(folder: Path, resume: str | None) -> IO[str]:
         }) + "\n")
         lock.flush()
     except BaseException as exc:
-        lock.close()
+        with contextlib.suppress(OSError):  # a full disk fails the close's flush too: the first error is the one to tell
+            lock.close()
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(folder)) from None
         raise

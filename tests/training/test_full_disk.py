@@ -160,7 +160,7 @@ def test_a_disk_full_from_the_start_is_one_line_naming_the_run_folder(small_disk
     result = run_cli([*TINY, "model=linear"], run_dir)
     assert result.returncode == 75, result.stderr
     lines = stderr_lines(result.stderr)
-    assert lines == [f"error: no space left on the disk of {run_dir} for the run's config (.hydra/); "
+    assert lines == [f"error: no space left on the disk of {run_dir} for the run's files; "  # its lock, the first write
                      "no checkpoint was written yet: free some space and run again"]
     assert not list(run_dir.rglob("*.tmp"))
 
