@@ -7,6 +7,10 @@ then resume=), 128+n for signal n, 1 for a bug (whose traceback goes to the run'
 
 from __future__ import annotations
 
+from visionlab import cores
+
+cores.quiet_idle_threads()  # before anything below loads torch, whose OpenMP runtime reads it once
+
 import argparse
 import logging
 import os
@@ -30,6 +34,7 @@ from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_fu
 from visionlab.paths import config_dir
 from visionlab import terminal
 from visionlab.console import ConsoleHandler, RunLogFile, console, error_console
+from visionlab.parallel_jobs import label_parallel_job
 from visionlab.reporting import sweep_report
 from visionlab.training.resume import resume_arguments
 from visionlab.trust import split_config_dirs
@@ -55,6 +60,7 @@ def _train_job(cfg: DictConfig) -> float:
 
     terminal.install()  # again for a job in a launcher's worker process
     quiet_full_disk_in_threads()
+    label_parallel_job()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     global _SINGLE_RUN
     _SINGLE_RUN = HydraConfig.get().mode == RunMode.RUN
