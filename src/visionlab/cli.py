@@ -41,6 +41,9 @@ from visionlab.trust import split_config_dirs
 
 CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
+# Importing optuna (a search's plugin, found by Hydra; a pruned trial's job) imports alembic, which logs a line per
+# plugin it sets up: seven lines of "setup plugin alembic..." before a search's first.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown

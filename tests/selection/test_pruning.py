@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def test_a_search_prunes_trials_below_the_median_and_a_resumed_study_goes_on_pru
     assert pruned and min(pruned) >= 2  # judged against the first launch's trials, read from the storage
     for number in pruned:
         assert f"trial {number} was pruned by its job" in second.stdout
+        # the report shows the value it was pruned at (after the completed trials: only those are ranked)
+        assert re.search(rf"│\s+{number} │.*│\s+{study.trials[number].value:.4f} │ pruned\s+│", second.stdout), second.stdout
         assert f"pruned by MedianPruner after epoch {max(study.trials[number].intermediate_values)}: trial {number}" in (
             search / str(number) / "train.log").read_text()
     assert [t.number for t in study.trials] == list(range(8))
