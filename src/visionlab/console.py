@@ -45,7 +45,9 @@ class ConsoleHandler(logging.Handler):
         try:
             target = error_console if record.levelno >= logging.ERROR else console
             line = f"{job_label}{self.format(record)}"
-            target.print(line, markup=False, highlight=False, soft_wrap=not target.is_terminal, overflow="ignore")
+            # A terminal's lines wrap at word boundaries, by rich, which then knows the rows the live bar sits below;
+            # anywhere else (a file, a pipe) a line stays one line.
+            target.print(line, markup=False, highlight=False, soft_wrap=not target.is_terminal)
         except Exception:
             self.handleError(record)
 

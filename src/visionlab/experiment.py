@@ -151,7 +151,8 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
                     overrides = final_model_overrides(done) if part.final else {}
                     trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
                     reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
-                                        resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
+                                        resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None,
+                                        later_partitions=len(plan) - index - 1, stops_early=parts.trainer.early_stopping.enabled)
                     checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
                                               best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
                                               provenance=origin)
