@@ -144,8 +144,17 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines)
 
 
-EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--config-dir DIR] [key=value ...]  "
-              "(PATH: a checkpoint, or a run directory for its last.pt; DIR: your own configs, whose classes it may build)")
+EVAL_USAGE = """usage: vl-eval PATH [split=test|val|train] [--config-dir DIR] [key=value ...]
+
+Score a saved model on one split of its own data, rebuilt from the checkpoint's config (the same seed, split and
+features): accuracy, mean loss, per-class accuracy and the confusion matrix. Prints them, and writes them to
+eval_<checkpoint>_<split>.json beside the checkpoint (best.pt on test: eval_best_test.json).
+
+  PATH              which weights: a run's best.pt (its best epoch by the objective) or last.pt (its last epoch);
+                    a run directory means its last.pt
+  split=            test (the default), val or train
+  key=value         changes the stored config: dataset.root=/data on another machine, trainer.tta=flip
+  --config-dir DIR  your own configs, whose classes it may build"""
 
 
 def evaluate() -> None:
