@@ -85,10 +85,15 @@ def join(cpus: frozenset[int], threads: int | None, run_dir: str) -> Seat | None
         handle = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
         return None
-    fcntl.flock(handle, fcntl.LOCK_EX)
     body = {"pid": entry.pid, "started": entry.started, "cpus": sorted(cpus), "threads": threads, "run_dir": run_dir}
-    os.write(handle, json.dumps(body).encode())
-    os.rename(hidden, final)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        os.write(handle, json.dumps(body).encode())
+        os.rename(hidden, final)
+    except OSError:  # a full disk, say: this run shares nothing rather than stop
+        os.close(handle)
+        hidden.unlink(missing_ok=True)
+        return None
     return Seat(final, handle, entry)
 
 

@@ -55,6 +55,26 @@ def _events(method):
 BAR_EVERY_S = 0.5  # how often the bar's time left is worked out again
 
 
+# The bar's line, by what it needs: the bar at least BAR_AT_LEAST wide, and what fits of the optional
+# columns (the loss, the last val/acc, the speed: widths as drawn), dropped from the last on a narrow terminal.
+BAR_AT_LEAST, FIXED = 10, 50  # FIXED: the epoch, the steps, the time left, and the spaces between columns
+OPTIONAL = (("loss {task.fields[loss]}", 12), ("{task.fields[val]}", 15), ("{task.fields[speed]}", 13))
+
+
+def bar_columns(width: int) -> list:
+    """One row whatever the terminal's width: the bar takes what the columns leave, the optional ones what fits."""
+    one_row = Column(no_wrap=True)
+    room = width - FIXED - BAR_AT_LEAST
+    shown = []
+    for text, needs in OPTIONAL:
+        if room < needs:
+            break
+        shown.append(TextColumn(text, table_column=one_row))
+        room -= needs
+    return [TextColumn("[bold]epoch {task.fields[epoch]}", table_column=one_row), BarColumn(bar_width=None),
+            MofNCompleteColumn(table_column=one_row), *shown, TextColumn("{task.fields[left]}", table_column=one_row)]
+
+
 class Reporter:
     def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None,
                  later_partitions: int = 0, stops_early: bool = False):
@@ -77,13 +97,7 @@ class Reporter:
     def start_epoch(self, epoch: int, steps: int, done: int = 0) -> None:
         if live_progress_enabled():
             if self.progress is None:
-                one_row = Column(no_wrap=True)  # a narrow terminal shortens the bar, never wraps the bar's line
-                self.progress = Progress(
-                    TextColumn("[bold]epoch {task.fields[epoch]}", table_column=one_row), BarColumn(bar_width=None),
-                    MofNCompleteColumn(table_column=one_row), TextColumn("loss {task.fields[loss]}", table_column=one_row),
-                    TextColumn("{task.fields[val]}", table_column=one_row), TextColumn("{task.fields[speed]}", table_column=one_row),
-                    TextColumn("{task.fields[left]}", table_column=one_row), console=console, transient=True, expand=True,
-                )
+                self.progress = Progress(*bar_columns(console.width), console=console, transient=True, expand=True)
                 self.progress.start()
             last_val = self.val_acc.get(epoch - 1)
             self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…", speed="",
