@@ -1,4 +1,4 @@
-"""Several runs on one machine: two runs at once against one after the other, and a joblib sweep against the same sweep serially.
+"""Several runs on one machine: two at once against one after the other; a joblib sweep against the same sweep serially.
 
     .venv/bin/python bench/many_runs.py                  # issue 38's runs: the MNIST CNN, 3 epochs; a 4-job lr sweep
     .venv/bin/python bench/many_runs.py --epochs 1 --jobs 2
@@ -44,8 +44,8 @@ def together(commands: list[list[str]], folders: list[Path], env: dict[str, str]
     """Seconds from launching all of them at once until the last one exits; each one's output in FOLDER.out."""
     outputs = [open(folder.with_suffix(".out"), "w") for folder in folders]
     started = time.perf_counter()
-    processes = [subprocess.Popen([str(VL_TRAIN), *command], cwd=folder.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
-                 for command, folder, out in zip(commands, folders, outputs)]
+    processes = [subprocess.Popen([str(VL_TRAIN), *command], cwd=folder.parent, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT) for command, folder, out in zip(commands, folders, outputs)]
     codes = [process.wait() for process in processes]
     seconds = time.perf_counter() - started
     for out in outputs:
@@ -77,8 +77,8 @@ def rows(args) -> list[Row]:
     lrs = ",".join(LRS[:jobs])
     sweep = ["-m", *run, f"optimizer.lr={lrs}"]
     basic = together([[*sweep, f"hydra.sweep.dir={scratch / 'basic'}"]], [scratch / "basic"], env)
-    parallel = together([[*sweep, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}", f"hydra.sweep.dir={scratch / 'joblib'}"]],
-                        [scratch / "joblib"], env)
+    joblib = [*sweep, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}", f"hydra.sweep.dir={scratch / 'joblib'}"]
+    parallel = together([joblib], [scratch / "joblib"], env)
     what = "--quick: mlp, 1 epoch on 600 synthetic images" if args.quick else f"MNIST cnn, {args.epochs} epochs"
     one_after = f"{serial:.1f} (one after the other: {alone[0]:.1f} + {alone[1]:.1f})"
     return [
@@ -87,7 +87,8 @@ def rows(args) -> list[Row]:
         Row(f"many runs: two at once, each trainer.threads={cores} ({what}), wall s", f"{fixed:.1f}", one_after,
             f"{fixed / serial:.2f}x the serial time"),
         Row(f"many runs: a {jobs}-job optimizer.lr sweep, hydra/launcher=joblib n_jobs={cores} ({what}), wall s",
-            f"{parallel:.1f}", f"{basic:.1f} (the basic launcher: one job after the other)", f"{parallel / basic:.2f}x the serial time"),
+            f"{parallel:.1f}", f"{basic:.1f} (the basic launcher: one job after the other)",
+            f"{parallel / basic:.2f}x the serial time"),
     ]
 
 

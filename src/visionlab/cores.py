@@ -27,7 +27,7 @@ class Budget:
 def budget() -> Budget:
     """A SLURM job's CPUs (`--cpus-per-task`: a cluster without CPU binding lets the process run on every
     core of a node it shares), else the affinity (taskset, a scheduler's pinning), capped by a cgroup's CPU quota."""
-    cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset(range(os.cpu_count() or 1))
+    cpus = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
     slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
     if slurm.isdigit() and int(slurm) > 0:
         return Budget(int(slurm), cpus, f"SLURM_CPUS_PER_TASK={slurm}")

@@ -122,7 +122,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         parts.threads.close()
 
 
-def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device, started: float, run_dir: Path) -> dict[str, Any]:
+def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device, started: float,
+              run_dir: Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
              resolved_precision(parts.trainer.precision, device))
     if parts.threads is not None:
@@ -150,9 +151,10 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
                     resumed = resume if resume is not None and index == resume.get("partition", 0) else None
                     overrides = final_model_overrides(done) if part.final else {}
                     trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
+                    at_step = resumed["position"]["step"] if resumed and "position" in resumed else None
                     reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
-                                        resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None,
-                                        later_partitions=len(plan) - index - 1, stops_early=parts.trainer.early_stopping.enabled)
+                                        resumed_at_step=at_step, later_partitions=len(plan) - index - 1,
+                                        stops_early=parts.trainer.early_stopping.enabled)
                     checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
                                               best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
                                               provenance=origin)

@@ -1,4 +1,4 @@
-"""A sweep's jobs side by side (`hydra/launcher=joblib`): their idle OpenMP threads sleep, and their lines say whose they are.
+"""A sweep's jobs side by side (`hydra/launcher=joblib`): idle OpenMP threads sleep, and lines say whose they are.
 
 The threads each job takes are its share of the cores (training/threads.py, docs/architecture.md,
 "Sharing the CPU cores"); the jobs' worker processes load torch after the sweep starts, with the

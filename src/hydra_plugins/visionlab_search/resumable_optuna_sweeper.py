@@ -84,7 +84,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
             log.info("study %s: a new study of %d trial%s (hydra.sweeper.n_trials)%s", search.study_name, search.n_trials,
                      "s" * (search.n_trials != 1), where)
             if search.storage is not None and search.study_name is not None:
-                study = optuna.create_study(study_name=search.study_name, storage=search.storage, directions=search._get_directions())
+                study = optuna.create_study(study_name=search.study_name, storage=search.storage,
+                                            directions=search._get_directions())
                 study_settings.store(study, searched, search.config)
         else:
             stopped = [t.number for t in study.trials if t.state == TrialState.RUNNING]
@@ -131,7 +132,8 @@ def follow_trials(search: Any) -> None:
 
     def launch_and_record(job_overrides: Any, initial_job_idx: int) -> Any:
         total = getattr(search, "trials_in_all", search.n_trials)
-        log.info(clock.start([t.number for t in batch], total, search.n_jobs, [tried(o, searched) for o in job_overrides]))
+        tries = [tried(overrides, searched) for overrides in job_overrides]
+        log.info(clock.start([t.number for t in batch], total, search.n_jobs, tries))
         returns = launch(job_overrides, initial_job_idx=initial_job_idx)
         clock.done()
         for trial, ret in zip(batch, returns):

@@ -37,7 +37,8 @@ class SearchClock:
         """The line for the batch of trials `numbers` (0-based) of a study of `total`."""
         self.started = time.monotonic()
         first, last = numbers[0], numbers[-1]
-        which = f"trial {first} ({first + 1} of {total}" if first == last else f"trials {first}-{last} ({first + 1}-{last + 1} of {total}"
+        which = f"trial {first} ({first + 1}" if first == last else f"trials {first}-{last} ({first + 1}-{last + 1}"
+        which += f" of {total}"
         if self.batches:
             batches_left = math.ceil((total - first) / max(batch_size, 1))
             which += f", about {duration(sum(self.batches) / len(self.batches) * batches_left)} left in the search"
@@ -49,7 +50,8 @@ class SearchClock:
 
 def tried(overrides: Any, searched: list[str]) -> str:
     """A job's searched values, as its overrides set them."""
-    return " ".join(f"{key}={short(value)}" for key, value in (o.split("=", 1) for o in overrides if "=" in o) if key in searched)
+    pairs = (override.split("=", 1) for override in overrides if "=" in override)
+    return " ".join(f"{key}={short(value)}" for key, value in pairs if key in searched)
 
 
 def duration(seconds: float) -> str:

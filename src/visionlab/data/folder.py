@@ -181,8 +181,8 @@ class ImageFolder(ImageDataset):
         c, h, w = decoded.images.shape[1:]
         mixed = len({s for s in decoded.sizes if s is not None}) > 1
         grey = sum(decoded.grey)
-        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%s, %s per second)%s%s", f"{len(files):,}", c, h, w, seconds,
-                 decoders(decoded.workers, len(files), worker_count(self.workers)),
+        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%s, %s per second)%s%s", f"{len(files):,}", c, h, w,
+                 seconds, decoders(decoded.workers, len(files), worker_count(self.workers)),
                  f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
                  f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
                  (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""))

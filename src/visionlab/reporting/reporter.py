@@ -100,8 +100,9 @@ class Reporter:
                 self.progress = Progress(*bar_columns(console.width), console=console, transient=True, expand=True)
                 self.progress.start()
             last_val = self.val_acc.get(epoch - 1)
-            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…", speed="",
-                                               val="" if last_val is None else f"val/acc {last_val:.4f}", left=self.left.bar())
+            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…",
+                                               speed="", val="" if last_val is None else f"val/acc {last_val:.4f}",
+                                               left=self.left.bar())
         self.left.start_epoch(epoch, steps, done)
         self._mark = (time.perf_counter(), 0)
         self._images = 0
@@ -138,7 +139,8 @@ class Reporter:
         shown_lr = "" if lr is None else f" lr {lr:.3g}"
         epoch_left = self.left.epoch_left()
         shown_left = "" if epoch_left is None else f", epoch {clock(epoch_left)} left"
-        log.info("epoch %d step %d loss %.4f%s %.0f img/s%s", epoch, step, value, shown_lr, speed, shown_left, extra={"progress": True})
+        log.info("epoch %d step %d loss %.4f%s %.0f img/s%s", epoch, step, value, shown_lr, speed, shown_left,
+                 extra={"progress": True})
         return value
 
     def note_terminal(self, epoch: int, step: int) -> None:

@@ -226,10 +226,12 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
         console.print(f"best {report.objective}: {report.value(best):.4f}{trial} in {where}", markup=False, highlight=False, soft_wrap=True)
     if (command := retrain_command(report)) is not None:
         (root / BEST_COMMAND_FILE).write_text(command + "\n")
-        console.print(f"retrain the best: {command} (also in {root / BEST_COMMAND_FILE})", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"retrain the best: {command} (also in {root / BEST_COMMAND_FILE})", markup=False, highlight=False,
+                      soft_wrap=True)
     if report.failed:
         where = ", ".join(report.location(run) for run in report.failed)
-        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}",
+                      markup=False, highlight=False, soft_wrap=True)
     console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False, soft_wrap=True)
     if curve is not None:
         console.print(f"picture of {curve.objective} against {curve.parameter}: {root / PICTURE_FILE}", markup=False, highlight=False, soft_wrap=True)

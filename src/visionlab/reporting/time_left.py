@@ -2,8 +2,9 @@
 
 The run's pace is its seconds per training step since this session's first step, so once an
 epoch has ended it counts the evaluation after each epoch too; the epoch's pace is this epoch's
-own (the run's until its first step). A k-fold partition counts the partitions after it as taking as long as itself. With early
-stopping the run may end sooner: what is said then is the most it can take.
+own (the run's until its first step). A k-fold partition counts the partitions after it as
+taking as long as itself. With early stopping the run may end sooner: what is said then is the
+most it can take.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class TimeLeft:
         if not self.steps or self.started is None:
             return None
         pace = (time.perf_counter() - self.started) / self.steps
-        steps = (self.per_epoch - self.done) + (self.epochs - self.epoch) * self.per_epoch + self.later * self.epochs * self.per_epoch
+        epochs = (self.epochs - self.epoch) + self.later * self.epochs  # after this one
+        steps = (self.per_epoch - self.done) + epochs * self.per_epoch
         return pace * steps
 
     def said(self) -> str:
@@ -50,7 +52,9 @@ class TimeLeft:
         left = self.run_left()
         if left is None:
             return ""
-        return f"at most {clock(left)} left in the run (early stopping)" if self.stops_early else f"{clock(left)} left in the run"
+        if self.stops_early:
+            return f"at most {clock(left)} left in the run (early stopping)"
+        return f"{clock(left)} left in the run"
 
     def bar(self) -> str:
         """For the progress bar: the epoch's time left and the run's."""
