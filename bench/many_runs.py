@@ -28,7 +28,7 @@ from pathlib import Path
 
 from common import VL_TRAIN, Row, main, mnist_root, parser
 
-from visionlab.cores import budget
+from visionlab.cores import allowed
 
 LRS = ["0.001", "0.003", "0.01", "0.03", "0.0003", "0.1"]
 
@@ -58,7 +58,7 @@ def together(commands: list[list[str]], folders: list[Path], env: dict[str, str]
 
 def rows(args) -> list[Row]:
     root = None if args.quick else mnist_root(args.mnist)
-    cores = budget().cores
+    cores = allowed().cores
     run = job(args, root)
     scratch = Path(tempfile.mkdtemp(prefix="many_runs-"))
     env = {**os.environ, "VL_RUNS_DIR": str(scratch / "registry")}

@@ -23,14 +23,14 @@ def run(started: float, threads: int | None = None, cpus: frozenset[int] = TWO) 
 
 def test_a_slurm_job_has_the_cpus_it_was_given(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
-    assert cores.budget().cores == 3 and cores.budget().why == "SLURM_CPUS_PER_TASK=3"
+    assert cores.allowed().cores == 3 and cores.allowed().why == "SLURM_CPUS_PER_TASK=3"
 
 
 def test_elsewhere_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     affinity = len(os.sched_getaffinity(0))
     quota = cores.cgroup_quota()
-    assert cores.budget().cores == (affinity if quota is None or quota >= affinity else max(int(quota), 1))
+    assert cores.allowed().cores == (affinity if quota is None or quota >= affinity else max(int(quota), 1))
 
 
 def test_the_tightest_cgroup_quota_on_the_way_up_counts(tmp_path):

@@ -24,7 +24,7 @@ class Budget:
     why: str
 
 
-def budget() -> Budget:
+def allowed() -> Budget:
     """A SLURM job's CPUs (`--cpus-per-task`: a cluster without CPU binding lets the process run on every
     core of a node it shares), else the affinity (taskset, a scheduler's pinning), capped by a cgroup's CPU quota."""
     cpus = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))

@@ -23,7 +23,7 @@ def parallel_jobs(hydra: Any) -> int:
     launcher = hydra.get("launcher") or {}
     if "joblib" not in str(launcher.get("_target_", "")):
         return 1
-    return cores.joblib_siblings(int(launcher.get("n_jobs") or -1), cores.budget().cores)
+    return cores.joblib_siblings(int(launcher.get("n_jobs") or -1), cores.allowed().cores)
 
 
 class ParallelJobs(Callback):

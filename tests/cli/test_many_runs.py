@@ -21,9 +21,11 @@ from tests.conftest import TINY, VL_TRAIN, read_metrics, wait_for_position
 from visionlab import cores, run_registry
 
 CORES = sorted(os.sched_getaffinity(0))[:2]
-pytestmark = pytest.mark.skipif(len(CORES) < 2 or (cores.cgroup_quota() or 2) < 2, reason="needs two cores this process may use")
+pytestmark = pytest.mark.skipif(len(CORES) < 2 or (cores.cgroup_quota() or 2) < 2,
+                                reason="needs two cores this process may use")
 SHARED = [arg for arg in TINY if not arg.startswith("trainer.threads=")]  # threads unset: a share of the cores
-LONG = [*SHARED, "model=cnn", "trainer.epochs=50", "trainer.batch_size=16"]  # stopped with Ctrl-C once it has shown enough
+# Longer than any test needs: stopped with Ctrl-C once it has shown enough.
+LONG = [*SHARED, "model=cnn", "trainer.epochs=1000", "trainer.early_stopping.patience=null", "trainer.batch_size=16"]
 
 
 def on_two_cores() -> None:
@@ -68,7 +70,8 @@ def test_a_second_run_takes_half_the_cores_and_the_first_gives_them_up_and_back(
         assert second.returncode == 0, out
         assert "device: cpu (1 CPU threads)" in out
         assert "CPU cores: 2 cores shared by 2 visionlab runs: this run takes 1 thread (more as the others end)" in out
-        log = wait_for_line(tmp_path / "first" / "train.log", "CPU threads: 1 -> 2 (1 visionlab run on 2 cores now)", first)
+        given_back = "CPU threads: 1 -> 2 (1 visionlab run on 2 cores now)"
+        log = wait_for_line(tmp_path / "first" / "train.log", given_back, first)
     finally:
         stop(first)
     assert "device: cpu (2 CPU threads)" in log and "CPU threads: 2 -> 1 (2 visionlab runs on 2 cores now)" in log
@@ -96,12 +99,15 @@ def test_runs_that_set_their_threads_too_high_are_told_once_what_helps(tmp_path)
 
 def test_a_joblib_sweeps_jobs_share_the_cores_and_label_their_lines(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SHARED, "model=linear", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run([str(VL_TRAIN), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=on_two_cores)
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SHARED, "model=linear", "seed=0,1,2",
+            f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run([str(VL_TRAIN), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          preexec_fn=on_two_cores)
     assert done.returncode == 0, done.stdout + done.stderr
     for job in ("0", "1", "2"):
         log = (sweep / job / "train.log").read_text()
         assert "device: cpu (1 CPU threads)" in log, log
         assert "CPU cores: 2 cores shared by 2 visionlab runs (with this sweep's parallel jobs): this run takes 1 thread" in log
-        assert re.search(rf"^\[job {job}\]\[[-\d :]+\]\[INFO\] device: cpu", done.stdout, re.MULTILINE), "its terminal lines say whose they are"
+        labelled = re.search(rf"^\[job {job}\]\[[-\d :]+\]\[INFO\] device: cpu", done.stdout, re.MULTILINE)
+        assert labelled, "its terminal lines say whose they are"
     assert "oversubscribed" not in done.stdout + done.stderr

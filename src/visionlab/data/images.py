@@ -33,7 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from visionlab.cache import shared_zeros
-from visionlab.cores import budget
+from visionlab.cores import allowed
 from visionlab.console import console, live_progress_enabled
 
 log = logging.getLogger("visionlab")
@@ -289,7 +289,7 @@ class _Progress:
 
 def worker_count(workers: int | None) -> int:
     """`dataset.workers`, or the cores this process may use (docs/architecture.md, "Sharing the CPU cores")."""
-    return workers or budget().cores
+    return workers or allowed().cores
 
 
 def decoders(used: int, files: int, asked: int) -> str:

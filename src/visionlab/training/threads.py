@@ -31,7 +31,7 @@ LOOK_EVERY_S = 1.0  # reading the registry takes well under a millisecond for a 
 class SharedThreads:
     def __init__(self, asked: int | None, run_dir: Path):
         self.asked = asked
-        self.budget = cores.budget()
+        self.budget = cores.allowed()
         self.seat = run_registry.join(self.budget.cpus, asked, str(run_dir))
         self.me = self.seat.entry if self.seat else Entry(0, 0.0, self.budget.cpus, asked, str(run_dir))
         self.warned = False
