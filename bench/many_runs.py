@@ -52,15 +52,19 @@ def together(commands: list[list[str]], folders: list[Path], env: dict[str, str]
         out.close()
     for code, folder in zip(codes, folders):
         if code:
-            raise RuntimeError(f"vl-train failed (exit {code}): see {folder.with_suffix('.out')}")
+            tail = folder.with_suffix(".out").read_text().splitlines()[-5:]
+            raise RuntimeError(f"vl-train failed (exit {code}): " + " / ".join(tail))
     return seconds
 
 
 def rows(args) -> list[Row]:
     root = None if args.quick else mnist_root(args.mnist)
+    with tempfile.TemporaryDirectory(prefix="many_runs-") as folder:
+        return timed(args, job(args, root), Path(folder))
+
+
+def timed(args, run: list[str], scratch: Path) -> list[Row]:
     cores = allowed().cores
-    run = job(args, root)
-    scratch = Path(tempfile.mkdtemp(prefix="many_runs-"))
     env = {**os.environ, "VL_RUNS_DIR": str(scratch / "registry")}
 
     def runs(name: str, extra: list[str], count: int = 2) -> tuple[list[list[str]], list[Path]]:
