@@ -26,9 +26,10 @@ from common import REPO, Row, Skipped, main, parser
 STEPS = """
 import json, resource, sys, time, torch
 from visionlab.models.cnn import CNN
-from visionlab.training.speed import available_cores, keep_freed_memory
+from visionlab.cores import allowed
+from visionlab.training.speed import keep_freed_memory
 mode, shape, warmup, steps = sys.argv[1], tuple(map(int, sys.argv[2].split("x"))), int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(available_cores())
+torch.set_num_threads(allowed().cores)
 kept = mode == "kept" and keep_freed_memory()
 torch.manual_seed(0)
 model = CNN(shape, 10).to(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ from pathlib import Path
 from common import CIFAR_ROOT, MNIST_ROOT, Row, load, machine, table
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "recipe_budget", "folder_runs", "cifar10_fast", "photos"]
+SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "recipe_budget", "folder_runs", "many_runs", "cifar10_fast", "photos"]
 
 
 def main() -> None:

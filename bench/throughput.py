@@ -40,6 +40,7 @@ from visionlab.data.cifar10 import CLASSES  # noqa: E402
 from visionlab.experiment import build_parts, prepare_data  # noqa: E402
 from visionlab.training.device import resolve_device  # noqa: E402
 from visionlab.training.precision import Precision  # noqa: E402
+from visionlab.cores import allowed  # noqa: E402
 from visionlab.training.speed import configure_torch, prepare_model  # noqa: E402
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -116,7 +117,8 @@ def timed_steps(model, cfg, batches: Callable[[], Batches], device, warmup: int,
 
 def rows(args) -> list[Row]:
     device = resolve_device("auto")
-    configure_torch(device, None)
+    configure_torch(device)
+    torch.set_num_threads(allowed().cores)  # alone: every core this process may use
     warmup, steps = (2, 4) if args.quick else (args.warmup, args.steps)
     size = ["dataset.train_size=1000"] if args.quick else []
     cases = [("mnist", "linear"), ("mnist", "mlp"), ("mnist", "cnn"), ("cifar10", "cnn")]

@@ -161,6 +161,15 @@ def ensure_debian_package(command: str, package: str | None = None) -> str:
     return found
 
 
+@pytest.fixture(autouse=True)
+def runs_of_this_test_only(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's runs share the cores only with each other: the machine's other runs (other tests, other
+    sessions) would change the threads a run takes and add oversubscription warnings (docs/architecture.md)."""
+    folder = tmp_path_factory.mktemp("runs")
+    monkeypatch.setenv("VL_RUNS_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():

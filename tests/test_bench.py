@@ -94,6 +94,13 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     assert re.fullmatch(r"\d+\.\d", ours) and baseline.endswith("(dataset=cifar10)") and re.match(r"\d+\.\d\dx \(rounds: ", ratio)
     ours, baseline, points = row(r"^folder runs: model=knn test/acc")
     assert re.match(r"\d+\.\d\d% \(", ours) and baseline.endswith("(dataset=cifar10)") and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    for setting in ("trainer.threads unset", r"each trainer.threads=\d+"):
+        ours, baseline, ratio = row(rf"^many runs: two at once, {setting} \(--quick")
+        assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d \(one after the other: \d+\.\d \+ \d+\.\d\)", baseline)
+        assert re.fullmatch(r"\d+\.\d\dx the serial time", ratio)
+    ours, baseline, ratio = row(r"^many runs: a 2-job optimizer\.lr sweep, hydra/launcher=joblib n_jobs=\d+ \(--quick")
+    assert re.fullmatch(r"\d+\.\d", ours) and re.fullmatch(r"\d+\.\d \(the basic launcher: one job after the other\)", baseline)
+    assert re.fullmatch(r"\d+\.\d\dx the serial time", ratio)
     ours, baseline, points = row(r"^cifar10_fast: CIFAR-10 test/acc, mean \(range\) over seeds 0,1 --quick")
     assert re.fullmatch(r"\d+\.\d\d% \(\d+\.\d\d%-\d+\.\d\d%\)", ours) and baseline.endswith("(cifar10_resnet_small, seed 0)")
     assert re.fullmatch(r"[+-]\d+\.\d\d points", points)

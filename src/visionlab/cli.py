@@ -7,6 +7,10 @@ then resume=), 128+n for signal n, 1 for a bug (whose traceback goes to the run'
 
 from __future__ import annotations
 
+from visionlab import cores
+
+cores.quiet_idle_threads()  # before anything below loads torch, whose OpenMP runtime reads it once
+
 import argparse
 import logging
 import os
@@ -32,6 +36,7 @@ from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_fu
 from visionlab.paths import config_dir
 from visionlab import terminal
 from visionlab.console import ConsoleHandler, RunLogFile, console, error_console
+from visionlab.parallel_jobs import label_parallel_job
 from visionlab.reporting import sweep_report
 from visionlab.suggest import did_you_mean
 from visionlab.training.resume import is_hydra_setting, resume_arguments
@@ -40,6 +45,9 @@ from visionlab.trust import split_config_dirs
 CONF_DIR = str(config_dir())
 log = logging.getLogger("visionlab")
 run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for _train_job
+# Importing optuna (a search's plugin, found by Hydra; a pruned trial's job) imports alembic, which logs a line per
+# plugin it sets up: seven lines of "setup plugin alembic..." before a search's first.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 HYDRA_MODES_CLASH = "Only one of --run, --multirun"  # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
@@ -60,6 +68,7 @@ def _train_job(cfg: DictConfig) -> float:
 
     terminal.install()  # again for a job in a launcher's worker process
     quiet_full_disk_in_threads()
+    label_parallel_job()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     global _SINGLE_RUN
     _SINGLE_RUN = HydraConfig.get().mode == RunMode.RUN
@@ -222,9 +231,18 @@ def dotted_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-EVAL_USAGE = ("usage: vl-eval PATH [split=test|val|train] [--checkpoint last|best] [--config-dir DIR] [key=value ...]  "
-              "(PATH: a checkpoint, or a run directory: the checkpoint that took its test, or the one --checkpoint names; "
-              "DIR: your own configs, whose classes it may build)")
+EVAL_USAGE = """usage: vl-eval PATH [split=test|val|train] [--checkpoint last|best] [--config-dir DIR] [key=value ...]
+
+Score a saved model on one split of its own data, rebuilt from the checkpoint's config (the same seed, split and
+features): accuracy, mean loss, per-class accuracy and the confusion matrix. Prints them, and writes them to
+eval_<checkpoint>_<split>.json beside the checkpoint (best.pt on test: eval_best_test.json).
+
+  PATH                    which weights: a run's best.pt (its best epoch by the objective) or last.pt (its last
+                          epoch); a run directory means the checkpoint that took its test
+  --checkpoint last|best  with a run directory: that file of it instead
+  split=                  test (the default), val or train
+  key=value               changes the stored config: dataset.root=/data on another machine, trainer.tta=flip
+  --config-dir DIR        your own configs, whose classes it may build"""
 CHECKPOINT_CHOICES = ("last", "best")
 
 

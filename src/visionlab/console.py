@@ -18,6 +18,7 @@ from visionlab.errors import no_space
 
 console = Console()
 error_console = Console(stderr=True)
+job_label = ""  # "[job N]" in a job of a parallel sweep (parallel_jobs.py), whose lines interleave with its siblings'
 
 
 def plain_text(renderable) -> str:
@@ -43,7 +44,10 @@ class ConsoleHandler(logging.Handler):
             return
         try:
             target = error_console if record.levelno >= logging.ERROR else console
-            target.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+            line = f"{job_label}{self.format(record)}"
+            # A terminal's lines wrap at word boundaries, by rich, which then knows the rows the live bar sits below;
+            # anywhere else (a file, a pipe) a line stays one line.
+            target.print(line, markup=False, highlight=False, soft_wrap=not target.is_terminal)
         except Exception:
             self.handleError(record)
 

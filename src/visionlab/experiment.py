@@ -51,6 +51,7 @@ from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
+from visionlab.training.threads import ShareCores, SharedThreads
 from visionlab.training.state import TrainingState
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
 from visionlab.tta import with_tta
@@ -80,6 +81,7 @@ class Parts:
     pruning: TrialPruning = dataclasses.field(default_factory=TrialPruning)  # a pruned Optuna search's trial, or inactive
     summary_only: bool = False  # summary_only=true: the layer table, then exit
     layers: str = ""  # the first model's layer table (markdown), once built: for the run's summary.md
+    threads: SharedThreads | None = None  # the run's share of the CPU cores, looked at again as training goes
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -112,11 +114,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     parts = build_parts(cfg)
     started = time.perf_counter() - (resume["seconds"] if resume else 0.0)
     device = resolve_device(parts.trainer.device)
-    configure_torch(device, parts.trainer.threads)
+    configure_torch(device)
+    parts.threads = SharedThreads(parts.trainer.threads, run_dir)
+    try:
+        return run_parts(parts, resume, device, started, run_dir)
+    finally:
+        parts.threads.close()
+
+
+def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device, started: float,
+              run_dir: Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
              resolved_precision(parts.trainer.precision, device))
     if warning := slow_choice(parts.trainer.precision, device):
         log.warning(warning)
+    if parts.threads is not None:
+        parts.threads.say_start()
     seed_everything(parts.seed)
     raw = load_data(parts, device, training=True)
     origin = provenance.start(run_dir, device, raw.files, resume)
@@ -140,8 +153,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     resumed = resume if resume is not None and index == resume.get("partition", 0) else None
                     overrides = final_model_overrides(done) if part.final else {}
                     trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
+                    at_step = resumed["position"]["step"] if resumed and "position" in resumed else None
                     reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
-                                        resumed_at_step=resumed["position"]["step"] if resumed and "position" in resumed else None)
+                                        resumed_at_step=at_step, later_partitions=len(plan) - index - 1,
+                                        stops_early=parts.trainer.early_stopping.enabled)
                     checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
                                               best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
                                               provenance=origin)
@@ -247,6 +262,8 @@ def train_weights(
         state.load_state_dict(resume)
         reporter.val_acc.update({epoch: metrics["val/acc"] for epoch, metrics in state.history.items()})
     callbacks = [Progress(reporter), Pictures(visuals), SaveAndStop(checkpoints, trainer.checkpoint_every_steps, stop)]
+    if parts.threads is not None:
+        callbacks.append(ShareCores(parts.threads))
     if lookahead is not None:
         callbacks.insert(0, AverageWeights(lookahead))  # before anything saves or reports the weights
     if parts.pruning.active:  # before early stopping: the trial hears of every epoch
@@ -287,7 +304,7 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
     log.info("lr_find: the lr rises from %g to %g over %d steps (scheduler not used; the train split only)", test.min_lr, test.max_lr, test.steps)
     with StopRequest(parts.trainer.on_hangup) as stop:
         fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, parts.penalty(model.parameters())), settings,
-            [record, StopOnRequest(stop)])
+            [record, StopOnRequest(stop), *([ShareCores(parts.threads)] if parts.threads else [])])
     edge = record.edge()
     suggested, rule = suggestion(edge, warmup=warms_up(parts.schedule, parts.trainer.epochs, steps))
     found = {"status": "lr_find", "suggested_lr": suggested, "rule": rule, "lowest_loss_lr": edge, "steps": len(record.lrs),

@@ -47,10 +47,15 @@ class Prepared:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="vl-predict", description="Classify image files with a saved model: a table, predictions.csv and predictions.png.")
-    parser.add_argument("checkpoint", type=Path,
-                        help="a checkpoint (last.pt, best.pt) or a run directory (the checkpoint that took its test)")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for them; key=value changes the stored config (e.g. dataset.root=/data)")
+    parser = argparse.ArgumentParser(
+        prog="vl-predict", description="Classify image files with a saved model, as its run prepared its images: "
+        "the top classes of each in a table, and predictions.csv (every file's top classes and scores) and "
+        "predictions.png (the images with their saliency maps; a kNN: its nearest training images) in --out.")
+    parser.add_argument("checkpoint", type=Path, help="which weights: a run's best.pt (its best epoch by the objective) "
+                        "or last.pt (its last epoch); a run directory means the checkpoint that took its test (--checkpoint picks last or best)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER|key=value",
+                        help="image files, or folders searched for them; key=value changes the stored config "
+                        "(dataset.root=/data)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
                         help="your own configs (as for vl-train): the classes their YAML names may be built from the checkpoint")

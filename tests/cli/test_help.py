@@ -7,6 +7,8 @@ import subprocess
 
 from tests.conftest import CONF_DIR, VL_TRAIN
 
+VL_EVAL, VL_PREDICT = VL_TRAIN.with_name("vl-eval"), VL_TRAIN.with_name("vl-predict")
+
 
 def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
     result = subprocess.run([str(VL_TRAIN), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -28,3 +30,15 @@ def test_shell_completion_answers_through_vl_train(tmp_path):
                            env={**os.environ, "COMP_LINE": "vl-train model="})
     assert query.returncode == 0
     assert {"model=cnn", "model=knn", "model=mlp"} <= set(query.stdout.split())
+
+
+def test_eval_and_predict_help_say_what_they_score_write_and_how_to_choose_the_checkpoint(tmp_path):
+    evaluate = subprocess.run([str(VL_EVAL), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert evaluate.returncode == 0
+    for said in ("accuracy, mean loss, per-class accuracy and the confusion matrix", "eval_<checkpoint>_<split>.json",
+                 "best.pt (its best epoch", "last.pt (its last epoch)", "split=", "key=value", "--config-dir"):
+        assert said in evaluate.stdout, said
+    predict = subprocess.run([str(VL_PREDICT), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert predict.returncode == 0
+    for said in ("IMAGE_OR_FOLDER|key=value", "predictions.csv", "predictions.png", "best.pt", "last.pt"):
+        assert said in predict.stdout, said

@@ -20,6 +20,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import VL_TRAIN, read_metrics, run_cli
+from visionlab.cores import allowed
 from visionlab.data.folder import ImageFolder
 from visionlab.data.images import BadImage, decode
 
@@ -68,6 +69,8 @@ def test_a_folder_of_mixed_files_trains_and_names_classes_after_the_folders(tmp_
     assert result.returncode == 0, result.stderr
     log = log_of(run_dir)
     assert "54 images decoded to 3x16x16" in log and "files of other sizes were resized" in log
+    cores = allowed().cores  # dataset.workers: null, one per core; 54 files are decoded here all the same
+    assert (f"(in this process: fewer than 512 files do not pay for starting {cores} workers, " if cores > 1 else "(1 process, ") in log
     assert "grey files were converted to RGB" in log
     assert "6 files that are not images were ignored" in log  # a .txt and a .DS_Store per class
     assert "54 images in 3 classes" in log and "(42 train, 12 test)" in log  # 0.2 of 18 is 4 test images per class

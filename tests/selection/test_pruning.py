@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -62,11 +63,17 @@ def test_a_search_prunes_trials_below_the_median_and_a_resumed_study_goes_on_pru
     second = run_cli([*MLP_SEARCH, "hydra.sweeper.n_trials=8"], tmp_path / "second")
     assert second.returncode == 0, second.stderr
     assert "study mlp_optuna: 2 trials done, 6 to go" in second.stdout
+    said = re.findall(r"\]\[HYDRA\] trial (\d) \((\d) of 8(, about \d+ (?:s|min) left in the search)?\): model\.hidden=", second.stdout)
+    assert [(number, count) for number, count, _ in said] == [(str(n), str(n + 1)) for n in range(2, 8)]
+    assert not said[0][2] and all(left for _, _, left in said[1:]), "the time left, once a trial of this launch has ended"
+    assert "Launching 1 jobs locally" not in second.stdout and "setup plugin" not in second.stdout
     study = study_of(search)
     pruned = check_trials(study, search, epochs=2)
     assert pruned and min(pruned) >= 2  # judged against the first launch's trials, read from the storage
     for number in pruned:
         assert f"trial {number} was pruned by its job" in second.stdout
+        # the report shows the value it was pruned at (after the completed trials: only those are ranked)
+        assert re.search(rf"│\s+{number} │.*│\s+{study.trials[number].value:.4f} │ pruned\s+│", second.stdout), second.stdout
         assert f"pruned by MedianPruner after epoch {max(study.trials[number].intermediate_values)}: trial {number}" in (
             search / str(number) / "train.log").read_text()
     assert [t.number for t in study.trials] == list(range(8))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,11 +120,12 @@ def knn_study(tmp_path_factory) -> tuple[Path, Path]:
 OPTUNA_KNN = ["-m", "hparams_search=knn_optuna", *KNN, "dataset.train_size=300"]
 
 
-def rerun(knn_study: tuple[Path, Path], tmp_path: Path, n_trials: int) -> tuple[subprocess.CompletedProcess, Path, optuna.Study]:
-    """The study's command again, on a copy of its storage, into a new sweep folder."""
+def rerun(knn_study: tuple[Path, Path], tmp_path: Path, n_trials: int,
+          other: list[str] = ()) -> tuple[subprocess.CompletedProcess, Path, optuna.Study]:
+    """The study's command again (with `other` overrides), on a copy of its storage, into a new sweep folder."""
     storage = f"sqlite:///{shutil.copy(knn_study[1], tmp_path / 'optuna.db')}"
     new = tmp_path / "new"
-    args = [*OPTUNA_KNN, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={new}", f"hydra.sweeper.storage={storage}"]
+    args = [*OPTUNA_KNN, *other, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={new}", f"hydra.sweeper.storage={storage}"]
     return run_cli(args, tmp_path / "run"), new, optuna.load_study(study_name="knn_optuna", storage=storage)
 
 
@@ -158,6 +160,39 @@ def test_a_study_carried_on_in_a_new_folder_ranks_all_its_trials(knn_study, tmp_
     best = study.best_trial
     where = new / "2" if best.number == 2 else old / str(best.number)
     assert f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {where}" in result.stdout
+
+
+def test_a_study_reused_with_other_settings_is_refused_in_one_line_and_the_new_study_it_names_starts(knn_study, tmp_path):
+    result, new, study = rerun(knn_study, tmp_path, 3, ["split=kfold", "split.folds=2"])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: study knn_optuna in {storage} was searched with other settings: split=holdout there, kfold here; its trials "
+        "cannot be compared with this search's. Start a new study: hydra.sweeper.study_name=knn_optuna_kfold "
+        "(or search with the study's settings)"]
+    assert len(study.trials) == 2 and not new.exists(), "nothing ran, nothing was written"
+    assert "runs under" not in result.stdout, "no report of the study that was not run"
+
+    named = run_cli([*OPTUNA_KNN, "split=kfold", "split.folds=2", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={new}",
+                     f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=knn_optuna_kfold"], tmp_path / "run")
+    assert named.returncode == 0, named.stderr
+    assert "study knn_optuna_kfold: a new study of 1 trial (hydra.sweeper.n_trials)" in named.stdout
+    assert re.search(r"\]\[HYDRA\] trial 0 \(1 of 1\): model\.distance=\w+ model\.k=\d+ model\.weights=\w+$", named.stdout, re.M)
+    assert "Launching 1 jobs locally" not in named.stdout and "Launching 1 jobs locally" not in named.stdout
+    assert "setup plugin alembic" not in named.stdout + named.stderr
+
+
+def test_the_best_trial_is_retrained_by_the_command_the_search_writes(knn_study, tmp_path):
+    result, new, study = rerun(knn_study, tmp_path, 2)
+    assert result.returncode == 0, result.stderr
+    command = (new / "best_command.txt").read_text().strip()
+    assert f"retrain the best: {command} (also in {new / 'best_command.txt'})" in result.stdout
+    words = shlex.split(command)
+    assert words[0] == "vl-train" and "-m" not in words and "hparams_search=knn_optuna" in words
+    assert {f"{key}={value}" for key, value in study.best_params.items()} <= set(words)
+    again = run_cli(words[1:], tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    assert read_metrics(tmp_path / "again")["val/acc"] == pytest.approx(study.best_value)
 
 
 def test_a_complete_study_whose_trials_all_failed_says_what_to_do(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,7 +11,6 @@ from hydra.types import RunMode
 from tests.conftest import CONF_DIR
 from visionlab.errors import UserError
 from visionlab.training.device import resolve_device
-from visionlab.training.speed import configure_torch
 from visionlab.training.loop import steps_per_epoch, usable_size
 
 
@@ -90,18 +87,3 @@ def test_one_gpu_is_every_job_s_gpu(monkeypatch, hydra_job):
     assert resolve_device("auto") == torch.device("cuda")
 
 
-@pytest.fixture
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.mark.parametrize("slurm_cpus,threads,expected", [("3", None, 3), ("3", 1, 1), (None, None, len(os.sched_getaffinity(0)))])
-def test_torch_threads_come_from_slurm_when_unset(monkeypatch, restore_threads, slurm_cpus, threads, expected):
-    if slurm_cpus is None:
-        monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    else:
-        monkeypatch.setenv("SLURM_CPUS_PER_TASK", slurm_cpus)
-    configure_torch(torch.device("cpu"), threads)
-    assert torch.get_num_threads() == expected

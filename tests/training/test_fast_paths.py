@@ -19,7 +19,7 @@ from tests.conftest import TINY, cpu_has_native_bfloat16, read_metrics, run_cli,
 from visionlab import patches
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
-from visionlab.training.speed import configure_torch, prepare_model
+from visionlab.training.speed import prepare_model
 
 CPU = torch.device("cpu")
 
@@ -95,18 +95,6 @@ def test_channels_last_computes_the_same_scores():
     before = model(images)
     prepare_model(model, channels_last=True, compile=False)
     assert torch.allclose(model(images), before, atol=1e-5)
-
-
-def test_threads_default_to_the_cores_this_process_may_use():
-    original = torch.get_num_threads()
-    try:
-        configure_torch(CPU, None)
-        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
-        configure_torch(CPU, 1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(original)
-
 
 
 PAGE_FAULTS_PER_STEP = """

@@ -36,8 +36,11 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.visionlab_search import study_settings
+from hydra_plugins.visionlab_search.search_clock import SearchClock, quiet_other_lines, tried
 from visionlab.errors import UserError
 from visionlab.reporting.study_trials import RUN_DIR, SQLITE
+from visionlab.reporting.sweep_report import SweepReportCallback
 
 log = logging.getLogger("visionlab")
 
@@ -49,6 +52,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         super().__init__(**settings)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        quiet_other_lines()
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         storage = self.sweeper.storage
         if isinstance(storage, str) and storage.startswith(SQLITE):
@@ -56,16 +60,34 @@ class ResumableOptunaSweeper(OptunaSweeper):
         follow_trials(self.sweeper)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from optuna.trial import TrialState  # optuna takes 2 s to import: only sweeps pay for it
+        import optuna  # 2 s to import: only sweeps pay for it
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+        from optuna.trial import TrialState
 
         search = self.sweeper
         if isinstance(search.storage, str):
             search.storage = UncachedStorage(search.storage)
+        searched = set(create_params_from_overrides([*search._parse_sweeper_params_config(), *arguments])[0])
+        study = existing_study(search.storage, search.study_name)
+        if study is not None:
+            try:  # before anything is written or told
+                study_settings.check(study, search.storage, searched, search.config)
+            except UserError:
+                SweepReportCallback.refused = True  # the folder's report is the other search's
+                raise
         sweep_dir = Path(search.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)  # the launcher makes it only for a job: a complete study has none
         OmegaConf.save(search.config, sweep_dir / "multirun.yaml")  # names the study, for the sweep report
-        study = existing_study(search.storage, search.study_name)
-        if study is not None:
+        search.trials_in_all = search.n_trials
+        if study is None:
+            where = f" in {search.storage}" if search.storage is not None else ""
+            log.info("study %s: a new study of %d trial%s (hydra.sweeper.n_trials)%s", search.study_name, search.n_trials,
+                     "s" * (search.n_trials != 1), where)
+            if search.storage is not None and search.study_name is not None:
+                study = optuna.create_study(study_name=search.study_name, storage=search.storage,
+                                            directions=search._get_directions())
+                study_settings.store(study, searched, search.config)
+        else:
             stopped = [t.number for t in study.trials if t.state == TrialState.RUNNING]
             for number in stopped:
                 study.tell(number, state=TrialState.FAIL)
@@ -96,9 +118,11 @@ def follow_trials(search: Any) -> None:
     """
     configure, launch = search._configure_trials, search.launcher.launch
     batch: list[Any] = []
+    searched: list[str] = []
+    clock = SearchClock()
 
     def configure_trials(trials: list[Any], space: dict[str, Any], *args: Any) -> Any:
-        batch[:] = trials
+        batch[:], searched[:] = trials, list(space)
         for trial in trials:
             check_enqueued_values(trial, space, search.storage)
         if trials:
@@ -107,7 +131,11 @@ def follow_trials(search: Any) -> None:
         return [(*job, f"hydra.sweeper.trial={trial.number}") for job, trial in zip(overrides, trials)]
 
     def launch_and_record(job_overrides: Any, initial_job_idx: int) -> Any:
+        total = getattr(search, "trials_in_all", search.n_trials)
+        tries = [tried(overrides, searched) for overrides in job_overrides]
+        log.info(clock.start([t.number for t in batch], total, search.n_jobs, tries))
         returns = launch(job_overrides, initial_job_idx=initial_job_idx)
+        clock.done()
         for trial, ret in zip(batch, returns):
             if ret.hydra_cfg is not None and not finished(trial):  # a job that never started has no config to tell
                 trial.set_user_attr(RUN_DIR, ret.hydra_cfg.hydra.runtime.output_dir)

@@ -35,7 +35,7 @@ from visionlab.cache import PixelCache
 from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, Plan, RawData
 from visionlab.data.files import DataFiles
-from visionlab.data.images import EXTENSIONS, common_size, decode_files, is_image, training_size, worker_count
+from visionlab.data.images import EXTENSIONS, common_size, decode_files, decoders, is_image, training_size, worker_count
 from visionlab.errors import UserError
 
 log = logging.getLogger("visionlab")
@@ -228,8 +228,9 @@ class ImageFolder(ImageDataset):
         c, h, w = decoded.images.shape[1:]
         mixed = len({s for s in decoded.sizes if s is not None}) > 1
         grey = sum(decoded.grey)
-        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%d processes, %s per second)%s%s%s", f"{len(files):,}", c, h, w, seconds,
-                 decoded.workers, f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
+        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%s, %s per second)%s%s%s", f"{len(files):,}", c, h, w,
+                 seconds, decoders(decoded.workers, len(files), worker_count(self.workers)),
+                 f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
                  f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
                  (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""),
                  f"; {decoded.turned:,} turned upright by their EXIF orientation" if decoded.turned else "")

@@ -37,6 +37,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from visionlab.cache import shared_zeros
+from visionlab.cores import allowed
 from visionlab.console import console, live_progress_enabled
 from visionlab.data import orientation
 
@@ -334,7 +335,12 @@ class _Progress:
 
 
 def worker_count(workers: int | None) -> int:
-    """`dataset.workers`, or the cores this process may use."""
-    if workers:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """`dataset.workers`, or the cores this process may use (docs/architecture.md, "Sharing the CPU cores")."""
+    return workers or allowed().cores
+
+
+def decoders(used: int, files: int, asked: int) -> str:
+    """What decoded the files, for the log: `2 processes`, or why it was this one alone."""
+    if used == 1 and asked > 1 and files < PARALLEL_FROM:
+        return f"in this process: fewer than {PARALLEL_FROM} files do not pay for starting {asked} workers"
+    return f"{used} process{'es' * (used != 1)}"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Column
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -32,6 +33,7 @@ from visionlab.console import console, live_progress_enabled, plain_text
 from visionlab.errors import writing
 from visionlab.reporting.hparams import HPARAM_METRICS
 from visionlab.reporting.summary import RunSummary, command_line
+from visionlab.reporting.time_left import TimeLeft, clock
 
 log = logging.getLogger("visionlab")
 
@@ -50,8 +52,32 @@ def _events(method):
     return wrapper
 
 
+BAR_EVERY_S = 0.5  # how often the bar's time left is worked out again
+
+
+# The bar's line, by what it needs: the bar at least BAR_AT_LEAST wide, and what fits of the optional
+# columns (the loss, the last val/acc, the speed: widths as drawn), dropped from the last on a narrow terminal.
+BAR_AT_LEAST, FIXED = 10, 50  # FIXED: the epoch, the steps, the time left, and the spaces between columns
+OPTIONAL = (("loss {task.fields[loss]}", 12), ("{task.fields[val]}", 15), ("{task.fields[speed]}", 13))
+
+
+def bar_columns(width: int) -> list:
+    """One row whatever the terminal's width: the bar takes what the columns leave, the optional ones what fits."""
+    one_row = Column(no_wrap=True)
+    room = width - FIXED - BAR_AT_LEAST
+    shown = []
+    for text, needs in OPTIONAL:
+        if room < needs:
+            break
+        shown.append(TextColumn(text, table_column=one_row))
+        room -= needs
+    return [TextColumn("[bold]epoch {task.fields[epoch]}", table_column=one_row), BarColumn(bar_width=None),
+            MofNCompleteColumn(table_column=one_row), *shown, TextColumn("{task.fields[left]}", table_column=one_row)]
+
+
 class Reporter:
-    def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None):
+    def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None,
+                 later_partitions: int = 0, stops_early: bool = False):
         # A resumed run drops whatever the killed one logged after its checkpoint: no step twice.
         purge_step = None if resumed_at_step is None else resumed_at_step + 1
         self.folder = run_dir
@@ -63,20 +89,24 @@ class Reporter:
         self.task = None
         self._mark = (time.perf_counter(), 0)  # (time, images) at the last step line
         self.val_acc: dict[int, float] = {}  # after each epoch, for the summary's best epoch
+        self.left = TimeLeft(epochs, later_partitions, stops_early)
+        self._bar_at = 0.0  # when the bar's time left was last worked out
+        self._lrs: tuple[float, float] | None = None  # the lowest and highest lr of the epoch's steps, for its line
         self.image_tags: dict[str, None] = {}  # written so far, in order, for the summary
 
     def start_epoch(self, epoch: int, steps: int, done: int = 0) -> None:
         if live_progress_enabled():
             if self.progress is None:
-                self.progress = Progress(
-                    TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"), TimeElapsedColumn(),
-                    console=console, transient=True,
-                )
+                self.progress = Progress(*bar_columns(console.width), console=console, transient=True, expand=True)
                 self.progress.start()
-            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…", speed="")
+            last_val = self.val_acc.get(epoch - 1)
+            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…",
+                                               speed="", val="" if last_val is None else f"val/acc {last_val:.4f}",
+                                               left=self.left.bar())
+        self.left.start_epoch(epoch, steps, done)
         self._mark = (time.perf_counter(), 0)
         self._images = 0
+        self._lrs = None
 
     @_events
     def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> float | None:
@@ -85,10 +115,16 @@ class Reporter:
         `lr` goes to TensorBoard at the same steps, so per-batch schedules show as curves, not stairs.
         """
         self._images += batch_images
+        self.left.step()
+        if lr is not None:
+            self._lrs = (min(self._lrs[0], lr), max(self._lrs[1], lr)) if self._lrs else (lr, lr)
         if terminal.notices:
             self.note_terminal(epoch, step)
         if self.progress is not None:
             self.progress.advance(self.task)
+            if (now := time.perf_counter()) - self._bar_at >= BAR_EVERY_S:
+                self._bar_at = now
+                self.progress.update(self.task, left=self.left.bar())
         if step % self.every:
             return None
         value = loss.item()
@@ -101,7 +137,10 @@ class Reporter:
         if self.progress is not None:
             self.progress.update(self.task, loss=f"{value:.4f}", speed=f"{speed:,.0f} img/s")
         shown_lr = "" if lr is None else f" lr {lr:.3g}"
-        log.info("epoch %d step %d loss %.4f%s %.0f img/s", epoch, step, value, shown_lr, speed, extra={"progress": True})
+        epoch_left = self.left.epoch_left()
+        shown_left = "" if epoch_left is None else f", epoch {clock(epoch_left)} left"
+        log.info("epoch %d step %d loss %.4f%s %.0f img/s%s", epoch, step, value, shown_lr, speed, shown_left,
+                 extra={"progress": True})
         return value
 
     def note_terminal(self, epoch: int, step: int) -> None:
@@ -122,8 +161,16 @@ class Reporter:
         self.scalars({k: v for k, v in scalars.items() if not (k == "lr" and step % self.every == 0)}, step)
         if scalars.get("val/acc") is not None:
             self.val_acc[epoch] = scalars["val/acc"]
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None)
-        log.info("epoch %d/%d (step %d)  %s", epoch, self.epochs, step, shown)
+        shown = "  ".join(self.shown(k, v) for k, v in scalars.items() if v is not None)
+        left = self.left.said() if epoch < self.epochs or self.left.later else ""
+        log.info("epoch %d/%d (step %d)  %s%s", epoch, self.epochs, step, shown, f"; {left}" if left else "")
+
+    def shown(self, tag: str, value: float) -> str:
+        """A scalar on the epoch's line; the lr as the range its steps went over (a schedule that restarts each epoch
+        ends where it began, and its value at the end alone reads as if it never moved)."""
+        if tag == "lr" and self._lrs is not None and f"{self._lrs[0]:.3g}" != f"{self._lrs[1]:.3g}":
+            return f"lr {self._lrs[0]:.3g}-{self._lrs[1]:.3g}"
+        return f"{tag} {value:.4g}"
 
     @_events
     def scalars(self, scalars: dict[str, float | None], step: int) -> None:

@@ -19,6 +19,7 @@ import atexit
 import csv
 import logging
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from visionlab.reporting.sweep_curve import PICTURE_FILE, write_curve
 log = logging.getLogger("visionlab")
 
 SUMMARY_FILE = "summary.csv"
+BEST_COMMAND_FILE = "best_command.txt"  # the command that retrains the best run (`retrain_command`)
 DEFAULT_OBJECTIVE = "val/acc"
 
 
@@ -67,7 +69,12 @@ class SweepReport:
     study: str | None = None  # the Optuna study whose trials these are (with the other runs under root)
 
     def value(self, run: Run) -> float | None:
+        """The objective a run is ranked by: completed runs only."""
         return run.metrics.get(self.objective) if run.status == "completed" else None
+
+    def shown(self, run: Run) -> float | None:
+        """The objective in the table: a pruned trial's is its last epoch's, shown but not ranked."""
+        return run.metrics.get(self.objective) if run.status in ("completed", "pruned") else None
 
     @property
     def best(self) -> Run | None:
@@ -85,7 +92,7 @@ class SweepReport:
         for name in ["", *trial, *self.columns, self.objective, *(["cv mean ± std"] if has_cv else []), "status", "run directory"]:
             table.add_column(name, justify="right" if name in (self.objective, "cv mean ± std", "trial") else "left")
         for run in self.runs:
-            value = self.value(run)
+            value = self.shown(run)
             cells = ["best" if run is self.best else "", *(["" if run.trial is None else str(run.trial)] if self.study else [])]
             cells += [short(run.overrides.get(key, "")) for key in self.columns]
             cells.append("" if value is None else f"{value:.4f}")
@@ -217,13 +224,28 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
         trial = "" if best.trial is None else f" (trial {best.trial} of study {report.study})"
         where = best.run_dir if best.on_disk else report.location(best)
         console.print(f"best {report.objective}: {report.value(best):.4f}{trial} in {where}", markup=False, highlight=False, soft_wrap=True)
+    if (command := retrain_command(report)) is not None:
+        (root / BEST_COMMAND_FILE).write_text(command + "\n")
+        console.print(f"retrain the best: {command} (also in {root / BEST_COMMAND_FILE})", markup=False, highlight=False,
+                      soft_wrap=True)
     if report.failed:
         where = ", ".join(report.location(run) for run in report.failed)
-        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}", markup=False, highlight=False)
-    console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False)
+        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}",
+                      markup=False, highlight=False, soft_wrap=True)
+    console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False, soft_wrap=True)
     if curve is not None:
         console.print(f"picture of {curve.objective} against {curve.parameter}: {root / PICTURE_FILE}", markup=False, highlight=False, soft_wrap=True)
     return report
+
+
+def retrain_command(report: SweepReport) -> str | None:
+    """The `vl-train` line that trains the best run again, as one run: its overrides, those of its sweep included
+    (an Optuna search's `hparams_search=` picks its model; the search itself needs -m), without `resume=`."""
+    best = report.best
+    if best is None or not (best.run_dir / ".hydra" / "overrides.yaml").is_file():
+        return None
+    overrides = _yaml(best.run_dir / ".hydra" / "overrides.yaml") or []
+    return shlex.join(["vl-train", *(o for o in overrides if not o.startswith(("resume=", "hydra.")))])
 
 
 class SweepReportCallback(Callback):
@@ -232,6 +254,8 @@ class SweepReportCallback(Callback):
     Hydra calls `on_multirun_end` only after a sweep whose jobs all succeeded, so the report is
     also registered to run at exit; whichever comes first writes it.
     """
+
+    refused = False  # the sweep was refused before it began (its folder may hold another search's results): no report
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
@@ -245,7 +269,7 @@ class SweepReportCallback(Callback):
 
     def report(self) -> None:
         sweep_dir, self.sweep_dir = self.sweep_dir, None
-        if sweep_dir is None or not sweep_dir.is_dir():
+        if sweep_dir is None or not sweep_dir.is_dir() or SweepReportCallback.refused:
             return
         try:
             write_report(sweep_dir)

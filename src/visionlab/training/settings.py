@@ -24,7 +24,7 @@ class TrainerSettings:
     log_every_n_steps: Annotated[int, Whole(1)]
     grad_clip: Annotated[float | None, Maybe(Number(gt=0, example=1.0))]
     checkpoint_every_steps: Annotated[int | None, Maybe(Whole(1))]
-    threads: Annotated[int | None, Maybe(Whole(1))]
+    threads: Annotated[int | None, Maybe(Whole(1))]  # None: a share of the cores (training/threads.py)
     precision: Annotated[str, OneOf(*CHOICES)]
     channels_last: Annotated[bool, Switch()]
     compile: Annotated[bool, Switch()]

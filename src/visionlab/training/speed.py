@@ -1,6 +1,5 @@
-"""Settings that make training faster without changing what it computes: threads, cuDNN autotuning,
-the C library's allocator, the channels-last memory layout and torch.compile (`trainer.threads`,
-`trainer.channels_last`, `trainer.compile`).
+"""Settings that make training faster without changing what it computes: cuDNN autotuning, the C library's
+allocator, the channels-last memory layout and torch.compile (`trainer.channels_last`, `trainer.compile`).
 """
 
 from __future__ import annotations
@@ -19,22 +18,9 @@ HEAP_UP_TO = 32 << 20  # bytes: the largest M_MMAP_THRESHOLD glibc accepts on 64
 KEEP_FREED = 1 << 30  # bytes of freed memory the heap may keep rather than hand back to the OS
 
 
-def available_cores() -> int:
-    """The CPU cores this process may run on (a job scheduler's or taskset's limit included)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def default_threads() -> int:
-    """In a SLURM job, the CPUs it was given (`--cpus-per-task`): a cluster without CPU binding
-    (TaskPlugin=task/none) leaves the process free to run on every core of a node it shares."""
-    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return int(slurm_cpus) if slurm_cpus.isdigit() and int(slurm_cpus) > 0 else available_cores()
-
-
-def configure_torch(device: torch.device, threads: int | None) -> None:
-    """torch's CPU threads (default: SLURM's or the cores available); on CUDA, the run's GPU is the current one
-    (so nothing lands on cuda:0 by default) and cuDNN picks the fastest convolution per shape."""
-    torch.set_num_threads(threads or default_threads())
+def configure_torch(device: torch.device) -> None:
+    """The allocator; on CUDA, the run's GPU is the current one (so nothing lands on cuda:0 by default) and cuDNN
+    picks the fastest convolution per shape. torch's CPU threads are the run's share of the cores (training/threads.py)."""
     keep_freed_memory()
     if device.type == "cuda":
         if device.index is not None:
