@@ -237,8 +237,8 @@ Score a saved model on one split of its own data, rebuilt from the checkpoint's 
 features): accuracy, mean loss, per-class accuracy and the confusion matrix. Prints them, and writes them to
 eval_<checkpoint>_<split>.json beside the checkpoint (best.pt on test: eval_best_test.json).
 
-  PATH                    which weights: a run's best.pt (its best epoch by the objective) or last.pt (its last
-                          epoch); a run directory means the checkpoint that took its test
+  PATH                    which weights: a run's best.pt (its best epoch by the objective)
+                          or last.pt (its last epoch); a run directory: the checkpoint that took its test
   --checkpoint last|best  with a run directory: that file of it instead
   split=                  test (the default), val or train
   key=value               changes the stored config: dataset.root=/data on another machine, trainer.tta=flip

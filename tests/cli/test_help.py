@@ -36,7 +36,7 @@ def test_eval_and_predict_help_say_what_they_score_write_and_how_to_choose_the_c
     evaluate = subprocess.run([str(VL_EVAL), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert evaluate.returncode == 0
     for said in ("accuracy, mean loss, per-class accuracy and the confusion matrix", "eval_<checkpoint>_<split>.json",
-                 "best.pt (its best epoch", "last.pt (its last epoch)", "split=", "key=value", "--config-dir"):
+                 "best.pt (its best epoch", "last.pt (its last epoch)", "--checkpoint last|best", "split=", "key=value", "--config-dir"):
         assert said in evaluate.stdout, said
     predict = subprocess.run([str(VL_PREDICT), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert predict.returncode == 0
