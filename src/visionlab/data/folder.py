@@ -72,6 +72,7 @@ class Found:
     stored: tuple[torch.Tensor, dict] | None  # the cached images and their header's extra, if the cache has them
     common: tuple[int, int] | None  # the most common upright (height, width): the cache's record, or a sample of headers
     size: tuple[int, int]  # what they train at
+    sizes: list[int]  # each file's bytes, in the order of `files`: for the run's provenance
 
 
 @dataclass
@@ -120,7 +121,8 @@ class ImageFolder(ImageDataset):
         else:
             common = None if self.size else common_size([os.path.join(root, f) for f in files])
             size = tuple(self.size) if self.size else training_size(common, self.max_side)
-        self._found = Found(root, train.classes, files, labels, n_train, train.ignored + test.ignored, key, stored, common, size)
+        self._found = Found(root, train.classes, files, labels, n_train, train.ignored + test.ignored, key, stored, common, size,
+                            sizes.tolist())
         if common is not None and size != common:
             log.info("folder: training at %dx%d pixels (height x width): the most common size, %dx%d, shrunk to dataset.max_side=%d "
                      "on its longer side, aspect kept; dataset.size=[%d,%d] or dataset.max_side=%d changes it",
@@ -150,7 +152,7 @@ class ImageFolder(ImageDataset):
             if missing:
                 raise UserError(f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or remove the folder")
             parts.append(LabeledImages(part_images, torch.from_numpy(part_labels)))
-        return RawData(parts[0], parts[1], classes, DataFiles(root, files, sizes.tolist()))
+        return RawData(parts[0], parts[1], classes, DataFiles(root, files, found.sizes))
 
     # ---- finding the files ---------------------------------------------------------------------
 
