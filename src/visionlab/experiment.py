@@ -108,6 +108,8 @@ def seed_everything(seed: int) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One run into `run_dir`, which Hydra has made for the CLI; a caller that names a new folder gets it made."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     resume = load_resume_state(cfg, run_dir)
     if resume is not None:
         cfg = resume_config(resume, cfg)
