@@ -161,6 +161,24 @@ def ensure_debian_package(command: str, package: str | None = None) -> str:
     return found
 
 
+@contextlib.contextmanager
+def tmux_session(command: str, cwd: Path, columns: int = 120, rows: int = 30) -> Iterator[Callable[[], str]]:
+    """`command` in a detached tmux pane of that size, on a tmux server of its own (killed on the way out, which
+    hangs the pane up as a dropped SSH connection would); yields a function that reads the pane's screen."""
+    tmux = ensure_debian_package("tmux")
+    session = f"vl{os.getpid()}{cwd.name[-12:]}"
+    subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", str(columns), "-y", str(rows), command],
+                   cwd=cwd, check=True)
+
+    def screen() -> str:
+        return subprocess.run([tmux, "-L", session, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    try:
+        yield screen
+    finally:
+        subprocess.run([tmux, "-L", session, "kill-server"], capture_output=True)
+
+
 @pytest.fixture(autouse=True)
 def runs_of_this_test_only(tmp_path_factory, monkeypatch) -> Path:
     """Each test's runs share the cores only with each other: the machine's other runs (other tests, other

@@ -5,7 +5,6 @@ The rule is docs/architecture.md, "Sharing the CPU cores". Nothing here imports 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import fcntl
 import json
-import logging
 import os
 import socket
 import time

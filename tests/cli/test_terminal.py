@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, VL_TRAIN, ensure_debian_package, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import (TINY, VL_TRAIN, ensure_debian_package, metrics_of_a_run_left_alone, read_metrics, run_cli, tmux_session,
+                            wait_for_position, without_timing)
 
 # 6 epochs of 38 small CNN steps: a hangup after epoch 1's checkpoint lands with epochs to spare.
 LONG = [*TINY, "trainer.epochs=6", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
@@ -153,17 +154,12 @@ def test_a_reader_that_stops_reading_does_not_stall_the_run(tmp_path):
 @pytest.mark.parametrize("on_hangup", ["continue", "stop"])
 def test_killing_the_tmux_session_mid_epoch(tmp_path, unstopped, on_hangup):
     """What someone whose SSH connection dropped meets, through a real terminal multiplexer."""
-    tmux = ensure_debian_package("tmux")
     run_dir = tmp_path / "run"
-    session = f"vl{os.getpid()}{on_hangup}"
     command = f"'{VL_TRAIN}' {' '.join(LONG)} trainer.on_hangup={on_hangup} hydra.run.dir={run_dir}; sleep 60"
-    subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], cwd=tmp_path, check=True)
-    try:
+    with tmux_session(command, tmp_path) as screen_now:
         wait_for_position(run_dir, None, lambda position: position["epoch"] >= 2)
-        screen = subprocess.run([tmux, "-L", session, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        screen = screen_now()
         assert "━" in screen and "epoch 2/6" in screen, screen  # the live bar, as the user saw it
-    finally:
-        subprocess.run([tmux, "-L", session, "kill-server"], capture_output=True)
     deadline = time.monotonic() + 120
     while not (run_dir / "metrics.json").exists():
         assert time.monotonic() < deadline, (run_dir / "train.log").read_text()

@@ -7,10 +7,8 @@ is timed: the time left is checked for its form and sense (it shrinks to the end
 from __future__ import annotations
 
 import re
-import subprocess
-from pathlib import Path
 
-from tests.conftest import TINY, VL_TRAIN, ensure_debian_package, run_cli, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, run_cli, tmux_session, wait_for_position
 
 LONG = [*TINY, "model=cnn", "trainer.epochs=6", "trainer.batch_size=16", "trainer.log_every_n_steps=3",
         "trainer.early_stopping.patience=null"]
@@ -26,26 +24,17 @@ def seconds(clock: str) -> int:
     return total
 
 
-def screen_of(tmux: str, session: str) -> str:
-    return subprocess.run([tmux, "-L", session, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-
 def test_the_bar_shows_the_time_left_for_the_epoch_and_the_run_and_the_last_val_acc(tmp_path):
-    tmux = ensure_debian_package("tmux")
     run_dir = tmp_path / "run"
-    session = f"vlbar{tmp_path.name[-8:]}"
     command = f"{UNSIZED}'{VL_TRAIN}' {' '.join(LONG)} trainer.checkpoint_every_steps=2 hydra.run.dir={run_dir}; sleep 60"  # mid-epoch states
-    subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], cwd=tmp_path, check=True)
-    try:
-        bars = []
+    bars = []
+    with tmux_session(command, tmp_path) as screen_now:
         for epoch in (2, 4):
             wait_for_position(run_dir, None, lambda position, epoch=epoch: position["epoch"] == epoch and position["batch"] >= 4)
-            screen = screen_of(tmux, session)
+            screen = screen_now()
             bar = [row for row in screen.splitlines() if "━" in row]
             assert bar, screen
             bars.append(bar[-1])
-    finally:
-        subprocess.run([tmux, "-L", session, "kill-server"], capture_output=True)
     for bar in bars:
         found = re.search(rf"epoch (\d)/6 .* val/acc \d\.\d{{4}} .*epoch ({CLOCK}) · run ({CLOCK}) left", bar)
         assert found, bar
@@ -76,16 +65,11 @@ def test_the_cnn_recipes_restarts_show_the_lr_range_of_each_epoch(tmp_path):
 
 
 def test_log_lines_wrap_at_word_boundaries_on_a_narrow_terminal(tmp_path):
-    tmux = ensure_debian_package("tmux")
     run_dir = tmp_path / "run"
-    session = f"vlwrap{tmp_path.name[-8:]}"
     command = f"{UNSIZED}'{VL_TRAIN}' {' '.join(LONG)} trainer.epochs=2 hydra.run.dir={run_dir}; sleep 60"
-    subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", "70", "-y", "200", command], cwd=tmp_path, check=True)
-    try:
+    with tmux_session(command, tmp_path, columns=70, rows=200) as screen_now:
         wait_for_position(run_dir, None, lambda position: position["epoch"] >= 2)
-        screen = screen_of(tmux, session)
-    finally:
-        subprocess.run([tmux, "-L", session, "kill-server"], capture_output=True)
+        screen = screen_now()
     words = set((run_dir / "train.log").read_text().split())
     rows = [row.rstrip() for row in screen.splitlines() if row.strip() and "━" not in row]
     continued = [row for row in rows if not row.startswith("[20")]

@@ -6,7 +6,6 @@ import random
 import time
 
 import numpy as np
-import pytest
 import torch
 
 from visionlab.provenance import record
