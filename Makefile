@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # LOCK=1: install the exact versions of requirements.lock (those the tests last passed with) first.
 LOCK ?=
 
-.PHONY: install train test bench tensorboard lock clean
+.PHONY: install train test lint bench tensorboard lock clean
 
 install:
 ifeq ($(LOCK),1)
@@ -26,7 +26,13 @@ train: $(STAMP)
 	$(BIN)/vl-train $(ARGS)
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff's linter and formatter (settings in pyproject.toml): `$(BIN)/ruff format src tests bench` fixes the formatting.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 # requirements.lock anew from what .venv holds now: run it after `make test` has passed.
 lock: $(STAMP)

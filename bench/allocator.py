@@ -52,8 +52,13 @@ SHAPES = {"MNIST": "1x28x28", "CIFAR-10": "3x32x32"}
 
 
 def measure(mode: str, shape: str, warmup: int, steps: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", STEPS, mode, shape, str(warmup), str(steps)],
-                          check=True, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", STEPS, mode, shape, str(warmup), str(steps)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     result = json.loads(done.stdout)
     if result["kept"] != (mode == "kept"):
         raise Skipped("keep_freed_memory() changes nothing here: the C library is not glibc")
@@ -71,10 +76,19 @@ def rows(args) -> list[Row]:
         ms = {mode: statistics.median(r["ms_per_step"] for r in results) for mode, results in runs.items()}
         faults = {mode: statistics.median(r["faults_per_step"] for r in results) for mode, results in runs.items()}
         out += [
-            Row(f"allocator: {name} default CNN, ms per training step (median of {rounds} process{'es' * (rounds != 1)}, {steps} steps each)",
-                f"{ms['kept']:.1f}", f"{ms['default']:.1f} (glibc's defaults)", f"{ms['default'] / ms['kept']:.2f}x faster"),
-            Row(f"allocator: {name} default CNN, page faults per training step", f"{faults['kept']:,.0f}",
-                f"{faults['default']:,.0f} (glibc's defaults)", ""),
+            Row(
+                f"allocator: {name} default CNN, ms per training step (median of {rounds} "
+                f"process{'es' * (rounds != 1)}, {steps} steps each)",
+                f"{ms['kept']:.1f}",
+                f"{ms['default']:.1f} (glibc's defaults)",
+                f"{ms['default'] / ms['kept']:.2f}x faster",
+            ),
+            Row(
+                f"allocator: {name} default CNN, page faults per training step",
+                f"{faults['kept']:,.0f}",
+                f"{faults['default']:,.0f} (glibc's defaults)",
+                "",
+            ),
         ]
     return out
 

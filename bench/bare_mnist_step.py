@@ -22,10 +22,23 @@ raw = f"{sys.argv[1]}/MNIST/raw"
 images = read_bytes(f"{raw}/train-images-idx3-ubyte", 16).view(-1, 1, 28, 28)
 labels = read_bytes(f"{raw}/train-labels-idx1-ubyte", 8).long()
 model = nn.Sequential(
-    nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+    nn.Conv2d(1, 16, 3, padding=1, bias=False),
+    nn.BatchNorm2d(16),
+    nn.ReLU(),
+    nn.MaxPool2d(2),
+    nn.Conv2d(16, 32, 3, padding=1, bias=False),
+    nn.BatchNorm2d(32),
+    nn.ReLU(),
+    nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3, padding=1, bias=False),
+    nn.BatchNorm2d(64),
+    nn.ReLU(),
+    nn.MaxPool2d(2),
+    nn.Flatten(),
+    nn.Linear(64 * 3 * 3, 128),
+    nn.ReLU(),
+    nn.Dropout(0.25),
+    nn.Linear(128, 10),
 )
 optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 index = torch.randperm(len(images))[:128]

@@ -23,7 +23,8 @@ MNIST_ROOT = Path(os.environ.get("VL_DATA_DIR", REPO.parent / "shared" / "data")
 CIFAR_ROOT = REPO / ".cache" / "cifar10"
 VL_TRAIN = Path(sys.executable).with_name("vl-train")
 HEADER = ("benchmark", "ours (visionlab)", "baseline (same run)", "ratio")
-# model=cnn's first epoch alone: its recipe trains up to 10 with early stopping, and its first epoch is this run step for step
+# model=cnn's first epoch alone: its recipe trains up to 10 with early stopping, and its first epoch is this run
+# step for step
 FIRST_EPOCH = ["trainer.epochs=1", "trainer.early_stopping.patience=null"]
 
 
@@ -47,8 +48,10 @@ def mnist_root(root: Path) -> Path:
 
 def cifar_root(root: Path) -> Path:
     if not (root / "cifar-10-batches-py" / "test_batch").is_file():
-        raise Skipped(f"CIFAR-10 not found: {root / 'cifar-10-batches-py'} is absent (pass --cifar; "
-                      "../shared/tools/cifar10-from-jpeg builds it)")
+        raise Skipped(
+            f"CIFAR-10 not found: {root / 'cifar-10-batches-py'} is absent (pass --cifar; "
+            "../shared/tools/cifar10-from-jpeg builds it)"
+        )
     return root
 
 
@@ -59,12 +62,17 @@ def machine() -> str:
     from visionlab.training.device import resolve_device
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     device = resolve_device("auto")
     shown_device = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {memory:.0f} GiB; torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads; device {shown_device}; Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {memory:.0f} GiB; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads; device {shown_device}; Python {platform.python_version()}"
+    )
 
 
 def load() -> str:

@@ -37,7 +37,9 @@ def baseline(images: np.ndarray) -> np.ndarray:
 
     rows = []
     for image in images.transpose(0, 2, 3, 1):
-        shape = hog(image, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys", channel_axis=-1)
+        shape = hog(
+            image, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys", channel_axis=-1
+        )
         hue = rgb_to_hsv(image / 255.0)[..., 0]
         rows.append(np.concatenate([shape, np.histogram(hue, bins=10, range=(0, 1))[0] / hue.size]))
     return np.stack(rows)
@@ -48,17 +50,27 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO / ".cache" / "cifar10"), help="folder holding cifar-10-batches-py/")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--baseline-images", type=int, help="time the baseline on this many images and extrapolate (default: all, measured)")
+    parser.add_argument(
+        "--baseline-images",
+        type=int,
+        help="time the baseline on this many images and extrapolate (default: all, measured)",
+    )
     args = parser.parse_args()
 
     raw = CIFAR10(root=args.root, download=False).read()
     images = torch.cat([raw.train.images, raw.test.images])
     features = build(compose_train(["features=hog+color", "features.cache_dir=null"]), "features")
     shape = tuple(images.shape[1:])
-    features.extractors = {name: e.for_shape(shape) if hasattr(e, "for_shape") else e for name, e in features.extractors.items()}  # as make_splits does
+    features.extractors = {
+        name: e.for_shape(shape) if hasattr(e, "for_shape") else e for name, e in features.extractors.items()
+    }  # as make_splits does
     cpu = torch.device("cpu")
-    features.extract(images[:64], cpu), baseline(images[:8].numpy())  # warm-up: both sides' libraries imported, paged in
-    print(f"{len(images):,} images {tuple(images.shape[1:])}; torch {torch.__version__}; load average at start {os.getloadavg()}")
+    # warm-up: both sides' libraries imported, paged in
+    features.extract(images[:64], cpu), baseline(images[:8].numpy())
+    print(
+        f"{len(images):,} images {tuple(images.shape[1:])}; torch {torch.__version__}; load average at start "
+        f"{os.getloadavg()}"
+    )
     for threads in args.threads:
         torch.set_num_threads(threads)
         times = []
@@ -66,7 +78,10 @@ def main() -> None:
             started = time.perf_counter()
             ours = features.extract(images, cpu)
             times.append(time.perf_counter() - started)
-        print(f"visionlab, {threads} thread(s): {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}), features {tuple(ours.shape)}")
+        print(
+            f"visionlab, {threads} thread(s): {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}), "
+            f"features {tuple(ours.shape)}"
+        )
 
     n = min(args.baseline_images or len(images), len(images))
     started = time.perf_counter()
@@ -76,9 +91,11 @@ def main() -> None:
     print(f"scikit-image + matplotlib per image: {seconds:.2f} s for {n:,} images, {whole}")
     difference = np.abs(ours[:n].double().numpy() - theirs)
     hog_size = features.extractors["hog"].size(tuple(images.shape[1:]))
-    print(f"on those {n:,} images: HOG differs by at most {difference[:, :hog_size].max():.1e}; "
-          f"{difference[:, hog_size:].sum(1).mean() / 2:.2%} of pixels are in another hue bin (on a bin edge: "
-          "exact arithmetic here, float64 rounding there)")
+    print(
+        f"on those {n:,} images: HOG differs by at most {difference[:, :hog_size].max():.1e}; "
+        f"{difference[:, hog_size:].sum(1).mean() / 2:.2%} of pixels are in another hue bin (on a bin edge: "
+        "exact arithmetic here, float64 rounding there)"
+    )
     print(f"load average at the end {os.getloadavg()}")
 
 

@@ -1,6 +1,8 @@
-"""`dataset=folder`'s first decode and its cache reload, beside torchvision's ImageFolder + DataLoader reading one epoch.
+"""`dataset=folder`'s first decode and its cache reload,
+beside torchvision's ImageFolder + DataLoader reading one epoch.
 
-    .venv/bin/python bench/folder_decode.py                  # the CIFAR-10 JPEG tree, then 12,000 of its files as 128x128 JPEGs
+    .venv/bin/python bench/folder_decode.py                  # the CIFAR-10 JPEG tree,
+                                                             # then 12,000 of its files as 128x128 JPEGs
     .venv/bin/python bench/folder_decode.py --quick          # 600 files of each, in this process: a smoke run (seconds)
     .venv/bin/python bench/folder_decode.py --tree /tmp/cifar10-jpeg --large-tree /tmp/cifar10-jpeg-128
 
@@ -54,8 +56,14 @@ def ours(root: str, cache: str, size: int | None = None) -> dict:
     digest = hashlib.sha256()
     for part in (raw.train, raw.test):
         digest.update(part.images.contiguous().numpy().reshape(-1))
-    return {"seconds": seconds, "cpu": cpu, "images": len(raw.train) + len(raw.test), "bytes": raw.train.images.nbytes + raw.test.images.nbytes,
-            "digest": digest.hexdigest(), "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "images": len(raw.train) + len(raw.test),
+        "bytes": raw.train.images.nbytes + raw.test.images.nbytes,
+        "digest": digest.hexdigest(),
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 def baseline(root: str, size: int | None = None) -> dict:
@@ -66,15 +74,19 @@ def baseline(root: str, size: int | None = None) -> dict:
 
     transform = PILToTensor() if size is None else Compose([Resize((size, size)), PILToTensor()])
     started = time.perf_counter()
-    images = sum(len(batch) for batch, _ in DataLoader(ImageFolder(root, transform=transform), batch_size=256, num_workers=2))
+    images = sum(
+        len(batch) for batch, _ in DataLoader(ImageFolder(root, transform=transform), batch_size=256, num_workers=2)
+    )
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "images": images, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def apart(function: str, *args) -> dict:
     """`function(*args)` of this file in a fresh Python process, for its own peak RSS."""
-    code = (f"import json, sys; sys.path[:0] = [{str(REPO / 'bench')!r}, {str(REPO / 'src')!r}]; import folder_decode; "
-            f"print(json.dumps(folder_decode.{function}(*{args!r})))")
+    code = (
+        f"import json, sys; sys.path[:0] = [{str(REPO / 'bench')!r}, {str(REPO / 'src')!r}]; import folder_decode; "
+        f"print(json.dumps(folder_decode.{function}(*{args!r})))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
@@ -92,12 +104,16 @@ def unpacked(tree: Path) -> Path:
 
 
 def first_files(tree: Path, files: int) -> list[tuple[Path, Path]]:
-    """(file, its path relative to the tree) for the first `files` of the tree: 5/6 training, 1/6 test, the same number per class."""
+    """(file, its path relative to the tree) for the first `files` of the tree: 5/6 training, 1/6 test,
+    the same number per class."""
     chosen = []
     for part, share in (("train", 5 / 6), ("test", 1 / 6)):
         for classes in sorted(os.listdir(tree / part)):
-            names = sorted(name for name in os.listdir(tree / part / classes) if name.endswith(".jpg"))[: round(files * share / 10)]
-            chosen += [(tree / part / classes / name, Path(part, classes, name)) for name in names]  # os.listdir: pathlib's glob took seconds
+            names = sorted(name for name in os.listdir(tree / part / classes) if name.endswith(".jpg"))[
+                : round(files * share / 10)
+            ]
+            # os.listdir: pathlib's glob took seconds
+            chosen += [(tree / part / classes / name, Path(part, classes, name)) for name in names]
     return chosen
 
 
@@ -125,7 +141,8 @@ def subset(tree: Path, files: int, folder: Path) -> Path:
 
 
 def warm(tree: Path) -> None:
-    """Every file read once, so that both sides read from the page cache: the figures are about decoding, not the disk."""
+    """Every file read once, so that both sides read from the page cache: the figures are about decoding,
+    not the disk."""
     for folder, _, names in os.walk(tree):
         for name in names:
             with open(os.path.join(folder, name), "rb") as handle:
@@ -140,20 +157,32 @@ def decode_rows(name: str, root: Path, measure) -> list[Row]:
         second = reads[len(reads) // 2]  # the median read
     theirs = measure("baseline", str(root / "train"))
     if any(read["digest"] != first["digest"] or read["images"] != first["images"] for read in reads):
-        raise RuntimeError(f"{name}: the cache gave other images than the decoding ({second['images']:,} against {first['images']:,})")
+        raise RuntimeError(
+            f"{name}: the cache gave other images than the decoding ({second['images']:,} against {first['images']:,})"
+        )
     ours_rate, their_rate = first["images"] / first["seconds"], theirs["images"] / theirs["seconds"]
     each_read = ", ".join(f"{read['seconds']:.2f}" for read in reads)
     return [
-        Row(f"folder: {name}, first decode into the cache, images/s", f"{ours_rate:,.0f} ({first['images']:,} in {first['seconds']:.2f} s)",
-            f"{their_rate:,.0f} (ImageFolder + DataLoader(num_workers=2), one epoch: {theirs['images']:,} in {theirs['seconds']:.2f} s)",
-            f"{ours_rate / their_rate:.2f}x"),
-        Row(f"folder: {name}, second run: the cache read back",
+        Row(
+            f"folder: {name}, first decode into the cache, images/s",
+            f"{ours_rate:,.0f} ({first['images']:,} in {first['seconds']:.2f} s)",
+            f"{their_rate:,.0f} (ImageFolder + DataLoader(num_workers=2), one epoch: {theirs['images']:,} in "
+            f"{theirs['seconds']:.2f} s)",
+            f"{ours_rate / their_rate:.2f}x",
+        ),
+        Row(
+            f"folder: {name}, second run: the cache read back",
             f"{second['seconds']:.2f} s ({second['cpu']:.2f} s CPU; median of {len(reads)}: {each_read}; "
             f"{second['images']:,} images, same pixels)",
-            f"{theirs['seconds']:.2f} s (one more epoch)", f"{theirs['seconds'] / second['seconds']:.0f}x faster"),
-        Row(f"folder: {name}, peak RSS, MiB (decode / cache read)",
+            f"{theirs['seconds']:.2f} s (one more epoch)",
+            f"{theirs['seconds'] / second['seconds']:.0f}x faster",
+        ),
+        Row(
+            f"folder: {name}, peak RSS, MiB (decode / cache read)",
             f"{first['rss'] / MIB:,.0f} / {second['rss'] / MIB:,.0f} (uint8 images: {first['bytes'] / MIB:,.0f})",
-            f"{theirs['rss'] / MIB:,.0f} (the DataLoader's main process)", ""),
+            f"{theirs['rss'] / MIB:,.0f} (the DataLoader's main process)",
+            "",
+        ),
     ]
 
 
@@ -162,8 +191,12 @@ def shrink_row(name: str, root: Path, measure) -> Row:
         first = measure("ours", str(root), cache, 32)
     theirs = measure("baseline", str(root / "train"), 32)
     ours_rate, their_rate = first["images"] / first["seconds"], theirs["images"] / theirs["seconds"]
-    return Row(f"folder: {name} to 32x32, first decode into the cache, images/s", f"{ours_rate:,.0f} ({first['images']:,} in {first['seconds']:.2f} s)",
-               f"{their_rate:,.0f} (the same + Resize((32, 32)): {theirs['images']:,} in {theirs['seconds']:.2f} s)", f"{ours_rate / their_rate:.2f}x")
+    return Row(
+        f"folder: {name} to 32x32, first decode into the cache, images/s",
+        f"{ours_rate:,.0f} ({first['images']:,} in {first['seconds']:.2f} s)",
+        f"{their_rate:,.0f} (the same + Resize((32, 32)): {theirs['images']:,} in {theirs['seconds']:.2f} s)",
+        f"{ours_rate / their_rate:.2f}x",
+    )
 
 
 def make_rows(args) -> list[Row]:
@@ -184,7 +217,17 @@ def make_rows(args) -> list[Row]:
 
 if __name__ == "__main__":
     arguments = parser(__doc__)
-    arguments.add_argument("--tree", type=Path, default=REPO / ".cache" / "cifar10-jpeg", help="the CIFAR-10 JPEG tree (unpacked there if absent)")
-    arguments.add_argument("--large-tree", type=Path, default=REPO / ".cache" / "cifar10-jpeg-128", help="where the 128x128 copy is made once")
+    arguments.add_argument(
+        "--tree",
+        type=Path,
+        default=REPO / ".cache" / "cifar10-jpeg",
+        help="the CIFAR-10 JPEG tree (unpacked there if absent)",
+    )
+    arguments.add_argument(
+        "--large-tree",
+        type=Path,
+        default=REPO / ".cache" / "cifar10-jpeg-128",
+        help="where the 128x128 copy is made once",
+    )
     arguments.add_argument("--large-files", type=int, default=12_000, help="files in the 128x128 copy (default 12,000)")
     main("folder decode", make_rows, arguments.parse_args())

@@ -1,7 +1,8 @@
 """The GPU section: on one NVIDIA GPU, every GPU figure in one table, in under 8 minutes.
 
     .venv/bin/python bench/gpu.py              # on a machine with a CUDA GPU (MNIST and CIFAR-10 as for make bench)
-    .venv/bin/python bench/gpu.py --dry-run    # every part for one step, on the CPU: checks the script, measures nothing
+    .venv/bin/python bench/gpu.py --dry-run    # every part for one step, on the CPU: checks the script,
+                                               # measures nothing
 
 Parts, one after the other, each in its own process with its own time limit (seconds, in LIMITS),
 and all of them within TOTAL seconds: a part that would run past the total gets only what is left.
@@ -9,8 +10,8 @@ A part that runs out of time leaves a row saying so; the others go on.
 
 1. tests: `pytest -m gpu`, the suite's GPU tests (tests/gpu/; they skip where there is no CUDA).
 2. MNIST: `vl-train dataset=mnist model=cnn trainer.device=cuda` (every default but the budget: the
-   CNN recipe's first epoch alone, as bench/mnist_time_to_accuracy.py times it), launch to exit, and whether its test/acc reached 99.0%; beside it the same command on the
-   host's CPU (`trainer.device=cpu`).
+   CNN recipe's first epoch alone, as bench/mnist_time_to_accuracy.py times it), launch to exit, and whether its
+   test/acc reached 99.0%; beside it the same command on the host's CPU (`trainer.device=cpu`).
 3. CIFAR-10: `vl-train experiment=cifar10_gpu`, launch to exit, and whether its test/acc reached 94.0%;
    beside it the same with `trainer.compile=true` (whether compiling pays for a run this short).
 4. kNN: full MNIST (60,000 train, 10,000 test), k=3, L2 and L1, fit and prediction on the GPU in the
@@ -82,12 +83,19 @@ def failure(done: subprocess.CompletedProcess | None, limit: float) -> str | Non
 
 def tests_row(args, clock: Clock) -> Row:
     limit = clock.limit("tests")
-    seconds, done = timed_run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/gpu"], limit)
+    seconds, done = timed_run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/gpu"], limit
+    )
     if done is None:
         return Row("GPU: pytest -m gpu", failure(done, limit), "", "")
     counts = re.findall(r"(\d+) (passed|failed|skipped|error)", done.stdout)
     summary = ", ".join(f"{n} {what}" for n, what in counts) or f"exit code {done.returncode}"
-    return Row("GPU: pytest -m gpu", f"{summary} in {seconds:.0f} s", "", "all passed" if done.returncode == 0 and "skipped" not in summary else "see the output")
+    return Row(
+        "GPU: pytest -m gpu",
+        f"{summary} in {seconds:.0f} s",
+        "",
+        "all passed" if done.returncode == 0 and "skipped" not in summary else "see the output",
+    )
 
 
 def train(overrides: list[str], limit: float) -> tuple[float, dict | str]:
@@ -106,7 +114,11 @@ def reached(seconds: float, metrics: dict | str, target: float) -> str:
 
 
 def ratio(ours: tuple[float, dict | str], baseline: tuple[float, dict | str]) -> str:
-    return f"{baseline[0] / ours[0]:.2f}x less time" if not isinstance(ours[1], str) and not isinstance(baseline[1], str) else "n/a"
+    return (
+        f"{baseline[0] / ours[0]:.2f}x less time"
+        if not isinstance(ours[1], str) and not isinstance(baseline[1], str)
+        else "n/a"
+    )
 
 
 def mnist_rows(args, clock: Clock) -> list[Row]:
@@ -114,8 +126,14 @@ def mnist_rows(args, clock: Clock) -> list[Row]:
     command = ["dataset=mnist", f"dataset.root={root}", "model=cnn", *FIRST_EPOCH, *(DRY_MNIST if args.dry_run else [])]
     ours = train([*command, f"trainer.device={'cpu' if args.dry_run else 'cuda'}"], clock.limit("mnist"))
     host = train([*command, "trainer.device=cpu"], clock.limit("mnist_cpu"))
-    return [Row(f"GPU: MNIST CNN, time to >= {MNIST_TARGET:.1%} test accuracy, s (vl-train defaults)",
-                reached(*ours, MNIST_TARGET), f"{reached(*host, MNIST_TARGET)} (the same on the host's CPU)", ratio(ours, host))]
+    return [
+        Row(
+            f"GPU: MNIST CNN, time to >= {MNIST_TARGET:.1%} test accuracy, s (vl-train defaults)",
+            reached(*ours, MNIST_TARGET),
+            f"{reached(*host, MNIST_TARGET)} (the same on the host's CPU)",
+            ratio(ours, host),
+        )
+    ]
 
 
 def cifar_rows(args, clock: Clock) -> list[Row]:
@@ -125,12 +143,23 @@ def cifar_rows(args, clock: Clock) -> list[Row]:
     ours = train(command, clock.limit("cifar10"))
     if args.dry_run:
         compiled = "not run in --dry-run (compiling takes minutes on a CPU)"
-        return [Row(f"GPU: CIFAR-10 experiment=cifar10_gpu, time to >= {CIFAR_TARGET:.1%} test accuracy, s",
-                    reached(*ours, CIFAR_TARGET), compiled, "n/a")]
+        return [
+            Row(
+                f"GPU: CIFAR-10 experiment=cifar10_gpu, time to >= {CIFAR_TARGET:.1%} test accuracy, s",
+                reached(*ours, CIFAR_TARGET),
+                compiled,
+                "n/a",
+            )
+        ]
     compiled_run = train([*command, "trainer.compile=true"], clock.limit("cifar10_compile"))
-    return [Row(f"GPU: CIFAR-10 experiment=cifar10_gpu, time to >= {CIFAR_TARGET:.1%} test accuracy, s",
-                reached(*ours, CIFAR_TARGET), f"{reached(*compiled_run, CIFAR_TARGET)} (with trainer.compile=true)",
-                ratio(ours, compiled_run))]
+    return [
+        Row(
+            f"GPU: CIFAR-10 experiment=cifar10_gpu, time to >= {CIFAR_TARGET:.1%} test accuracy, s",
+            reached(*ours, CIFAR_TARGET),
+            f"{reached(*compiled_run, CIFAR_TARGET)} (with trainer.compile=true)",
+            ratio(ours, compiled_run),
+        )
+    ]
 
 
 def knn_rows(args, clock: Clock) -> list[Row]:
@@ -143,11 +172,23 @@ def knn_rows(args, clock: Clock) -> list[Row]:
         return [Row("GPU: kNN MNIST k=3", problem, "", "")]
     rows = []
     for distance, result in json.loads(done.stdout.splitlines()[-1]).items():
-        title = (f"GPU: kNN MNIST {distance.upper()}, k=3: fit + predict, s ({result['train']:,} train, {result['test']:,} test, "
-                 f"{result['device']}, training images stored as {result['stored_as']})")
-        same = "indices equal, ties included" if result["equal"] else f"indices differ for {result['different']} test images"
-        rows.append(Row(title, f"{result['ours']:.2f}", f"{result['brute']:.2f} (exact brute force, same device)",
-                        f"{result['brute'] / result['ours']:.1f}x faster; {same}"))
+        title = (
+            f"GPU: kNN MNIST {distance.upper()}, k=3: fit + predict, s ({result['train']:,} train, "
+            f"{result['test']:,} test, {result['device']}, training images stored as {result['stored_as']})"
+        )
+        same = (
+            "indices equal, ties included"
+            if result["equal"]
+            else f"indices differ for {result['different']} test images"
+        )
+        rows.append(
+            Row(
+                title,
+                f"{result['ours']:.2f}",
+                f"{result['brute']:.2f} (exact brute force, same device)",
+                f"{result['brute'] / result['ours']:.1f}x faster; {same}",
+            )
+        )
     return rows
 
 
@@ -181,9 +222,16 @@ def knn_part(args) -> None:
         synchronize()
         brute = time.perf_counter() - started
         different = int((found != expected).any(1).sum())
-        results[distance] = {"ours": ours, "brute": brute, "equal": different == 0, "different": different, "train": n_train,
-                             "test": n_test, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                             "stored_as": str(model.train_features.dtype)}
+        results[distance] = {
+            "ours": ours,
+            "brute": brute,
+            "equal": different == 0,
+            "different": different,
+            "train": n_train,
+            "test": n_test,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "stored_as": str(model.train_features.dtype),
+        }
     print(json.dumps(results))
 
 
@@ -218,7 +266,9 @@ def rows(args) -> list[Row]:
 
 def main() -> None:
     cli = parser(__doc__)
-    cli.add_argument("--dry-run", action="store_true", help="every part for one step on the CPU: checks the script, measures nothing")
+    cli.add_argument(
+        "--dry-run", action="store_true", help="every part for one step on the CPU: checks the script, measures nothing"
+    )
     cli.add_argument("--knn-part", action="store_true", help=argparse.SUPPRESS)  # the kNN part, in its own process
     args = cli.parse_args()
     args.dry_run = args.dry_run or args.quick
@@ -227,11 +277,18 @@ def main() -> None:
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        print("bench/gpu.py: no CUDA GPU here (torch.cuda.is_available() is false): run it on a GPU machine, "
-              "or with --dry-run to check it on the CPU", file=sys.stderr)
+        print(
+            "bench/gpu.py: no CUDA GPU here (torch.cuda.is_available() is false): run it on a GPU machine, "
+            "or with --dry-run to check it on the CPU",
+            file=sys.stderr,
+        )
         sys.exit(2)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"GPU benchmarks{' (--dry-run: one step each on the CPU, not measurements)' * args.dry_run}: {started}, {load()}", flush=True)
+    print(
+        f"GPU benchmarks{' (--dry-run: one step each on the CPU, not measurements)' * args.dry_run}: {started}, "
+        f"{load()}",
+        flush=True,
+    )
     made = rows(args)
     print(f"\n{table(made)}\n\nmachine: {machine()}; {load()} at the end", flush=True)
     if args.json:

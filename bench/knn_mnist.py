@@ -43,7 +43,12 @@ def load(data: Path, n_train: int, n_test: int):
     import torchvision
 
     train, test = (torchvision.datasets.MNIST(str(data), train=t, download=False) for t in (True, False))
-    return (train.data[:n_train].numpy(), train.targets[:n_train].numpy(), test.data[:n_test].numpy(), test.targets[:n_test].numpy())
+    return (
+        train.data[:n_train].numpy(),
+        train.targets[:n_train].numpy(),
+        test.data[:n_test].numpy(),
+        test.targets[:n_test].numpy(),
+    )
 
 
 def resident_mb(field: str) -> float:
@@ -84,7 +89,9 @@ def faiss_predict(distance: str, k: int, x_train, y_train, x_test) -> tuple[np.n
     distances of the k + 1 nearest (L2 squared, as faiss gives them)."""
     import faiss
 
-    index = faiss.IndexFlatL2(x_train[0].size) if distance == "l2" else faiss.IndexFlat(x_train[0].size, faiss.METRIC_L1)
+    index = (
+        faiss.IndexFlatL2(x_train[0].size) if distance == "l2" else faiss.IndexFlat(x_train[0].size, faiss.METRIC_L1)
+    )
     index.add(x_train.reshape(len(x_train), -1).astype(np.float32))
     distances, indices = index.search(x_test.reshape(len(x_test), -1).astype(np.float32), k + 1)
     votes = np.zeros((len(x_test), int(y_train.max()) + 1), dtype=np.int64)
@@ -119,7 +126,7 @@ def versus_faiss(job: dict, x_train, y_train, x_test) -> dict:
     seconds = {name: [] for name in sides}
     results = {}
     for round_ in range(job["rounds"]):
-        for name in (("ours", "faiss") if round_ % 2 == 0 else ("faiss", "ours")):
+        for name in ("ours", "faiss") if round_ % 2 == 0 else ("faiss", "ours"):
             started = time.perf_counter()
             results[name] = sides[name](job["distance"], job["k"], x_train, y_train, x_test)
             seconds[name].append(time.perf_counter() - started)
@@ -128,11 +135,19 @@ def versus_faiss(job: dict, x_train, y_train, x_test) -> dict:
     kth = our_distances[:, k - 1] ** 2 if job["distance"] == "l2" else our_distances[:, k - 1]
     # faiss's L2 comes from float32 products of values up to 255: its squared distances are off by a few units
     tolerance = 1e-5 * kth if job["distance"] == "l2" else 0
-    assert (np.abs(their_distances[:, k - 1] - kth) <= tolerance).all(), "faiss and ours disagree on a k-th neighbour distance"
-    ambiguous = np.abs(their_distances[:, k] - their_distances[:, k - 1]) <= tolerance  # another image at the k-th distance
+    assert (np.abs(their_distances[:, k - 1] - kth) <= tolerance).all(), (
+        "faiss and ours disagree on a k-th neighbour distance"
+    )
+    # another image at the k-th distance
+    ambiguous = np.abs(their_distances[:, k] - their_distances[:, k - 1]) <= tolerance
     assert (ours == theirs)[~ambiguous].all(), "faiss and ours predict differently where the k nearest are unambiguous"
-    return {"seconds": {name: min(times) for name, times in seconds.items()}, "rounds": seconds,
-            "ambiguous": int(ambiguous.sum()), "disagree": int((ours != theirs).sum()), "accuracy": None}
+    return {
+        "seconds": {name: min(times) for name, times in seconds.items()},
+        "rounds": seconds,
+        "ambiguous": int(ambiguous.sum()),
+        "disagree": int((ours != theirs).sum()),
+        "accuracy": None,
+    }
 
 
 def sweep(job: dict, x_train, y_train, x_test, y_test) -> dict:
@@ -149,13 +164,21 @@ def sweep(job: dict, x_train, y_train, x_test, y_test) -> dict:
     seconds = {}
     with torch.inference_mode():
         model.scores_by_k(images[:64])  # warm-up
-        for name, predict in [("single", model), ("sweep", model.scores_by_k), ("single again", model), ("sweep again", model.scores_by_k)]:
+        for name, predict in [
+            ("single", model),
+            ("sweep", model.scores_by_k),
+            ("single again", model),
+            ("sweep again", model.scores_by_k),
+        ]:
             started = time.perf_counter()
             scores = [predict(batch) for batch in images.split(1024)]
             seconds[name] = time.perf_counter() - started
     accuracy = {k: float(torch.cat([s[k].argmax(1) for s in scores]).eq(labels).double().mean()) for k in model.ks}
-    return {"single_seconds": min(seconds["single"], seconds["single again"]),
-            "sweep_seconds": min(seconds["sweep"], seconds["sweep again"]), "accuracy_by_k": accuracy}
+    return {
+        "single_seconds": min(seconds["single"], seconds["single again"]),
+        "sweep_seconds": min(seconds["sweep"], seconds["sweep again"]),
+        "accuracy_by_k": accuracy,
+    }
 
 
 def worker(job: dict) -> dict:
@@ -173,10 +196,15 @@ def worker(job: dict) -> dict:
     predictions, fit_seconds, model = fit_predict(job, x_train, y_train, x_test)
     seconds = time.perf_counter() - started
     return {
-        "seconds": seconds, "fit_seconds": fit_seconds, "predict_seconds": seconds - fit_seconds,
-        "peak_mb": resident_mb("VmHWM") - before, "accuracy": float((predictions == y_test).mean()),
+        "seconds": seconds,
+        "fit_seconds": fit_seconds,
+        "predict_seconds": seconds - fit_seconds,
+        "peak_mb": resident_mb("VmHWM") - before,
+        "accuracy": float((predictions == y_test).mean()),
         "predictions": predictions.tolist(),
-        "stated_mb": (model.train_features.nbytes + x_test.size * 4 + model.scratch_bytes()) / 2**20 if job["method"] == "ours" else None,
+        "stated_mb": (model.train_features.nbytes + x_test.size * 4 + model.scratch_bytes()) / 2**20
+        if job["method"] == "ours"
+        else None,
     }
 
 
@@ -184,7 +212,9 @@ def measure(repeat: int = 1, **job) -> dict:
     """The job in fresh subprocesses, `repeat` times; the fastest run (the machine may be shared)."""
     runs = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(out.stdout.splitlines()[-1]))
     return min(runs, key=lambda run: run.get("seconds", run.get("sweep_seconds")))
 
@@ -195,13 +225,30 @@ def progress(rows: list[tuple[str, ...]]) -> None:
 
 
 def l2_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
-    ours, theirs = measure(repeat, method="ours", distance="l2", k=3, **sizes), measure(repeat, method="sklearn", distance="l2", k=3, **sizes)
+    ours, theirs = (
+        measure(repeat, method="ours", distance="l2", k=3, **sizes),
+        measure(repeat, method="sklearn", distance="l2", k=3, **sizes),
+    )
     agreement = np.mean(np.array(ours["predictions"]) == np.array(theirs["predictions"]))
     return [
-        ("L2, k=3: test accuracy", f"{ours['accuracy']:.2%}", f"{theirs['accuracy']:.2%}", f"agreement {agreement:.2%}"),
-        ("L2, k=3: fit + predict, seconds", f"{ours['seconds']:.1f}", f"{theirs['seconds']:.1f}", f"{theirs['seconds'] / ours['seconds']:.1f}x faster"),
-        ("L2, k=3: peak memory growth, MiB", f"{ours['peak_mb']:.0f} (stored set + test images + stated scratch bound: {ours['stated_mb']:.0f})",
-         f"{theirs['peak_mb']:.0f}", f"{ours['peak_mb'] / theirs['peak_mb']:.2f}"),
+        (
+            "L2, k=3: test accuracy",
+            f"{ours['accuracy']:.2%}",
+            f"{theirs['accuracy']:.2%}",
+            f"agreement {agreement:.2%}",
+        ),
+        (
+            "L2, k=3: fit + predict, seconds",
+            f"{ours['seconds']:.1f}",
+            f"{theirs['seconds']:.1f}",
+            f"{theirs['seconds'] / ours['seconds']:.1f}x faster",
+        ),
+        (
+            "L2, k=3: peak memory growth, MiB",
+            f"{ours['peak_mb']:.0f} (stored set + test images + stated scratch bound: {ours['stated_mb']:.0f})",
+            f"{theirs['peak_mb']:.0f}",
+            f"{ours['peak_mb'] / theirs['peak_mb']:.2f}",
+        ),
     ]
 
 
@@ -213,11 +260,30 @@ def l1_rows(sizes: dict, queries: int) -> list[tuple[str, ...]]:
     agreement = np.mean(np.array(ours_part["predictions"]) == np.array(theirs_part["predictions"]))
     extrapolated = f" (extrapolated from {queries})" if queries < sizes["test"] else ""
     return [
-        ("L1, k=3: test accuracy", f"{ours['accuracy']:.2%}", f"{theirs_part['accuracy']:.2%} (first {queries})", f"agreement {agreement:.2%} (first {queries})"),
-        (f"L1, k=3: fit + predict the first {queries} test images, seconds", f"{ours_part['seconds']:.1f}", f"{theirs_part['seconds']:.1f}",
-         f"{theirs_part['seconds'] / ours_part['seconds']:.2f}x faster"),
-        ("L1, k=3: fit + predict all test images, seconds", f"{ours['seconds']:.1f}", f"{theirs_all:.0f}{extrapolated}", f"{theirs_all / ours['seconds']:.2f}x faster"),
-        ("L1, k=3: peak memory growth, MiB", f"{ours['peak_mb']:.0f}", f"{theirs_part['peak_mb']:.0f} (first {queries})", ""),
+        (
+            "L1, k=3: test accuracy",
+            f"{ours['accuracy']:.2%}",
+            f"{theirs_part['accuracy']:.2%} (first {queries})",
+            f"agreement {agreement:.2%} (first {queries})",
+        ),
+        (
+            f"L1, k=3: fit + predict the first {queries} test images, seconds",
+            f"{ours_part['seconds']:.1f}",
+            f"{theirs_part['seconds']:.1f}",
+            f"{theirs_part['seconds'] / ours_part['seconds']:.2f}x faster",
+        ),
+        (
+            "L1, k=3: fit + predict all test images, seconds",
+            f"{ours['seconds']:.1f}",
+            f"{theirs_all:.0f}{extrapolated}",
+            f"{theirs_all / ours['seconds']:.2f}x faster",
+        ),
+        (
+            "L1, k=3: peak memory growth, MiB",
+            f"{ours['peak_mb']:.0f}",
+            f"{theirs_part['peak_mb']:.0f} (first {queries})",
+            "",
+        ),
     ]
 
 
@@ -226,11 +292,27 @@ def faiss_rows(sizes: dict, rounds: int) -> list[tuple[str, ...]]:
     for distance in ("l2", "l1"):
         run = measure(versus="faiss", distance=distance, k=3, rounds=rounds, **sizes)
         ours, theirs = run["seconds"]["ours"], run["seconds"]["faiss"]
-        rounds_shown = "; rounds " + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(run["rounds"]["ours"], run["rounds"]["faiss"]))
-        found.append((f"{distance.upper()}, k=3: fit + predict all test images, seconds (fastest of {rounds} rounds; ours/faiss{rounds_shown})",
-                      f"{ours:.1f}", f"{theirs:.1f}", f"{theirs / ours:.2f}x faster"))
-        found.append((f"{distance.upper()}, k=3: predictions", "", "",
-                      f"equal wherever unambiguous; {run['disagree']} differ of {run['ambiguous']} with another image at the k-th distance"))
+        rounds_shown = "; rounds " + ", ".join(
+            f"{a:.1f}/{b:.1f}" for a, b in zip(run["rounds"]["ours"], run["rounds"]["faiss"])
+        )
+        found.append(
+            (
+                f"{distance.upper()}, k=3: fit + predict all test images, seconds (fastest of {rounds} rounds; "
+                f"ours/faiss{rounds_shown})",
+                f"{ours:.1f}",
+                f"{theirs:.1f}",
+                f"{theirs / ours:.2f}x faster",
+            )
+        )
+        found.append(
+            (
+                f"{distance.upper()}, k=3: predictions",
+                "",
+                "",
+                f"equal wherever unambiguous; {run['disagree']} differ of {run['ambiguous']} with another image at "
+                "the k-th distance",
+            )
+        )
     return found
 
 
@@ -238,10 +320,19 @@ def sweep_rows(sizes: dict, repeat: int) -> list[tuple[str, ...]]:
     sweep = measure(repeat, method="ours", sweep=True, **sizes)
     best = max(sweep["accuracy_by_k"], key=lambda k: (sweep["accuracy_by_k"][k], -int(k)))
     return [
-        (f"L2: predict with {len(SWEEP)} values of k ({SWEEP[0]}..{SWEEP[-1]}) from one search vs k=1 alone, seconds",
-         f"{sweep['sweep_seconds']:.1f}", f"{sweep['single_seconds']:.1f}", f"{sweep['sweep_seconds'] / sweep['single_seconds']:.2f}x"),
-        ("L2: test accuracy by k (for reference; vl-train chooses k on val)",
-         " ".join(f"{k}:{a:.2%}" for k, a in sweep["accuracy_by_k"].items()), "", f"best k={best}"),
+        (
+            f"L2: predict with {len(SWEEP)} values of k ({SWEEP[0]}..{SWEEP[-1]}) from one search vs k=1 alone, "
+            "seconds",
+            f"{sweep['sweep_seconds']:.1f}",
+            f"{sweep['single_seconds']:.1f}",
+            f"{sweep['sweep_seconds'] / sweep['single_seconds']:.2f}x",
+        ),
+        (
+            "L2: test accuracy by k (for reference; vl-train chooses k on val)",
+            " ".join(f"{k}:{a:.2%}" for k, a in sweep["accuracy_by_k"].items()),
+            "",
+            f"best k={best}",
+        ),
     ]
 
 
@@ -249,7 +340,9 @@ def faiss_version() -> str:
     try:
         import faiss
     except ImportError:
-        raise Skipped("faiss is not installed: pip install -e '.[bench]' (the benchmarks' extra) brings faiss-cpu") from None
+        raise Skipped(
+            "faiss is not installed: pip install -e '.[bench]' (the benchmarks' extra) brings faiss-cpu"
+        ) from None
     return faiss.__version__
 
 
@@ -265,14 +358,19 @@ def rows(args) -> list[Row]:
         "l1": lambda: l1_rows(sizes, min(args.l1_baseline_queries, sizes["test"])),
         "sweep": lambda: sweep_rows(sizes, args.repeat),
     }
-    print(f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baselines: faiss-cpu "
-          f"{faiss_version() if 'faiss' in args.parts else '(not run)'} IndexFlat, scikit-learn {sklearn.__version__} KNeighborsClassifier(algorithm='brute', n_jobs=-1)", flush=True)
+    print(
+        f"kNN on MNIST, {sizes['train']:,} train / {sizes['test']:,} test, raw pixels; baselines: faiss-cpu "
+        f"{faiss_version() if 'faiss' in args.parts else '(not run)'} IndexFlat, scikit-learn {sklearn.__version__} "
+        "KNeighborsClassifier(algorithm='brute', n_jobs=-1)",
+        flush=True,
+    )
     quick = " (--quick: 2,000 train / 200 test)" if args.quick else ""
     found = []
     for part in args.parts.split(","):
         new = parts[part]()
         progress(new)
-        against = {"sweep": "", "faiss": " vs faiss-cpu IndexFlat"}.get(part, " vs scikit-learn brute force")  # the sweep rows name their own baseline
+        # the sweep rows name their own baseline
+        against = {"sweep": "", "faiss": " vs faiss-cpu IndexFlat"}.get(part, " vs scikit-learn brute force")
         found += [Row(f"kNN MNIST{against}: {name}{quick}", *figures) for name, *figures in new]
     return found
 
@@ -280,7 +378,9 @@ def rows(args) -> list[Row]:
 if __name__ == "__main__":
     cli = parser(__doc__.split("\n\n")[0])
     cli.add_argument("--parts", default="faiss,l2,l1,sweep", help="which benchmarks, comma-separated (default: all)")
-    cli.add_argument("--rounds", type=int, default=2, help="alternating rounds of each side against faiss; the fastest is kept")
+    cli.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds of each side against faiss; the fastest is kept"
+    )
     cli.add_argument("--repeat", type=int, default=1, help="runs of each L2 and sweep measurement; the fastest is kept")
     cli.add_argument("--l1-baseline-queries", type=int, default=500, help="test images scikit-learn's L1 is timed on")
     cli.add_argument("--worker", help=argparse.SUPPRESS)

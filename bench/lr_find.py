@@ -1,6 +1,7 @@
 """The learning-rate range test on the default CNN: what it costs against a one-epoch MNIST run, and what its lr gives.
 
-    .venv/bin/python bench/lr_find.py            # MNIST, model=cnn: the range test, then one epoch at the default lr and at the suggested one
+    .venv/bin/python bench/lr_find.py            # MNIST, model=cnn: the range test,
+                                                 # then one epoch at the default lr and at the suggested one
     .venv/bin/python bench/lr_find.py --quick    # 2,000 images: a smoke run
 
 Three launches of `vl-train dataset=mnist model=cnn` from the same seed: `lr_find=true` (its
@@ -26,26 +27,42 @@ from common import FIRST_EPOCH, VL_TRAIN, Row, main, mnist_root, parser
 def launch(overrides: list[str], run_dir: Path, result: str) -> tuple[float, dict]:
     """(seconds from launch to exit, the run's `result` JSON) of one vl-train."""
     started = time.perf_counter()
-    subprocess.run([str(VL_TRAIN), *overrides, f"hydra.run.dir={run_dir}"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(VL_TRAIN), *overrides, f"hydra.run.dir={run_dir}"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started, json.loads((run_dir / result).read_text())
 
 
 def rows(args) -> list[Row]:
     root = mnist_root(args.mnist)
-    job = ["dataset=mnist", f"dataset.root={root}", "model=cnn", *(["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else []),
-           *FIRST_EPOCH]
+    job = [
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "model=cnn",
+        *(["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else []),
+        *FIRST_EPOCH,
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         find_s, found = launch([*job, "lr_find=true"], Path(tmp) / "lr_find", "lr_find.json")
         epoch_s, default = launch(job, Path(tmp) / "default", "metrics.json")
         suggested = float(f"{found['suggested_lr']:.2g}")  # as the log tells the user to type it
         _, tuned = launch([*job, f"optimizer.lr={suggested}"], Path(tmp) / "suggested", "metrics.json")
     return [
-        Row("lr_find: the range test on the default CNN against a one-epoch MNIST run, run seconds (launch to exit)",
-            f"{found['seconds']:.2f} ({find_s:.1f}; {found['steps']} steps)", f"{default['seconds']:.2f} ({epoch_s:.1f}; {default['steps']} steps)",
-            f"{100 * found['seconds'] / default['seconds']:.1f}% of the run"),
-        Row("lr_find: one epoch at the suggested lr against the default lr, test/acc",
-            f"{100 * tuned['test/acc']:.2f}% (optimizer.lr={suggested:g})", f"{100 * default['test/acc']:.2f}% (the recipe's lr 0.01)",
-            f"{100 * (tuned['test/acc'] - default['test/acc']):+.2f} points"),
+        Row(
+            "lr_find: the range test on the default CNN against a one-epoch MNIST run, run seconds (launch to exit)",
+            f"{found['seconds']:.2f} ({find_s:.1f}; {found['steps']} steps)",
+            f"{default['seconds']:.2f} ({epoch_s:.1f}; {default['steps']} steps)",
+            f"{100 * found['seconds'] / default['seconds']:.1f}% of the run",
+        ),
+        Row(
+            "lr_find: one epoch at the suggested lr against the default lr, test/acc",
+            f"{100 * tuned['test/acc']:.2f}% (optimizer.lr={suggested:g})",
+            f"{100 * default['test/acc']:.2f}% (the recipe's lr 0.01)",
+            f"{100 * (tuned['test/acc'] - default['test/acc']):+.2f} points",
+        ),
     ]
 
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 from common import VL_TRAIN, Row, main, mnist_root, parser
-
 from visionlab.cores import allowed
 
 LRS = ["0.001", "0.003", "0.01", "0.03", "0.0003", "0.1"]
@@ -35,17 +34,31 @@ LRS = ["0.001", "0.003", "0.01", "0.03", "0.0003", "0.1"]
 
 def job(args, root: Path | None) -> list[str]:
     if args.quick:
-        return ["dataset.train_size=600", "dataset.test_size=200", "trainer.epochs=1", "model=mlp", "trainer.device=cpu"]
-    return ["dataset=mnist", f"dataset.root={root}", "model=cnn", f"trainer.epochs={args.epochs}",
-            "trainer.early_stopping.patience=null", "trainer.device=cpu"]
+        return [
+            "dataset.train_size=600",
+            "dataset.test_size=200",
+            "trainer.epochs=1",
+            "model=mlp",
+            "trainer.device=cpu",
+        ]
+    return [
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "model=cnn",
+        f"trainer.epochs={args.epochs}",
+        "trainer.early_stopping.patience=null",
+        "trainer.device=cpu",
+    ]
 
 
 def together(commands: list[list[str]], folders: list[Path], env: dict[str, str]) -> float:
     """Seconds from launching all of them at once until the last one exits; each one's output in FOLDER.out."""
     outputs = [open(folder.with_suffix(".out"), "w") for folder in folders]
     started = time.perf_counter()
-    processes = [subprocess.Popen([str(VL_TRAIN), *command], cwd=folder.parent, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT) for command, folder, out in zip(commands, folders, outputs)]
+    processes = [
+        subprocess.Popen([str(VL_TRAIN), *command], cwd=folder.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+        for command, folder, out in zip(commands, folders, outputs)
+    ]
     codes = [process.wait() for process in processes]
     seconds = time.perf_counter() - started
     for out in outputs:
@@ -81,24 +94,46 @@ def timed(args, run: list[str], scratch: Path) -> list[Row]:
     lrs = ",".join(LRS[:jobs])
     sweep = ["-m", *run, f"optimizer.lr={lrs}"]
     basic = together([[*sweep, f"hydra.sweep.dir={scratch / 'basic'}"]], [scratch / "basic"], env)
-    joblib = [*sweep, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}", f"hydra.sweep.dir={scratch / 'joblib'}"]
+    joblib = [
+        *sweep,
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={cores}",
+        f"hydra.sweep.dir={scratch / 'joblib'}",
+    ]
     parallel = together([joblib], [scratch / "joblib"], env)
     what = "--quick: mlp, 1 epoch on 600 synthetic images" if args.quick else f"MNIST cnn, {args.epochs} epochs"
     one_after = f"{serial:.1f} (one after the other: {alone[0]:.1f} + {alone[1]:.1f})"
     return [
-        Row(f"many runs: two at once, trainer.threads unset ({what}, {cores} cores), wall s", f"{shared:.1f}", one_after,
-            f"{shared / serial:.2f}x the serial time"),
-        Row(f"many runs: two at once, each trainer.threads={cores} ({what}), wall s", f"{fixed:.1f}", one_after,
-            f"{fixed / serial:.2f}x the serial time"),
-        Row(f"many runs: a {jobs}-job optimizer.lr sweep, hydra/launcher=joblib n_jobs={cores} ({what}), wall s",
-            f"{parallel:.1f}", f"{basic:.1f} (the basic launcher: one job after the other)",
-            f"{parallel / basic:.2f}x the serial time"),
+        Row(
+            f"many runs: two at once, trainer.threads unset ({what}, {cores} cores), wall s",
+            f"{shared:.1f}",
+            one_after,
+            f"{shared / serial:.2f}x the serial time",
+        ),
+        Row(
+            f"many runs: two at once, each trainer.threads={cores} ({what}), wall s",
+            f"{fixed:.1f}",
+            one_after,
+            f"{fixed / serial:.2f}x the serial time",
+        ),
+        Row(
+            f"many runs: a {jobs}-job optimizer.lr sweep, hydra/launcher=joblib n_jobs={cores} ({what}), wall s",
+            f"{parallel:.1f}",
+            f"{basic:.1f} (the basic launcher: one job after the other)",
+            f"{parallel / basic:.2f}x the serial time",
+        ),
     ]
 
 
 if __name__ == "__main__":
     arguments = parser(__doc__)
     arguments.add_argument("--epochs", type=int, default=3, help="epochs of each run (not with --quick)")
-    arguments.add_argument("--jobs", type=int, default=4, choices=range(2, len(LRS) + 1), metavar=f"2..{len(LRS)}",
-                           help="jobs of the sweep (--quick: 2)")
+    arguments.add_argument(
+        "--jobs",
+        type=int,
+        default=4,
+        choices=range(2, len(LRS) + 1),
+        metavar=f"2..{len(LRS)}",
+        help="jobs of the sweep (--quick: 2)",
+    )
     main("many runs", rows, arguments.parse_args())

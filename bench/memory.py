@@ -77,21 +77,45 @@ def rows(args) -> list[Row]:
         trainer = compose_train().trainer
         with tempfile.TemporaryDirectory() as tmp:
             ours = statistics.median(
-                peak_mib([str(VL_TRAIN), f"dataset={name}", f"dataset.root={root}", "model=cnn", "trainer.epochs=1",
-                          *small, f"hydra.run.dir={tmp}/{run}"]) for run in range(runs))
+                peak_mib(
+                    [
+                        str(VL_TRAIN),
+                        f"dataset={name}",
+                        f"dataset.root={root}",
+                        "model=cnn",
+                        "trainer.epochs=1",
+                        *small,
+                        f"hydra.run.dir={tmp}/{run}",
+                    ]
+                )
+                for run in range(runs)
+            )
         torch_alone = statistics.median(
-            peak_mib([sys.executable, "-c", TORCH_ALONE, "x".join(map(str, shape)), str(trainer.batch_size), str(trainer.eval_batch_size)])
-            for _ in range(runs))
+            peak_mib(
+                [
+                    sys.executable,
+                    "-c",
+                    TORCH_ALONE,
+                    "x".join(map(str, shape)),
+                    str(trainer.batch_size),
+                    str(trainer.eval_batch_size),
+                ]
+            )
+            for _ in range(runs)
+        )
         data = images * math.prod(shape) / 2**20
         target = torch_alone + 2 * data
         shown = "MNIST" if name == "mnist" else "CIFAR-10"
         quick = " (--quick: 2,500 images)" if args.quick else ""
         every = f" (median of {runs})" if runs > 1 else ""
-        out.append(Row(
-            f"memory: peak RSS, {shown} CNN, 1 epoch, MiB{quick}{every}", f"{ours:,.0f}",
-            f"{target:,.0f} target = {torch_alone:,.0f} (torch alone, same CNN) + 2 x {data:,.0f} (uint8 pixels)",
-            f"{ours / target:.2f} of target; ours - torch = {(ours - torch_alone) / data:.2f}x the pixels",
-        ))
+        out.append(
+            Row(
+                f"memory: peak RSS, {shown} CNN, 1 epoch, MiB{quick}{every}",
+                f"{ours:,.0f}",
+                f"{target:,.0f} target = {torch_alone:,.0f} (torch alone, same CNN) + 2 x {data:,.0f} (uint8 pixels)",
+                f"{ours / target:.2f} of target; ours - torch = {(ours - torch_alone) / data:.2f}x the pixels",
+            )
+        )
     return out
 
 

@@ -46,9 +46,23 @@ def ours(root: Path, quick: bool, runs: int, *overrides: str) -> tuple[float, di
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            subprocess.run([str(VL_TRAIN), "dataset=mnist", f"dataset.root={root}", "model=cnn", *small, *overrides, f"hydra.run.dir={tmp}/run"],
-                           check=True, stdout=subprocess.DEVNULL, cwd=REPO)
-            launches.append((time.perf_counter() - started, json.loads((Path(tmp) / "run" / "metrics.json").read_text())))
+            subprocess.run(
+                [
+                    str(VL_TRAIN),
+                    "dataset=mnist",
+                    f"dataset.root={root}",
+                    "model=cnn",
+                    *small,
+                    *overrides,
+                    f"hydra.run.dir={tmp}/run",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                cwd=REPO,
+            )
+            launches.append(
+                (time.perf_counter() - started, json.loads((Path(tmp) / "run" / "metrics.json").read_text()))
+            )
     seconds, metrics = sorted(launches, key=lambda launch: launch[0])[(runs - 1) // 2]
     return seconds, metrics, [launch[0] for launch in launches]
 
@@ -56,9 +70,23 @@ def ours(root: Path, quick: bool, runs: int, *overrides: str) -> tuple[float, di
 def baseline_fraction(root: Path, train_batches: int, test_batches: int) -> dict:
     """The example's timings over a fraction of an epoch, with `ready`: seconds from launch to the end of batch 1."""
     launched = time.monotonic()  # the clock the script stamps its batches with
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "pytorch_mnist_example.py"), "--data", str(root),
-                          "--train-batches", str(train_batches), "--test-batches", str(test_batches), "--json"],
-                         check=True, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "pytorch_mnist_example.py"),
+            "--data",
+            str(root),
+            "--train-batches",
+            str(train_batches),
+            "--test-batches",
+            str(test_batches),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     timings = json.loads(out.stdout.splitlines()[-1])
     return {**timings, "ready": timings["first_batch_done"] - launched}
 
@@ -66,7 +94,11 @@ def baseline_fraction(root: Path, train_batches: int, test_batches: int) -> dict
 def extrapolated(t: dict, epochs: int) -> float:
     per_batch = t["train_seconds"] / t["train_batches"]
     per_test_batch = t["test_seconds"] / t["test_batches"]
-    return t["ready"] + (epochs * t["batches_per_epoch"] - 1) * per_batch + epochs * t["test_batches_per_pass"] * per_test_batch
+    return (
+        t["ready"]
+        + (epochs * t["batches_per_epoch"] - 1) * per_batch
+        + epochs * t["test_batches_per_pass"] * per_test_batch
+    )
 
 
 def shown(seconds: float, metrics: dict, launches: list[float]) -> str:
@@ -87,10 +119,28 @@ def baseline_full_run(root: Path, remeasure: bool) -> dict:
             return {**cached, "cached": True}
     print(f"measuring the baseline's full run once for this machine (minutes; cached in {BASELINE_CACHE})", flush=True)
     before, started = load(), time.perf_counter()
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "pytorch_mnist_example.py"), "--data", str(root), "--stop-at", str(TARGET), "--json"],
-                         check=True, capture_output=True, text=True, cwd=REPO)
-    record = {"seconds": time.perf_counter() - started, **json.loads(out.stdout.splitlines()[-1]), "machine": here,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": f"{before} at the start, {load()} at the end"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "pytorch_mnist_example.py"),
+            "--data",
+            str(root),
+            "--stop-at",
+            str(TARGET),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    record = {
+        "seconds": time.perf_counter() - started,
+        **json.loads(out.stdout.splitlines()[-1]),
+        "machine": here,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load": f"{before} at the start, {load()} at the end",
+    }
     BASELINE_CACHE.parent.mkdir(parents=True, exist_ok=True)
     BASELINE_CACHE.write_text(json.dumps(record, indent=1) + "\n")
     return {**record, "cached": False}
@@ -104,31 +154,64 @@ def rows(args) -> list[Row]:
     if args.quick:
         fraction = baseline_fraction(root, 3, 1)
         full = extrapolated(fraction, args.baseline_epochs)
-        shown_baseline = f"{full:.0f} (extrapolated to {args.baseline_epochs} epochs from 3 batches; --quick: not a measurement)"
+        shown_baseline = (
+            f"{full:.0f} (extrapolated to {args.baseline_epochs} epochs from 3 batches; --quick: not a measurement)"
+        )
         title = "MNIST CNN: time to >= 99.0% test accuracy, s (--quick: 2,000 images, 1 epoch; not a measurement)"
-        return [Row(title, shown(seconds, metrics, launches), shown_baseline, f"{full / seconds:.1f}x less time" if reached else "n/a")]
+        return [
+            Row(
+                title,
+                shown(seconds, metrics, launches),
+                shown_baseline,
+                f"{full / seconds:.1f}x less time" if reached else "n/a",
+            )
+        ]
     base = baseline_full_run(root, args.remeasure_baseline)
     full, accuracy = base["seconds"], base["accuracies"][-1]
-    shown_baseline = (f"{full:.0f} (its full run, launch to exit: {accuracy:.2%} after {base['epochs']} epochs; measured {base['date']}, "
-                      f"{base['load']}{'; cached' if base['cached'] else ''})")
+    shown_baseline = (
+        f"{full:.0f} (its full run, launch to exit: {accuracy:.2%} after {base['epochs']} epochs; "
+        f"measured {base['date']}, {base['load']}{'; cached' if base['cached'] else ''})"
+    )
     if accuracy < TARGET:
         shown_baseline = f"not reached: {shown_baseline}"
-    ratio = lambda ours_seconds: f"{full / ours_seconds:.1f}x less time" if accuracy >= TARGET else "n/a"
-    bf16_seconds, bf16_metrics, bf16_launches = ours(root, False, runs, *FIRST_EPOCH, "trainer.precision=bf16")  # the fast path that changes the arithmetic
+
+    def ratio(ours_seconds):
+        return f"{full / ours_seconds:.1f}x less time" if accuracy >= TARGET else "n/a"
+
+    # the fast path that changes the arithmetic
+    bf16_seconds, bf16_metrics, bf16_launches = ours(root, False, runs, *FIRST_EPOCH, "trainer.precision=bf16")
     budget_seconds, budget_metrics, _ = ours(root, False, 1)
     return [
-        Row("MNIST CNN: time to >= 99.0% test accuracy (the recipe's first epoch), s", shown(seconds, metrics, launches), shown_baseline,
-            ratio(seconds) if reached else "n/a"),
-        Row("MNIST CNN: time to >= 99.0% test accuracy with trainer.precision=bf16, s", shown(bf16_seconds, bf16_metrics, bf16_launches),
-            f"{full:.0f} (as above)", ratio(bf16_seconds) if bf16_metrics["test/acc"] >= TARGET else "n/a"),
-        Row("MNIST CNN: the default command to its early stop, s", shown(budget_seconds, budget_metrics, []), f"{full:.0f} (as above)",
-            ratio(budget_seconds) if budget_metrics["test/acc"] >= TARGET else "n/a"),
+        Row(
+            "MNIST CNN: time to >= 99.0% test accuracy (the recipe's first epoch), s",
+            shown(seconds, metrics, launches),
+            shown_baseline,
+            ratio(seconds) if reached else "n/a",
+        ),
+        Row(
+            "MNIST CNN: time to >= 99.0% test accuracy with trainer.precision=bf16, s",
+            shown(bf16_seconds, bf16_metrics, bf16_launches),
+            f"{full:.0f} (as above)",
+            ratio(bf16_seconds) if bf16_metrics["test/acc"] >= TARGET else "n/a",
+        ),
+        Row(
+            "MNIST CNN: the default command to its early stop, s",
+            shown(budget_seconds, budget_metrics, []),
+            f"{full:.0f} (as above)",
+            ratio(budget_seconds) if budget_metrics["test/acc"] >= TARGET else "n/a",
+        ),
     ]
 
 
 if __name__ == "__main__":
     cli = parser(__doc__)
     cli.add_argument("--runs", type=int, default=3, help="launches of our command; the median time counts")
-    cli.add_argument("--remeasure-baseline", action="store_true", help="run the baseline in full again, even if this machine's run is cached")
-    cli.add_argument("--baseline-epochs", type=int, default=4, help="--quick only: the epochs its 3-batch timing is extrapolated to")
+    cli.add_argument(
+        "--remeasure-baseline",
+        action="store_true",
+        help="run the baseline in full again, even if this machine's run is cached",
+    )
+    cli.add_argument(
+        "--baseline-epochs", type=int, default=4, help="--quick only: the epochs its 3-batch timing is extrapolated to"
+    )
     main("MNIST time-to-accuracy", rows, cli.parse_args())

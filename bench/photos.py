@@ -1,6 +1,8 @@
-"""Folders of phone-size photos with each model's defaults: peak memory, time, run-folder size, test accuracy (issue 36).
+"""Folders of phone-size photos with each model's defaults: peak memory, time, run-folder size, test accuracy
+(issue 36).
 
-    .venv/bin/python bench/photos.py              # 40 photos of 4032x3024; 300 and 500 of 640x480 (minutes; about 2 GB of disk)
+    .venv/bin/python bench/photos.py              # 40 photos of 4032x3024; 300 and 500 of 640x480 (minutes;
+                                                  # about 2 GB of disk)
     .venv/bin/python bench/photos.py --quick      # 12 of 1008x756, 30 and 50 of 160x120: a smoke run
 
 The photos are drawn here (three filled shapes on a plain background, one kind of shape per class;
@@ -59,28 +61,44 @@ def draw(root: Path, count: int, size: tuple[int, int]) -> Path:
 
 
 def launch(overrides: list[str], run_dir: Path) -> dict:
-    """One vl-train: exit code, launch-to-exit seconds, peak RSS, the run folder's bytes, its test/acc and its error line."""
+    """One vl-train: exit code, launch-to-exit seconds, peak RSS, the run folder's bytes,
+    its test/acc and its error line."""
     started = time.perf_counter()
     with open(run_dir.parent / f"{run_dir.name}.stderr", "w") as err:
-        process = subprocess.Popen([str(VL_TRAIN), *overrides, "trainer.device=cpu", f"hydra.run.dir={run_dir}"],
-                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+        process = subprocess.Popen(
+            [str(VL_TRAIN), *overrides, "trainer.device=cpu", f"hydra.run.dir={run_dir}"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     metrics = run_dir / "metrics.json"
     accuracy = re.search(r'"test/acc": ([0-9.]+)', metrics.read_text()) if metrics.exists() else None
     size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) if run_dir.exists() else 0
-    return {"code": os.waitstatus_to_exitcode(status), "seconds": seconds, "rss": usage.ru_maxrss * 1024, "bytes": size,
-            "acc": float(accuracy.group(1)) if accuracy else None, "error": (run_dir.parent / f"{run_dir.name}.stderr").read_text().strip()}
+    return {
+        "code": os.waitstatus_to_exitcode(status),
+        "seconds": seconds,
+        "rss": usage.ru_maxrss * 1024,
+        "bytes": size,
+        "acc": float(accuracy.group(1)) if accuracy else None,
+        "error": (run_dir.parent / f"{run_dir.name}.stderr").read_text().strip(),
+    }
 
 
 def said(run: dict) -> str:
     if run["code"] == 2:
         needed = re.search(r"needs about ([0-9.]+ [MG]B)", run["error"])
-        return f"refused before decoding (exit 2{f': needs {needed.group(1)}' if needed else ''}; {run['seconds']:.1f} s)"
+        return (
+            f"refused before decoding (exit 2{f': needs {needed.group(1)}' if needed else ''}; {run['seconds']:.1f} s)"
+        )
     if run["code"]:
         return f"exit {run['code']} after {run['seconds']:.1f} s"
     acc = f"{run['acc']:.1%}" if run["acc"] is not None else "n/a"
-    return f"{run['rss'] / MIB:,.0f} MiB peak, {run['seconds']:.1f} s, run folder {run['bytes'] / MIB:,.1f} MiB, test/acc {acc}"
+    return (
+        f"{run['rss'] / MIB:,.0f} MiB peak, {run['seconds']:.1f} s, run folder {run['bytes'] / MIB:,.1f} MiB, "
+        f"test/acc {acc}"
+    )
 
 
 def rows(args) -> list[Row]:
@@ -96,9 +114,19 @@ def rows(args) -> list[Row]:
                 launch(job, scratch / f"warm-{name}-{model}")  # the cache, made once per folder and size
                 ours = launch(job, scratch / f"{name}-{model}")
                 baseline = launch([*job, "dataset.max_side=null"], scratch / f"{name}-{model}-full")
-                ratio = f"{baseline['rss'] / ours['rss']:.1f}x the memory" if not ours["code"] and not baseline["code"] else ""
-                out.append(Row(f"photos: {count} of {size[0]}x{size[1]}, model={model} defaults{' --quick' * args.quick}",
-                               said(ours), f"{said(baseline)} (dataset.max_side=null)", ratio))
+                ratio = (
+                    f"{baseline['rss'] / ours['rss']:.1f}x the memory"
+                    if not ours["code"] and not baseline["code"]
+                    else ""
+                )
+                out.append(
+                    Row(
+                        f"photos: {count} of {size[0]}x{size[1]}, model={model} defaults{' --quick' * args.quick}",
+                        said(ours),
+                        f"{said(baseline)} (dataset.max_side=null)",
+                        ratio,
+                    )
+                )
     return out
 
 

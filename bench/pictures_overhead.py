@@ -29,8 +29,17 @@ from pathlib import Path
 from common import REPO, VL_TRAIN, Row, main, parser
 
 # Every picture switch and its "off" value; only those conf/logging/default.yaml has are passed.
-OFF = {"data_preview": "false", "confusion_every_n_epochs": "0", "first_layer_every_n_epochs": "0", "mistakes_every_n_epochs": "0",
-       "neighbours": "false", "histograms_every_n_epochs": "0", "graph": "false", "saliency": "false", "embedding_points": "0"}
+OFF = {
+    "data_preview": "false",
+    "confusion_every_n_epochs": "0",
+    "first_layer_every_n_epochs": "0",
+    "mistakes_every_n_epochs": "0",
+    "neighbours": "false",
+    "histograms_every_n_epochs": "0",
+    "graph": "false",
+    "saliency": "false",
+    "embedding_points": "0",
+}
 QUICK = ["dataset.train_size=600", "dataset.test_size=200"]
 EMBEDDING_POINTS = 2000  # the cap proposed for logging.embedding_points
 TIMER = re.compile(r"pictures, histograms and graph took ([\d.]+) s")
@@ -44,8 +53,13 @@ def switches_off() -> list[str]:
 def launch(overrides: list[str], run_dir: Path) -> tuple[float, float | None]:
     """(seconds from launch to exit, the run's own picture timer or None) of one vl-train."""
     started = time.perf_counter()
-    subprocess.run([str(VL_TRAIN), *overrides, f"hydra.run.dir={run_dir}"], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(VL_TRAIN), *overrides, f"hydra.run.dir={run_dir}"],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - started
     found = TIMER.search((run_dir / "train.log").read_text())
     return seconds, float(found.group(1)) if found else None
@@ -77,7 +91,11 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     finder = MistakeFinder(MISTAKES, False, device)
     evaluate(model, splits.test, None, cfg.trainer.eval_batch_size, watch=finder)
     mistakes = finder.mistakes()[0]
-    times: dict[str, list[float]] = {"layer table": [], "saliency picture": [], "embedding (recorder in the test pass, and writing)": []}
+    times: dict[str, list[float]] = {
+        "layer table": [],
+        "saliency picture": [],
+        "embedding (recorder in the test pass, and writing)": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         writer = SummaryWriter(tmp)
         writer.add_scalar("warm-up", 0.0, 0)
@@ -87,13 +105,19 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
             times["layer table"].append(time.perf_counter() - started)
             started = time.perf_counter()
             with torch.inference_mode():
-                writer.add_image("test/saliency", saliency.saliency_picture(model, splits.test, mistakes, splits.classes), repeat)
+                writer.add_image(
+                    "test/saliency", saliency.saliency_picture(model, splits.test, mistakes, splits.classes), repeat
+                )
             times["saliency picture"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            evaluate(model, splits.test, None, cfg.trainer.eval_batch_size, watch=MistakeFinder(MISTAKES, False, device))
+            evaluate(
+                model, splits.test, None, cfg.trainer.eval_batch_size, watch=MistakeFinder(MISTAKES, False, device)
+            )
             plain = time.perf_counter() - started
             started = time.perf_counter()
-            recorder = embeddings.Penultimate(model, len(splits.test), EMBEDDING_POINTS, MistakeFinder(MISTAKES, False, device))
+            recorder = embeddings.Penultimate(
+                model, len(splits.test), EMBEDDING_POINTS, MistakeFinder(MISTAKES, False, device)
+            )
             evaluate(model, splits.test, None, cfg.trainer.eval_batch_size, watch=recorder)
             recorder.write(writer, splits.test, splits.classes, repeat)
             times["embedding (recorder in the test pass, and writing)"].append(time.perf_counter() - started - plain)
@@ -120,14 +144,25 @@ def rows(args) -> list[Row]:
     inside_total = sum(inside.values())
     breakdown = ", ".join(f"{name} {seconds:.3f}" for name, seconds in inside.items())
     return [
-        Row(f"pictures: the default job, launch to exit, every picture on vs off, s{every}",
-            f"{on_s:.2f} (on: {', '.join(f'{s:.1f}' for s in on)})", f"{off_s:.2f} (off: {', '.join(f'{s:.1f}' for s in off)})",
-            f"{100 * (on_s - off_s) / off_s:+.1f}%"),
-        Row(f"pictures: the default job, the run's own picture timer, s{every}",
-            f"{statistics.median(timer):.2f}" if timer else "n/a", f"{off_s:.2f} (the run with pictures off)",
-            f"{100 * statistics.median(timer) / off_s:.1f}%" if timer else "n/a"),
-        Row(f"pictures: issue 19's saliency, embedding and layer table, in process on the default job, s{f' (median of {repeats} calls)' if repeats > 1 else ''}",
-            f"{inside_total:.3f} ({breakdown})", f"{off_s:.2f} (the run with pictures off)", f"{100 * inside_total / off_s:.1f}%"),
+        Row(
+            f"pictures: the default job, launch to exit, every picture on vs off, s{every}",
+            f"{on_s:.2f} (on: {', '.join(f'{s:.1f}' for s in on)})",
+            f"{off_s:.2f} (off: {', '.join(f'{s:.1f}' for s in off)})",
+            f"{100 * (on_s - off_s) / off_s:+.1f}%",
+        ),
+        Row(
+            f"pictures: the default job, the run's own picture timer, s{every}",
+            f"{statistics.median(timer):.2f}" if timer else "n/a",
+            f"{off_s:.2f} (the run with pictures off)",
+            f"{100 * statistics.median(timer) / off_s:.1f}%" if timer else "n/a",
+        ),
+        Row(
+            "pictures: issue 19's saliency, embedding and layer table, in process on the default job, "
+            f"s{f' (median of {repeats} calls)' if repeats > 1 else ''}",
+            f"{inside_total:.3f} ({breakdown})",
+            f"{off_s:.2f} (the run with pictures off)",
+            f"{100 * inside_total / off_s:.1f}%",
+        ),
     ]
 
 

@@ -7,7 +7,8 @@ schedule (StepLR, gamma 0.7 per epoch), seed 1, a log line every 10 batches. On 
 passes no `shuffle`, `num_workers` or `pin_memory` (it adds them for CUDA only), and neither does this.
 Only `--epochs`' default (14), the data folder and the timing options differ.
 
-    .venv/bin/python bench/pytorch_mnist_example.py --data /work/shared/data --stop-at 0.99   # the real thing, until 99.0%
+    .venv/bin/python bench/pytorch_mnist_example.py --data /work/shared/data --stop-at 0.99   # the real thing,
+                                                                                              # until 99.0%
         # (bench/mnist_time_to_accuracy.py runs this once per machine, with --json, and caches its time)
     .venv/bin/python bench/pytorch_mnist_example.py --data /work/shared/data --train-batches 100 --test-batches 2 --json
         # bench/mnist_time_to_accuracy.py's timed fraction: 1 warm-up batch, then 100 timed; 2 test batches
@@ -66,9 +67,10 @@ def train(model, device, train_loader, optimizer, epoch, log_interval=10, stamps
         loss.backward()
         optimizer.step()
         if batch_idx % log_interval == 0:
-            print("Train Epoch: {} [{}/{} ({:.0f}%)]\tLoss: {:.6f}".format(
-                epoch, batch_idx * len(data), len(train_loader.dataset),
-                100. * batch_idx / len(train_loader), loss.item()))
+            print(
+                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)} "
+                f"({100.0 * batch_idx / len(train_loader):.0f}%)]\tLoss: {loss.item():.6f}"
+            )
         if stamps is not None:
             stamps.append(time.monotonic())
         if max_batches is not None and batch_idx + 1 >= max_batches:
@@ -92,8 +94,7 @@ def test(model, device, test_loader, max_batches=None):
             if max_batches is not None and batch_idx + 1 >= max_batches:
                 break
     test_loss /= seen
-    print("\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n".format(
-        test_loss, correct, seen, 100. * correct / seen))
+    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
     return correct / seen
 
 
@@ -108,7 +109,9 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-interval", type=int, default=10)
     parser.add_argument("--stop-at", type=float, help="stop after the first epoch whose test accuracy reaches this")
-    parser.add_argument("--train-batches", type=int, help="timing: one warm-up batch, then this many timed; then the test batches")
+    parser.add_argument(
+        "--train-batches", type=int, help="timing: one warm-up batch, then this many timed; then the test batches"
+    )
     parser.add_argument("--test-batches", type=int, help="timing: test batches to time")
     parser.add_argument("--json", action="store_true", help="print the timings as JSON on the last line")
     args = parser.parse_args()
@@ -131,9 +134,12 @@ def main():
         test(model, device, test_loader, max_batches=args.test_batches)
         timings = {
             "first_batch_done": stamps[0],
-            "train_batches": len(stamps) - 1, "train_seconds": stamps[-1] - stamps[0],
-            "batches_per_epoch": len(train_loader), "test_batches": args.test_batches,
-            "test_seconds": time.monotonic() - tested, "test_batches_per_pass": len(test_loader),
+            "train_batches": len(stamps) - 1,
+            "train_seconds": stamps[-1] - stamps[0],
+            "batches_per_epoch": len(train_loader),
+            "test_batches": args.test_batches,
+            "test_seconds": time.monotonic() - tested,
+            "test_batches_per_pass": len(test_loader),
         }
         print(json.dumps(timings) if args.json else timings, flush=True)
         return
@@ -144,7 +150,11 @@ def main():
         train(model, device, train_loader, optimizer, epoch, args.log_interval)
         accuracies.append(test(model, device, test_loader))
         scheduler.step()
-        print(f"epoch {epoch}: test accuracy {accuracies[-1]:.4f}, {time.perf_counter() - started:.1f} s since the first batch", flush=True)
+        print(
+            f"epoch {epoch}: test accuracy {accuracies[-1]:.4f}, {time.perf_counter() - started:.1f} s since the "
+            "first batch",
+            flush=True,
+        )
         if args.stop_at is not None and accuracies[-1] >= args.stop_at:
             break
     if args.json:

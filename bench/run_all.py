@@ -21,7 +21,23 @@ from pathlib import Path
 from common import CIFAR_ROOT, MNIST_ROOT, Row, load, machine, table
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["mnist_time_to_accuracy", "throughput", "allocator", "startup", "memory", "knn_mnist", "folder_decode", "pruned_search", "pictures_overhead", "lr_find", "recipe_budget", "folder_runs", "many_runs", "cifar10_fast", "photos"]
+SCRIPTS = [
+    "mnist_time_to_accuracy",
+    "throughput",
+    "allocator",
+    "startup",
+    "memory",
+    "knn_mnist",
+    "folder_decode",
+    "pruned_search",
+    "pictures_overhead",
+    "lr_find",
+    "recipe_budget",
+    "folder_runs",
+    "many_runs",
+    "cifar10_fast",
+    "photos",
+]
 
 
 def main() -> None:
@@ -42,7 +58,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             out = Path(tmp) / f"{name}.json"
-            command = [sys.executable, str(BENCH / f"{name}.py"), "--json", str(out), "--mnist", str(args.mnist), "--cifar", str(args.cifar)]
+            command = [
+                sys.executable,
+                str(BENCH / f"{name}.py"),
+                "--json",
+                str(out),
+                "--mnist",
+                str(args.mnist),
+                "--cifar",
+                str(args.cifar),
+            ]
             print(f"\n==> bench/{name}.py{' --quick' * args.quick}", flush=True)
             done = subprocess.run(command + ["--quick"] * args.quick)
             if done.returncode == 0:

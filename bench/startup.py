@@ -31,8 +31,14 @@ START_PICTURES_OFF = ["logging.data_preview=false", "logging.graph=false"]
 def seconds_to_line(command: list[str], marker: str) -> float:
     """Launch `command`, return the seconds until it prints a line containing `marker`, then kill it."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=REPO,
+    )
     try:
         for line in process.stdout:
             if marker in line:
@@ -55,29 +61,64 @@ def rows(args) -> list[Row]:
     ours, no_start_pictures, bare, ours_imports, torch_import = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for launch in range(launches):  # alternating, so a burst of load hits both
-            command = [str(VL_TRAIN), "dataset=mnist", f"dataset.root={root}", "model=cnn", "trainer.log_every_n_steps=1"]
+            command = [
+                str(VL_TRAIN),
+                "dataset=mnist",
+                f"dataset.root={root}",
+                "model=cnn",
+                "trainer.log_every_n_steps=1",
+            ]
             ours.append(seconds_to_line([*command, f"hydra.run.dir={Path(tmp) / str(launch)}"], "epoch 1 step 1 loss"))
-            no_start_pictures.append(seconds_to_line([*command, *START_PICTURES_OFF, f"hydra.run.dir={Path(tmp) / f'{launch}-off'}"],
-                                                     "epoch 1 step 1 loss"))
-            bare.append(seconds_to_line([sys.executable, str(REPO / "bench" / "bare_mnist_step.py"), str(root)], "step 1 loss"))
+            no_start_pictures.append(
+                seconds_to_line(
+                    [*command, *START_PICTURES_OFF, f"hydra.run.dir={Path(tmp) / f'{launch}-off'}"],
+                    "epoch 1 step 1 loss",
+                )
+            )
+            bare.append(
+                seconds_to_line([sys.executable, str(REPO / "bench" / "bare_mnist_step.py"), str(root)], "step 1 loss")
+            )
             ours_imports.append(seconds_to_exit([sys.executable, "-c", "import visionlab.cli, visionlab.experiment"]))
             torch_import.append(seconds_to_exit([sys.executable, "-c", "import torch"]))
-    fastest = {name: min(times) for name, times in {"ours": ours, "no_start_pictures": no_start_pictures, "bare": bare,
-                                                     "ours_imports": ours_imports, "torch_import": torch_import}.items()}
+    fastest = {
+        name: min(times)
+        for name, times in {
+            "ours": ours,
+            "no_start_pictures": no_start_pictures,
+            "bare": bare,
+            "ours_imports": ours_imports,
+            "torch_import": torch_import,
+        }.items()
+    }
     every = f" (fastest of {launches})" if launches > 1 else ""
     return [
-        Row(f"start-up: command to the end of training step 1, MNIST CNN, s{every}",
-            f"{fastest['ours']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
-            f"{fastest['ours'] - fastest['bare']:+.2f} s overhead"),
-        Row(f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}",
-            f"{fastest['no_start_pictures']:.2f} (vl-train)", f"{fastest['bare']:.2f} (bare script)",
-            f"{fastest['no_start_pictures'] - fastest['bare']:+.2f} s overhead"),
-        Row(f"start-up: imports alone, s{every}", f"{fastest['ours_imports']:.2f} (visionlab.cli + experiment)",
-            f"{fastest['torch_import']:.2f} (torch)", f"+{fastest['ours_imports'] - fastest['torch_import']:.2f} s"),
+        Row(
+            f"start-up: command to the end of training step 1, MNIST CNN, s{every}",
+            f"{fastest['ours']:.2f} (vl-train)",
+            f"{fastest['bare']:.2f} (bare script)",
+            f"{fastest['ours'] - fastest['bare']:+.2f} s overhead",
+        ),
+        Row(
+            f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}",
+            f"{fastest['no_start_pictures']:.2f} (vl-train)",
+            f"{fastest['bare']:.2f} (bare script)",
+            f"{fastest['no_start_pictures'] - fastest['bare']:+.2f} s overhead",
+        ),
+        Row(
+            f"start-up: imports alone, s{every}",
+            f"{fastest['ours_imports']:.2f} (visionlab.cli + experiment)",
+            f"{fastest['torch_import']:.2f} (torch)",
+            f"+{fastest['ours_imports'] - fastest['torch_import']:.2f} s",
+        ),
     ]
 
 
 if __name__ == "__main__":
     cli = parser(__doc__)
-    cli.add_argument("--repeat", type=int, default=5, help="launches of each command; the fastest is kept (the machine may be shared)")
+    cli.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="launches of each command; the fastest is kept (the machine may be shared)",
+    )
     main("start-up", rows, cli.parse_args())

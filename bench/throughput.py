@@ -36,11 +36,11 @@ from common import REPO, Row, cifar_root, main, mnist_root, parser
 sys.path.insert(0, str(REPO))
 from tests.conftest import compose_train  # noqa: E402  (the repository's real config)
 from visionlab.config import build  # noqa: E402
+from visionlab.cores import allowed  # noqa: E402
 from visionlab.data.cifar10 import CLASSES  # noqa: E402
 from visionlab.experiment import build_parts, prepare_data  # noqa: E402
 from visionlab.training.device import resolve_device  # noqa: E402
 from visionlab.training.precision import Precision  # noqa: E402
-from visionlab.cores import allowed  # noqa: E402
 from visionlab.training.speed import configure_torch, prepare_model  # noqa: E402
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -52,6 +52,7 @@ def our_batches(split, augment, batch_size: int) -> Callable[[], Batches]:
             for index in torch.randperm(len(split), device=split.labels.device).split(batch_size):
                 images, labels = split.batch(index)
                 yield augment(images), labels
+
     return batches
 
 
@@ -59,6 +60,7 @@ def loader_batches(dataset, batch_size: int) -> Callable[[], Batches]:
     def batches() -> Batches:
         while True:
             yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
+
     return batches
 
 
@@ -69,6 +71,7 @@ def baseline_dataset(name: str, root: Path, mean: torch.Tensor, std: torch.Tenso
     if name == "mnist":
         dataset = datasets.MNIST(str(root), train=True, download=False, transform=transforms.Compose(normalize))
     else:
+
         class CIFAR10(datasets.CIFAR10):
             """torchvision's, minus the md5 checks: the local copy is rebuilt from JPEGs, so its bytes differ."""
 
@@ -86,7 +89,8 @@ def baseline_dataset(name: str, root: Path, mean: torch.Tensor, std: torch.Tenso
 def timed_steps(model, cfg, batches: Callable[[], Batches], device, warmup: int, steps: int, **overrides) -> dict:
     """Samples/s and the data share over `steps` training steps, after `warmup` untimed ones.
 
-    The fast paths are cfg.trainer's (the defaults), or `overrides` of them (precision=..., channels_last=..., compile=...).
+    The fast paths are cfg.trainer's (the defaults),
+    or `overrides` of them (precision=..., channels_last=..., compile=...).
     """
     trainer = {key: cfg.trainer[key] for key in ("precision", "channels_last", "compile")} | overrides
     model = copy.deepcopy(model)
@@ -137,20 +141,38 @@ def rows(args) -> list[Row]:
         theirs = timed_steps(model, cfg, loader_batches(theirs_data, batch_size), device, warmup, steps)
         name = f"{'MNIST' if dataset_name == 'mnist' else 'CIFAR-10'} {model_name}"
         out += [
-            Row(f"throughput: {name}, training samples/s ({every})", f"{ours['samples_per_second']:,.0f}",
-                f"{theirs['samples_per_second']:,.0f} (DataLoader)", f"{ours['samples_per_second'] / theirs['samples_per_second']:.1f}x"),
-            Row(f"throughput: {name}, data path's share of step time", f"{ours['data_share']:.1%}",
-                f"{theirs['data_share']:.1%} (DataLoader)", ""),
+            Row(
+                f"throughput: {name}, training samples/s ({every})",
+                f"{ours['samples_per_second']:,.0f}",
+                f"{theirs['samples_per_second']:,.0f} (DataLoader)",
+                f"{ours['samples_per_second'] / theirs['samples_per_second']:.1f}x",
+            ),
+            Row(
+                f"throughput: {name}, data path's share of step time",
+                f"{ours['data_share']:.1%}",
+                f"{theirs['data_share']:.1%} (DataLoader)",
+                "",
+            ),
         ]
         if dataset_name == "cifar10":
-            fast_paths = [("trainer.channels_last=false", {"channels_last": False}), ("trainer.precision=bf16", {"precision": "bf16"})]
+            fast_paths = [
+                ("trainer.channels_last=false", {"channels_last": False}),
+                ("trainer.precision=bf16", {"precision": "bf16"}),
+            ]
             if not args.quick:  # compiling takes a minute on 2 cores
                 fast_paths.append(("trainer.compile=true", {"compile": True}))
             for override, setting in fast_paths:
-                fast = timed_steps(model, cfg, our_batches(splits.train, dataset.augment, batch_size), device, warmup, steps, **setting)
-                out.append(Row(f"fast path: {name}, training samples/s, {override} (baseline: ours at the defaults)",
-                               f"{fast['samples_per_second']:,.0f}", f"{ours['samples_per_second']:,.0f}",
-                               f"{fast['samples_per_second'] / ours['samples_per_second']:.2f}x"))
+                fast = timed_steps(
+                    model, cfg, our_batches(splits.train, dataset.augment, batch_size), device, warmup, steps, **setting
+                )
+                out.append(
+                    Row(
+                        f"fast path: {name}, training samples/s, {override} (baseline: ours at the defaults)",
+                        f"{fast['samples_per_second']:,.0f}",
+                        f"{ours['samples_per_second']:,.0f}",
+                        f"{fast['samples_per_second'] / ours['samples_per_second']:.2f}x",
+                    )
+                )
     return out
 
 

@@ -26,8 +26,12 @@ VL_TRAIN = Path(sys.executable).parent / "vl-train"
 
 # Small and fast: a few hundred images, one or two epochs, one CPU thread per run.
 TINY = [
-    "dataset.train_size=600", "dataset.test_size=200",
-    "trainer.epochs=2", "trainer.batch_size=64", "trainer.log_every_n_steps=5", "trainer.threads=1",
+    "dataset.train_size=600",
+    "dataset.test_size=200",
+    "trainer.epochs=2",
+    "trainer.batch_size=64",
+    "trainer.log_every_n_steps=5",
+    "trainer.threads=1",
     "trainer.device=cpu",
 ]
 
@@ -63,11 +67,16 @@ def sigint_handled() -> Iterator[None]:
     signal.signal(signal.SIGINT, previous)
 
 
-def run_cli(args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed `vl-train` as a user would, with its run directory under tmp."""
     return subprocess.run(
         [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, timeout=timeout, cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=run_dir.parent,
         env={**os.environ, **(env or {})},
     )
 
@@ -81,7 +90,12 @@ def cpu_has_native_bfloat16() -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
-    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    flags = {
+        flag
+        for line in cpuinfo.read_text().splitlines()
+        if line.startswith("flags")
+        for flag in line.split(":", 1)[1].split()
+    }
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
@@ -98,9 +112,15 @@ def metrics_of_a_run_left_alone(args: list[str], tmp_path_factory) -> dict:
     return read_metrics(run_dir)
 
 
-def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: Callable[[dict], bool],
-                      timeout: float = 120, checkpoint_glob: str = "last.pt") -> dict:
-    """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`) holds a position (epoch, batch, step, partition) for which `reached` is true.
+def wait_for_position(
+    run_dir: Path,
+    process: subprocess.Popen | None,
+    reached: Callable[[dict], bool],
+    timeout: float = 120,
+    checkpoint_glob: str = "last.pt",
+) -> dict:
+    """Wait until the run's last.pt (or the first match of `checkpoint_glob` under `run_dir`)
+    holds a position (epoch, batch, step, partition) for which `reached` is true.
 
     A state of the run on disk, written atomically, rather than a printed line: however loaded the
     machine, the run is where the test thinks it is when this returns.
@@ -111,14 +131,17 @@ def wait_for_position(run_dir: Path, process: subprocess.Popen | None, reached: 
     seen = None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the run ended (exit {process.returncode}) before reaching the state; last position {seen}")
+            raise AssertionError(
+                f"the run ended (exit {process.returncode}) before reaching the state; last position {seen}"
+            )
         checkpoint = next(run_dir.glob(checkpoint_glob), None) if run_dir.is_dir() else None
         if checkpoint is not None:
             try:
                 state = torch.load(checkpoint, weights_only=True, map_location="cpu")
             except (OSError, RuntimeError, EOFError):  # replaced while being read: read the new one
                 continue
-            seen = {**state["position"], "partition": state.get("partition", 0)}  # partition: which fold of a k-fold run
+            # partition: which fold of a k-fold run
+            seen = {**state["position"], "partition": state.get("partition", 0)}
             if reached(seen):
                 return seen
         time.sleep(0.05)
@@ -148,16 +171,28 @@ def ensure_debian_package(command: str, package: str | None = None) -> str:
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"{command} is not installed and this machine cannot install {package or command} (needs root and apt-get)")
+        pytest.skip(
+            f"{command} is not installed and this machine cannot install {package or command} (needs root and apt-get)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with machine_lock("apt"):
-        installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
+        installed = subprocess.run(
+            ["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600
+        )
         if installed.returncode != 0:  # the package lists may be missing on a fresh machine
             subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-            installed = subprocess.run(["apt-get", "install", "-y", "-q", package or command], capture_output=True, text=True, env=env, timeout=600)
+            installed = subprocess.run(
+                ["apt-get", "install", "-y", "-q", package or command],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
     found = shutil.which(command)
     if not found:
-        pytest.skip(f"{command} could not be installed: {installed.stderr.strip().splitlines()[-1:] or installed.returncode}")
+        pytest.skip(
+            f"{command} could not be installed: {installed.stderr.strip().splitlines()[-1:] or installed.returncode}"
+        )
     return found
 
 
@@ -167,11 +202,16 @@ def tmux_session(command: str, cwd: Path, columns: int = 120, rows: int = 30) ->
     hangs the pane up as a dropped SSH connection would); yields a function that reads the pane's screen."""
     tmux = ensure_debian_package("tmux")
     session = f"vl{os.getpid()}{cwd.name[-12:]}"
-    subprocess.run([tmux, "-L", session, "new-session", "-d", "-s", session, "-x", str(columns), "-y", str(rows), command],
-                   cwd=cwd, check=True)
+    subprocess.run(
+        [tmux, "-L", session, "new-session", "-d", "-s", session, "-x", str(columns), "-y", str(rows), command],
+        cwd=cwd,
+        check=True,
+    )
 
     def screen() -> str:
-        return subprocess.run([tmux, "-L", session, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run(
+            [tmux, "-L", session, "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
 
     try:
         yield screen
@@ -191,7 +231,10 @@ def runs_of_this_test_only(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
+        pytest.skip(
+            f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's "
+            "shared/ folder)"
+        )
     return SHARED_DATA
 
 
@@ -202,6 +245,8 @@ def cifar_root() -> Path:
     with machine_lock("cifar10"):
         if not (root / "cifar-10-batches-py" / "test_batch").is_file():
             if not CIFAR_TOOL.is_file():
-                pytest.skip(f"CIFAR-10 not available: {CIFAR_TOOL} is absent (it lives in the workplace's shared/ folder)")
+                pytest.skip(
+                    f"CIFAR-10 not available: {CIFAR_TOOL} is absent (it lives in the workplace's shared/ folder)"
+                )
             subprocess.run([sys.executable, str(CIFAR_TOOL), str(root)], check=True, capture_output=True, timeout=600)
     return root

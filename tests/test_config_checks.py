@@ -21,7 +21,10 @@ MISTYPED = [
     (["seed=abc"], "seed='abc' is invalid: use a whole number"),
     (["seed=1.5"], "seed=1.5 is invalid"),
     (["optimizer.lr=1e-3x"], "optimizer.lr='1e-3x' is invalid: use a number greater than 0, such as 0.001"),
-    (["optimizer.betas=[2,0.9]"], "optimizer.betas=[2, 0.9] is invalid: use a list of 2 numbers in [0, 1), such as [0.9, 0.999]"),
+    (
+        ["optimizer.betas=[2,0.9]"],
+        "optimizer.betas=[2, 0.9] is invalid: use a list of 2 numbers in [0, 1), such as [0.9, 0.999]",
+    ),
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is invalid: use a list of 2 numbers"),
     (["+optimizer.eps=0"], "optimizer.eps=0 is invalid: use a number greater than 0"),
     (["optimizer=rmsprop", "optimizer.alpha=1.5"], "optimizer.alpha=1.5 is invalid: use a number in [0, 1]"),
@@ -29,7 +32,10 @@ MISTYPED = [
     (["loss.label_smoothing=2"], "loss.label_smoothing=2 is invalid: use a number in [0, 1), such as 0.1"),
     (["loss=hinge", "loss.margin=one"], "loss.margin='one' is invalid"),
     (["trainer.epochs=-3"], "trainer.epochs=-3 is invalid: use a whole number of at least 1"),
-    (["trainer.batch_size=12.8"], "trainer.batch_size=12.8 is invalid: use a whole number of at least 1, or one of all"),
+    (
+        ["trainer.batch_size=12.8"],
+        "trainer.batch_size=12.8 is invalid: use a whole number of at least 1, or one of all",
+    ),
     (["trainer.batch_size=al"], "trainer.batch_size='al' is invalid"),
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is invalid"),
     (["trainer.threads=two"], "trainer.threads='two' is invalid: use a whole number of at least 1, or null"),
@@ -37,7 +43,10 @@ MISTYPED = [
     (["model.dropout=1.5"], "model.dropout=1.5 is invalid: use a number in [0, 1), such as 0.25"),
     (["model=mlp", "model.dropout=50"], "model.dropout=50 is invalid"),
     (["model=mlp", "model.dropout=-0.1"], "model.dropout=-0.1 is invalid"),
-    (["model=mlp", "model.hidden=[-5]"], "model.hidden=[-5] is invalid: use a list of whole numbers of at least 1, such as [128], or [] for none"),
+    (
+        ["model=mlp", "model.hidden=[-5]"],
+        "model.hidden=[-5] is invalid: use a list of whole numbers of at least 1, such as [128], or [] for none",
+    ),
     (["model.hidden=[-5]"], "model.hidden=[-5] is invalid"),
     (["model=mlp", "model.hidden=512"], "model.hidden=512 is invalid: use a list"),
     (["model.kernel_size=0"], "model.kernel_size=0 is invalid: use a whole number of pixels of at least 1"),
@@ -57,15 +66,30 @@ MISTYPED = [
     (["split.val_fraction=0"], "split.val_fraction=0 is invalid: use a number in (0, 1)"),
     (["split.val_fraction=10"], "split.val_fraction=10 is invalid"),
     (["split=kfold", "split.folds=1"], "split.folds=1 is invalid: use a whole number of at least 2"),
-    (["scheduler=step", "scheduler.step_size=1.5"], "scheduler.step_size=1.5 is invalid: use a whole number of epochs of at least 1"),
+    (
+        ["scheduler=step", "scheduler.step_size=1.5"],
+        "scheduler.step_size=1.5 is invalid: use a whole number of epochs of at least 1",
+    ),
     (["scheduler=onecycle", "scheduler.pct_start=30"], "scheduler.pct_start=30 is invalid: use a number in (0, 1)"),
-    (["scheduler=plateau", "scheduler.patience=-1"], "scheduler.patience=-1 is invalid: use a whole number of epochs of at least 0"),
+    (
+        ["scheduler=plateau", "scheduler.patience=-1"],
+        "scheduler.patience=-1 is invalid: use a whole number of epochs of at least 0",
+    ),
     (["scheduler=multistep", "scheduler.milestones=[2,x]"], "scheduler.milestones=[2, 'x'] is invalid"),
     (["scheduler=cosine", "scheduler.min_lr_ratio=2"], "scheduler.min_lr_ratio=2 is invalid: use a number in [0, 1]"),
     (["regularization=l1", "regularization.strength=1e-3x"], "regularization.strength='1e-3x' is invalid"),
-    (["features=color_hist", "model=linear", "features.color.bins=300"], "features.color.bins=300 is invalid: use a whole number from 1 to 256"),
-    (["features=hog", "model=linear", "features.hog.cell_size=0"], "features.hog.cell_size=0 is invalid: use a whole number of pixels of at least 1, or one of auto"),
-    (["logging.confusion_every_n_epochs=-1"], "logging.confusion_every_n_epochs=-1 is invalid: use a whole number of epochs of at least 0"),
+    (
+        ["features=color_hist", "model=linear", "features.color.bins=300"],
+        "features.color.bins=300 is invalid: use a whole number from 1 to 256",
+    ),
+    (
+        ["features=hog", "model=linear", "features.hog.cell_size=0"],
+        "features.hog.cell_size=0 is invalid: use a whole number of pixels of at least 1, or one of auto",
+    ),
+    (
+        ["logging.confusion_every_n_epochs=-1"],
+        "logging.confusion_every_n_epochs=-1 is invalid: use a whole number of epochs of at least 0",
+    ),
     (["logging.graph=maybe"], "logging.graph='maybe' is invalid: use true or false"),
     # moved here from tests/cli/test_errors.py, which runs a share of them through vl-train
     (["optimizer.lr=0"], "optimizer.lr=0 is invalid: use a number greater than 0"),
@@ -101,24 +125,41 @@ def test_a_mistyped_value_names_the_key_the_value_and_what_is_accepted(overrides
 
 
 def test_every_shipped_config_passes_its_checks():
-    for overrides in (["model=mlp"], ["model=knn"], ["model=lenet5"], ["model=resnet_small", "dataset=cifar10"],
-                      ["features=hog+color", "model=linear"], ["split=kfold"], ["scheduler=onecycle", "optimizer=momentum"]):
+    for overrides in (
+        ["model=mlp"],
+        ["model=knn"],
+        ["model=lenet5"],
+        ["model=resnet_small", "dataset=cifar10"],
+        ["features=hog+color", "model=linear"],
+        ["split=kfold"],
+        ["scheduler=onecycle", "optimizer=momentum"],
+    ):
         validate(compose_train(overrides))
 
 
 class SquareNet(nn.Module):
     """A user's own model, declared as every shipped one is: nothing else knows its keys."""
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int, width: Annotated[int, Whole(1)] = 8,
-                 gate: Annotated[str, OneOf("on", "off")] = "on"):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        width: Annotated[int, Whole(1)] = 8,
+        gate: Annotated[str, OneOf("on", "off")] = "on",
+    ):
         super().__init__()
 
 
 def test_a_new_component_is_checked_from_its_own_declarations():
     target = f"model._target_={__name__}.SquareNet"
     validate(compose_train(["model=linear", target, "+model.width=4"]))
-    assert config_error(["model=linear", target, "+model.width=0"]) == "model.width=0 is invalid: use a whole number of at least 1"
-    assert "model.gate='half' is unknown: use one of on, off" in config_error(["model=linear", target, "+model.gate=half"])
+    assert (
+        config_error(["model=linear", target, "+model.width=0"])
+        == "model.width=0 is invalid: use a whole number of at least 1"
+    )
+    assert "model.gate='half' is unknown: use one of on, off" in config_error(
+        ["model=linear", target, "+model.gate=half"]
+    )
 
 
 def test_torch_classes_are_described_in_one_table():
@@ -126,18 +167,21 @@ def test_torch_classes_are_described_in_one_table():
     assert declared(SquareNet).keys() == {"width", "gate"}
 
 
-@pytest.mark.parametrize("rule,good,bad,noun", [
-    (Whole(1), [1, 7], [0, 1.5, True, "3", None], "a whole number of at least 1"),
-    (Whole(1, 256), [1, 256], [0, 257], "a whole number from 1 to 256"),
-    (Number(gt=0), [1e-9, 3], [0, -1, True, "x", float("nan")], "a number greater than 0"),
-    (Number(ge=0, lt=1, example=0.5), [0, 0.99], [1, -0.1], "a number in [0, 1), such as 0.5"),
-    (Switch(), [True, False], [1, "yes", None], "true or false"),
-    (OneOf(32, "bf16"), [32, "32", "bf16"], [16, True, "BF16"], "one of 32, bf16"),
-    (Each(Whole(1), length=2), [[1, 2]], [[1], [1, 0], "12", 12], "a list of 2 whole numbers of at least 1"),
-    (Each(Whole(1), empty_ok=True), [[], [3]], [[0]], "a list of whole numbers of at least 1"),
-    (Maybe(Whole(1)), [None, 3], [0], "a whole number of at least 1, or null"),
-    (Either(Whole(1), OneOf("all")), [5, "all"], ["al", 0], "a whole number of at least 1, or one of all"),
-])
+@pytest.mark.parametrize(
+    "rule,good,bad,noun",
+    [
+        (Whole(1), [1, 7], [0, 1.5, True, "3", None], "a whole number of at least 1"),
+        (Whole(1, 256), [1, 256], [0, 257], "a whole number from 1 to 256"),
+        (Number(gt=0), [1e-9, 3], [0, -1, True, "x", float("nan")], "a number greater than 0"),
+        (Number(ge=0, lt=1, example=0.5), [0, 0.99], [1, -0.1], "a number in [0, 1), such as 0.5"),
+        (Switch(), [True, False], [1, "yes", None], "true or false"),
+        (OneOf(32, "bf16"), [32, "32", "bf16"], [16, True, "BF16"], "one of 32, bf16"),
+        (Each(Whole(1), length=2), [[1, 2]], [[1], [1, 0], "12", 12], "a list of 2 whole numbers of at least 1"),
+        (Each(Whole(1), empty_ok=True), [[], [3]], [[0]], "a list of whole numbers of at least 1"),
+        (Maybe(Whole(1)), [None, 3], [0], "a whole number of at least 1, or null"),
+        (Either(Whole(1), OneOf("all")), [5, "all"], ["al", 0], "a whole number of at least 1, or one of all"),
+    ],
+)
 def test_rules_accept_what_they_say(rule, good, bad, noun):
     assert all(rule.accepts(v) for v in good) and not any(rule.accepts(v) for v in bad)
     assert rule.noun() == noun

@@ -16,13 +16,17 @@ from visionlab.training.settings import TrainerSettings
 
 # experiment/ and hparams_search/ set other groups (global package, no node of their own): tests/test_menu.py
 # and tests/selection/ cover them.
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "hparams_search"))
+GROUPS = sorted(
+    p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "hparams_search")
+)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
 def tiny_split(n: int) -> DeviceSplit:
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
-    return DeviceSplit(images, torch.arange(n) % 10, scale=torch.full((1, 1, 1, 1), 1 / 255), shift=torch.zeros(1, 1, 1, 1))
+    return DeviceSplit(
+        images, torch.arange(n) % 10, scale=torch.full((1, 1, 1, 1), 1 / 255), shift=torch.zeros(1, 1, 1, 1)
+    )
 
 
 def test_default_config_has_every_group_and_a_seed():
@@ -69,8 +73,9 @@ def test_option_composes_and_instantiates(group, option):
     elif group == "trainer":
         assert isinstance(instantiate(node), TrainerSettings)
     elif group == "recipe":
-        assert set(node) <= {"epochs", "lr", "label_smoothing", "patience", "min_delta", "restart_every_epochs"}, \
+        assert set(node) <= {"epochs", "lr", "label_smoothing", "patience", "min_delta", "restart_every_epochs"}, (
             "a recipe holds defaults other groups read, nothing else"
+        )
     else:
         pytest.fail(f"conf/{group}/ is a new group: say here what instantiating its options must give")
 
@@ -81,11 +86,14 @@ def test_data_root_defaults_to_data_and_follows_vl_data_dir(monkeypatch):
     assert compose_train(["dataset=cifar10"]).dataset.root == "/somewhere/else"
 
 
-@pytest.mark.parametrize("choice", [
-    *(f"experiment={path.stem}" for path in sorted((CONF_DIR / "experiment").glob("*.yaml"))),
-    *(f"hparams_search={path.stem}" for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml"))),
-    "model=cnn",
-])
+@pytest.mark.parametrize(
+    "choice",
+    [
+        *(f"experiment={path.stem}" for path in sorted((CONF_DIR / "experiment").glob("*.yaml"))),
+        *(f"hparams_search={path.stem}" for path in sorted((CONF_DIR / "hparams_search").glob("*.yaml"))),
+        "model=cnn",
+    ],
+)
 def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
     """vl-train skips Hydra's extra compose for hydra.mode (patches.skip_hydra_mode_compose) on this ground."""
     from hydra import compose, initialize_config_dir
@@ -97,7 +105,11 @@ def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
 def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     cfg = compose_train()
     assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (10, 0.01, 0.1)
-    assert (cfg.trainer.early_stopping.patience, cfg.trainer.early_stopping.min_delta, cfg.scheduler.restart_every_epochs) == (1, 0.005, 1)
+    assert (
+        cfg.trainer.early_stopping.patience,
+        cfg.trainer.early_stopping.min_delta,
+        cfg.scheduler.restart_every_epochs,
+    ) == (1, 0.005, 1)
     mlp = compose_train(["model=mlp"])
     assert (mlp.trainer.epochs, mlp.optimizer.lr, mlp.loss.label_smoothing) == (3, 0.003, 0.0)
     overridden = compose_train(["trainer.epochs=4", "optimizer.lr=0.001"])
@@ -112,6 +124,7 @@ def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
 
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "model").glob("*.yaml")), ids=lambda p: p.stem)
 def test_a_model_config_sets_its_own_group_only(path):
-    """Recipes that reach into other groups live in conf/recipe/ (chosen with the model, visibly) or conf/experiment/."""
+    """Recipes that reach into other groups live in conf/recipe/
+    (chosen with the model, visibly) or conf/experiment/."""
     assert "@package" not in path.read_text()
     assert set(compose_train([f"model={path.stem}", "recipe=none"])) == set(compose_train(["recipe=none"]))

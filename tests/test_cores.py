@@ -80,18 +80,23 @@ def test_a_joblib_jobs_siblings_count_before_they_start():
     assert cores.joblib_siblings(-1, 4) == 4 and cores.joblib_siblings(-2, 4) == 3 and cores.joblib_siblings(2, 4) == 2
 
 
-@pytest.mark.parametrize("mine,other,advice", [
-    (None, None, "run at most 2 at once (a joblib sweep: hydra.launcher.n_jobs=2)"),
-    (2, None, "leave trainer.threads unset (this run asks for 2) and the runs share the cores"),
-    (None, 2, "leave trainer.threads unset in the runs that set it, and they share the cores"),
-])
+@pytest.mark.parametrize(
+    "mine,other,advice",
+    [
+        (None, None, "run at most 2 at once (a joblib sweep: hydra.launcher.n_jobs=2)"),
+        (2, None, "leave trainer.threads unset (this run asks for 2) and the runs share the cores"),
+        (None, 2, "leave trainer.threads unset in the runs that set it, and they share the cores"),
+    ],
+)
 def test_oversubscribed_cores_are_one_line_with_the_setting_that_helps(mine, other, advice):
     budget = cores.Budget(2, TWO, "2 cores")
     others = [run(1.0, threads=other), *([run(1.5)] if mine is None and other is None else [])]
     share = cores.share(run(2.0, threads=mine), budget, others)
     assert share.oversubscribed
     line = share.warning(mine)
-    assert "\n" not in line and line.startswith(f"the CPU cores are oversubscribed: {share.runs} visionlab runs use {share.total} threads on 2 cores")
+    assert "\n" not in line and line.startswith(
+        f"the CPU cores are oversubscribed: {share.runs} visionlab runs use {share.total} threads on 2 cores"
+    )
     assert line.endswith(advice)
 
 

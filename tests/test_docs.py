@@ -1,9 +1,11 @@
-"""The docs stay true: every option of conf/ with its real default, every link and cited section there, every figure measured.
+"""The docs stay true: every option of conf/ with its real default, every link and cited section there,
+every figure measured.
 
 docs/configs.md's tables are compared with the composed config itself; a relative link or a `FILE.md, "Section"`
 citation in a page, a conf/ comment or the code must lead to a file and heading that exist; a measured figure in
 README.md or docs/ (a percentage, a time, a speed-up, a size) must cite the BENCHMARKS.md section it was measured in
-and that section must hold the number, or, for a limit or a setting, name the file that sets it (docs/testing.md, "The docs").
+and that section must hold the number, or, for a limit or a setting, name the file that sets it
+(docs/testing.md, "The docs").
 """
 
 from __future__ import annotations
@@ -19,15 +21,35 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF_DIR, REPO, compose_train
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-CITING = [*PAGES, REPO / "BENCHMARKS.md", *sorted(CONF_DIR.rglob("*.yaml")), *sorted((REPO / "src").rglob("*.py")),
-          *sorted((REPO / "bench").glob("*.py"))]
-GROUPS = ["dataset", "split", "features", "model", "loss", "regularization", "optimizer", "scheduler", "trainer", "logging"]
+CITING = [
+    *PAGES,
+    REPO / "BENCHMARKS.md",
+    *sorted(CONF_DIR.rglob("*.yaml")),
+    *sorted((REPO / "src").rglob("*.py")),
+    *sorted((REPO / "bench").glob("*.py")),
+]
+GROUPS = [
+    "dataset",
+    "split",
+    "features",
+    "model",
+    "loss",
+    "regularization",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logging",
+]
 NAMED = ["experiment", "hparams_search"]  # groups of whole setups: each option is listed, its keys are other groups'
 TOP_LEVEL = ["seed", "objective", "resume", "summary_only", "lr_find", "lr_range"]
 CITATION = re.compile(r'\b((?:docs/)?[\w-]+\.md|README)[,:]? "([^"]+)"')
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-SETTING = re.compile(r"\b((?:bench|conf|src|tests)/[\w/.+-]+\.(?:py|yaml)|pyproject\.toml)")  # a figure set there, not measured
-FIGURE = re.compile(r"(?<![\w.`=/-])(\d+(?:[.,]\d+)*)(?:-\d+(?:\.\d+)?)? ?(%|(?<=\d)x\b|s\b|ms\b|µs\b|minutes?\b|hours?\b|GFLOPs?\b|MB\b|GB\b)")
+# a figure set there, not measured
+SETTING = re.compile(r"\b((?:bench|conf|src|tests)/[\w/.+-]+\.(?:py|yaml)|pyproject\.toml)")
+FIGURE = re.compile(
+    r"(?<![\w.`=/-])(\d+(?:[.,]\d+)*)(?:-\d+(?:\.\d+)?)? ?"
+    r"(%|(?<=\d)x\b|s\b|ms\b|µs\b|minutes?\b|hours?\b|GFLOPs?\b|MB\b|GB\b)"
+)
 
 
 def rows(page: Path) -> dict[str, str]:
@@ -98,11 +120,15 @@ def test_every_option_of_a_group_is_in_configs_md_with_its_real_defaults(group):
             if written is None or not same(written, value):
                 wrong.append(f"{group}={option}: `{key}` {value} (the docs: {written})")
             elif with_recipe[key] != value and not re.search(rf"`{re.escape(key)}` \S+ \(recipe: ([^)]+)\)", row):
-                wrong.append(f"{group}={option}: `{key}` is {with_recipe[key]} with model=cnn's recipe: say (recipe: ...)")
+                wrong.append(
+                    f"{group}={option}: `{key}` is {with_recipe[key]} with model=cnn's recipe: say (recipe: ...)"
+                )
             elif with_recipe[key] != value:
                 recipe = re.search(rf"`{re.escape(key)}` \S+ \(recipe: ([^)]+)\)", row)[1]
                 if not same(recipe, with_recipe[key]):
-                    wrong.append(f"{group}={option}: `{key}` with the recipe is {with_recipe[key]} (the docs: {recipe})")
+                    wrong.append(
+                        f"{group}={option}: `{key}` with the recipe is {with_recipe[key]} (the docs: {recipe})"
+                    )
     assert not wrong, "docs/configs.md does not match conf/:\n" + "\n".join(wrong)
 
 
@@ -110,9 +136,14 @@ def test_every_named_setup_and_top_level_key_is_in_configs_md():
     table = rows(REPO / "docs" / "configs.md")
     missing = [f"{group}={option}" for group in NAMED for option in options(group) if f"{group}={option}" not in table]
     top = leaves({key: composed([])[key] for key in TOP_LEVEL})
-    wrong = [f"`{key}` {value} (the docs: {documented_value(table.get('train.yaml', ''), key)})" for key, value in top.items()
-             if not same(documented_value(table.get("train.yaml", ""), key) or "", value)]
-    assert not missing and not wrong, f"not in docs/configs.md: {missing}; top-level keys in its train.yaml row: {wrong}"
+    wrong = [
+        f"`{key}` {value} (the docs: {documented_value(table.get('train.yaml', ''), key)})"
+        for key, value in top.items()
+        if not same(documented_value(table.get("train.yaml", ""), key) or "", value)
+    ]
+    assert not missing and not wrong, (
+        f"not in docs/configs.md: {missing}; top-level keys in its train.yaml row: {wrong}"
+    )
 
 
 def headings(page: Path) -> list[str]:
@@ -140,7 +171,7 @@ def test_every_cited_section_exists():
             for name, section in CITATION.findall(line):
                 page = cited_page(name, source)
                 if not page.is_file() or not any(h == section or h.startswith(f"{section} (") for h in headings(page)):
-                    wrong.append(f"{source.relative_to(REPO)}:{number}: {name}, \"{section}\"")
+                    wrong.append(f'{source.relative_to(REPO)}:{number}: {name}, "{section}"')
     assert not wrong, "sections cited that do not exist:\n" + "\n".join(wrong)
 
 
@@ -173,8 +204,14 @@ def benchmark_sections() -> dict[str, str]:
     for start, line in enumerate(lines):
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")
-                        and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+            end = next(
+                (
+                    i
+                    for i in range(start + 1, len(lines))
+                    if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level
+                ),
+                len(lines),
+            )
             found[line.lstrip("#").strip()] = "\n".join(lines[start:end])
     return found
 
@@ -192,10 +229,17 @@ def test_every_figure_in_the_docs_names_the_benchmarks_md_section_that_measured_
             figures = [m[1] for m in FIGURE.finditer(re.sub(r"`[^`]*`", "``", block))]  # a value in code is a setting
             if not figures:
                 continue
-            cited = [text for name, section in CITATION.findall(block) if name == "BENCHMARKS.md"
-                     for heading, text in sections.items() if heading == section or heading.startswith(f"{section} (")]
+            cited = [
+                text
+                for name, section in CITATION.findall(block)
+                if name == "BENCHMARKS.md"
+                for heading, text in sections.items()
+                if heading == section or heading.startswith(f"{section} (")
+            ]
             cited += [(REPO / path).read_text() for path in SETTING.findall(block) if (REPO / path).is_file()]
             unmeasured = [f for f in figures if not any(holds(text, f) for text in cited)]
             if unmeasured:
-                wrong.append(f"{page.relative_to(REPO)}: {', '.join(unmeasured)} in \"{' '.join(block.split())[:120]}...\"")
+                wrong.append(
+                    f'{page.relative_to(REPO)}: {", ".join(unmeasured)} in "{" ".join(block.split())[:120]}..."'
+                )
     assert not wrong, "figures that name no BENCHMARKS.md section holding them:\n" + "\n".join(wrong)

@@ -25,8 +25,11 @@ def import_graph() -> dict[str, set[str]]:
             unit = file.stem
         edges = graph.setdefault(unit, set())
         for node in ast.walk(ast.parse(file.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            )
             for name in names:
                 target = unit_of(name)
                 if target and target != unit:
@@ -44,7 +47,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(unit)
         for target in sorted(graph.get(unit, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         state[unit] = 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -27,5 +26,7 @@ def test_every_declared_dependency_is_pinned_within_its_range():
     for requirement in declared:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is declared but not in requirements.lock: run make lock"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {requirement}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside {requirement}"
+        )
     assert "visionlab" not in pins, "the project itself is installed from the clone, not pinned"

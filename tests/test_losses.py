@@ -17,7 +17,7 @@ LABELS = torch.tensor([0, 1, 2])
 
 def test_hinge_matches_the_hand_worked_example():
     hinge = MulticlassHinge(margin=1.0)
-    per_example = [hinge(SCORES[i:i + 1], LABELS[i:i + 1]).item() for i in range(3)]
+    per_example = [hinge(SCORES[i : i + 1], LABELS[i : i + 1]).item() for i in range(3)]
     assert per_example == pytest.approx([2.9, 0.0, 12.9])
     assert hinge(SCORES, LABELS).item() == pytest.approx(15.8 / 3)  # 5.27, as the course rounds it
 
@@ -47,7 +47,9 @@ def test_nll_applies_log_softmax_so_it_equals_cross_entropy():
     assert NLL()(scores, labels).item() == pytest.approx(F.cross_entropy(scores, labels).item())
 
 
-@pytest.mark.parametrize("name,expected", [("hinge", 5.27), ("nll", None), ("mse", None), ("l1", None), ("cross_entropy", None)])
+@pytest.mark.parametrize(
+    "name,expected", [("hinge", 5.27), ("nll", None), ("mse", None), ("l1", None), ("cross_entropy", None)]
+)
 def test_loss_config_is_a_callable_from_scores_and_labels_to_a_scalar(name, expected):
     loss = instantiate(compose_train([f"loss={name}"]).loss)(SCORES, LABELS)
     assert loss.ndim == 0 and torch.isfinite(loss)

@@ -36,8 +36,12 @@ EXTRAS = [
 
 # Pictures are another feature's business and cost more than these tiny runs themselves.
 NO_PICTURES = [
-    "logging.data_preview=false", "logging.confusion_every_n_epochs=0", "logging.first_layer_every_n_epochs=0",
-    "logging.mistakes_every_n_epochs=0", "logging.neighbours=false", "logging.graph=false",
+    "logging.data_preview=false",
+    "logging.confusion_every_n_epochs=0",
+    "logging.first_layer_every_n_epochs=0",
+    "logging.mistakes_every_n_epochs=0",
+    "logging.neighbours=false",
+    "logging.graph=false",
 ]
 
 
@@ -73,7 +77,9 @@ def test_a_model_without_parameters_memorizes_in_no_steps_and_predicts_above_cha
 def test_regularization_is_logged_apart_from_the_data_loss(tmp_path):
     _, scalars = train(["model=linear", "regularization=l2", "regularization.strength=0.01"], tmp_path)
     assert all(v > 0 for v in scalars["train/reg_loss"])
-    assert scalars["train/loss"][-1] == pytest.approx(scalars["train/data_loss"][-1] + scalars["train/reg_loss"][-1], rel=1e-5)
+    assert scalars["train/loss"][-1] == pytest.approx(
+        scalars["train/data_loss"][-1] + scalars["train/reg_loss"][-1], rel=1e-5
+    )
 
 
 def test_batch_size_all_is_one_step_per_epoch_and_1_is_one_per_image(tmp_path):
@@ -109,6 +115,9 @@ def test_grad_clip_bounds_the_gradient_norm_at_every_step(tmp_path, monkeypatch)
 def test_experiment_recipe_composes_validates_and_trains(name, tmp_path):
     """A recipe is a set of overrides: valid as written, and trained here on synthetic data (no download)."""
     validate(compose_train([f"experiment={name}"]))
-    # float32: a GPU recipe's bf16 (cifar10_gpu) is 13x slower on a CPU without AVX-512 BF16 (tests/gpu/ runs it on CUDA)
-    metrics, _ = train([f"experiment={name}", "dataset=synthetic", "trainer.epochs=1", "trainer.precision=32"], tmp_path)
+    # float32: a GPU recipe's bf16 (cifar10_gpu) is 13x slower on a CPU without AVX-512 BF16
+    # (tests/gpu/ runs it on CUDA)
+    metrics, _ = train(
+        [f"experiment={name}", "dataset=synthetic", "trainer.epochs=1", "trainer.precision=32"], tmp_path
+    )
     assert math.isfinite(metrics["train/loss"])

@@ -1,4 +1,5 @@
-"""The patches of other libraries' internals (src/visionlab/patches.py): each still fits the library, and the switch turns them off."""
+"""The patches of other libraries' internals (src/visionlab/patches.py): each still fits the library,
+and the switch turns them off."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def test_atexit_still_has_the_private_runner_a_single_run_exits_through():
 
 def test_tensorboard_still_traces_through_torch_jit_trace_with_its_check(tmp_path):
     source = inspect.getsource(_pytorch_graph.graph)
-    assert "torch.jit.trace(" in source, "add_graph no longer calls torch.jit.trace: patches.unchecked_trace patches nothing"
+    assert "torch.jit.trace(" in source, (
+        "add_graph no longer calls torch.jit.trace: patches.unchecked_trace patches nothing"
+    )
     calls = []
     real = torch.jit.trace
 
@@ -51,7 +54,9 @@ def test_torch_still_answers_whether_the_cpu_computes_bfloat16_as_the_kernel_doe
 def test_with_the_switch_off_a_run_behaves_the_same_through_the_libraries_own_paths(tmp_path):
     env = {**os.environ, "VL_NO_PATCHES": "1"}
     code = "from visionlab import patches; print(patches.ENABLED)"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+    )
     run_dir = tmp_path / "run"
     args = [*TINY, "trainer.epochs=1", "model=linear", f"hydra.run.dir={run_dir}"]
     result = subprocess.run([str(VL_TRAIN), *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

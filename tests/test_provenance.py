@@ -81,8 +81,10 @@ def test_only_what_changes_results_is_a_difference():
     data = {"sha256": "a" * 64, "files": 4, "bytes": 100, "content": "all", "root": "/data"}
     assert provenance.differences(dict(now, data=dict(data, root="/mnt/copy")), dict(now, data=data)) is None
     changed = provenance.differences(dict(now, data=dict(data, sha256="b" * 64)), dict(now, data=data))
-    assert changed == (f"this checkpoint was made with data {'b' * 12} (4 files, 100 bytes), "
-                       f"now data {'a' * 12} (4 files, 100 bytes): the data files differ")
+    assert changed == (
+        f"this checkpoint was made with data {'b' * 12} (4 files, 100 bytes), "
+        f"now data {'a' * 12} (4 files, 100 bytes): the data files differ"
+    )
 
 
 def test_no_checkout_or_no_git_is_null_not_an_error(tmp_path, monkeypatch):

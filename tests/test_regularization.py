@@ -51,7 +51,9 @@ def test_none_and_zero_strength_add_nothing():
 
 
 def test_negative_strength_is_a_user_error():
-    assert "regularization.strength=-0.1 is invalid: use a number of at least 0" in config_error(["regularization=l2", "regularization.strength=-0.1"])
+    assert "regularization.strength=-0.1 is invalid: use a number of at least 0" in config_error(
+        ["regularization=l2", "regularization.strength=-0.1"]
+    )
 
 
 @pytest.mark.parametrize("name", ["none", "l2", "l1", "elastic_net"])

@@ -61,7 +61,9 @@ def test_cosine_restarts_every_cycle_with_the_first_one_shortened_by_the_warmup(
     assert lrs[:8] == pytest.approx(once[:8]), "the first cycle is the plain schedule of a 2-epoch run, warmup included"
     assert lrs[:2] == pytest.approx([0.01, 0.505]) and lrs[2] == pytest.approx(1.0)
     for start in (8, 16):  # each later cycle: from the full lr down over 2 epochs, with no warmup
-        assert lrs[start] == pytest.approx(1.0) and lrs[start:start + 8] == sorted(lrs[start:start + 8], reverse=True)
+        assert lrs[start] == pytest.approx(1.0) and lrs[start : start + 8] == sorted(
+            lrs[start : start + 8], reverse=True
+        )
         assert lrs[start + 7] == pytest.approx((1 + math.cos(math.pi * 7 / 8)) / 2)
 
 
@@ -102,9 +104,13 @@ def test_every_schedule_works_with_every_optimizer(name, optimizer_name):
     assert all(0 <= lr <= cfg.optimizer.lr for lr in lrs)
 
 
-@pytest.mark.parametrize("override,accepted", [
-    ("scheduler.step_size=0", "whole number of epochs of at least 1"), ("scheduler.gamma=1.5", "in (0, 1)"),
-])
+@pytest.mark.parametrize(
+    "override,accepted",
+    [
+        ("scheduler.step_size=0", "whole number of epochs of at least 1"),
+        ("scheduler.gamma=1.5", "in (0, 1)"),
+    ],
+)
 def test_bad_schedule_values_are_user_errors(override, accepted):
     message = config_error(["scheduler=step", override])
     assert message.startswith(f"{override} is invalid") and accepted in message

@@ -42,7 +42,10 @@ def test_flip_averages_the_scores_of_the_image_and_its_mirror():
 def test_flip_translate_adds_the_one_pixel_shifts_at_half_weight():
     x = torch.randn(3, 1, 4, 4)
     model = PixelScores()
-    flip = lambda images: 0.5 * (model(images) + model(images.flip(-1)))
+
+    def flip(images):
+        return 0.5 * (model(images) + model(images.flip(-1)))
+
     expected = 0.5 * flip(x) + 0.25 * flip(shifted(x, -1, -1)) + 0.25 * flip(shifted(x, 1, 1))
     torch.testing.assert_close(with_tta(model, "flip_translate")(x), expected)
 
@@ -65,4 +68,5 @@ def test_evaluate_scores_the_averaged_views(mode):
         model[1].weight.copy_(torch.tensor([[1.0, 1, -1, -1] * 4, [-1.0, -1, 1, 1] * 4]))
     assert evaluate(model, split, None, 8)["acc"] == 1.0
     averaged = evaluate(with_tta(model, mode), split, None, 8)
-    assert averaged["acc"] == 0.5 and averaged["confusion"].tolist() == [[10, 0], [10, 0]]  # equal scores: argmax takes class 0
+    # equal scores: argmax takes class 0
+    assert averaged["acc"] == 0.5 and averaged["confusion"].tolist() == [[10, 0], [10, 0]]

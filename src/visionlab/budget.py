@@ -59,23 +59,34 @@ class Need:
     model: str  # "CNN, 393,610 parameters, 52.1 MFLOPs per image"
 
 
-def estimate(plan: Plan, model: Callable[..., torch.nn.Module], features: Features, trainer: TrainerSettings,
-             training: bool) -> Need:
+def estimate(
+    plan: Plan, model: Callable[..., torch.nn.Module], features: Features, trainer: TrainerSettings, training: bool
+) -> Need:
     """What the run (training) or an evaluation of its checkpoint (not training) will hold at its peak."""
     shape = plan.shape
     images = plan.train + plan.test
     resize = _smaller(plan)
     pixels = (resize,) if resize else ("dataset.train_size", "dataset.test_size")
     pictured = min(images, PICTURED)
-    parts = [Part(f"the images ({images:,} x {_shape(shape)} bytes)", images * math.prod(shape) + plan.reading, False, pixels),
-             Part(f"the images on the device ({images:,} x {_shape(shape)} bytes)", images * math.prod(shape), True, pixels),
-             Part(f"the pictures ({pictured} images in float32)", pictured * math.prod(shape) * FLOAT * PICTURE_COPIES, False,
-                  ("logging.* (conf/logging/)",))]
+    parts = [
+        Part(
+            f"the images ({images:,} x {_shape(shape)} bytes)", images * math.prod(shape) + plan.reading, False, pixels
+        ),
+        Part(f"the images on the device ({images:,} x {_shape(shape)} bytes)", images * math.prod(shape), True, pixels),
+        Part(
+            f"the pictures ({pictured} images in float32)",
+            pictured * math.prod(shape) * FLOAT * PICTURE_COPIES,
+            False,
+            ("logging.* (conf/logging/)",),
+        ),
+    ]
     in_shape = shape
     if features.extractors:
         size = features.planned_size(shape)
         in_shape = (size,)
-        parts.append(Part(f"the features ({images:,} x {size:,} float32)", images * size * FLOAT, True, ("features.*", *pixels)))
+        parts.append(
+            Part(f"the features ({images:,} x {size:,} float32)", images * size * FLOAT, True, ("features.*", *pixels))
+        )
     with torch.device("meta"):  # shapes only: a model of a billion weights costs nothing here
         built = model(in_shape=in_shape, num_classes=plan.classes)
     table = layer_table(built, in_shape)
@@ -83,15 +94,33 @@ def estimate(plan: Plan, model: Callable[..., torch.nn.Module], features: Featur
     if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn.py)
         width = math.prod(in_shape)
         chunk = min(getattr(built, "chunk_size", plan.test), max(plan.train, plan.test))
-        parts.append(Part(f"{name}'s memorized training images ({plan.train:,} x {width:,} float32)", plan.train * width * FLOAT,
-                          True, pixels))
-        parts.append(Part(f"its search ({chunk:,} queries x {plan.train:,} distances)", chunk * (plan.train + 8 * width) * FLOAT, True,
-                          ("model.chunk_size",)))
+        parts.append(
+            Part(
+                f"{name}'s memorized training images ({plan.train:,} x {width:,} float32)",
+                plan.train * width * FLOAT,
+                True,
+                pixels,
+            )
+        )
+        parts.append(
+            Part(
+                f"its search ({chunk:,} queries x {plan.train:,} distances)",
+                chunk * (plan.train + 8 * width) * FLOAT,
+                True,
+                ("model.chunk_size",),
+            )
+        )
         return Need(parts, f"{name}, no parameters")
     copies = TRAINED_COPIES if training else 1
     kept = "with their gradients, Adam's moments and a checkpoint read back" if training else "as float32"
-    parts.append(Part(f"{name}'s {table.params:,} parameters {kept}", table.params * FLOAT * copies, True,
-                      (*pixels[:1], "model.* (conf/model/)")))
+    parts.append(
+        Part(
+            f"{name}'s {table.params:,} parameters {kept}",
+            table.params * FLOAT * copies,
+            True,
+            (*pixels[:1], "model.* (conf/model/)"),
+        )
+    )
     outputs = [math.prod(layer.shape) for layer in table.layers if layer.shape]
     batch = min(plan.train if trainer.batch_size == "all" else trainer.batch_size, plan.train)
     evaluated = min(trainer.eval_batch_size, max(plan.train, plan.test))
@@ -102,7 +131,9 @@ def estimate(plan: Plan, model: Callable[..., torch.nn.Module], features: Featur
     if step >= scoring:
         parts.append(Part(f"a training step of {batch:,} images", step, True, ("trainer.batch_size", *pixels[:1])))
     else:
-        parts.append(Part(f"an evaluation pass of {evaluated:,} images", scoring, True, ("trainer.eval_batch_size", *pixels[:1])))
+        parts.append(
+            Part(f"an evaluation pass of {evaluated:,} images", scoring, True, ("trainer.eval_batch_size", *pixels[:1]))
+        )
     return Need(parts, f"{name}, {table.params:,} parameters, {human(table.flops)}FLOPs per image")
 
 
@@ -121,7 +152,10 @@ def check(need: Need, device: torch.device) -> None:
             continue
         what = ", ".join(f"{p.what} {_bytes(p.bytes)}" for p in parts if p.bytes >= total / 100)
         levers = ", ".join(dict.fromkeys(lever for p in parts if p.bytes >= total / 10 for lever in p.levers))
-        figure = f"this run needs about {_bytes(total)} of {where} and {_bytes(free)} is free ({source}): {what} ({need.model})"
+        figure = (
+            f"this run needs about {_bytes(total)} of {where} and {_bytes(free)} is free ({source}): {what} "
+            f"({need.model})"
+        )
         if total > free:
             other = f"{LIMIT} says so" if source == LIMIT else f"set {LIMIT} if more is free than {source} says"
             raise UserError(f"{figure}; bring it down with {levers} ({other})")
@@ -158,7 +192,7 @@ def gpu_free(device: torch.device) -> tuple[int, str]:
 
 
 def parse_bytes(text: str) -> int:
-    """"8G", "500 MB", "2.5GiB", "1000000" -> bytes (binary units)."""
+    """ "8G", "500 MB", "2.5GiB", "1000000" -> bytes (binary units)."""
     found = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
     if not found:
         raise UserError(f"{LIMIT}={text!r} is invalid: use a number of bytes, such as 8G or 500M")

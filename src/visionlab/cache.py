@@ -49,7 +49,8 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 class TensorCache:
-    """Named tensors per key in `folder`; `what` and `redo` word the warnings ("features cache", "computing the features again")."""
+    """Named tensors per key in `folder`; `what` and `redo` word the warnings ("features cache",
+    "computing the features again")."""
 
     def __init__(self, folder: Path, what: str = "features cache", redo: str = "computing the features again"):
         self.folder = folder
@@ -61,17 +62,23 @@ class TensorCache:
         return self.folder / f"{key['dataset']}-{key['split']}-{digest}.pt"
 
     def load(self, key: dict[str, Any], expected: Expected) -> dict[str, torch.Tensor] | None:
-        """The cached tensors for `key`, each of the expected dtype and shape; None when absent or unusable (then with a warning)."""
+        """The cached tensors for `key`, each of the expected dtype and shape; None when absent or unusable
+        (then with a warning)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # pages are read as they are used
+            # pages are read as they are used
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             if stored["key"] != _text(key):
                 raise ValueError("it was written for other data or parameters")
             for name, (dtype, shape) in expected.items():
                 tensor = stored[name]
-                if tensor.dtype != dtype or tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
+                if (
+                    tensor.dtype != dtype
+                    or tensor.dim() != len(shape)
+                    or any(s is not None and s != t for s, t in zip(shape, tensor.shape))
+                ):
                     raise ValueError(f"its {name} are {tensor.dtype} {tuple(tensor.shape)}, expected {dtype} {shape}")
         except Exception as exc:  # any unreadable file (truncated, garbage, foreign) is recomputed
             _unusable(self.what, path, exc, self.redo)
@@ -126,8 +133,14 @@ class PixelCache:
             if len(stored) != len(shape) or any(s is not None and s != t for s, t in zip(shape, stored)):
                 raise ValueError(f"it holds {stored}, expected {shape}")
             if math.prod(stored) + length + TRAILER.size != end:
-                raise ValueError(f"it has {end:,} bytes, not the {math.prod(stored) + length + TRAILER.size:,} its header says")
-            pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=stored) if math.prod(stored) else np.zeros(stored, np.uint8)
+                raise ValueError(
+                    f"it has {end:,} bytes, not the {math.prod(stored) + length + TRAILER.size:,} its header says"
+                )
+            pixels = (
+                np.memmap(path, dtype=np.uint8, mode="c", shape=stored)
+                if math.prod(stored)
+                else np.zeros(stored, np.uint8)
+            )
         except FileNotFoundError:
             return None
         except Exception as exc:  # any unreadable file (truncated, garbage, foreign) is recomputed
@@ -169,7 +182,8 @@ class PixelWriter:
                     handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
                     try:
                         os.ftruncate(handle, size)  # zeros
-                        if hasattr(os, "posix_fallocate"):  # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
+                        # (not on macOS) the space reserved: a full disk is an OSError here, not a SIGBUS mid-decode
+                        if hasattr(os, "posix_fallocate"):
                             os.posix_fallocate(handle, 0, size)
                         array = np.frombuffer(mmap.mmap(handle, size), dtype=np.uint8).reshape(shape)
                     finally:
@@ -182,7 +196,8 @@ class PixelWriter:
         return shared_zeros(shape)
 
     def commit(self, pixels: torch.Tensor, extra: dict[str, Any]) -> Path | None:
-        """Make the allocated array under `pixels` the cache file, with `extra` in its header; None if it has no file."""
+        """Make the allocated array under `pixels` the cache file, with `extra` in its header;
+        None if it has no file."""
         temporary = self.temporary.pop(pixels.data_ptr(), None)
         if temporary is None:
             return None

@@ -89,8 +89,12 @@ class Number(Rule):
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # nan
             return False
-        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
-                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
 
     def noun(self, plural: bool = False) -> str:
         text = "numbers" if plural else "a number"
@@ -151,7 +155,11 @@ class Each(Rule):
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, ListConfig)):
             return False
         items = list(value)
-        return (bool(items) or self.empty_ok) and (self.length is None or len(items) == self.length) and all(self.item.accepts(v) for v in items)
+        return (
+            (bool(items) or self.empty_ok)
+            and (self.length is None or len(items) == self.length)
+            and all(self.item.accepts(v) for v in items)
+        )
 
     def noun(self, plural: bool = False) -> str:
         size = f"{self.length} " if self.length else ""
@@ -192,11 +200,23 @@ EPS = Number(gt=0, example=1e-8)
 
 # torch's classes declare nothing: their keys are described here, in one place.
 EXTERNAL: dict[str, dict[str, Rule]] = {
-    "torch.optim.SGD": {"lr": LR, "momentum": MOMENTUM, "dampening": Number(ge=0, le=1), "weight_decay": DECAY, "nesterov": Switch()},
+    "torch.optim.SGD": {
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "dampening": Number(ge=0, le=1),
+        "weight_decay": DECAY,
+        "nesterov": Switch(),
+    },
     "torch.optim.Adam": {"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": DECAY, "amsgrad": Switch()},
     "torch.optim.AdamW": {"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": DECAY, "amsgrad": Switch()},
-    "torch.optim.RMSprop": {"lr": LR, "alpha": Number(ge=0, le=1, example=0.99), "eps": EPS, "weight_decay": DECAY,
-                            "momentum": MOMENTUM, "centered": Switch()},
+    "torch.optim.RMSprop": {
+        "lr": LR,
+        "alpha": Number(ge=0, le=1, example=0.99),
+        "eps": EPS,
+        "weight_decay": DECAY,
+        "momentum": MOMENTUM,
+        "centered": Switch(),
+    },
     "torch.optim.Adagrad": {"lr": LR, "lr_decay": DECAY, "weight_decay": DECAY, "eps": EPS},
     "torch.nn.CrossEntropyLoss": {"label_smoothing": Number(ge=0, lt=1, example=0.1)},
 }
@@ -222,7 +242,9 @@ def declared(target: Any) -> Mapping[str, Rule]:
 
 def writes_outside(target: Any) -> Mapping[str, WritesOutside]:
     """The arguments of a `_target_` that name a place to write outside the run."""
-    return {name: mark for name, marks in _annotations(target).items() for mark in marks if isinstance(mark, WritesOutside)}
+    return {
+        name: mark for name, marks in _annotations(target).items() for mark in marks if isinstance(mark, WritesOutside)
+    }
 
 
 @functools.cache

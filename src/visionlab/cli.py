@@ -23,20 +23,18 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
 from rich.table import Table
 
-from visionlab import patches, run_folder
+from visionlab import patches, run_folder, terminal
 from visionlab.config import OBJECTIVES
-from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
-from visionlab.paths import config_dir
-from visionlab import terminal
 from visionlab.console import ConsoleHandler, RunLogFile, console, error_console
+from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
 from visionlab.parallel_jobs import label_parallel_job
+from visionlab.paths import config_dir
 from visionlab.reporting import sweep_report
 from visionlab.suggest import did_you_mean
 from visionlab.training.resume import is_hydra_setting, resume_arguments
@@ -50,7 +48,8 @@ run_folder.register_resolver()  # here, at import: a launcher's worker process i
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-HYDRA_MODES_CLASH = "Only one of --run, --multirun"  # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
+# Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
+HYDRA_MODES_CLASH = "Only one of --run, --multirun"
 _SINGLE_RUN = False  # set once a single run (not a sweep) has started: see patches.exit_without_teardown
 
 
@@ -85,7 +84,9 @@ def _train_job(cfg: DictConfig) -> float:
         end_job(exc.exit_code)
     except Exception as exc:
         log.error("unexpected error", exc_info=True, extra={"file_only": True})
-        log.error("error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log")
+        log.error(
+            "error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log"
+        )
         end_job(1)
     return float(metrics.get(cfg.objective) or "nan")  # lr_find=true has no objective
 
@@ -118,12 +119,17 @@ def _train() -> None:
     except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
         refuse(exc)
     except ValueError as exc:
-        if isinstance(exc.__cause__, (UserError, OSError)):  # logging.config's wrapping of what run_folder.RunLog refused
+        # logging.config's wrapping of what run_folder.RunLog refused
+        if isinstance(exc.__cause__, (UserError, OSError)):
             refuse(exc.__cause__)
         if not str(exc).startswith(HYDRA_MODES_CLASH):  # only Hydra's check of its own flags is a user's mistake
             raise
-        error_console.print(f"error: {exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes",
-                            markup=False, highlight=False, soft_wrap=True)
+        error_console.print(
+            f"error: {exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -139,8 +145,19 @@ def full_before_the_run(exc: BaseException) -> str:
 
 
 # Hydra's options that take a value (vl-train --hydra-help); --info takes one of INFO_TOPICS, or none.
-VALUED_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c",
-                  "--package", "-p", "--experimental-rerun")
+VALUED_OPTIONS = (
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+)
 INFO_OPTIONS = ("--info", "-i")
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
@@ -156,7 +173,7 @@ def options_first(args: list[str]) -> list[str]:
         follows = args[position + 1] if position + 1 < len(args) else None
         taken = 2 if arg in VALUED_OPTIONS or (arg in INFO_OPTIONS and follows in INFO_TOPICS) else 1
         kind = last if arg in INFO_OPTIONS and taken == 1 else options if arg.startswith("-") else overrides
-        kind.extend(args[position:position + taken])
+        kind.extend(args[position : position + taken])
         position += taken
     return options + overrides + last
 
@@ -207,10 +224,15 @@ def known_keys(args: list[str], failed: str) -> list[str]:
     config where they fail too): the names a misspelled one is compared with."""
     dirs = [CONF_DIR, *(str(Path(d).expanduser().resolve()) for d in split_config_dirs(args)[0])]
     name = next((args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config-name", "-cn")), "train")
-    others = [a for a in args if "=" in a and not a.startswith("-") and not is_hydra_setting(a)
-              and a.split("=", 1)[0].lstrip("+~") != failed]
+    others = [
+        a
+        for a in args
+        if "=" in a and not a.startswith("-") and not is_hydra_setting(a) and a.split("=", 1)[0].lstrip("+~") != failed
+    ]
     searchpath = f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs[1:])}]"
-    groups = [entry.name for folder in map(Path, dirs) if folder.is_dir() for entry in folder.iterdir() if entry.is_dir()]
+    groups = [
+        entry.name for folder in map(Path, dirs) if folder.is_dir() for entry in folder.iterdir() if entry.is_dir()
+    ]
     for overrides in (others, []):
         GlobalHydra.instance().clear()
         try:
@@ -269,7 +291,9 @@ def evaluate() -> None:
         error_console.print(f"error: {one_line(exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except DiskFull as exc:  # a features cache, or the report
-        error_console.print(f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True)
+        error_console.print(
+            f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     console.print(evaluation_table(metrics))
     console.print(f"written to {written}", markup=False, highlight=False)
@@ -301,13 +325,16 @@ def evaluation_table(metrics: dict) -> Table:
     return table
 
 
-
 def report() -> None:
     """`vl-report`: every run under PATH in one table, best first; writes PATH/summary.csv."""
     terminal.install()
-    parser = argparse.ArgumentParser(prog="vl-report", description="Every run under PATH in one table, best first; writes PATH/summary.csv.")
+    parser = argparse.ArgumentParser(
+        prog="vl-report", description="Every run under PATH in one table, best first; writes PATH/summary.csv."
+    )
     parser.add_argument("path", type=Path, help="a sweep directory (outputs/multirun/<date>/<time>), or outputs/")
-    parser.add_argument("--objective", choices=OBJECTIVES, help="rank by this metric (default: the runs' own objective)")
+    parser.add_argument(
+        "--objective", choices=OBJECTIVES, help="rank by this metric (default: the runs' own objective)"
+    )
     args = parser.parse_args()  # a bad argument: usage and exit code 2
     try:
         sweep_report.write_report(args.path, args.objective)

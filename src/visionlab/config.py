@@ -50,9 +50,14 @@ def validate(cfg: DictConfig) -> None:
     check_targets(cfg)
     resolve_device(cfg.trainer.device)
     if cfg.trainer.batch_size == 1 and cfg.model.get("batchnorm"):
-        raise UserError("trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use model.batchnorm=false or batch_size of at least 2")
+        raise UserError(
+            "trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use "
+            "model.batchnorm=false or batch_size of at least 2"
+        )
     if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
-        raise UserError("optimizer.nesterov=true needs momentum: set optimizer.momentum=0.9 (or use optimizer=momentum)")
+        raise UserError(
+            "optimizer.nesterov=true needs momentum: set optimizer.momentum=0.9 (or use optimizer=momentum)"
+        )
 
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")  # instantiate's, not the target's
@@ -129,8 +134,10 @@ def check_arguments(node: DictConfig, prefix: str, group: str, partial: bool = F
         if unexpected and not any(p.kind is p.VAR_KEYWORD for p in parameters):
             key = unexpected[0]
             hint = did_you_mean(key, named, prefix + "{}")
-            raise UserError(f"{prefix}{key} is not an argument of {node._target_}, which takes {', '.join(named)}"
-                            f"{': ' + hint if hint else ''} (see conf/{group}/)")
+            raise UserError(
+                f"{prefix}{key} is not an argument of {node._target_}, which takes {', '.join(named)}"
+                f"{': ' + hint if hint else ''} (see conf/{group}/)"
+            )
         required = [p.name for p in parameters if p.name in named and p.default is p.empty]
         missing = [name for name in required if name not in given]
         if missing and not (partial or node.get("_partial_", False) or "_args_" in node):
@@ -175,7 +182,9 @@ def rejected(group: str, cause: Exception, context: str = "") -> UserError:
     settings = ", ".join(given) if given else f"its settings under {group}."
     reason = " ".join(str(cause).split()) or type(cause).__name__
     where = f" {context}" if context else ""
-    return UserError(f"{_named(group)} rejected {settings}{where}: {reason[:300]} (see conf/{group}/ and the keys' comments there)")
+    return UserError(
+        f"{_named(group)} rejected {settings}{where}: {reason[:300]} (see conf/{group}/ and the keys' comments there)"
+    )
 
 
 def _named(group: str) -> str:
@@ -191,6 +200,7 @@ def _group_choice(group: str) -> tuple[str | None, list[str]]:
     hydra = HydraConfig.get()
     choice = hydra.runtime.choices.get(group)
     given = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~").startswith(f"{group}.")]
-    dataset = [o for o in hydra.overrides.task if o.split("=", 1)[0].startswith("dataset.shape")] if group == "model" else []
+    dataset = (
+        [o for o in hydra.overrides.task if o.split("=", 1)[0].startswith("dataset.shape")] if group == "model" else []
+    )
     return choice, given + dataset
-

@@ -90,8 +90,10 @@ class Share:
 
     def warning(self, own_threads: int | None) -> str:
         """The one line a run says when the cores are oversubscribed, with the setting that helps."""
-        said = (f"the CPU cores are oversubscribed: {self.runs} visionlab runs use {self.total} threads on {self.cores} "
-                f"core{'s' * (self.cores != 1)}, so each waits for the others and all run slower than one after another")
+        said = (
+            f"the CPU cores are oversubscribed: {self.runs} visionlab runs use {self.total} threads on {self.cores} "
+            f"core{'s' * (self.cores != 1)}, so each waits for the others and all run slower than one after another"
+        )
         if own_threads is not None and self.total - own_threads + 1 <= self.cores:
             return f"{said}: leave trainer.threads unset (this run asks for {own_threads}) and the runs share the cores"
         if self.asked and self.runs <= self.cores:

@@ -24,12 +24,17 @@ def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
         mean_by_k = {k: statistics.fmean(fold.extra[f"val/acc@{k}"] for fold in folds) for k in ks}
         best_k = max(ks, key=lambda k: (mean_by_k[k], -k))
         extra = {**{f"val/acc@{k}": acc for k, acc in mean_by_k.items()}, "best_k": best_k}
-        extra |= {f"cv/fold_{i}/val_acc@{k}": fold.extra[f"val/acc@{k}"] for k in ks for i, fold in enumerate(folds)}  # the ± band of accuracy against k (reporting/sweep_curve.py)
+        # the ± band of accuracy against k (reporting/sweep_curve.py)
+        extra |= {f"cv/fold_{i}/val_acc@{k}": fold.extra[f"val/acc@{k}"] for k in ks for i, fold in enumerate(folds)}
         val_acc = [fold.extra[f"val/acc@{best_k}"] for fold in folds]
     else:
         val_acc = [fold.val["acc"] for fold in folds]
     val_loss = [fold.val["loss"] for fold in folds]
-    extra |= {"cv/folds": len(folds), "cv/val_acc_mean": statistics.fmean(val_acc), "cv/val_acc_std": statistics.pstdev(val_acc)}
+    extra |= {
+        "cv/folds": len(folds),
+        "cv/val_acc_mean": statistics.fmean(val_acc),
+        "cv/val_acc_std": statistics.pstdev(val_acc),
+    }
     for i, loss in enumerate(val_loss):
         extra[f"cv/fold_{i}/val_acc"] = val_acc[i]
         if loss is not None:

@@ -54,7 +54,8 @@ class Diverged(RunStopped):
 
 
 class Pruned(RunStopped):
-    """An Optuna trial's pruner stopped the run after an epoch (visionlab.trial_pruning): a normal end of a sweep's job."""
+    """An Optuna trial's pruner stopped the run after an epoch (visionlab.trial_pruning):
+    a normal end of a sweep's job."""
 
     status = "pruned"
     exit_code = 0

@@ -34,8 +34,9 @@ log = logging.getLogger("visionlab")
 SPLITS = ("test", "val", "train")
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = (),
-                        config_dirs: list[str] = (), which: str | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: Path, split: str = "test", overrides: list[str] = (), config_dirs: list[str] = (), which: str | None = None
+) -> dict[str, Any]:
     """Metrics of the checkpoint at `path` (a file, or a run directory: see `checkpoint_file`) on `split`.
 
     `overrides` (key=value) change the stored config, e.g. dataset.root=… on another machine;
@@ -45,20 +46,25 @@ def evaluate_checkpoint(path: Path, split: str = "test", overrides: list[str] = 
         raise UserError(f"split={split!r} is unknown: use test, val or train")
     path, cfg, model, splits = load_model(path, overrides, config_dirs, which)
     loss_fn = build(cfg, "loss") if count_trainable(model) else None
-    result = evaluate(with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size)
+    result = evaluate(
+        with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size
+    )
     confusion = result["confusion"]
     per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
     return {
-        "checkpoint": str(path), "split": split,
-        f"{split}/acc": result["acc"], f"{split}/loss": result["loss"],
+        "checkpoint": str(path),
+        "split": split,
+        f"{split}/acc": result["acc"],
+        f"{split}/loss": result["loss"],
         "per_class_acc": {name: acc for name, acc in zip(splits.classes, per_class.tolist())},
         "confusion_matrix": confusion.tolist(),  # [true class][predicted class]
         "classes": list(splits.classes),
     }
 
 
-def load_model(path: Path, overrides: list[str] = (), config_dirs: list[str] = (),
-               which: str | None = None) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
+def load_model(
+    path: Path, overrides: list[str] = (), config_dirs: list[str] = (), which: str | None = None
+) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
     """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its
     partition had it. One line says what of this machine, code and data differs from the checkpoint's (provenance.py).
 
@@ -70,13 +76,17 @@ def load_model(path: Path, overrides: list[str] = (), config_dirs: list[str] = (
     try:
         cfg.merge_with_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
-        raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)") from None
+        raise UserError(
+            f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)"
+        ) from None
     parts = build_parts(cfg)
     device = resolve_device(parts.trainer.device)
     raw = load_data(parts, device, training=False)
     provenance.tell(state.get("provenance"), provenance.record(device, raw.files))
     splits = prepare_data(parts, device, partition=state.get("partition", 0), raw=raw)
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})).to(device)
+    model = parts.model(
+        in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})
+    ).to(device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -94,8 +104,10 @@ def checkpoint_file(path: Path, which: str | None) -> tuple[Path, dict[str, Any]
     """
     if not path.is_dir():
         if which is not None:
-            raise UserError(f"--checkpoint {which} picks a file of a run directory, and {path} is a file: "
-                            f"give the run directory, or the file alone")
+            raise UserError(
+                f"--checkpoint {which} picks a file of a run directory, and {path} is a file: "
+                f"give the run directory, or the file alone"
+            )
         return path, load_checkpoint(path)
     state = load_checkpoint(path / "last.pt")
     folder = path / state.get("folder", "")

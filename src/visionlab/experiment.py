@@ -43,16 +43,17 @@ from visionlab.training.callbacks import AverageWeights, Pictures, Progress, Sav
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.device import resolve_device
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
-from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.loop import FitResult, LossFn, Objective, evaluate, fit, memorize, steps_per_epoch
-from visionlab.training.precision import Precision, resolved as resolved_precision, slow_choice
+from visionlab.training.lr_find import RangeRecord, RangeTest, suggestion, warms_up
+from visionlab.training.precision import Precision, slow_choice
+from visionlab.training.precision import resolved as resolved_precision
 from visionlab.training.resume import load_resume_state, resume_config
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
 from visionlab.training.speed import configure_torch, prepare_model
-from visionlab.training.threads import ShareCores, SharedThreads
 from visionlab.training.state import TrainingState
+from visionlab.training.threads import ShareCores, SharedThreads
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
 from visionlab.tta import with_tta
 
@@ -78,7 +79,8 @@ class Parts:
     config: dict[str, Any]  # resolved: what checkpoints carry, so vl-eval and resume need nothing else
     hparams: dict[str, Any]  # the run's row in TensorBoard's HParams tab
     range_test: RangeTest | None = None  # lr_find=true: a learning-rate range test instead of training
-    pruning: TrialPruning = dataclasses.field(default_factory=TrialPruning)  # a pruned Optuna search's trial, or inactive
+    # a pruned Optuna search's trial, or inactive
+    pruning: TrialPruning = dataclasses.field(default_factory=TrialPruning)
     summary_only: bool = False  # summary_only=true: the layer table, then exit
     layers: str = ""  # the first model's layer table (markdown), once built: for the run's summary.md
     threads: SharedThreads | None = None  # the run's share of the CPU cores, looked at again as training goes
@@ -92,11 +94,22 @@ def build_parts(cfg: DictConfig) -> Parts:
     dataset: ImageDataset = build(cfg, "dataset")
     dataset.augment = features.augment(dataset.augment)
     return Parts(
-        dataset=dataset, features=features, split=build(cfg, "split"), model=build(cfg, "model", _partial_=True),
-        loss_fn=build(cfg, "loss"), penalty=build(cfg, "regularization"), optimizer=build(cfg, "optimizer"),
-        schedule=build(cfg, "scheduler"), trainer=build(cfg, "trainer"), pictures=build(cfg, "logging"),
-        seed=cfg.seed, objective=cfg.objective, config=OmegaConf.to_container(cfg, resolve=True), hparams=run_hparams(cfg),
-        range_test=build(cfg, "lr_range") if cfg.lr_find else None, pruning=TrialPruning.from_config(),
+        dataset=dataset,
+        features=features,
+        split=build(cfg, "split"),
+        model=build(cfg, "model", _partial_=True),
+        loss_fn=build(cfg, "loss"),
+        penalty=build(cfg, "regularization"),
+        optimizer=build(cfg, "optimizer"),
+        schedule=build(cfg, "scheduler"),
+        trainer=build(cfg, "trainer"),
+        pictures=build(cfg, "logging"),
+        seed=cfg.seed,
+        objective=cfg.objective,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        hparams=run_hparams(cfg),
+        range_test=build(cfg, "lr_range") if cfg.lr_find else None,
+        pruning=TrialPruning.from_config(),
         summary_only=cfg.summary_only,
     )
 
@@ -124,10 +137,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         parts.threads.close()
 
 
-def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device, started: float,
-              run_dir: Path) -> dict[str, Any]:
-    log.info("device: %s (%d CPU threads), precision %s", device, torch.get_num_threads(),
-             resolved_precision(parts.trainer.precision, device))
+def run_parts(
+    parts: Parts, resume: dict[str, Any] | None, device: torch.device, started: float, run_dir: Path
+) -> dict[str, Any]:
+    log.info(
+        "device: %s (%d CPU threads), precision %s",
+        device,
+        torch.get_num_threads(),
+        resolved_precision(parts.trainer.precision, device),
+    )
     if warning := slow_choice(parts.trainer.precision, device):
         log.warning(warning)
     if parts.threads is not None:
@@ -137,8 +155,13 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
     origin = provenance.start(run_dir, device, raw.files, resume)
     plan = parts.split.plan(raw.train.labels, parts.seed)
     if len(plan) > 1:
-        log.info("data: %s, %d training images in %d stratified folds, %d test images", type(parts.dataset).__name__,
-                 len(raw.train), sum(not part.final for part in plan), len(raw.test))
+        log.info(
+            "data: %s, %d training images in %d stratified folds, %d test images",
+            type(parts.dataset).__name__,
+            len(raw.train),
+            sum(not part.final for part in plan),
+            len(raw.test),
+        )
     if parts.range_test is not None:
         return find_lr(parts, raw, plan[0], device, run_dir, started)
     if parts.summary_only:
@@ -151,22 +174,52 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
     with StopRequest(parts.trainer.on_hangup) as stop:
         try:
             with writing(run_dir, "the run's files"):  # a full disk anywhere in training stops as DiskFull
-                for index, part in enumerate(plan[len(done):], start=len(done)):
+                for index, part in enumerate(plan[len(done) :], start=len(done)):
                     resumed = resume if resume is not None and index == resume.get("partition", 0) else None
                     overrides = final_model_overrides(done) if part.final else {}
-                    trained = dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done)) if part.final else parts
+                    trained = (
+                        dataclasses.replace(parts, trainer=final_model_trainer(parts.trainer, done))
+                        if part.final
+                        else parts
+                    )
                     at_step = resumed["position"]["step"] if resumed and "position" in resumed else None
-                    reporter = Reporter(run_dir / part.folder, parts.trainer.epochs, parts.trainer.log_every_n_steps,
-                                        resumed_at_step=at_step, later_partitions=len(plan) - index - 1,
-                                        stops_early=parts.trainer.early_stopping.enabled)
-                    checkpoints = Checkpoints(run_dir / part.folder, parts.objective, parts.config, started,
-                                              best=resumed["best_value"] if resumed else None, run_last=run_dir / "last.pt",
-                                              provenance=origin)
-                    checkpoints.run_state = {"partition": index, "partitions_done": [stored(r) for r in done], "model_overrides": overrides,
-                                             "folder": part.folder}
+                    reporter = Reporter(
+                        run_dir / part.folder,
+                        parts.trainer.epochs,
+                        parts.trainer.log_every_n_steps,
+                        resumed_at_step=at_step,
+                        later_partitions=len(plan) - index - 1,
+                        stops_early=parts.trainer.early_stopping.enabled,
+                    )
+                    checkpoints = Checkpoints(
+                        run_dir / part.folder,
+                        parts.objective,
+                        parts.config,
+                        started,
+                        best=resumed["best_value"] if resumed else None,
+                        run_last=run_dir / "last.pt",
+                        provenance=origin,
+                    )
+                    checkpoints.run_state = {
+                        "partition": index,
+                        "partitions_done": [stored(r) for r in done],
+                        "model_overrides": overrides,
+                        "folder": part.folder,
+                    }
                     try:
-                        result, test = train_partition(trained, raw, part, device, reporter, checkpoints, stop, resumed, overrides,
-                                                       run_dir, first_step=index * parts.trainer.epochs)
+                        result, test = train_partition(
+                            trained,
+                            raw,
+                            part,
+                            device,
+                            reporter,
+                            checkpoints,
+                            stop,
+                            resumed,
+                            overrides,
+                            run_dir,
+                            first_step=index * parts.trainer.epochs,
+                        )
                     except BaseException:
                         with contextlib.suppress(DiskFull):  # the write that first found no space is the one to tell
                             reporter.close()
@@ -179,7 +232,9 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
                         done.append(result)
         except RunStopped as exc:  # metrics.json says how it ended: a k-fold run's folds so far make no estimate
             nothing = FitResult({}, {}, 0, 0)  # a full disk outside fit(): before training, or at the test
-            so_far = (exc.result or nothing) if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+            so_far = (
+                (exc.result or nothing) if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+            )
             metrics = final_metrics(so_far, None, started, device, exc.status)
             with contextlib.suppress(DiskFull):  # where it still fits
                 write_metrics(run_dir / "metrics.json", metrics)
@@ -194,20 +249,43 @@ def run_parts(parts: Parts, resume: dict[str, Any] | None, device: torch.device,
                 stop.pass_on()
             raise
     if len(plan) == 1:
-        return publish(parts, run_reporter, final_metrics(result, test, started, device, "completed"), run_dir, {}, result.steps)
+        return publish(
+            parts, run_reporter, final_metrics(result, test, started, device, "completed"), run_dir, {}, result.steps
+        )
     summary = summarize_folds(done)
-    log.info("cross-validation: val/acc %.4f ± %.4f over %d folds", summary.val["acc"], summary.extra["cv/val_acc_std"], len(done))
+    log.info(
+        "cross-validation: val/acc %.4f ± %.4f over %d folds",
+        summary.val["acc"],
+        summary.extra["cv/val_acc_std"],
+        len(done),
+    )
     metrics = final_metrics(summary, test, started, device, "completed")
     summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
-    return publish(parts, Reporter(run_dir, parts.trainer.epochs, parts.trainer.log_every_n_steps), metrics, run_dir,
-                   {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}, 0)
+    return publish(
+        parts,
+        Reporter(run_dir, parts.trainer.epochs, parts.trainer.log_every_n_steps),
+        metrics,
+        run_dir,
+        {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")},
+        0,
+    )
 
 
 def train_partition(
-    parts: Parts, raw: RawData, part: Part, device: torch.device, reporter: Reporter, checkpoints: Checkpoints,
-    stop: StopRequest, resume: dict[str, Any] | None, overrides: dict[str, Any], run_dir: Path, first_step: int = 0,
+    parts: Parts,
+    raw: RawData,
+    part: Part,
+    device: torch.device,
+    reporter: Reporter,
+    checkpoints: Checkpoints,
+    stop: StopRequest,
+    resume: dict[str, Any] | None,
+    overrides: dict[str, Any],
+    run_dir: Path,
+    first_step: int = 0,
 ) -> tuple[FitResult, dict[str, Any] | None]:
-    """A fresh model from the run's seed (folds differ by their data alone), trained or memorized, and tested if `part.test`."""
+    """A fresh model from the run's seed (folds differ by their data alone), trained or memorized,
+    and tested if `part.test`."""
     splits = partition_splits(parts, raw, part, device)
     model = fresh_model(parts, splits, device, overrides)
     if not parts.layers:
@@ -218,19 +296,29 @@ def train_partition(
     if resume is None or not trains:
         visuals.start()
     if trains:
-        result = train_weights(parts, model, splits, reporter, visuals, checkpoints, stop, resume, part.test, first_step)
+        result = train_weights(
+            parts, model, splits, reporter, visuals, checkpoints, stop, resume, part.test, first_step
+        )
     else:
         log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
         result = memorize(model, splits, reporter, eval_batch_size=parts.trainer.eval_batch_size)
-        checkpoints.save({"model": model.state_dict(), "done": {"train": result.train, "val": result.val}}, {"val/acc": result.val["acc"]})
+        checkpoints.save(
+            {"model": model.state_dict(), "done": {"train": result.train, "val": result.val}},
+            {"val/acc": result.val["acc"]},
+        )
         if stop:
             raise Interrupted(stop.signum, result)
     if not part.test:
         return result, None
     loss_fn = parts.loss_fn if trains else None
     with eager():  # the pictures' recorder watches through a hook
-        test = evaluate(with_tta(model, parts.trainer.tta), splits.test, loss_fn, parts.trainer.eval_batch_size,
-                        watch=visuals.watch())  # the one and only look at test
+        test = evaluate(
+            with_tta(model, parts.trainer.tta),
+            splits.test,
+            loss_fn,
+            parts.trainer.eval_batch_size,
+            watch=visuals.watch(),
+        )  # the one and only look at test
     visuals.finish(result.steps, test)
     reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
     return result, test
@@ -245,8 +333,16 @@ def test_checkpoint(part: Part, trainer: TrainerSettings, trains: bool) -> str |
 
 
 def train_weights(
-    parts: Parts, model: torch.nn.Module, splits: Splits, reporter: Reporter, visuals: VisualLog,
-    checkpoints: Checkpoints, stop: StopRequest, resume: dict[str, Any] | None, will_test: bool, first_step: int,
+    parts: Parts,
+    model: torch.nn.Module,
+    splits: Splits,
+    reporter: Reporter,
+    visuals: VisualLog,
+    checkpoints: Checkpoints,
+    stop: StopRequest,
+    resume: dict[str, Any] | None,
+    will_test: bool,
+    first_step: int,
 ) -> FitResult:
     """fit() with every callback; the weights that will be tested are best.pt's if trainer.test_on says so."""
     trainer = parts.trainer
@@ -257,8 +353,12 @@ def train_weights(
     steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)))
     lookahead = Lookahead(model, total_steps=trainer.epochs * steps, every=trainer.ema) if trainer.ema else None
     state = TrainingState(
-        model, optimizer, parts.schedule(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
-        Precision(trainer.precision, splits.train.labels.device), torch.Generator().manual_seed(parts.seed), lookahead=lookahead,
+        model,
+        optimizer,
+        parts.schedule(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
+        Precision(trainer.precision, splits.train.labels.device),
+        torch.Generator().manual_seed(parts.seed),
+        lookahead=lookahead,
     )
     if resume is not None:
         state.load_state_dict(resume)
@@ -272,15 +372,33 @@ def train_weights(
         callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
     if trainer.early_stopping.enabled:
         patience = trainer.early_stopping.patience
-        log.info("early stopping: up to %d epochs, ending once %s has not improved by more than %g for %d epoch%s "
-                 "(trainer.early_stopping.patience=null trains every epoch)",
-                 trainer.epochs, parts.objective, trainer.early_stopping.min_delta, patience, "s" * (patience != 1))
+        log.info(
+            "early stopping: up to %d epochs, ending once %s has not improved by more than %g for %d epoch%s "
+            "(trainer.early_stopping.patience=null trains every epoch)",
+            trainer.epochs,
+            parts.objective,
+            trainer.early_stopping.min_delta,
+            patience,
+            "s" * (patience != 1),
+        )
         callbacks.append(StopEarly(trainer.early_stopping, parts.objective))
     result = fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, penalty), trainer, callbacks)
     if trainer.early_stopping.enabled:
-        result.extra = {"stopped_early": False, "best_epoch": best_epoch(state.history, parts.objective), **result.extra}
-    if will_test and trainer.tests_best() and (tested := restore_best(model, state.history, parts.objective, checkpoints.best)) is not None:
-        log.info("test_on=best: the weights of epoch %d (best.pt) take the test; metrics.json's train/ and val/ are that epoch's", tested)
+        result.extra = {
+            "stopped_early": False,
+            "best_epoch": best_epoch(state.history, parts.objective),
+            **result.extra,
+        }
+    if (
+        will_test
+        and trainer.tests_best()
+        and (tested := restore_best(model, state.history, parts.objective, checkpoints.best)) is not None
+    ):
+        log.info(
+            "test_on=best: the weights of epoch %d (best.pt) take the test; metrics.json's train/ and val/ are that "
+            "epoch's",
+            tested,
+        )
         epoch = state.history[tested]
         result.train = {key: epoch[f"train/{key}"] for key in ("loss", "data_loss", "reg_loss", "acc")}
         result.val = {"loss": epoch["val/loss"], "acc": epoch["val/acc"]}
@@ -288,8 +406,11 @@ def train_weights(
     return result
 
 
-def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path, started: float) -> dict[str, Any]:
-    """The range test on the first partition's train split, with the run's model, loss and optimizer; no checkpoint, no test."""
+def find_lr(
+    parts: Parts, raw: RawData, part: Part, device: torch.device, run_dir: Path, started: float
+) -> dict[str, Any]:
+    """The range test on the first partition's train split, with the run's model, loss and optimizer;
+    no checkpoint, no test."""
     splits = partition_splits(parts, raw, part, device)
     model = fresh_model(parts, splits, device)
     if not count_trainable(model):
@@ -300,29 +421,62 @@ def find_lr(parts: Parts, raw: RawData, part: Part, device: torch.device, run_di
     test = parts.range_test
     steps = steps_per_epoch(len(splits.train), parts.trainer.images_per_step(len(splits.train)))
     settings = dataclasses.replace(parts.trainer, epochs=-(-test.steps // steps))
-    state = TrainingState(model, optimizer, constant(optimizer, settings.epochs, steps),
-                          Precision(parts.trainer.precision, device), torch.Generator().manual_seed(parts.seed))
+    state = TrainingState(
+        model,
+        optimizer,
+        constant(optimizer, settings.epochs, steps),
+        Precision(parts.trainer.precision, device),
+        torch.Generator().manual_seed(parts.seed),
+    )
     record = RangeRecord(test)
-    log.info("lr_find: the lr rises from %g to %g over %d steps (scheduler not used; the train split only)", test.min_lr, test.max_lr, test.steps)
+    log.info(
+        "lr_find: the lr rises from %g to %g over %d steps (scheduler not used; the train split only)",
+        test.min_lr,
+        test.max_lr,
+        test.steps,
+    )
     with StopRequest(parts.trainer.on_hangup) as stop:
-        fit(state, splits, parts.dataset.augment, Objective(parts.loss_fn, parts.penalty(model.parameters())), settings,
-            [record, StopOnRequest(stop), *([ShareCores(parts.threads)] if parts.threads else [])])
+        fit(
+            state,
+            splits,
+            parts.dataset.augment,
+            Objective(parts.loss_fn, parts.penalty(model.parameters())),
+            settings,
+            [record, StopOnRequest(stop), *([ShareCores(parts.threads)] if parts.threads else [])],
+        )
     edge = record.edge()
     suggested, rule = suggestion(edge, warmup=warms_up(parts.schedule, parts.trainer.epochs, steps))
-    found = {"status": "lr_find", "suggested_lr": suggested, "rule": rule, "lowest_loss_lr": edge, "steps": len(record.lrs),
-             "seconds": round(time.perf_counter() - started, 3), "lr": record.lrs, "loss": record.losses, "smoothed_loss": record.smoothed()}
+    found = {
+        "status": "lr_find",
+        "suggested_lr": suggested,
+        "rule": rule,
+        "lowest_loss_lr": edge,
+        "steps": len(record.lrs),
+        "seconds": round(time.perf_counter() - started, 3),
+        "lr": record.lrs,
+        "loss": record.losses,
+        "smoothed_loss": record.smoothed(),
+    }
     write_metrics(run_dir / "lr_find.json", found)
     picture = record.chart(suggested, rule)
     Image.fromarray(picture.permute(1, 2, 0).numpy()).save(run_dir / "lr_find.png")
     reporter = Reporter(run_dir, settings.epochs, parts.trainer.log_every_n_steps)
     reporter.image("lr_find/loss_vs_lr", picture, 0)
     reporter.close()
-    log.info("lr_find: suggested lr %.3g, %s, after %d steps: try optimizer.lr=%.2g; %s",
-             suggested, rule, len(record.lrs), suggested, run_dir / "lr_find.png")
+    log.info(
+        "lr_find: suggested lr %.3g, %s, after %d steps: try optimizer.lr=%.2g; %s",
+        suggested,
+        rule,
+        len(record.lrs),
+        suggested,
+        run_dir / "lr_find.png",
+    )
     return found
 
 
-def fresh_model(parts: Parts, splits: Splits, device: torch.device, overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+def fresh_model(
+    parts: Parts, splits: Splits, device: torch.device, overrides: dict[str, Any] | None = None
+) -> torch.nn.Module:
     """Built afresh from the run's seed, so partitions differ by their data alone."""
     seed_everything(parts.seed)
     model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **(overrides or {})).to(device)
@@ -334,32 +488,49 @@ def partition_splits(parts: Parts, raw: RawData, part: Part, device: torch.devic
     """The partition's train/val and the test split on the device, as the model sees them (features, normalization)."""
     splits = parts.features.make_splits(raw, part.train, part.val, device, type(parts.dataset).__name__)
     if part.final:
-        log.info("final model: all %d training images for %d epochs, then the test split once (its val/ in final/ is on training images)",
-                 len(splits.train), parts.trainer.epochs)
+        log.info(
+            "final model: all %d training images for %d epochs, then the test split once (its val/ in final/ is on "
+            "training images)",
+            len(splits.train),
+            parts.trainer.epochs,
+        )
     elif part.folder:
         log.info("%s: %d train / %d val images", part.title, len(splits.train), len(splits.val))
     else:
         log.info(
             "data: %s, %d train / %d val / %d test images of shape %s, %d classes",
-            type(parts.dataset).__name__, len(splits.train), len(splits.val), len(splits.test),
-            "x".join(map(str, splits.in_shape)), splits.num_classes,
+            type(parts.dataset).__name__,
+            len(splits.train),
+            len(splits.val),
+            len(splits.test),
+            "x".join(map(str, splits.in_shape)),
+            splits.num_classes,
         )
     return splits
 
 
 def prepare_data(parts: Parts, device: torch.device, partition: int = 0, raw: RawData | None = None) -> Splits:
-    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint (`raw`: if loaded)."""
+    """The splits of one partition of the plan, the same for a run and for `vl-eval` of its checkpoint
+    (`raw`: if loaded)."""
     raw = raw if raw is not None else load_data(parts, device, training=False)
     return partition_splits(parts, raw, parts.split.plan(raw.train.labels, parts.seed)[partition], device)
 
 
 def load_data(parts: Parts, device: torch.device, training: bool) -> RawData:
     """The dataset's images, once what they, the model and its training will take is known to fit (budget.py)."""
-    return parts.dataset.load(lambda plan: budget.check(budget.estimate(plan, parts.model, parts.features, parts.trainer, training), device))
+    return parts.dataset.load(
+        lambda plan: budget.check(budget.estimate(plan, parts.model, parts.features, parts.trainer, training), device)
+    )
 
 
-def publish(parts: Parts, reporter: Reporter, metrics: dict[str, Any], run_dir: Path,
-            final_scalars: dict[str, float | None], step: int) -> dict[str, Any]:
+def publish(
+    parts: Parts,
+    reporter: Reporter,
+    metrics: dict[str, Any],
+    run_dir: Path,
+    final_scalars: dict[str, float | None],
+    step: int,
+) -> dict[str, Any]:
     """The end of a completed run: last scalars, HParams, metrics.json, the summary."""
     try:
         reporter.scalars(final_scalars, step)
@@ -378,15 +549,24 @@ def stored(result: FitResult) -> dict[str, Any]:
     return plain
 
 
-def final_metrics(result: FitResult, test: dict[str, Any] | None, started: float, device: torch.device, status: str) -> dict[str, Any]:
+def final_metrics(
+    result: FitResult, test: dict[str, Any] | None, started: float, device: torch.device, status: str
+) -> dict[str, Any]:
     """metrics.json: what exists, under the TensorBoard tag names; test/* only once test was seen."""
     return {
-        "train/loss": result.train.get("loss"), "train/acc": result.train.get("acc"),
-        "train/data_loss": result.train.get("data_loss"), "train/reg_loss": result.train.get("reg_loss"),
-        "val/loss": result.val.get("loss"), "val/acc": result.val.get("acc"),
-        "test/loss": test["loss"] if test else None, "test/acc": test["acc"] if test else None,
-        "epochs": result.epochs, "steps": result.steps,
-        "seconds": round(time.perf_counter() - started, 3), "device": str(device), "status": status,
+        "train/loss": result.train.get("loss"),
+        "train/acc": result.train.get("acc"),
+        "train/data_loss": result.train.get("data_loss"),
+        "train/reg_loss": result.train.get("reg_loss"),
+        "val/loss": result.val.get("loss"),
+        "val/acc": result.val.get("acc"),
+        "test/loss": test["loss"] if test else None,
+        "test/acc": test["acc"] if test else None,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": round(time.perf_counter() - started, 3),
+        "device": str(device),
+        "status": status,
         **result.extra,
     }
 

@@ -59,8 +59,11 @@ def constant(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> Schedul
 
 
 def cosine(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
-    warmup_epochs: Annotated[float, Number(ge=0, example=0.2)] = 0.0, min_lr_ratio: Annotated[float, Number(ge=0, le=1)] = 0.0,
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: Annotated[float, Number(ge=0, example=0.2)] = 0.0,
+    min_lr_ratio: Annotated[float, Number(ge=0, le=1)] = 0.0,
     restart_every_epochs: Annotated[int | None, Maybe(EPOCHS)] = None,
 ) -> Schedule:
     """Linear warmup from 1% of lr, then half a cosine down to min_lr_ratio * lr, stepped per batch.
@@ -73,8 +76,18 @@ def cosine(
     warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
     base_lr = optimizer.param_groups[0]["lr"]
     if restart_every_epochs is not None:
-        return Schedule(LambdaLR(optimizer, functools.partial(
-            _cosine_cycles, warmup=warmup, cycle=max(restart_every_epochs * steps_per_epoch, warmup + 1), floor=min_lr_ratio)), "step")
+        return Schedule(
+            LambdaLR(
+                optimizer,
+                functools.partial(
+                    _cosine_cycles,
+                    warmup=warmup,
+                    cycle=max(restart_every_epochs * steps_per_epoch, warmup + 1),
+                    floor=min_lr_ratio,
+                ),
+            ),
+            "step",
+        )
     decay = CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=base_lr * min_lr_ratio)
     if warmup == 0:
         return Schedule(decay, "step")
@@ -92,16 +105,22 @@ def _cosine_cycles(step: int, warmup: int, cycle: int, floor: float) -> float:
 
 
 def step(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
-    step_size: Annotated[int, EPOCHS] = 2, gamma: Annotated[float, FACTOR] = 0.5,
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    step_size: Annotated[int, EPOCHS] = 2,
+    gamma: Annotated[float, FACTOR] = 0.5,
 ) -> Schedule:
     """Step decay: multiply the lr by gamma every step_size epochs."""
     return Schedule(StepLR(optimizer, step_size=step_size, gamma=gamma), "epoch")
 
 
 def multistep(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int,
-    milestones: Annotated[Sequence[int], Each(EPOCHS, example="[2, 4]")] = (2, 4), gamma: Annotated[float, FACTOR] = 0.1,
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    milestones: Annotated[Sequence[int], Each(EPOCHS, example="[2, 4]")] = (2, 4),
+    gamma: Annotated[float, FACTOR] = 0.1,
 ) -> Schedule:
     """Multiply the lr by gamma at each milestone epoch (the classic "divide by 10 at epochs 30, 60")."""
     milestones = list(milestones)
@@ -110,14 +129,20 @@ def multistep(
     return Schedule(MultiStepLR(optimizer, milestones=milestones, gamma=gamma), "epoch")
 
 
-def exponential(optimizer: Optimizer, epochs: int, steps_per_epoch: int, gamma: Annotated[float, FACTOR] = 0.8) -> Schedule:
+def exponential(
+    optimizer: Optimizer, epochs: int, steps_per_epoch: int, gamma: Annotated[float, FACTOR] = 0.8
+) -> Schedule:
     """Exponential decay: lr_e = lr * gamma^e after e epochs."""
     return Schedule(ExponentialLR(optimizer, gamma=gamma), "epoch")
 
 
 def onecycle(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, pct_start: Annotated[float, Number(gt=0, lt=1, example=0.3)] = 0.3,
-    div_factor: Annotated[float, Number(gt=0, example=25)] = 25.0, final_div_factor: Annotated[float, Number(gt=0, example=1e4)] = 1e4,
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    pct_start: Annotated[float, Number(gt=0, lt=1, example=0.3)] = 0.3,
+    div_factor: Annotated[float, Number(gt=0, example=25)] = 25.0,
+    final_div_factor: Annotated[float, Number(gt=0, example=1e4)] = 1e4,
     cycle_momentum: Annotated[bool, Switch()] = True,
 ) -> Schedule:
     """One cycle per run, stepped per batch: lr / div_factor up to the optimizer's lr over the first
@@ -129,21 +154,34 @@ def onecycle(
     defaults = optimizer.defaults
     has_momentum = "betas" in defaults or defaults.get("momentum", 0) > 0
     scheduler = OneCycleLR(
-        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(epochs * steps_per_epoch, 2),
-        pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor,
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=max(epochs * steps_per_epoch, 2),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
         cycle_momentum=bool(cycle_momentum) and has_momentum,
     )
     return Schedule(scheduler, "step")
 
 
 def plateau(
-    optimizer: Optimizer, epochs: int, steps_per_epoch: int, factor: Annotated[float, FACTOR] = 0.1,
-    patience: Annotated[int, Whole(0, unit="epochs")] = 2, threshold: Annotated[float, Number(ge=0, example=1e-4)] = 1e-4,
+    optimizer: Optimizer,
+    epochs: int,
+    steps_per_epoch: int,
+    factor: Annotated[float, FACTOR] = 0.1,
+    patience: Annotated[int, Whole(0, unit="epochs")] = 2,
+    threshold: Annotated[float, Number(ge=0, example=1e-4)] = 1e-4,
     min_lr: Annotated[float, Number(ge=0)] = 0.0,
 ) -> Schedule:
     """Multiply the lr by factor when val/loss has not improved for `patience` epochs."""
     scheduler = ReduceLROnPlateau(
-        optimizer, mode="min", factor=factor, patience=patience, threshold=threshold, min_lr=min_lr,
+        optimizer,
+        mode="min",
+        factor=factor,
+        patience=patience,
+        threshold=threshold,
+        min_lr=min_lr,
     )
     return Schedule(scheduler, "epoch", monitor="loss")
 

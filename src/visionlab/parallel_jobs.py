@@ -36,7 +36,8 @@ class ParallelJobs(Callback):
 
 
 def label_parallel_job() -> None:
-    """A job of a parallel sweep prefixes its terminal lines with `[job N]` (its train.log is its own: no label there)."""
+    """A job of a parallel sweep prefixes its terminal lines with `[job N]` (its train.log is its own:
+    no label there)."""
     hydra = HydraConfig.get()
     if hydra.mode == RunMode.MULTIRUN and parallel_jobs(hydra) > 1:
         console.job_label = f"[job {hydra.job.num}]"

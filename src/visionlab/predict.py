@@ -22,13 +22,13 @@ from PIL import Image
 from rich.table import Table
 
 from visionlab.cli import CHECKPOINT_CHOICES, one_line
+from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.data import DeviceSplit, Splits
 from visionlab.data.images import BadImage, decode, is_image, to_tensor
 from visionlab.errors import DiskFull, UserError
 from visionlab.evaluation import load_model
 from visionlab.features import FeatureSplits
 from visionlab.reporting import saliency, visuals
-from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.reporting.visual_log import floor_percent
 
 log = logging.getLogger("visionlab")
@@ -48,20 +48,41 @@ class Prepared:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="vl-predict", description="Classify image files with a saved model, as its run prepared its images: "
+        prog="vl-predict",
+        description="Classify image files with a saved model, as its run prepared its images: "
         "the top classes of each in a table, and predictions.csv (every file's top classes and scores) and "
-        "predictions.png (the images with their saliency maps; a kNN: its nearest training images) in --out.")
-    parser.add_argument("checkpoint", type=Path, help="which weights: a run's best.pt (its best epoch by the objective) "
-                        "or last.pt (its last epoch); a run directory means the checkpoint that took its test (--checkpoint picks last or best)")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER|key=value",
-                        help="image files, or folders searched for them; key=value changes the stored config "
-                        "(dataset.root=/data)")
+        "predictions.png (the images with their saliency maps; a kNN: its nearest training images) in --out.",
+    )
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="which weights: a run's best.pt (its best epoch by the objective) "
+        "or last.pt (its last epoch); a run directory means the checkpoint that took its test (--checkpoint picks "
+        "last or best)",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER|key=value",
+        help="image files, or folders searched for them; key=value changes the stored config (dataset.root=/data)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
-    parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
-                        help="your own configs (as for vl-train): the classes their YAML names may be built from the checkpoint")
-    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, dest="which",
-                        help="with a run directory: its last or best checkpoint instead of the one that took the test")
-    parser.add_argument("--out", type=Path, help="folder for predictions.csv and predictions.png (default: the checkpoint's)")
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="your own configs (as for vl-train): the classes their YAML names may be built from the checkpoint",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=CHECKPOINT_CHOICES,
+        dest="which",
+        help="with a run directory: its last or best checkpoint instead of the one that took the test",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder for predictions.csv and predictions.png (default: the checkpoint's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleHandler()])
     try:
@@ -71,10 +92,17 @@ def main() -> None:
         files = image_files([a for a in args.inputs if a not in overrides])
         predict(args.checkpoint, files, overrides, args.top_k, args.out, args.config_dir, args.which)
     except (UserError, OSError) as exc:
-        error_console.print(f"error: {one_line(exc) if isinstance(exc, UserError) else describe_os_error(exc)}", markup=False, highlight=False, soft_wrap=True)
+        error_console.print(
+            f"error: {one_line(exc) if isinstance(exc, UserError) else describe_os_error(exc)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)
     except DiskFull as exc:  # a features cache
-        error_console.print(f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True)
+        error_console.print(
+            f"error: {exc}: free some space and run again", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
 
 
@@ -90,10 +118,17 @@ def image_files(inputs: list[str]) -> list[Path]:
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_dir():
-            below = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            below = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             found = [p for p in below if is_image(p.name)]
             if not found:
-                raise UserError(f"{path} holds no image files (PNG, JPEG, BMP, GIF, WebP or HEIC): give image files or folders of them")
+                raise UserError(
+                    f"{path} holds no image files (PNG, JPEG, BMP, GIF, WebP or HEIC): give image files or folders "
+                    "of them"
+                )
             files += found
             ignored += len(below) - len(found)
         elif path.is_file():
@@ -106,14 +141,17 @@ def image_files(inputs: list[str]) -> list[Path]:
 
 
 def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
-    """Decode each file upright, to the model's channels and size; say what each needed (turning, grey <-> RGB, resizing)."""
+    """Decode each file upright, to the model's channels and size;
+    say what each needed (turning, grey <-> RGB, resizing)."""
     channels, size = shape[0], shape[1:]
     images, notes = [], []
     for path in files:
         try:
             picture = decode(path, channels, size)
         except BadImage as exc:
-            raise UserError(f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF, WebP or HEIC files") from None
+            raise UserError(
+                f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF, WebP or HEIC files"
+            ) from None
         done = []
         if picture.orientation != 1:
             done.append(f"turned upright by its EXIF orientation ({picture.orientation})")
@@ -133,12 +171,21 @@ def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
     """Normalized as the training split was; through the run's feature extractors first, if it had any."""
     device = splits.train.labels.device
     rows = splits.features.extract(images, device) if isinstance(splits, FeatureSplits) else images.to(device)
-    part = DeviceSplit(rows, torch.zeros(len(rows), dtype=torch.long, device=device), splits.train.scale, splits.train.shift)
+    part = DeviceSplit(
+        rows, torch.zeros(len(rows), dtype=torch.long, device=device), splits.train.scale, splits.train.shift
+    )
     return part.batch(torch.arange(len(rows), device=device))[0]
 
 
-def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: int, out: Path | None,
-            config_dirs: list[str] = (), which: str | None = None) -> None:
+def predict(
+    checkpoint: Path,
+    files: list[Path],
+    overrides: list[str],
+    top_k: int,
+    out: Path | None,
+    config_dirs: list[str] = (),
+    which: str | None = None,
+) -> None:
     path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs, which)
     shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
     prepared = prepare(files, shape)
@@ -155,9 +202,11 @@ def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: in
     top_p, top_class = probabilities.topk(k, dim=1)
     classes = splits.classes
     train_labels = splits.train.labels.cpu()
-    votes = [vote_text(train_labels[row[:model.k]], classes) for row in nearest] if knn else None
+    votes = [vote_text(train_labels[row[: model.k]], classes) for row in nearest] if knn else None
 
-    table = Table(title=f"{path}: top {k} of {len(classes)} classes" + (f" (kNN, k={model.k}: vote shares)" if knn else ""))
+    table = Table(
+        title=f"{path}: top {k} of {len(classes)} classes" + (f" (kNN, k={model.k}: vote shares)" if knn else "")
+    )
     table.add_column("image")
     for j in range(k):
         table.add_column(f"#{j + 1}", justify="right")
@@ -174,16 +223,26 @@ def predict(checkpoint: Path, files: list[Path], overrides: list[str], top_k: in
     csv_path = folder / "predictions.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        header = ["file", "predicted", "probability"] + [f"{what}_{j + 1}" for j in range(k) for what in ("class", "probability")]
+        header = ["file", "predicted", "probability"] + [
+            f"{what}_{j + 1}" for j in range(k) for what in ("class", "probability")
+        ]
         writer.writerow(header + (["votes", "nearest_training_images"] if knn else []) + ["note"])
         for i, file in enumerate(prepared.files):
-            ranked = [value for c, p in zip(top_class[i].tolist(), top_p[i].tolist()) for value in (classes[c], f"{p:.6f}")]
-            neighbours = [votes[i], " ".join(f"{n}:{classes[train_labels[n]]}" for n in nearest[i].tolist())] if knn else []
-            writer.writerow([str(file), classes[top_class[i, 0]], f"{top_p[i, 0]:.6f}", *ranked, *neighbours, prepared.notes[i]])
+            ranked = [
+                value for c, p in zip(top_class[i].tolist(), top_p[i].tolist()) for value in (classes[c], f"{p:.6f}")
+            ]
+            neighbours = (
+                [votes[i], " ".join(f"{n}:{classes[train_labels[n]]}" for n in nearest[i].tolist())] if knn else []
+            )
+            writer.writerow(
+                [str(file), classes[top_class[i, 0]], f"{top_p[i, 0]:.6f}", *ranked, *neighbours, prepared.notes[i]]
+            )
     picture_path = folder / "predictions.png"
-    if knn and not isinstance(splits, FeatureSplits):  # on features, the training images are vectors: no neighbours to show
+    # on features, the training images are vectors: no neighbours to show
+    if knn and not isinstance(splits, FeatureSplits):
         image = neighbours_picture(prepared, splits, nearest, top_class[:, 0], classes)
-    elif isinstance(splits, FeatureSplits) or knn:  # the model sees vectors, or has no gradients: no maps over the image
+    elif isinstance(splits, FeatureSplits) or knn:
+        # the model sees vectors, or has no gradients: no maps over the image
         image = predictions_picture(prepared, top_class, top_p, classes)
     else:
         image = explained_predictions_picture(model, x, prepared, top_class, top_p, classes)
@@ -200,7 +259,9 @@ def prediction_captions(n: int, top_class: torch.Tensor, top_p: torch.Tensor, cl
     """Each of the first n images' top class and runner-up, with their probabilities."""
     captions = []
     for i in range(n):
-        runner_up = f"\n{classes[top_class[i, 1]]} {floor_percent(float(top_p[i, 1]))}" if top_class.shape[1] > 1 else ""
+        runner_up = (
+            f"\n{classes[top_class[i, 1]]} {floor_percent(float(top_p[i, 1]))}" if top_class.shape[1] > 1 else ""
+        )
         captions.append(f"{classes[top_class[i, 0]]} {floor_percent(float(top_p[i, 0]))}{runner_up}")
     return captions
 
@@ -209,22 +270,36 @@ def first_of(n: int, total: int) -> str:
     return f" (the first {n} of {total} images)" if n < total else ""
 
 
-def predictions_picture(prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
+def predictions_picture(
+    prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]
+) -> torch.Tensor:
     n = min(PICTURED, len(prepared.files))
     title = f"predictions: the top class and the runner-up{first_of(n, len(prepared.files))}"
-    return visuals.picture(prepared.images[:n].float() / 255, 8, title=title, captions=prediction_captions(n, top_class, top_p, classes))
+    return visuals.picture(
+        prepared.images[:n].float() / 255, 8, title=title, captions=prediction_captions(n, top_class, top_p, classes)
+    )
 
 
-def explained_predictions_picture(model: torch.nn.Module, x: torch.Tensor, prepared: Prepared, top_class: torch.Tensor,
-                                  top_p: torch.Tensor, classes: list[str]) -> torch.Tensor:
+def explained_predictions_picture(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    prepared: Prepared,
+    top_class: torch.Tensor,
+    top_p: torch.Tensor,
+    classes: list[str],
+) -> torch.Tensor:
     """Each image with its gradient saliency and Grad-CAM for the top class beside it (reporting/saliency.py)."""
     n = min(PICTURED, len(prepared.files))
     found = saliency.attributions(model, x[:n], top_class[:n, 0].to(x.device))
     title = f"predictions: top class and runner-up; {saliency.maps_title(found)}{first_of(n, len(prepared.files))}"
-    return saliency.explained_picture(prepared.images[:n], found, prediction_captions(n, top_class, top_p, classes), ["black"] * n, title)
+    return saliency.explained_picture(
+        prepared.images[:n], found, prediction_captions(n, top_class, top_p, classes), ["black"] * n, title
+    )
 
 
-def neighbours_picture(prepared: Prepared, splits: Splits, nearest: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> torch.Tensor:
+def neighbours_picture(
+    prepared: Prepared, splits: Splits, nearest: torch.Tensor, predicted: torch.Tensor, classes: list[str]
+) -> torch.Tensor:
     """Each image (left) and its nearest training images, green where they share the predicted class."""
     n = min(PICTURED, len(prepared.files))
     shown = nearest[:n, :NEIGHBOURS]
@@ -238,8 +313,13 @@ def neighbours_picture(prepared: Prepared, splits: Splits, nearest: torch.Tensor
         for position, label in enumerate(labels[i].tolist()):
             captions.append(f"#{position + 1}\n{classes[label]}")
             colours.append("forestgreen" if label == predicted[i] else "firebrick")
-    return visuals.picture(tiles, shown.shape[1] + 1, title="your images (left) and their nearest training images",
-                           captions=captions, caption_colors=colours)
+    return visuals.picture(
+        tiles,
+        shown.shape[1] + 1,
+        title="your images (left) and their nearest training images",
+        captions=captions,
+        caption_colors=colours,
+    )
 
 
 if __name__ == "__main__":

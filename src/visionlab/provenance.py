@@ -28,8 +28,19 @@ log = logging.getLogger("visionlab")
 
 FILE = "provenance.json"
 # CPU flags (x86, then Arm) under which torch computes differently: fused multiply-add, wider vectors, bf16 in hardware
-NUMERIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-                 "asimd", "sve", "sve2", "bf16")
+NUMERIC_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "sve2",
+    "bf16",
+)
 WHOLE_BYTES = 256 * 2**20  # data up to this size, in up to MOST_FILES files, is hashed whole
 MOST_FILES = 1000  # files whose content is hashed, at most
 END = 64 * 2**10  # of more data, the first and last this many bytes of each of those files
@@ -40,11 +51,15 @@ def record(device: torch.device, files: DataFiles | None) -> dict[str, Any]:
     """This session's code, environment and data: plain values, so a checkpoint holding it loads with weights_only."""
     cuda = device.type == "cuda"
     return {
-        "visionlab": visionlab.__version__, **git_state(),
-        "python": platform.python_version(), "torch": str(torch.__version__),  # a TorchVersion: weights_only refuses
+        "visionlab": visionlab.__version__,
+        **git_state(),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # a TorchVersion: weights_only refuses
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,  # asking loads cuDNN: only where the run uses it
-        "device": device.type, "gpu": torch.cuda.get_device_name(device) if cuda else None, **cpu(),
+        "device": device.type,
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        **cpu(),
         "data": fingerprint(files) if files is not None else None,
         "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -68,8 +83,14 @@ def git_state() -> dict[str, Any]:
 def git(folder: Path, *args: str) -> str | None:
     """git's output in `folder`, or None: no git, not a checkout, too slow, any failure."""
     try:
-        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=folder, capture_output=True, text=True,
-                              timeout=GIT_SECONDS, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=GIT_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -117,8 +138,13 @@ def fingerprint(files: DataFiles) -> dict[str, Any]:
         name, size = listed[index]
         add_content(digest, files.root / name, size, whole)
     content = "all" if whole else f"the first and last {END // 1024} KiB of {len(picked):,} files"
-    return {"sha256": digest.hexdigest(), "files": len(listed), "bytes": total, "content": content,
-            "root": str(files.root)}
+    return {
+        "sha256": digest.hexdigest(),
+        "files": len(listed),
+        "bytes": total,
+        "content": content,
+        "root": str(files.root),
+    }
 
 
 def size_of(path: Path) -> int:
@@ -149,8 +175,9 @@ def add_content(digest: Any, path: Path, size: int, whole: bool) -> None:
 def differences(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     """One line naming what differs between a checkpoint's record and this session's; None when nothing that
     changes results does (the time of recording, where the data lies and the like never count)."""
-    changed = [group for group, keys in compared(then, now).items()
-               if any(value(then, key) != value(now, key) for key in keys)]
+    changed = [
+        group for group, keys in compared(then, now).items() if any(value(then, key) != value(now, key) for key in keys)
+    ]
     if not changed:
         return None
     made, current = (describe(record, changed) for record in (then, now))

@@ -62,8 +62,12 @@ class L1(Penalty):
 class ElasticNet(Penalty):
     """R(W) = sum (beta * W^2 + |W|): L1's sparsity with some of L2's smoothness."""
 
-    def __init__(self, params: Iterable[nn.Parameter], strength: Annotated[float, STRENGTH] = 0.0,
-                 beta: Annotated[float, Number(ge=0, example=10.0)] = 1.0):
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        strength: Annotated[float, STRENGTH] = 0.0,
+        beta: Annotated[float, Number(ge=0, example=10.0)] = 1.0,
+    ):
         super().__init__(params, strength)
         self.beta = float(beta)
 

@@ -56,7 +56,8 @@ def register_resolver() -> None:
 
 
 class RunLog(RunLogFile):
-    """The job's train.log, opened once this process holds the job's folder (`take`); quiet on a full disk (RunLogFile)."""
+    """The job's train.log, opened once this process holds the job's folder (`take`);
+    quiet on a full disk (RunLogFile)."""
 
     def __init__(self, filename: str, resume: str | None = None, **kwargs: Any):
         self.held = take(Path(filename).parent, resume)  # not `lock`: logging.Handler has its own
@@ -88,13 +89,21 @@ def take(folder: Path, resume: str | None) -> IO[str]:
             raise UserError(in_use) from None
         refuse_a_held_run(folder, resume, setting, hydra.mode)
         lock.truncate(0)
-        lock.write(json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(["vl-train", *hydra.overrides.task]),
-            "started": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
-        }) + "\n")
+        lock.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join(["vl-train", *hydra.overrides.task]),
+                    "started": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
+                }
+            )
+            + "\n"
+        )
         lock.flush()
     except BaseException as exc:
-        with contextlib.suppress(OSError):  # a full disk fails the close's flush too: the first error is the one to tell
+        # a full disk fails the close's flush too: the first error is the one to tell
+        with contextlib.suppress(OSError):
             lock.close()
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(folder)) from None
@@ -125,8 +134,11 @@ def refuse_a_held_run(folder: Path, resume: str | None, setting: str, mode: RunM
         if resume == "auto":
             return
         carry_on = "resume=auto" if mode == RunMode.MULTIRUN else f"resume={folder}"
-        raise UserError(f"{folder} holds a stopped run ({held[-1]}): carry it on with {carry_on}, "
-                        f"or choose another {setting}")
+        raise UserError(
+            f"{folder} holds a stopped run ({held[-1]}): carry it on with {carry_on}, or choose another {setting}"
+        )
     only = "resume=auto carries on an unfinished run only" if resume else "resume= carries on an interrupted run"
-    raise UserError(f"{folder} holds a {status} run (metrics.json): choose another {setting}, "
-                    f"or delete the folder to start over; {only}")
+    raise UserError(
+        f"{folder} holds a {status} run (metrics.json): choose another {setting}, "
+        f"or delete the folder to start over; {only}"
+    )

@@ -138,8 +138,13 @@ def parse(data: bytes) -> Entry | None:
     try:
         body = json.loads(data)
         threads = body["threads"]
-        return Entry(int(body["pid"]), float(body["started"]), frozenset(int(c) for c in body["cpus"]),
-                     None if threads is None else max(int(threads), 1), str(body.get("run_dir", "")))
+        return Entry(
+            int(body["pid"]),
+            float(body["started"]),
+            frozenset(int(c) for c in body["cpus"]),
+            None if threads is None else max(int(threads), 1),
+            str(body.get("run_dir", "")),
+        )
     except (ValueError, KeyError, TypeError):
         return None
 

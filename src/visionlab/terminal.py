@@ -123,7 +123,8 @@ class GuardedStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Nothing to wait for: the writer thread writes each piece straight to the descriptor (the exit drains the queue)."""
+        """Nothing to wait for: the writer thread writes each piece straight to the descriptor
+        (the exit drains the queue)."""
 
     def write_now(self, text: str) -> None:
         """Straight to the descriptor: a thread blocked here holds no lock that the exit needs."""
@@ -139,7 +140,7 @@ class GuardedStream(io.TextIOBase):
                 return
             data = memoryview(text.encode(self.encoding, "replace"))
             while data:
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(self.fd, data) :]
         except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
             reason = errno.errorcode.get(exc.errno, str(exc.errno)) if isinstance(exc, OSError) else "closed"
             self.silence(f"{self.name} stopped taking output ({reason})")
@@ -160,7 +161,8 @@ class GuardedStream(io.TextIOBase):
                 pass
 
 
-_installed: list[GuardedStream] = []  # by install(), not read back from sys: a live progress bar swaps in its own proxies
+# by install(), not read back from sys: a live progress bar swaps in its own proxies
+_installed: list[GuardedStream] = []
 
 
 def streams() -> list[GuardedStream]:
@@ -172,8 +174,11 @@ def hang_up() -> None:
     terminals = [stream for stream in streams() if stream.is_terminal]
     for stream in terminals:
         stream.silence("the terminal closed", notice=False)
-    quiet = f"{' and '.join(s.name for s in terminals)} now {'go' if len(terminals) > 1 else 'goes'} nowhere" if terminals \
+    quiet = (
+        f"{' and '.join(s.name for s in terminals)} now {'go' if len(terminals) > 1 else 'goes'} nowhere"
+        if terminals
         else "no output went to it"
+    )
     notices.append(f"the terminal closed (SIGHUP; {quiet})")
 
 

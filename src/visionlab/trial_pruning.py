@@ -28,10 +28,24 @@ NO_PRUNER = "optuna.pruners.NopPruner"  # conf/hydra/sweeper/pruner/none.yaml
 
 
 class TrialPruning:
-    def __init__(self, storage: str | None = None, study_name: str | None = None, trial: int | None = None,
-                 pruner: DictConfig | None = None, run_dir: str | None = None):
-        self.active = all(v is not None for v in (storage, study_name, trial, pruner)) and pruner.get("_target_") != NO_PRUNER
-        self.storage, self.study_name, self.number, self.pruner, self.run_dir = storage, study_name, trial, pruner, run_dir
+    def __init__(
+        self,
+        storage: str | None = None,
+        study_name: str | None = None,
+        trial: int | None = None,
+        pruner: DictConfig | None = None,
+        run_dir: str | None = None,
+    ):
+        self.active = (
+            all(v is not None for v in (storage, study_name, trial, pruner)) and pruner.get("_target_") != NO_PRUNER
+        )
+        self.storage, self.study_name, self.number, self.pruner, self.run_dir = (
+            storage,
+            study_name,
+            trial,
+            pruner,
+            run_dir,
+        )
         self.trial: Any = None  # the optuna.trial.Trial, loaded at the first report
 
     @classmethod
@@ -49,7 +63,8 @@ class TrialPruning:
         return cls(sweeper.storage, sweeper.study_name, sweeper.trial, sweeper.pruner, hydra.runtime.output_dir)
 
     def after_epoch(self, epoch: int, objective: float) -> bool:
-        """Report the objective after `epoch` (the step); True: the pruner says stop now, and the trial is marked pruned.
+        """Report the objective after `epoch` (the step); True: the pruner says stop now,
+        and the trial is marked pruned.
 
         A step reported before (a resumed run repeating an epoch) is not reported again; the pruner is asked anyway.
         A trial finished already (marked failed by a later launch while this job was away) takes no reports.
@@ -69,8 +84,13 @@ class TrialPruning:
 
         self.trial.set_user_attr(RUN_DIR, self.run_dir)
         self.trial.study.tell(self.number, state=TrialState.PRUNED)
-        log.info("pruned by %s after epoch %d: trial %d of study %s stops here", type(self.trial.study.pruner).__name__,
-                 epoch, self.number, self.study_name)
+        log.info(
+            "pruned by %s after epoch %d: trial %d of study %s stops here",
+            type(self.trial.study.pruner).__name__,
+            epoch,
+            self.number,
+            self.study_name,
+        )
         return True
 
     def _load_trial(self) -> Any:

@@ -48,7 +48,8 @@ class Allowlist:
 
     @classmethod
     def for_command(cls, config_dirs: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> Allowlist:
-        """What is installed, plus what this command line brings: its `--config-dir`s and typed `_target_=` overrides."""
+        """What is installed, plus what this command line brings:
+        its `--config-dir`s and typed `_target_=` overrides."""
         brought = {target for folder in config_dirs for target in _targets_in_folder(Path(folder).expanduser())}
         brought |= {value for key, value in _split_overrides(overrides) if key.endswith(TARGET)}
         return cls(installed_targets() | brought)

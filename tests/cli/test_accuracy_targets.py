@@ -20,6 +20,8 @@ def test_mnist_defaults_reach_the_target(tmp_path, shared_data, model, target):
 
 def test_cifar10_cnn_learns_in_one_epoch(tmp_path, cifar_root):
     run_dir = tmp_path / "run"
-    result = run_cli(["dataset=cifar10", f"dataset.root={cifar_root}", "model=cnn", "trainer.epochs=1"], run_dir, timeout=900)
+    result = run_cli(
+        ["dataset=cifar10", f"dataset.root={cifar_root}", "model=cnn", "trainer.epochs=1"], run_dir, timeout=900
+    )
     assert result.returncode == 0, result.stderr
     assert read_metrics(run_dir)["test/acc"] >= 0.50

@@ -1,4 +1,5 @@
-"""vl-train's arguments as users write them: Hydra's options anywhere, and a misspelled name met with the closest one."""
+"""vl-train's arguments as users write them: Hydra's options anywhere,
+and a misspelled name met with the closest one."""
 
 from __future__ import annotations
 
@@ -55,8 +56,21 @@ def test_an_own_config_dir_is_searched_for_the_closest_option(tmp_path):
 
 def test_hydra_options_go_before_the_overrides_with_their_values():
     assert options_first(["model=cnn", "-m", "optimizer.lr=0.1,0.01"]) == ["-m", "model=cnn", "optimizer.lr=0.1,0.01"]
-    assert options_first(["hydra.run.dir=X", "--config-dir", "~/c", "experiment=mine"]) == ["--config-dir", "~/c", "hydra.run.dir=X", "experiment=mine"]
-    assert options_first(["a=1", "-cd=/c", "-cn", "other", "b=2", "--cfg", "job"]) == ["-cd=/c", "-cn", "other", "--cfg", "job", "a=1", "b=2"]
+    assert options_first(["hydra.run.dir=X", "--config-dir", "~/c", "experiment=mine"]) == [
+        "--config-dir",
+        "~/c",
+        "hydra.run.dir=X",
+        "experiment=mine",
+    ]
+    assert options_first(["a=1", "-cd=/c", "-cn", "other", "b=2", "--cfg", "job"]) == [
+        "-cd=/c",
+        "-cn",
+        "other",
+        "--cfg",
+        "job",
+        "a=1",
+        "b=2",
+    ]
     assert options_first(["a=1", "--info", "defaults", "b=2"]) == ["--info", "defaults", "a=1", "b=2"]
     assert options_first(["--info", "a=1", "b=2"]) == ["a=1", "b=2", "--info"], "--info's value is optional"
     assert options_first(["a=1", "--experimental-rerun", "x.pickle"]) == ["--experimental-rerun", "x.pickle", "a=1"]
@@ -65,8 +79,19 @@ def test_hydra_options_go_before_the_overrides_with_their_values():
 def test_a_sweep_option_after_an_override_runs_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(
-        [str(VL_TRAIN), *TINY, "model=linear", "trainer.epochs=1", "-m", "optimizer.lr=0.1,0.01", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            str(VL_TRAIN),
+            *TINY,
+            "model=linear",
+            "trainer.epochs=1",
+            "-m",
+            "optimizer.lr=0.1,0.01",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert [read_metrics(sweep / job)["status"] for job in ("0", "1")] == ["completed", "completed"]
@@ -76,8 +101,21 @@ def test_a_config_dir_after_an_override_is_searched(tmp_path):
     env = {"PYTHONPATH": f"{EXAMPLE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [str(VL_TRAIN), f"hydra.run.dir={run_dir}", "--config-dir", str(EXAMPLE), "experiment=quick", "trainer.threads=1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, **env},
+        [
+            str(VL_TRAIN),
+            f"hydra.run.dir={run_dir}",
+            "--config-dir",
+            str(EXAMPLE),
+            "experiment=quick",
+            "trainer.threads=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
     )
     assert result.returncode == 0, result.stderr
-    assert read_metrics(run_dir)["status"] == "completed" and "model: TwoLayer with" in (run_dir / "train.log").read_text()
+    assert (
+        read_metrics(run_dir)["status"] == "completed" and "model: TwoLayer with" in (run_dir / "train.log").read_text()
+    )

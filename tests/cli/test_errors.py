@@ -34,7 +34,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     empty.mkdir()
     corrupt_mnist = root / "corrupt_mnist"
     (corrupt_mnist / "MNIST" / "raw").mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (corrupt_mnist / "MNIST" / "raw" / name).write_bytes(b"\x00\x00\x08\x03truncated")
     corrupt_cifar = root / "corrupt_cifar"
     (corrupt_cifar / "cifar-10-batches-py").mkdir(parents=True)
@@ -59,8 +64,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
     read_only.mkdir()
     read_only.chmod(0o500)
     return {
-        "empty": empty, "corrupt_mnist": corrupt_mnist, "corrupt_cifar": corrupt_cifar, "truncated": truncated, "code": code, "foreign": foreign,
-        "mismatched": mismatched, "no_checkpoint": no_checkpoint, "completed": completed, "read_only": read_only,
+        "empty": empty,
+        "corrupt_mnist": corrupt_mnist,
+        "corrupt_cifar": corrupt_cifar,
+        "truncated": truncated,
+        "code": code,
+        "foreign": foreign,
+        "mismatched": mismatched,
+        "no_checkpoint": no_checkpoint,
+        "completed": completed,
+        "read_only": read_only,
     }
 
 
@@ -78,34 +91,106 @@ CASES = [
     ("epochs-fraction", "train", ["trainer.epochs=1.5"], ["trainer.epochs=1.5", "whole number"]),
     ("precision-text", "train", ["trainer.precision=half"], ["trainer.precision='half'", "32, bf16, fp16"]),
     ("channels-last", "train", ["trainer.channels_last=yes"], ["trainer.channels_last='yes'", "true or false"]),
-    ("nesterov", "train", ["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"], ["nesterov", "momentum"]),
-    ("batchnorm-batch-1", "train", ["model=cnn", "model.batchnorm=true", "trainer.batch_size=1"], ["batch_size", "BatchNorm"]),
+    (
+        "nesterov",
+        "train",
+        ["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"],
+        ["nesterov", "momentum"],
+    ),
+    (
+        "batchnorm-batch-1",
+        "train",
+        ["model=cnn", "model.batchnorm=true", "trainer.batch_size=1"],
+        ["batch_size", "BatchNorm"],
+    ),
     ("knn-k-too-big", "train", ["model=knn", "model.k=100000", *TINY], ["model.k=100000", "training images"]),
     # what no declaration describes: the component's own check, at construction or at first use, names the override
-    ("cnn-images-too-small", "train", ["model=cnn", "dataset.shape=[1,4,4]", "dataset.train_size=300"], ["model=cnn rejected dataset.shape=[1,4,4]"]),
-    ("optimizer-own-check", "train", ["optimizer=adagrad", "+optimizer.initial_accumulator_value=-1", "dataset.train_size=300"],
-     ["optimizer=adagrad rejected +optimizer.initial_accumulator_value=-1", "Invalid initial_accumulator_value"]),
-    ("loss-first-use", "train", ["+loss.ignore_index=abc", "dataset.train_size=300"], ["loss=cross_entropy rejected +loss.ignore_index=abc", "must be int"]),
-    ("unknown-argument", "train", ["model=linear", "+model.hiden=5"],
-     ["model.hiden is not an argument of visionlab.models.linear.Linear, which takes", "bias", "conf/model/"]),
-    ("misspelled-argument", "train", ["model=mlp", "+model.dropuot=0.5"], ["model.dropuot is not an argument", "did you mean model.dropout?"]),
+    (
+        "cnn-images-too-small",
+        "train",
+        ["model=cnn", "dataset.shape=[1,4,4]", "dataset.train_size=300"],
+        ["model=cnn rejected dataset.shape=[1,4,4]"],
+    ),
+    (
+        "optimizer-own-check",
+        "train",
+        ["optimizer=adagrad", "+optimizer.initial_accumulator_value=-1", "dataset.train_size=300"],
+        ["optimizer=adagrad rejected +optimizer.initial_accumulator_value=-1", "Invalid initial_accumulator_value"],
+    ),
+    (
+        "loss-first-use",
+        "train",
+        ["+loss.ignore_index=abc", "dataset.train_size=300"],
+        ["loss=cross_entropy rejected +loss.ignore_index=abc", "must be int"],
+    ),
+    (
+        "unknown-argument",
+        "train",
+        ["model=linear", "+model.hiden=5"],
+        ["model.hiden is not an argument of visionlab.models.linear.Linear, which takes", "bias", "conf/model/"],
+    ),
+    (
+        "misspelled-argument",
+        "train",
+        ["model=mlp", "+model.dropuot=0.5"],
+        ["model.dropuot is not an argument", "did you mean model.dropout?"],
+    ),
     # files: data, checkpoints, output folders
-    ("data-missing", "train", ["dataset=mnist", "dataset.root={empty}", "dataset.download=false"],
-     ["MNIST not found", "dataset.root", "{empty}/MNIST/raw", "train-images-idx3-ubyte"]),
-    ("data-corrupt", "train", ["dataset=mnist", "dataset.root={corrupt_mnist}", "dataset.download=false"], ["MNIST", "could not be read"]),
-    ("cifar-missing", "train", ["dataset=cifar10", "dataset.root={empty}", "dataset.download=false"], ["CIFAR-10 not found", "data_batch_1"]),
-    ("cifar-corrupt", "train", ["dataset=cifar10", "dataset.root={corrupt_cifar}", "dataset.download=false"], ["data_batch_1 is corrupt"]),
+    (
+        "data-missing",
+        "train",
+        ["dataset=mnist", "dataset.root={empty}", "dataset.download=false"],
+        ["MNIST not found", "dataset.root", "{empty}/MNIST/raw", "train-images-idx3-ubyte"],
+    ),
+    (
+        "data-corrupt",
+        "train",
+        ["dataset=mnist", "dataset.root={corrupt_mnist}", "dataset.download=false"],
+        ["MNIST", "could not be read"],
+    ),
+    (
+        "cifar-missing",
+        "train",
+        ["dataset=cifar10", "dataset.root={empty}", "dataset.download=false"],
+        ["CIFAR-10 not found", "data_batch_1"],
+    ),
+    (
+        "cifar-corrupt",
+        "train",
+        ["dataset=cifar10", "dataset.root={corrupt_cifar}", "dataset.download=false"],
+        ["data_batch_1 is corrupt"],
+    ),
     ("run-dir-unwritable", "train", ["hydra.run.dir=/proc/visionlab"], ["cannot write", "hydra.run.dir"]),
     ("resume-missing", "train", ["resume=/nowhere/last.pt"], ["resume=/nowhere/last.pt", "does not exist"]),
     ("resume-no-checkpoint", "train", ["resume={no_checkpoint}"], ["no last.pt", "start it again"]),
     ("resume-completed", "train", ["resume={completed}"], ["already completed"]),
     ("resume-truncated", "train", ["resume={truncated}"], ["corrupt", "truncated.pt"]),
     ("resume-code", "train", ["resume={code}"], ["corrupt or not a visionlab checkpoint"]),
-    ("resume-plus-overrides", "train", ["resume={completed}", "optimizer.lr=0.1"], ["drop the other arguments", "optimizer.lr=0.1"]),
+    (
+        "resume-plus-overrides",
+        "train",
+        ["resume={completed}", "optimizer.lr=0.1"],
+        ["drop the other arguments", "optimizer.lr=0.1"],
+    ),
     ("resume-path-in-multirun", "train", ["-m", "resume={completed}"], ["resume=auto"]),
-    ("multirun-cfg-hydra", "train", ["-m", "--cfg", "hydra", "model=linear,mlp"], ["Only one of --run, --multirun", "drop -m"]),
-    ("multirun-info", "train", ["-m", "--info", "config", "model=linear,mlp"], ["Only one of --run, --multirun", "drop -m"]),
-    ("eval-checkpoint-choice", "eval", ["{completed}", "--checkpoint", "newest"], ["--checkpoint 'newest'", "last or best"]),
+    (
+        "multirun-cfg-hydra",
+        "train",
+        ["-m", "--cfg", "hydra", "model=linear,mlp"],
+        ["Only one of --run, --multirun", "drop -m"],
+    ),
+    (
+        "multirun-info",
+        "train",
+        ["-m", "--info", "config", "model=linear,mlp"],
+        ["Only one of --run, --multirun", "drop -m"],
+    ),
+    (
+        "eval-checkpoint-choice",
+        "eval",
+        ["{completed}", "--checkpoint", "newest"],
+        ["--checkpoint 'newest'", "last or best"],
+    ),
     ("eval-missing", "eval", ["/nowhere/last.pt"], ["/nowhere/last.pt", "does not exist"]),
     ("eval-split", "eval", ["{mismatched}", "split=holdout"], ["split='holdout'", "test, val or train"]),
     ("eval-foreign", "eval", ["{foreign}"], ["not a visionlab checkpoint"]),
@@ -116,7 +201,9 @@ CASES = [
 if NO_CUDA:
     CASES.append(("cuda-absent", "train", ["trainer.device=cuda"], ["trainer.device=cuda", "no CUDA GPU"]))
 if os.geteuid() != 0:  # root writes anywhere
-    CASES.append(("run-dir-read-only", "train", ["hydra.run.dir={read_only}/run"], ["cannot write", "Permission denied"]))
+    CASES.append(
+        ("run-dir-read-only", "train", ["hydra.run.dir={read_only}/run"], ["cannot write", "Permission denied"])
+    )
 
 
 def test_there_are_at_least_60_cases():
@@ -145,7 +232,9 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     """/dev/full fails every write with ENOSPC, as a full disk does: here the next checkpoint of a resumed run."""
     run_dir = tmp_path / "run"
     args = [*TINY, "model=linear", "trainer.epochs=6", "trainer.batch_size=16", f"hydra.run.dir={run_dir}"]
-    stopped = subprocess.Popen([str(VL_TRAIN), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped = subprocess.Popen(
+        [str(VL_TRAIN), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for_position(run_dir, stopped, lambda at: True)
     stopped.send_signal(signal.SIGTERM)
     assert stopped.wait(timeout=60) == 128 + signal.SIGTERM
@@ -171,7 +260,9 @@ def test_an_unexpected_error_exits_1_with_the_traceback_in_the_log(tmp_path):
         f"sys.argv = ['vl-train', 'hydra.run.dir={run_dir}']\n"
         "train()\n"
     )
-    result = subprocess.run([str(VL_TRAIN.with_name("python")), "-c", program], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [str(VL_TRAIN.with_name("python")), "-c", program], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 1
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert "unexpected ZeroDivisionError: a bug in the code" in line and str(run_dir / "train.log") in line

@@ -46,7 +46,9 @@ def test_vl_eval_reproduces_the_runs_test_accuracy(tmp_path, model):
 def test_best_pt_is_the_epoch_with_the_best_val_accuracy(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli([*TINY, "model=linear", "trainer.epochs=4", "optimizer.lr=0.05"], run_dir).returncode == 0
-    result = subprocess.run([str(VL_EVAL), str(run_dir / "best.pt"), "split=val"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(VL_EVAL), str(run_dir / "best.pt"), "split=val"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((run_dir / "eval_best_val.json").read_text())
     events = EventAccumulator(str(run_dir))
@@ -64,8 +66,10 @@ def test_a_run_directory_is_scored_with_the_weights_that_took_its_test(tmp_path)
 
     tested = cli(VL_EVAL, run_dir, cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr
-    assert f"checkpoint: {run_dir / 'best.pt'} (epoch 3, the weights that took the run's test; " \
-           "--checkpoint last for the last epoch's)" in tested.stdout
+    assert (
+        f"checkpoint: {run_dir / 'best.pt'} (epoch 3, the weights that took the run's test; "
+        "--checkpoint last for the last epoch's)" in tested.stdout
+    )
     report = json.loads((run_dir / "eval_best_test.json").read_text())
     assert report["checkpoint"] == str(run_dir / "best.pt")
     assert report["test/acc"] == run["test/acc"]
@@ -73,10 +77,13 @@ def test_a_run_directory_is_scored_with_the_weights_that_took_its_test(tmp_path)
 
     last = cli(VL_EVAL, run_dir, "--checkpoint", "last", cwd=tmp_path)
     assert last.returncode == 0, last.stderr
-    assert f"checkpoint: {run_dir / 'last.pt'} (epoch 4, chosen with --checkpoint last; " \
-           "the run's test was taken on best.pt)" in last.stdout
-    assert json.loads((run_dir / "eval_last_test.json").read_text())["test/acc"] != run["test/acc"], \
+    assert (
+        f"checkpoint: {run_dir / 'last.pt'} (epoch 4, chosen with --checkpoint last; "
+        "the run's test was taken on best.pt)" in last.stdout
+    )
+    assert json.loads((run_dir / "eval_last_test.json").read_text())["test/acc"] != run["test/acc"], (
         "last.pt scores otherwise: the file chosen matters"
+    )
 
     picture = tmp_path / "digit.png"
     Image.new("L", (28, 28), 128).save(picture)
@@ -92,9 +99,14 @@ def test_checkpoint_choice_is_refused_where_it_cannot_apply(tmp_path):
 
     on_a_file = cli(VL_EVAL, run_dir / "best.pt", "--checkpoint", "last", cwd=tmp_path)
     assert on_a_file.returncode == 2 and on_a_file.stdout == ""
-    assert on_a_file.stderr.strip() == (f"error: --checkpoint last picks a file of a run directory, and {run_dir / 'best.pt'} "
-                                        "is a file: give the run directory, or the file alone")
+    assert on_a_file.stderr.strip() == (
+        f"error: --checkpoint last picks a file of a run directory, and {run_dir / 'best.pt'} "
+        "is a file: give the run directory, or the file alone"
+    )
     unknown = cli(VL_EVAL, run_dir, "--checkpoint=first", cwd=tmp_path)
-    assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: --checkpoint 'first' is unknown: use last or best")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        2,
+        "error: --checkpoint 'first' is unknown: use last or best",
+    )
     predicted = cli(VL_PREDICT, run_dir, run_dir, "--checkpoint", "first", cwd=tmp_path)
     assert predicted.returncode == 2 and "invalid choice: 'first' (choose from 'last', 'best')" in predicted.stderr

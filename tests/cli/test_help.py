@@ -1,4 +1,5 @@
-"""First contact: `vl-train --help` says what the tool is and how to start; Hydra's completion still works through it."""
+"""First contact: `vl-train --help` says what the tool is and how to start;
+Hydra's completion still works through it."""
 
 from __future__ import annotations
 
@@ -24,10 +25,18 @@ def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
 
 def test_shell_completion_answers_through_vl_train(tmp_path):
     """`eval "$(vl-train -sc install=bash)"` makes bash ask `vl-train -sc query=bash` with COMP_LINE set."""
-    installed = subprocess.run([str(VL_TRAIN), "-sc", "install=bash"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    installed = subprocess.run(
+        [str(VL_TRAIN), "-sc", "install=bash"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert installed.returncode == 0 and "complete" in installed.stdout
-    query = subprocess.run([str(VL_TRAIN), "-sc", "query=bash"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                           env={**os.environ, "COMP_LINE": "vl-train model="})
+    query = subprocess.run(
+        [str(VL_TRAIN), "-sc", "query=bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "COMP_LINE": "vl-train model="},
+    )
     assert query.returncode == 0
     assert {"model=cnn", "model=knn", "model=mlp"} <= set(query.stdout.split())
 
@@ -35,8 +44,16 @@ def test_shell_completion_answers_through_vl_train(tmp_path):
 def test_eval_and_predict_help_say_what_they_score_write_and_how_to_choose_the_checkpoint(tmp_path):
     evaluate = subprocess.run([str(VL_EVAL), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert evaluate.returncode == 0
-    for said in ("accuracy, mean loss, per-class accuracy and the confusion matrix", "eval_<checkpoint>_<split>.json",
-                 "best.pt (its best epoch", "last.pt (its last epoch)", "--checkpoint last|best", "split=", "key=value", "--config-dir"):
+    for said in (
+        "accuracy, mean loss, per-class accuracy and the confusion matrix",
+        "eval_<checkpoint>_<split>.json",
+        "best.pt (its best epoch",
+        "last.pt (its last epoch)",
+        "--checkpoint last|best",
+        "split=",
+        "key=value",
+        "--config-dir",
+    ):
         assert said in evaluate.stdout, said
     predict = subprocess.run([str(VL_PREDICT), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert predict.returncode == 0

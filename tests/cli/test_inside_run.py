@@ -9,7 +9,8 @@ from tests.conftest import TINY, run_cli
 
 
 def what_the_run_shows(run_dir) -> tuple:
-    """The test saliency picture's size (3 tiles per image with Grad-CAM, 2 without) and the embedding's rows and columns."""
+    """The test saliency picture's size (3 tiles per image with Grad-CAM, 2 without)
+    and the embedding's rows and columns."""
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     (saliency,) = events.Images("test/saliency")
@@ -32,7 +33,9 @@ def test_a_cnn_run_has_its_layer_table_saliency_picture_and_embedding_compiled_o
     # torch.compile leaves hooks put on after compiling out of its graph: the recorders must still see the model
     compiled = run_cli([*args, "trainer.compile=true"], tmp_path / "compiled")
     assert compiled.returncode == 0, compiled.stderr[-3000:]
-    assert what_the_run_shows(tmp_path / "compiled") == shown, "the same saliency and Grad-CAM picture, 50 rows of the same features"
+    assert what_the_run_shows(tmp_path / "compiled") == shown, (
+        "the same saliency and Grad-CAM picture, 50 rows of the same features"
+    )
 
 
 def test_summary_only_shows_the_table_and_trains_nothing(tmp_path):

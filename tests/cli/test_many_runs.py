@@ -21,22 +21,30 @@ from tests.conftest import TINY, VL_TRAIN, read_metrics, sigint_at_default, wait
 from visionlab import cores, run_registry
 
 CORES = sorted(os.sched_getaffinity(0))[:2]
-pytestmark = pytest.mark.skipif(len(CORES) < 2 or (cores.cgroup_quota() or 2) < 2,
-                                reason="needs two cores this process may use")
+pytestmark = pytest.mark.skipif(
+    len(CORES) < 2 or (cores.cgroup_quota() or 2) < 2, reason="needs two cores this process may use"
+)
 SHARED = [arg for arg in TINY if not arg.startswith("trainer.threads=")]  # threads unset: a share of the cores
 # Longer than any test needs: stopped with Ctrl-C once it has shown enough.
 LONG = [*SHARED, "model=cnn", "trainer.epochs=1000", "trainer.early_stopping.patience=null", "trainer.batch_size=16"]
 
 
 def on_two_cores() -> None:
-    """Also SIGINT at its default: `stop` sends Ctrl-C, which a suite started in the background would pass on ignored."""
+    """Also SIGINT at its default: `stop` sends Ctrl-C,
+    which a suite started in the background would pass on ignored."""
     os.sched_setaffinity(0, CORES)
     sigint_at_default()
 
 
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=on_two_cores)
+    return subprocess.Popen(
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=on_two_cores,
+    )
 
 
 def wait_registered(count: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -94,22 +102,35 @@ def test_runs_that_set_their_threads_too_high_are_told_once_what_helps(tmp_path)
     (warning,) = [line for line in out.splitlines() if "oversubscribed" in line]
     assert warning.split("][WARNING] ", 1)[1] == (
         "the CPU cores are oversubscribed: 2 visionlab runs use 4 threads on 2 cores, so each waits for the others and "
-        "all run slower than one after another: leave trainer.threads unset in the runs that set it, and they share the cores")
+        "all run slower than one after another: leave trainer.threads unset in the runs that set it, and they share "
+        "the cores"
+    )
     assert "device: cpu (2 CPU threads)" in out, "a run's own trainer.threads is kept"
     assert read_metrics(tmp_path / "second")["status"] == "completed"
 
 
 def test_a_joblib_sweeps_jobs_share_the_cores_and_label_their_lines(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SHARED, "model=linear", "seed=0,1,2",
-            f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run([str(VL_TRAIN), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          preexec_fn=on_two_cores)
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *SHARED,
+        "model=linear",
+        "seed=0,1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    done = subprocess.run(
+        [str(VL_TRAIN), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=on_two_cores
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for job in ("0", "1", "2"):
         log = (sweep / job / "train.log").read_text()
         assert "device: cpu (1 CPU threads)" in log, log
-        assert "CPU cores: 2 cores shared by 2 visionlab runs (with this sweep's parallel jobs): this run takes 1 thread" in log
+        assert (
+            "CPU cores: 2 cores shared by 2 visionlab runs (with this sweep's parallel jobs): this run takes 1 thread"
+            in log
+        )
         labelled = re.search(rf"^\[job {job}\]\[[-\d :]+\]\[INFO\] device: cpu", done.stdout, re.MULTILINE)
         assert labelled, "its terminal lines say whose they are"
     assert "oversubscribed" not in done.stdout + done.stderr

@@ -18,7 +18,9 @@ def test_a_folder_of_own_configs_adds_a_model_and_an_experiment(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
 
-    refused = run_cli(["--config-dir", str(EXAMPLE), "model=two_layer", "model.width=0", *TINY], tmp_path / "bad", env=env)
+    refused = run_cli(
+        ["--config-dir", str(EXAMPLE), "model=two_layer", "model.width=0", *TINY], tmp_path / "bad", env=env
+    )
     assert refused.returncode == 2
     assert "model.width=0 is invalid: use a whole number of at least 1" in refused.stderr
 
@@ -49,7 +51,7 @@ class Picky(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-'''
+'''  # noqa: E501 (a line of the user's module above: the string is written to a file as it is)
 
 
 def own_configs(root) -> dict:
@@ -75,10 +77,14 @@ def test_a_bug_in_an_own_model_is_a_bug_and_its_deliberate_rejection_a_config_er
     assert "Traceback (most recent call last)" in log_text and 'sizes["widht"]' in log_text
     assert "Traceback" not in bug.stderr
 
-    rejected = run_cli(["--config-dir", str(conf), "model=picky", "model.width=5000", *TINY], tmp_path / "picky", env=env)
+    rejected = run_cli(
+        ["--config-dir", str(conf), "model=picky", "model.width=5000", *TINY], tmp_path / "picky", env=env
+    )
     assert rejected.returncode == 2, rejected.stderr
     (line,) = [line for line in rejected.stderr.splitlines() if line.strip()]
-    assert "model=picky rejected model.width=5000: model.width=5000 is more than the 784 pixels: use at most that" in line
+    assert (
+        "model=picky rejected model.width=5000: model.width=5000 is more than the 784 pixels: use at most that" in line
+    )
     assert "Traceback" not in rejected.stderr + (tmp_path / "picky" / "train.log").read_text()
 
 

@@ -16,7 +16,11 @@ from tests.data.test_folder import FAST, write_folder
 from tests.data.test_more_datasets import write_idx_dataset
 
 # The installed command once the project is installed from this tree; the same main() through -m before that.
-VL_PREDICT = [str(VL_TRAIN.with_name("vl-predict"))] if VL_TRAIN.with_name("vl-predict").exists() else [sys.executable, "-m", "visionlab.predict"]
+VL_PREDICT = (
+    [str(VL_TRAIN.with_name("vl-predict"))]
+    if VL_TRAIN.with_name("vl-predict").exists()
+    else [sys.executable, "-m", "visionlab.predict"]
+)
 
 
 def predict(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -37,7 +41,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     asked = base / "asked"
     asked.mkdir()
     Image.fromarray(np.full((40, 60, 3), (215, 35, 35), np.uint8)).save(asked / "big_red.jpg")  # resized
-    Image.fromarray(np.full((16, 16, 3), (35, 185, 65), np.uint8)).convert("L").save(asked / "grey.png")  # grey into RGB
+    # grey into RGB
+    Image.fromarray(np.full((16, 16, 3), (35, 185, 65), np.uint8)).convert("L").save(asked / "grey.png")
     Image.fromarray(np.full((16, 16, 3), (45, 55, 205), np.uint8)).save(asked / "blue.webp")
     (asked / "notes.txt").write_text("not an image")
     return {**runs, "asked": asked, "base": base}
@@ -69,7 +74,9 @@ def test_predict_writes_the_top_k_table_csv_and_picture(trained):
 
 
 def test_knn_shows_its_votes_and_nearest_training_images(trained):
-    result = predict(trained["knn"], trained["asked"] / "big_red.jpg", trained["asked"] / "blue.webp", cwd=trained["base"])
+    result = predict(
+        trained["knn"], trained["asked"] / "big_red.jpg", trained["asked"] / "blue.webp", cwd=trained["base"]
+    )
     assert result.returncode == 0, result.stderr
     table = rows(trained["knn"] / "predictions.csv")  # default: next to the checkpoint
     assert table[0]["predicted"] == "red" and table[0]["votes"] == "red 3" and float(table[0]["probability"]) == 1.0
@@ -81,14 +88,27 @@ def test_knn_shows_its_votes_and_nearest_training_images(trained):
 def test_an_rgb_file_into_a_grey_model_is_converted_and_said(tmp_path):
     write_idx_dataset(tmp_path / "data" / "FashionMNIST" / "raw", train=60, test=20)
     run_dir = tmp_path / "run"
-    result = run_cli(["dataset=fashion_mnist", f"dataset.root={tmp_path / 'data'}", "dataset.download=false", *FAST], run_dir)
+    result = run_cli(
+        ["dataset=fashion_mnist", f"dataset.root={tmp_path / 'data'}", "dataset.download=false", *FAST], run_dir
+    )
     assert result.returncode == 0, result.stderr
     Image.fromarray(np.full((28, 28, 3), (250, 10, 10), np.uint8)).save(tmp_path / "colour.png")
     result = predict(run_dir, tmp_path / "colour.png", "--out", tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "colour.png: RGB file converted to grey (the model takes 1x28x28 images)" in result.stdout
     (row,) = rows(tmp_path / "predictions.csv")
-    assert row["predicted"] in ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert row["predicted"] in (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +123,13 @@ def bad(trained) -> dict[str, Path]:
     empty = base / "empty_folder"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images")
-    return {"truncated": truncated, "not_checkpoint": not_checkpoint, "empty": empty, "linear": trained["linear"], "asked": trained["asked"]}
+    return {
+        "truncated": truncated,
+        "not_checkpoint": not_checkpoint,
+        "empty": empty,
+        "linear": trained["linear"],
+        "asked": trained["asked"],
+    }
 
 
 # (id, arguments, expected words in the one error line); the new vl-predict cases of the bad-input catalogue.
@@ -111,7 +137,11 @@ CASES = [
     ("image-missing", ["{linear}", "/nowhere/cat.jpg"], ["/nowhere/cat.jpg does not exist"]),
     ("image-truncated", ["{linear}", "{truncated}"], ["truncated.jpg could not be read as an image"]),
     ("folder-without-images", ["{linear}", "{empty}"], ["holds no image files"]),
-    ("not-a-checkpoint", ["{not_checkpoint}", "{asked}"], ["not_a_checkpoint.pt is corrupt or not a visionlab checkpoint"]),
+    (
+        "not-a-checkpoint",
+        ["{not_checkpoint}", "{asked}"],
+        ["not_a_checkpoint.pt is corrupt or not a visionlab checkpoint"],
+    ),
     ("checkpoint-missing", ["/nowhere/last.pt", "{asked}"], ["/nowhere/last.pt does not exist"]),
     ("top-k", ["{linear}", "{asked}", "--top-k", "0"], ["--top-k=0", "at least 1"]),
     ("bad-override", ["{linear}", "{asked}", "trainer.device=tpu"], ["trainer.device='tpu'"]),

@@ -58,7 +58,8 @@ def test_a_run_records_its_code_and_environment_and_its_checkpoints_carry_them(t
     assert recorded["cuda"] == torch.version.cuda and recorded["cudnn"] is None  # cuDNN: CUDA runs only
     assert recorded["data"] is None  # dataset=synthetic reads no files
     assert (recorded["commit"] is None and recorded["dirty"] is None) or (
-        re.fullmatch(r"[0-9a-f]{40}", recorded["commit"]) and recorded["dirty"] in (True, False))
+        re.fullmatch(r"[0-9a-f]{40}", recorded["commit"]) and recorded["dirty"] in (True, False)
+    )
     assert recorded["cpu_flags"] is None or set(recorded["cpu_flags"]) <= set(NUMERIC_FLAGS)
     assert recorded["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     for name in ("last.pt", "best.pt"):
@@ -67,12 +68,17 @@ def test_a_run_records_its_code_and_environment_and_its_checkpoints_carry_them(t
     assert said(vl_eval(run_dir / "best.pt")) == []
     changed = edited(run_dir / "best.pt", tmp_path / "from_a_classmate.pt", torch="2.13.0")
     (line,) = said(vl_eval(changed))
-    assert line == f"{SAID} with torch 2.13.0, now torch {torch.__version__}: the last digits can differ"  # only what differs
+    # only what differs
+    assert line == f"{SAID} with torch 2.13.0, now torch {torch.__version__}: the last digits can differ"
 
     picture = tmp_path / "digit.png"
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(picture)
-    predicted = subprocess.run([str(VL_PREDICT), str(changed), str(picture), "--out", str(tmp_path / "predictions")],
-                               capture_output=True, text=True, timeout=120)
+    predicted = subprocess.run(
+        [str(VL_PREDICT), str(changed), str(picture), "--out", str(tmp_path / "predictions")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert predicted.returncode == 0, predicted.stderr
     assert said(predicted) == [line]
 
@@ -111,7 +117,10 @@ def test_resume_says_once_what_differs_from_the_stopped_run(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [str(VL_TRAIN), *TINY, "trainer.epochs=3", "trainer.batch_size=16", "model=cnn", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
@@ -120,7 +129,9 @@ def test_resume_says_once_what_differs_from_the_stopped_run(tmp_path):
     untouched = tmp_path / "untouched"
     shutil.copytree(run_dir, untouched)
     started = provenance_of(run_dir)
-    edited(run_dir / "last.pt", run_dir / "last.pt", torch="2.13.0", cpu_flags=["avx2", "fma", "avx512f", "avx512_bf16"])
+    edited(
+        run_dir / "last.pt", run_dir / "last.pt", torch="2.13.0", cpu_flags=["avx2", "fma", "avx512f", "avx512_bf16"]
+    )
 
     resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
     assert resumed.returncode == 0, resumed.stderr

@@ -12,7 +12,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import (
-    TINY, VL_TRAIN, metrics_of_a_run_left_alone, read_metrics, run_cli, sigint_at_default, wait_for_position, without_timing,
+    TINY,
+    VL_TRAIN,
+    metrics_of_a_run_left_alone,
+    read_metrics,
+    run_cli,
+    sigint_at_default,
+    wait_for_position,
+    without_timing,
 )
 
 # 4 epochs of 38 steps of 16 images: a signal sent once epoch 2 is under way lands with epochs to spare.
@@ -21,8 +28,12 @@ LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_
 
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
         preexec_fn=sigint_at_default,
     )
 
@@ -72,7 +83,8 @@ def test_a_signal_stops_at_a_step_saves_and_resumes(tmp_path, uninterrupted, sig
     metrics = read_metrics(run_dir)
     position = torch.load(run_dir / "last.pt", weights_only=True)["position"]
     assert metrics["status"] == "interrupted" and 1 <= metrics["epochs"] < 4
-    assert metrics["epochs"] == position["epoch"] - 1 and metrics["steps"] == position["step"]  # saved at the step it stopped
+    # saved at the step it stopped
+    assert metrics["epochs"] == position["epoch"] - 1 and metrics["steps"] == position["step"]
     assert metrics["test/acc"] is None, "a stopped run has not looked at test"
 
     resumed = run_cli([f"resume={run_dir / 'last.pt'}"], run_dir.parent / "again")
@@ -83,7 +95,11 @@ def test_a_signal_stops_at_a_step_saves_and_resumes(tmp_path, uninterrupted, sig
 def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp_path, uninterrupted):
     args = [*LONG_EPOCHS]
     process = subprocess.Popen(
-        [str(VL_TRAIN), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [str(VL_TRAIN), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     wait_for_position(tmp_path / "outputs", None, lambda at: True, checkpoint_glob="*/*/last.pt")
@@ -91,10 +107,14 @@ def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     (stopped,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/last.pt")]
 
-    other = subprocess.run([str(VL_TRAIN), "resume=auto", *args, "seed=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    other = subprocess.run(
+        [str(VL_TRAIN), "resume=auto", *args, "seed=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert other.returncode == 0 and "no unfinished run" in other.stdout  # different overrides: a new run
 
-    again = subprocess.run([str(VL_TRAIN), "resume=auto", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [str(VL_TRAIN), "resume=auto", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
     assert f"resuming from {stopped / 'last.pt'}" in again.stdout
     assert without_timing(read_metrics(stopped)) == without_timing(uninterrupted)
@@ -102,7 +122,9 @@ def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp
 
 def test_a_diverging_run_stops_with_exit_code_3(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli([*TINY, "model=linear", "loss=mse", "optimizer=sgd", "optimizer.lr=1e10", "scheduler=none"], run_dir)
+    result = run_cli(
+        [*TINY, "model=linear", "loss=mse", "optimizer=sgd", "optimizer.lr=1e10", "scheduler=none"], run_dir
+    )
     assert result.returncode == 3, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and "diverged" in error_lines[0] and "optimizer.lr" in error_lines[0]
@@ -133,7 +155,14 @@ def test_the_log_file_has_every_line_the_terminal_had(tmp_path):
 
 
 # 3 folds of 400 training images, 2 epochs of 25 steps each, a checkpoint every 5 steps.
-KFOLD = [*TINY, "split=kfold", "split.folds=3", "trainer.batch_size=16", "trainer.checkpoint_every_steps=5", "model=cnn"]
+KFOLD = [
+    *TINY,
+    "split=kfold",
+    "split.folds=3",
+    "trainer.batch_size=16",
+    "trainer.checkpoint_every_steps=5",
+    "model=cnn",
+]
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +210,9 @@ def test_a_file_that_is_no_checkpoint_is_refused_before_hydra_writes_beside_it(t
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "some_file.txt").write_text("not a checkpoint\n")
-    result = subprocess.run([str(VL_TRAIN), "resume=notes/some_file.txt"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(VL_TRAIN), "resume=notes/some_file.txt"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"checkpoint {notes / 'some_file.txt'} is corrupt or not a visionlab checkpoint" in line
@@ -197,11 +228,15 @@ def test_a_truncated_last_pt_names_the_best_pt_beside_it(tmp_path):
     (run_dir / "last.pt").unlink()  # best.pt is a hard link to it: truncate a file of its own, as a torn copy would be
     (run_dir / "last.pt").write_bytes(whole[: len(whole) // 2])
 
-    result = subprocess.run([str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"checkpoint {run_dir / 'last.pt'} is corrupt" in line and f"resume={run_dir / 'best.pt'}" in line
 
     (run_dir / "best.pt").write_bytes(b"")
-    result = subprocess.run([str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(VL_TRAIN), f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "best.pt" not in result.stderr, "a best.pt that does not load is not offered"

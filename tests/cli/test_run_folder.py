@@ -22,8 +22,14 @@ LINEAR = [*TINY, "model=linear"]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(VL_TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [str(VL_TRAIN), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def holder_of(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> dict:
@@ -67,8 +73,10 @@ def test_a_run_into_a_folder_in_use_is_refused_and_writes_nothing_there(tmp_path
 
     finished = snapshot(run_dir)
     line = refusal(run_cli([*LINEAR, "seed=1"], run_dir))
-    assert line == (f"error: {run_dir} holds a completed run (metrics.json): choose another hydra.run.dir, "
-                    "or delete the folder to start over; resume= carries on an interrupted run")
+    assert line == (
+        f"error: {run_dir} holds a completed run (metrics.json): choose another hydra.run.dir, "
+        "or delete the folder to start over; resume= carries on an interrupted run"
+    )
     assert snapshot(run_dir) == finished
 
 
@@ -84,8 +92,10 @@ def test_a_killed_run_leaves_no_lock_behind_and_its_folder_is_for_resume_only(tm
     assert f"is in use by pid {process.pid}" in refusal(resumed_too_soon), "resuming a run that is still running"
 
     line = refusal(run_cli(LINEAR, run_dir))
-    assert line == (f"error: {run_dir} holds a stopped run (last.pt): carry it on with resume={run_dir}, "
-                    "or choose another hydra.run.dir")
+    assert line == (
+        f"error: {run_dir} holds a stopped run (last.pt): carry it on with resume={run_dir}, "
+        "or choose another hydra.run.dir"
+    )
     resumed = run_cli([f"resume={run_dir}"], tmp_path / "elsewhere")
     assert resumed.returncode == 0, resumed.stderr
     assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epochs"] == 3
@@ -151,6 +161,7 @@ def test_a_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path):
         line = refusal(run_cli(LINEAR, run_dir))
     finally:
         subprocess.run(["umount", str(run_dir)], check=True)
-    assert line == (f"error: cannot write {run_dir} (Read-only file system): "
-                    "choose another folder, e.g. hydra.run.dir=/tmp/run")
+    assert line == (
+        f"error: cannot write {run_dir} (Read-only file system): choose another folder, e.g. hydra.run.dir=/tmp/run"
+    )
     assert not any(writable.iterdir())

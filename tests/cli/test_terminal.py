@@ -19,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (TINY, VL_TRAIN, ensure_debian_package, metrics_of_a_run_left_alone, read_metrics, run_cli, tmux_session,
-                            wait_for_position, without_timing)
+from tests.conftest import (
+    TINY,
+    VL_TRAIN,
+    ensure_debian_package,
+    metrics_of_a_run_left_alone,
+    read_metrics,
+    run_cli,
+    tmux_session,
+    wait_for_position,
+    without_timing,
+)
 
 # 6 epochs of 38 small CNN steps: a hangup after epoch 1's checkpoint lands with epochs to spare.
 LONG = [*TINY, "trainer.epochs=6", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
@@ -32,7 +41,8 @@ def unstopped(tmp_path_factory) -> dict:
 
 
 class PseudoTerminal:
-    """`argv` as the session leader of a new pseudo-terminal, as a login shell's job would be; its screen is read as it goes."""
+    """`argv` as the session leader of a new pseudo-terminal, as a login shell's job would be;
+    its screen is read as it goes."""
 
     def __init__(self, argv: list[str], cwd: Path):
         self.master, slave = pty.openpty()
@@ -42,8 +52,15 @@ class PseudoTerminal:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.process = subprocess.Popen(argv, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal,
-                                        env={**os.environ, "TERM": "xterm-256color"})
+        self.process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            preexec_fn=controlling_terminal,
+            env={**os.environ, "TERM": "xterm-256color"},
+        )
         os.close(slave)
         self.screen = bytearray()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -138,7 +155,9 @@ def test_a_reader_that_stops_reading_does_not_stall_the_run(tmp_path):
     run_dir = tmp_path / "run"
     reader, writer = os.pipe()  # nobody reads `reader` until the run has finished
     args = [*TINY, "model=linear", "trainer.epochs=40", "trainer.log_every_n_steps=1"]
-    process = subprocess.Popen([str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, stdout=writer, stderr=writer)
+    process = subprocess.Popen(
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path, stdout=writer, stderr=writer
+    )
     os.close(writer)
     try:
         deadline = time.monotonic() + 120
@@ -178,13 +197,18 @@ def test_killing_the_tmux_session_mid_epoch(tmp_path, unstopped, on_hangup):
 
 
 def test_killing_the_gnu_screen_session_mid_epoch(tmp_path, unstopped):
-    """The course's notes train in GNU screen: `screen -X quit` hangs up the run's terminal mid-epoch, behind the live bar."""
+    """The course's notes train in GNU screen: `screen -X quit` hangs up the run's terminal mid-epoch,
+    behind the live bar."""
     screen = ensure_debian_package("screen")
     run_dir = tmp_path / "run"
     session = f"vl{os.getpid()}screen"
     command = f"'{VL_TRAIN}' {' '.join(LONG)} hydra.run.dir={run_dir}; sleep 60"
-    subprocess.run([screen, "-dmS", session, "bash", "-c", command], cwd=tmp_path, check=True,
-                   env={**os.environ, "TERM": "xterm-256color"})
+    subprocess.run(
+        [screen, "-dmS", session, "bash", "-c", command],
+        cwd=tmp_path,
+        check=True,
+        env={**os.environ, "TERM": "xterm-256color"},
+    )
     try:
         wait_for_position(run_dir, None, lambda position: position["epoch"] >= 2)
     finally:
@@ -201,7 +225,15 @@ def test_killing_the_gnu_screen_session_mid_epoch(tmp_path, unstopped):
 def test_a_closed_pipe_stops_no_job_of_a_kfold_sweep(tmp_path):
     """`vl-train -m ... split=kfold | head -1`: every job of the sweep and every fold still finishes."""
     sweep = tmp_path / "sweep"
-    args = ["-m", *TINY, "model=linear,mlp", "split=kfold", "split.folds=2", "trainer.epochs=1", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        *TINY,
+        "model=linear,mlp",
+        "split=kfold",
+        "split.folds=2",
+        "trainer.epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
     command = f"'{VL_TRAIN}' {' '.join(args)} | head -1; exit ${{PIPESTATUS[0]}}"
     result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import TINY, VL_TRAIN, read_metrics, run_cli
 
-METRIC_KEYS = {"train/loss", "train/acc", "val/acc", "val/loss", "test/acc", "test/loss", "epochs", "seconds", "device", "status"}
+METRIC_KEYS = {
+    "train/loss",
+    "train/acc",
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "epochs",
+    "seconds",
+    "device",
+    "status",
+}
 SCALAR_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "test/acc", "test/loss"}
 
 
@@ -69,18 +80,29 @@ def test_different_seeds_give_different_runs(tmp_path):
 def test_the_value_a_sweeper_gets_is_the_objective_of_metrics_json(tmp_path):
     """A one-trial Optuna search minimizing val/loss: the value the study records is the run's val/loss."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "hparams_search=linear_optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=minimize",
-            "objective=val/loss", *TINY, f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "hparams_search=linear_optuna",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.direction=minimize",
+        "objective=val/loss",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = subprocess.run([str(VL_TRAIN), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
-    assert best == pytest.approx(read_metrics(sweep / "0")["val/loss"], rel=1e-12) and best != read_metrics(sweep / "0")["val/acc"]
+    assert (
+        best == pytest.approx(read_metrics(sweep / "0")["val/loss"], rel=1e-12)
+        and best != read_metrics(sweep / "0")["val/acc"]
+    )
 
 
 def test_vl_data_dir_points_at_the_data(tmp_path, shared_data):
     result = run_cli(
         ["dataset=mnist", "dataset.train_size=3000", "dataset.test_size=1000", "model=linear", "trainer.epochs=3"],
-        tmp_path / "run", env={"VL_DATA_DIR": str(shared_data)},
+        tmp_path / "run",
+        env={"VL_DATA_DIR": str(shared_data)},
     )
     assert result.returncode == 0, result.stderr
     assert read_metrics(tmp_path / "run")["test/acc"] > 0.8

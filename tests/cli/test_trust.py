@@ -26,15 +26,23 @@ EXAMPLE = REPO / "docs" / "examples" / "my_configs"
 
 
 def write_text_payload(marker: Path) -> dict:
-    return {"_target_": "pathlib.Path.write_text", "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "x"]}
+    return {
+        "_target_": "pathlib.Path.write_text",
+        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "x"],
+    }
 
 
 def crafted_configs(marker: Path) -> dict[str, tuple[str, object]]:
     """Where a payload goes in the stored config, and the key and target the refusal must name."""
     return {
         "pathlib at the top": ("loss", write_text_payload(marker)),
-        "os.system inside _args_": ("loss", {"_target_": "torch.nn.CrossEntropyLoss",
-                                             "weight": {"_target_": "os.system", "_args_": [f"touch {marker}"]}}),
+        "os.system inside _args_": (
+            "loss",
+            {
+                "_target_": "torch.nn.CrossEntropyLoss",
+                "weight": {"_target_": "os.system", "_args_": [f"touch {marker}"]},
+            },
+        ),
         "a module in the current folder": ("model", {"_target_": "evilmod.Net"}),
         "shutil.copy": ("regularization", {"_target_": "shutil.copy", "_args_": ["/etc/hostname", str(marker)]}),
     }
@@ -104,8 +112,9 @@ def test_vl_eval_and_vl_predict_refuse_a_checkpoint_naming_an_unknown_target(tra
 
 
 def test_an_environment_resolver_in_a_stored_config_is_refused(trained, tmp_path):
-    evil = crafted_checkpoint(trained / "last.pt", tmp_path / "env.pt",
-                              lambda config: config["dataset"].update(root="${oc.env:HOME}/.ssh"))
+    evil = crafted_checkpoint(
+        trained / "last.pt", tmp_path / "env.pt", lambda config: config["dataset"].update(root="${oc.env:HOME}/.ssh")
+    )
     line = refused_in_one_line(run([str(BIN / "vl-eval"), str(evil)], tmp_path), str(evil), "dataset.root=", "oc.env")
     assert "nothing was read" in line
 
@@ -115,7 +124,9 @@ def test_resume_refuses_a_crafted_checkpoint_before_writing_into_its_folder(trai
     run_dir = tmp_path / "copied_run"
     shutil.copytree(trained, run_dir)
     (run_dir / "metrics.json").unlink()  # looks unfinished, so worth resuming
-    crafted_checkpoint(run_dir / "last.pt", run_dir / "last.pt", lambda config: config.update(loss=write_text_payload(marker)))
+    crafted_checkpoint(
+        run_dir / "last.pt", run_dir / "last.pt", lambda config: config.update(loss=write_text_payload(marker))
+    )
     before = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
 
     result = run([str(VL_TRAIN), f"resume={run_dir}"], tmp_path)
@@ -150,11 +161,18 @@ def test_a_class_of_ones_own_is_built_when_the_command_names_its_configs(tmp_pat
     assert result.returncode == 0, result.stderr
     eval_env = {**os.environ, **env}
 
-    without = subprocess.run([str(BIN / "vl-eval"), str(run_dir)], capture_output=True, text=True, env=eval_env, timeout=300)
+    without = subprocess.run(
+        [str(BIN / "vl-eval"), str(run_dir)], capture_output=True, text=True, env=eval_env, timeout=300
+    )
     refused_in_one_line(without, "model._target_=mynets.TwoLayer", "--config-dir")
 
-    with_dir = subprocess.run([str(BIN / "vl-eval"), str(run_dir), "--config-dir", str(EXAMPLE)],
-                              capture_output=True, text=True, env=eval_env, timeout=300)
+    with_dir = subprocess.run(
+        [str(BIN / "vl-eval"), str(run_dir), "--config-dir", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        env=eval_env,
+        timeout=300,
+    )
     assert with_dir.returncode == 0, with_dir.stderr
     scored = json.loads((run_dir / "eval_last_test.json").read_text())
     assert scored["test/acc"] == pytest.approx(read_metrics(run_dir)["test/acc"])
@@ -164,17 +182,22 @@ def test_a_stored_config_never_chooses_where_to_write(tmp_path):
     """features.cache_dir and dataset.download name places outside the run: the reader's command decides them."""
     run_dir = tmp_path / "run"
     cache = tmp_path / "cache"
-    result = run_cli([*TINY, "trainer.epochs=1", "model=linear", "features=hog", f"features.cache_dir={cache}"], run_dir)
+    result = run_cli(
+        [*TINY, "trainer.epochs=1", "model=linear", "features=hog", f"features.cache_dir={cache}"], run_dir
+    )
     assert result.returncode == 0, result.stderr
     elsewhere = tmp_path / "elsewhere"
-    crafted_checkpoint(run_dir / "last.pt", run_dir / "last.pt",
-                       lambda config: config["features"].update(cache_dir=str(elsewhere)))
+    crafted_checkpoint(
+        run_dir / "last.pt", run_dir / "last.pt", lambda config: config["features"].update(cache_dir=str(elsewhere))
+    )
 
     scored = subprocess.run([str(BIN / "vl-eval"), str(run_dir)], capture_output=True, text=True, timeout=300)
 
     assert scored.returncode == 0, scored.stderr
     assert not elsewhere.exists()
-    assert json.loads((run_dir / "eval_last_test.json").read_text())["test/acc"] == pytest.approx(read_metrics(run_dir)["test/acc"])
+    assert json.loads((run_dir / "eval_last_test.json").read_text())["test/acc"] == pytest.approx(
+        read_metrics(run_dir)["test/acc"]
+    )
 
 
 def test_a_sweep_job_resuming_a_crafted_checkpoint_is_refused(trained, tmp_path):
@@ -182,12 +205,16 @@ def test_a_sweep_job_resuming_a_crafted_checkpoint_is_refused(trained, tmp_path)
     sweep = tmp_path / "sweep"
     job = sweep / "0"
     job.mkdir(parents=True)
-    crafted_checkpoint(trained / "last.pt", job / "last.pt", lambda config: config.update(loss=write_text_payload(marker)))
+    crafted_checkpoint(
+        trained / "last.pt", job / "last.pt", lambda config: config.update(loss=write_text_payload(marker))
+    )
 
     result = run([str(VL_TRAIN), "-m", "resume=auto", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
 
     assert result.returncode != 0
-    assert f"{job / 'last.pt'}: loss._target_=pathlib.Path.write_text" in result.stderr + (job / "train.log").read_text()
+    assert (
+        f"{job / 'last.pt'}: loss._target_=pathlib.Path.write_text" in result.stderr + (job / "train.log").read_text()
+    )
     assert "Traceback" not in result.stderr
     assert not marker.exists()
 
@@ -196,12 +223,24 @@ def test_vl_report_resolves_nothing_unsafe_in_a_sweep_folder(trained, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(trained, sweep / "0")
     secret = tmp_path / "secret.db"
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump({
-        "hydra": {"sweeper": {"storage": "${oc.env:VL_TEST_SECRET}", "study_name": "s"}, "runtime": {"cwd": str(tmp_path)}},
-    }))
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "sweeper": {"storage": "${oc.env:VL_TEST_SECRET}", "study_name": "s"},
+                    "runtime": {"cwd": str(tmp_path)},
+                },
+            }
+        )
+    )
 
-    result = subprocess.run([str(BIN / "vl-report"), str(sweep)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "VL_TEST_SECRET": f"sqlite:///{secret}"})
+    result = subprocess.run(
+        [str(BIN / "vl-report"), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VL_TEST_SECRET": f"sqlite:///{secret}"},
+    )
 
     assert result.returncode == 0, result.stderr
     assert "calls the resolver oc.env" in result.stdout + result.stderr
@@ -253,14 +292,19 @@ def test_a_study_whose_enqueued_trial_does_not_fit_the_search_is_refused(tmp_pat
 
     search = tmp_path / "outputs" / "search" / "knn_optuna"
     search.mkdir(parents=True)
-    study = optuna.create_study(study_name="knn_optuna", storage=f"sqlite:///{search / 'optuna.db'}", direction="maximize")
+    study = optuna.create_study(
+        study_name="knn_optuna", storage=f"sqlite:///{search / 'optuna.db'}", direction="maximize"
+    )
     study.enqueue_trial({"model.k": "${oc.env:HOME}", "model.distance": "os.system", "model.weights": "uniform"})
 
-    result = run([str(VL_TRAIN), "-m", "hparams_search=knn_optuna", "model=knn", *TINY, "hydra.sweeper.n_trials=2"], tmp_path)
+    result = run(
+        [str(VL_TRAIN), "-m", "hparams_search=knn_optuna", "model=knn", *TINY, "hydra.sweeper.n_trials=2"], tmp_path
+    )
 
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr  # beside optuna's own "Using an existing study"
+    # beside optuna's own "Using an existing study"
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "optuna.db: study knn_optuna's enqueued trial 0 sets model.k='${oc.env:HOME}'" in errors[0]
     assert "study_name" in errors[0]
     assert not list(search.glob("*/metrics.json"))  # no trial ran

@@ -1,4 +1,5 @@
-"""Where a run and a search are, as a user reads it: the bar in a real terminal (tmux), the log's time left, trial k of N.
+"""Where a run and a search are, as a user reads it:
+the bar in a real terminal (tmux), the log's time left, trial k of N.
 
 Each test waits for a state of the run (a checkpoint on disk) before it reads the screen; nothing
 is timed: the time left is checked for its form and sense (it shrinks to the end), not its value.
@@ -10,8 +11,14 @@ import re
 
 from tests.conftest import TINY, VL_TRAIN, run_cli, tmux_session, wait_for_position
 
-LONG = [*TINY, "model=cnn", "trainer.epochs=6", "trainer.batch_size=16", "trainer.log_every_n_steps=3",
-        "trainer.early_stopping.patience=null"]
+LONG = [
+    *TINY,
+    "model=cnn",
+    "trainer.epochs=6",
+    "trainer.batch_size=16",
+    "trainer.log_every_n_steps=3",
+    "trainer.early_stopping.patience=null",
+]
 CLOCK = r"\d+:\d\d"
 # A tmux server started from pytest hands its panes COLUMNS=80 and LINES=24, which rich would take over the pane's size.
 UNSIZED = "unset COLUMNS LINES; "
@@ -26,11 +33,16 @@ def seconds(clock: str) -> int:
 
 def test_the_bar_shows_the_time_left_for_the_epoch_and_the_run_and_the_last_val_acc(tmp_path):
     run_dir = tmp_path / "run"
-    command = f"{UNSIZED}'{VL_TRAIN}' {' '.join(LONG)} trainer.checkpoint_every_steps=2 hydra.run.dir={run_dir}; sleep 60"  # mid-epoch states
+    command = (
+        f"{UNSIZED}'{VL_TRAIN}' {' '.join(LONG)} trainer.checkpoint_every_steps=2"  # mid-epoch states
+        f" hydra.run.dir={run_dir}; sleep 60"
+    )
     bars = []
     with tmux_session(command, tmp_path) as screen_now:
         for epoch in (2, 4):
-            wait_for_position(run_dir, None, lambda position, epoch=epoch: position["epoch"] == epoch and position["batch"] >= 4)
+            wait_for_position(
+                run_dir, None, lambda position, epoch=epoch: position["epoch"] == epoch and position["batch"] >= 4
+            )
             screen = screen_now()
             bar = [row for row in screen.splitlines() if "━" in row]
             assert bar, screen
@@ -43,7 +55,9 @@ def test_the_bar_shows_the_time_left_for_the_epoch_and_the_run_and_the_last_val_
 
 
 def test_the_log_says_the_time_left_and_at_most_with_early_stopping(tmp_path):
-    plain = run_cli([*TINY, "model=mlp", "trainer.epochs=3", "trainer.early_stopping.patience=null"], tmp_path / "plain")
+    plain = run_cli(
+        [*TINY, "model=mlp", "trainer.epochs=3", "trainer.early_stopping.patience=null"], tmp_path / "plain"
+    )
     assert plain.returncode == 0, plain.stderr
     lines = [line for line in plain.stdout.splitlines() if re.search(r"\] epoch \d/3 \(step", line)]
     lefts = [seconds(m[1]) for line in lines if (m := re.search(rf"; ({CLOCK}) left in the run$", line))]
@@ -52,9 +66,13 @@ def test_the_log_says_the_time_left_and_at_most_with_early_stopping(tmp_path):
     steps = [line for line in plain.stdout.splitlines() if re.search(r"\] epoch \d step \d+ loss", line)]
     assert steps and all(re.search(rf"img/s, epoch {CLOCK} left$", line) for line in steps), steps
 
-    stopping = run_cli([*TINY, "model=cnn", "trainer.epochs=3", "trainer.early_stopping.patience=1"], tmp_path / "stopping")
+    stopping = run_cli(
+        [*TINY, "model=cnn", "trainer.epochs=3", "trainer.early_stopping.patience=1"], tmp_path / "stopping"
+    )
     assert stopping.returncode == 0, stopping.stderr
-    assert re.search(rf"\] epoch 1/3 \(step \d+\) .*; at most {CLOCK} left in the run \(early stopping\)$", stopping.stdout, re.M)
+    assert re.search(
+        rf"\] epoch 1/3 \(step \d+\) .*; at most {CLOCK} left in the run \(early stopping\)$", stopping.stdout, re.M
+    )
 
 
 def test_the_cnn_recipes_restarts_show_the_lr_range_of_each_epoch(tmp_path):

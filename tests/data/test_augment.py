@@ -30,8 +30,12 @@ def test_random_crop_is_a_zero_filled_shift_of_at_most_padding_pixels_per_image(
     h, w = images.shape[2:]
     shifts = set()
     for i in range(len(images)):
-        matches = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
-                   if torch.equal(out[i], padded[i, :, dy:dy + h, dx:dx + w])]
+        matches = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
+        ]
         assert len(matches) == 1, f"image {i} is not a crop of its padded self"
         shifts.add(matches[0])
     assert len(shifts) > 5  # offsets are drawn per image, not once per batch

@@ -7,19 +7,22 @@ import urllib.error
 import pytest
 import torch
 
+from tests.conftest import config_error
 from visionlab.data import holdout_indices, make_splits
 from visionlab.data.cifar10 import CIFAR10
 from visionlab.data.files import ensure_files
-from visionlab.data.mnist import FILES as MNIST_FILES, MNIST
+from visionlab.data.mnist import FILES as MNIST_FILES
+from visionlab.data.mnist import MNIST
 from visionlab.data.splits import channel_stats
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
 
-from tests.conftest import config_error
-
 
 def test_synthetic_is_seeded_and_shaped():
-    a, b = Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load(), Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load()
+    a, b = (
+        Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load(),
+        Synthetic(shape=[3, 16, 16], train_size=50, test_size=20, seed=3).load(),
+    )
     assert a.train.images.shape == (50, 3, 16, 16) and a.train.images.dtype == torch.uint8
     assert a.test.images.shape == (20, 3, 16, 16)
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
@@ -85,7 +88,6 @@ def test_mnist_reads_the_standard_idx_files(shared_data):
     assert torch.bincount(raw.test.labels).tolist()[:3] == [980, 1135, 1032]  # the official test set
 
 
-
 def test_mnist_idx_reader_gives_torchvisions_arrays(shared_data):
     import torchvision
 
@@ -100,7 +102,9 @@ def test_truncated_mnist_file_is_a_clear_error(tmp_path, shared_data):
     raw.mkdir(parents=True)
     for name in MNIST_FILES:
         (raw / name).write_bytes((shared_data / "MNIST" / "raw" / name).read_bytes()[:5000])
-    with pytest.raises(UserError, match="train-images-idx3-ubyte does not hold the 47,040,000 bytes its header announces"):
+    with pytest.raises(
+        UserError, match="train-images-idx3-ubyte does not hold the 47,040,000 bytes its header announces"
+    ):
         MNIST(root=str(tmp_path), download=False).load()
 
 

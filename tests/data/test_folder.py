@@ -27,7 +27,17 @@ from visionlab.data.images import BadImage, decode
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
 # (extension, Pillow mode) in turn; every 4th image is 20x12 instead of 16x16.
-KINDS = [("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("gif", "P"), ("webp", "RGB"), ("png", "L"), ("png", "RGBA"), ("jpg", "L"), ("png", "P")]
+KINDS = [
+    ("png", "RGB"),
+    ("jpg", "RGB"),
+    ("bmp", "RGB"),
+    ("gif", "P"),
+    ("webp", "RGB"),
+    ("png", "L"),
+    ("png", "RGBA"),
+    ("jpg", "L"),
+    ("png", "P"),
+]
 FAST = ["model=knn", "trainer.device=cpu", "trainer.threads=1", "logging.graph=false", "logging.neighbours=false"]
 
 
@@ -70,7 +80,11 @@ def test_a_folder_of_mixed_files_trains_and_names_classes_after_the_folders(tmp_
     log = log_of(run_dir)
     assert "54 images decoded to 3x16x16" in log and "files of other sizes were resized" in log
     cores = allowed().cores  # dataset.workers: null, one per core; 54 files are decoded here all the same
-    assert (f"(in this process: fewer than 512 files do not pay for starting {cores} workers, " if cores > 1 else "(1 process, ") in log
+    assert (
+        f"(in this process: fewer than 512 files do not pay for starting {cores} workers, "
+        if cores > 1
+        else "(1 process, "
+    ) in log
     assert "grey files were converted to RGB" in log
     assert "6 files that are not images were ignored" in log  # a .txt and a .DS_Store per class
     assert "54 images in 3 classes" in log and "(42 train, 12 test)" in log  # 0.2 of 18 is 4 test images per class
@@ -78,7 +92,9 @@ def test_a_folder_of_mixed_files_trains_and_names_classes_after_the_folders(tmp_
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    assert {"test/per_class_acc/blue", "test/per_class_acc/green", "test/per_class_acc/red"} <= set(events.Tags()["scalars"])
+    assert {"test/per_class_acc/blue", "test/per_class_acc/green", "test/per_class_acc/red"} <= set(
+        events.Tags()["scalars"]
+    )
     done = subprocess.run([str(VL_EVAL), str(run_dir)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads((run_dir / "eval_last_test.json").read_text())
@@ -115,13 +131,19 @@ def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(t
     assert (direct.train.images.flatten(1).amax(1) == 0).sum() + (direct.test.images.flatten(1).amax(1) == 0).sum() == 1
 
     cached = list((folder / ".visionlab").glob("folder-all-*.u8"))
-    assert len(cached) == 2 and not list((folder / ".visionlab").glob(".*.tmp"))  # one per state of the folder, no leftovers
+    # one per state of the folder, no leftovers
+    assert len(cached) == 2 and not list((folder / ".visionlab").glob(".*.tmp"))
     for path in cached:
         path.write_bytes(path.read_bytes()[:1000])  # truncated
     result = run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "3")
     assert result.returncode == 0, result.stderr
     log = log_of(runs / "3")
-    assert "image cache:" in log and "is unusable" in log and "decoding the images again" in log and "images decoded to" in log
+    assert (
+        "image cache:" in log
+        and "is unusable" in log
+        and "decoding the images again" in log
+        and "images decoded to" in log
+    )
     assert run_cli(["dataset=folder", f"dataset.root={folder}", *FAST], runs / "4").returncode == 0
     assert "decoded images loaded from" in log_of(runs / "4")
 
@@ -131,9 +153,14 @@ def test_a_cache_folder_that_cannot_be_written_costs_a_warning_not_the_run(tmp_p
     blocker.write_text("in the way")
     with caplog.at_level(logging.WARNING, logger="visionlab"):
         uncached = ImageFolder(root=str(folder), cache_dir=str(blocker / "cache")).load()
-    assert any("image cache: could not write" in r.getMessage() and "the run goes on without it" in r.getMessage() for r in caplog.records)
+    assert any(
+        "image cache: could not write" in r.getMessage() and "the run goes on without it" in r.getMessage()
+        for r in caplog.records
+    )
     cached = ImageFolder(root=str(folder), cache_dir=str(tmp_path / "cache")).load()
-    assert torch.equal(uncached.train.images, cached.train.images) and torch.equal(uncached.test.labels, cached.test.labels)
+    assert torch.equal(uncached.train.images, cached.train.images) and torch.equal(
+        uncached.test.labels, cached.test.labels
+    )
 
 
 def test_train_and_test_folders_are_used_as_given(tmp_path):
@@ -175,15 +202,19 @@ def test_jpegs_decode_to_the_pixels_pillow_gives(tmp_path):
             with Image.open(path) as opened:
                 expected = np.asarray(opened.convert("L" if channels == 1 else "RGB"))
             assert own == (24, 40) and grey == (name == "grey"), name
-            assert pixels.shape == (channels, 24, 40) and np.array_equal(pixels.transpose(1, 2, 0).squeeze(), expected), (name, channels)
+            assert pixels.shape == (channels, 24, 40) and np.array_equal(
+                pixels.transpose(1, 2, 0).squeeze(), expected
+            ), (name, channels)
     pixels, own, grey, _ = decode(tmp_path / "grey.jpg", None)
     assert pixels.shape == (1, 24, 40) and grey
 
     grid = rng.integers(0, 256, (4, 4, 3))
-    Image.fromarray(np.kron(grid, np.ones((16, 16, 1))).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)  # 64x64: 4x4 squares
+    # 64x64: 4x4 squares
+    Image.fromarray(np.kron(grid, np.ones((16, 16, 1))).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)
     shrunk, own, _, _ = decode(tmp_path / "big.jpg", 3, (16, 16))  # by DCT scaling (1/4), as Pillow's draft
     assert own == (64, 64) and shrunk.shape == (3, 16, 16)
-    centres = shrunk.transpose(1, 2, 0).reshape(4, 4, 4, 4, 3)[:, 1:3, :, 1:3].astype(int)  # each square's inner 2x2 pixels
+    # each square's inner 2x2 pixels
+    centres = shrunk.transpose(1, 2, 0).reshape(4, 4, 4, 4, 3)[:, 1:3, :, 1:3].astype(int)
     assert np.abs(centres - grid[:, None, :, None]).mean() < 4
 
     cut = tmp_path / "cut.jpg"
@@ -197,14 +228,17 @@ def test_many_files_are_decoded_in_parallel_as_in_one_process(tmp_path):
     write_folder(root, per_class=200, kinds=[("png", "RGB"), ("jpg", "L"), ("bmp", "RGB")])
     parallel = ImageFolder(root=str(root), workers=2, cache_dir=str(tmp_path / "a")).load()
     alone = ImageFolder(root=str(root), workers=1, cache_dir=str(tmp_path / "b")).load()
-    assert torch.equal(parallel.train.images, alone.train.images) and torch.equal(parallel.test.labels, alone.test.labels)
+    assert torch.equal(parallel.train.images, alone.train.images) and torch.equal(
+        parallel.test.labels, alone.test.labels
+    )
 
 
 def test_bad_files_can_be_skipped_with_a_warning_naming_each(tmp_path, folder):
     jpeg = (folder / "red" / "001.jpg").read_bytes()
     (folder / "red" / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "green" / "empty.png").write_bytes(b"")
-    (folder / "green" / "moved.png").symlink_to(tmp_path / "no-longer-here.png")  # a link to nothing is an unreadable file too
+    # a link to nothing is an unreadable file too
+    (folder / "green" / "moved.png").symlink_to(tmp_path / "no-longer-here.png")
     run_dir = tmp_path / "run"
     result = run_cli(["dataset=folder", f"dataset.root={folder}", "dataset.skip_bad_files=true", *FAST], run_dir)
     assert result.returncode == 0, result.stderr
@@ -221,8 +255,19 @@ def test_bad_files_can_be_skipped_with_a_warning_naming_each(tmp_path, folder):
 def broken(tmp_path_factory) -> dict[str, Path]:
     """A folder per bad-input case."""
     base = tmp_path_factory.mktemp("broken")
-    cases = {name: base / name for name in ("a_file", "no_classes", "empty_class", "one_class", "different_classes", "train_only",
-                                            "truncated", "many_bad")}
+    cases = {
+        name: base / name
+        for name in (
+            "a_file",
+            "no_classes",
+            "empty_class",
+            "one_class",
+            "different_classes",
+            "train_only",
+            "truncated",
+            "many_bad",
+        )
+    }
     cases["a_file"].write_text("a file, not a folder")
     cases["no_classes"].mkdir()
     (cases["no_classes"] / "photo.png").write_bytes(b"")
@@ -231,7 +276,11 @@ def broken(tmp_path_factory) -> dict[str, Path]:
     (cases["empty_class"] / "cat" / "readme.txt").write_text("no images here")
     write_folder(cases["one_class"], per_class=3, colours={"red": (200, 0, 0)})
     write_folder(cases["different_classes"] / "train", per_class=2)
-    write_folder(cases["different_classes"] / "test", per_class=2, colours={"blue": (0, 0, 200), "green": (0, 200, 0), "purple": (90, 0, 90)})
+    write_folder(
+        cases["different_classes"] / "test",
+        per_class=2,
+        colours={"blue": (0, 0, 200), "green": (0, 200, 0), "purple": (90, 0, 90)},
+    )
     write_folder(cases["train_only"] / "train", per_class=2)
     write_folder(cases["truncated"], per_class=5)
     jpeg = (cases["truncated"] / "red" / "001.jpg").read_bytes()
@@ -244,27 +293,64 @@ def broken(tmp_path_factory) -> dict[str, Path]:
 
 # (id, arguments, expected words in the one error line). {name} is a folder from `broken`.
 CASES = [
-    ("root-missing", ["dataset.root=/nowhere/photos"], ["dataset.root=/nowhere/photos does not exist", "ROOT/<class>/<image>"]),
+    (
+        "root-missing",
+        ["dataset.root=/nowhere/photos"],
+        ["dataset.root=/nowhere/photos does not exist", "ROOT/<class>/<image>"],
+    ),
     ("root-unset", [], ["dataset.root=null", "ROOT/<class>/<image>"]),
     ("root-a-file", ["dataset.root={a_file}"], ["is not a folder"]),
     ("no-class-folders", ["dataset.root={no_classes}"], ["holds no class folders"]),
-    ("class-without-images", ["dataset.root={empty_class}"], ["class folder cat holds no images", "only 1 files that are not images"]),
+    (
+        "class-without-images",
+        ["dataset.root={empty_class}"],
+        ["class folder cat holds no images", "only 1 files that are not images"],
+    ),
     ("one-class", ["dataset.root={one_class}"], ["one class folder (red)", "at least two"]),
-    ("different-classes", ["dataset.root={different_classes}"], ["train/ and test/ have different classes", "only in train/: red", "only in test/: purple"]),
+    (
+        "different-classes",
+        ["dataset.root={different_classes}"],
+        ["train/ and test/ have different classes", "only in train/: red", "only in test/: purple"],
+    ),
     ("train-without-test", ["dataset.root={train_only}"], ["has train/ but no test/"]),
     ("truncated-jpeg", ["dataset.root={truncated}"], ["1 files in", "red/cut.jpg (", "dataset.skip_bad_files=true"]),
-    ("many-bad-files", ["dataset.root={many_bad}"], ["5 files in", "blue/bad0.png", "and 2 more", "dataset.skip_bad_files=true"]),
-    ("size", ["dataset.root={truncated}", "dataset.size=[0,8]"], ["dataset.size=[0, 8] is invalid", "a list of 2 whole numbers of pixels", "[64, 64]", "or null"]),
-    ("channels", ["dataset.root={truncated}", "dataset.channels=2"], ["dataset.channels=2 is invalid: use one of 1, 3, or null"]),
-    ("test-fraction", ["dataset.root={truncated}", "dataset.test_fraction=1.5"], ["dataset.test_fraction=1.5 is invalid: use a number in (0, 1)"]),
-    ("skip-bad-files", ["dataset.root={truncated}", "dataset.skip_bad_files=maybe"], ["dataset.skip_bad_files='maybe'", "true or false"]),
+    (
+        "many-bad-files",
+        ["dataset.root={many_bad}"],
+        ["5 files in", "blue/bad0.png", "and 2 more", "dataset.skip_bad_files=true"],
+    ),
+    (
+        "size",
+        ["dataset.root={truncated}", "dataset.size=[0,8]"],
+        ["dataset.size=[0, 8] is invalid", "a list of 2 whole numbers of pixels", "[64, 64]", "or null"],
+    ),
+    (
+        "channels",
+        ["dataset.root={truncated}", "dataset.channels=2"],
+        ["dataset.channels=2 is invalid: use one of 1, 3, or null"],
+    ),
+    (
+        "test-fraction",
+        ["dataset.root={truncated}", "dataset.test_fraction=1.5"],
+        ["dataset.test_fraction=1.5 is invalid: use a number in (0, 1)"],
+    ),
+    (
+        "skip-bad-files",
+        ["dataset.root={truncated}", "dataset.skip_bad_files=maybe"],
+        ["dataset.skip_bad_files='maybe'", "true or false"],
+    ),
     ("workers", ["dataset.root={truncated}", "dataset.workers=0"], ["dataset.workers=0", "at least 1"]),
 ]
 
 
 @pytest.mark.parametrize("args,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_folder_input_exits_2_with_one_line(tmp_path, broken, args, expected):
-    args = ["dataset=folder", *[a.format(**broken) for a in args], "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "dataset=folder",
+        *[a.format(**broken) for a in args],
+        "trainer.device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     result = subprocess.run([str(VL_TRAIN), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -54,12 +54,19 @@ def write_cifar100(root: Path, train: int, test: int) -> dict[str, dict]:
     written = {}
     for name, n in (("train", train), ("test", test)):
         fine = np.arange(n) % 100
-        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": fine.tolist(),
-                 "coarse_labels": (fine // 5).tolist(), "filenames": [f"{i}.png" for i in range(n)]}
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": fine.tolist(),
+            "coarse_labels": (fine // 5).tolist(),
+            "filenames": [f"{i}.png" for i in range(n)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
         written[name] = batch
-    meta = {"fine_label_names": [f"fine_{i}" for i in range(100)], "coarse_label_names": [f"coarse_{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine_{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse_{i}" for i in range(20)],
+    }
     with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f)
     return written
@@ -78,16 +85,41 @@ def test_cifar100_reads_fine_and_coarse_labels_with_their_names(tmp_path):
 def test_cifar100_coarse_labels_train_through_the_cli(tmp_path):
     write_cifar100(tmp_path / "data", train=200, test=100)
     run_dir = tmp_path / "run"
-    result = run_cli(["dataset=cifar100", f"dataset.root={tmp_path / 'data'}", "dataset.download=false", "dataset.label_type=coarse", *FAST], run_dir)
+    result = run_cli(
+        [
+            "dataset=cifar100",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.download=false",
+            "dataset.label_type=coarse",
+            *FAST,
+        ],
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr
     assert "180 train / 20 val / 100 test images of shape 3x32x32, 20 classes" in (run_dir / "train.log").read_text()
 
 
 CASES = [
-    ("fashion-missing", ["dataset=fashion_mnist", "dataset.root={empty}", "dataset.download=false"], ["FashionMNIST not found", "train-images-idx3-ubyte"]),
-    ("cifar100-missing", ["dataset=cifar100", "dataset.root={empty}", "dataset.download=false"], ["CIFAR-100 not found", "train, test, meta"]),
-    ("cifar100-label-type", ["dataset=cifar100", "dataset.label_type=medium"], ["dataset.label_type='medium'", "fine", "coarse"]),
-    ("cifar100-corrupt", ["dataset=cifar100", "dataset.root={corrupt}", "dataset.download=false"], ["CIFAR-100 file", "meta is corrupt"]),
+    (
+        "fashion-missing",
+        ["dataset=fashion_mnist", "dataset.root={empty}", "dataset.download=false"],
+        ["FashionMNIST not found", "train-images-idx3-ubyte"],
+    ),
+    (
+        "cifar100-missing",
+        ["dataset=cifar100", "dataset.root={empty}", "dataset.download=false"],
+        ["CIFAR-100 not found", "train, test, meta"],
+    ),
+    (
+        "cifar100-label-type",
+        ["dataset=cifar100", "dataset.label_type=medium"],
+        ["dataset.label_type='medium'", "fine", "coarse"],
+    ),
+    (
+        "cifar100-corrupt",
+        ["dataset=cifar100", "dataset.root={corrupt}", "dataset.download=false"],
+        ["CIFAR-100 file", "meta is corrupt"],
+    ),
 ]
 
 
@@ -99,8 +131,13 @@ def test_bad_dataset_input_exits_2_with_one_line(tmp_path, args, expected):
     for name in ("train", "test", "meta"):
         (corrupt / name).write_bytes(b"\x80\x04 not a pickle")
     args = [a.format(empty=tmp_path / "empty", corrupt=tmp_path / "corrupt") for a in args]
-    result = subprocess.run([str(VL_TRAIN), *args, "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [str(VL_TRAIN), *args, "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr

@@ -24,8 +24,16 @@ from visionlab.data.images import decode
 PHONE = (4032, 3024)  # width, height of a 12-megapixel phone photo
 FAST = ["trainer.device=cpu", "trainer.threads=1", "logging.graph=false"]
 # Pillow's transposition that undoes each orientation's, so that a photo stored with it shows the upright picture
-STORED = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+STORED = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 def shapes(size: tuple[int, int], kind: str, rng: np.random.Generator) -> Image.Image:
@@ -49,7 +57,8 @@ def with_orientation(image: Image.Image, orientation: int) -> tuple[Image.Image,
 
 
 def write_photos(root: Path, per_class: int, size: tuple[int, int] = PHONE, extension: str = "jpg") -> None:
-    """Class folders `circles` and `squares` of `size` photos; every third one a portrait shot stored sideways (orientation 6)."""
+    """Class folders `circles` and `squares` of `size` photos; every third one a portrait shot stored sideways
+    (orientation 6)."""
     rng = np.random.default_rng(0)
     for name, kind in (("circles", "ellipse"), ("squares", "rectangle")):
         (root / name).mkdir(parents=True)
@@ -61,11 +70,17 @@ def write_photos(root: Path, per_class: int, size: tuple[int, int] = PHONE, exte
 
 
 def run_measured(args: list[str], run_dir: Path, env: dict | None = None) -> tuple[int, str, int]:
-    """vl-train as a user runs it: its exit code, its stderr and its peak resident memory in bytes (its own, by wait4)."""
+    """vl-train as a user runs it: its exit code, its stderr and its peak resident memory in bytes
+    (its own, by wait4)."""
     err_path = run_dir.parent / f"{run_dir.name}.stderr"
     with open(err_path, "w") as err:
-        process = subprocess.Popen([str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"], stdout=subprocess.DEVNULL, stderr=err,
-                                   cwd=run_dir.parent, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=run_dir.parent,
+            env={**os.environ, **(env or {})},
+        )
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     return process.returncode, err_path.read_text(), usage.ru_maxrss * 1024
@@ -83,8 +98,11 @@ def test_forty_phone_photos_train_with_the_defaults_at_a_small_size(phone_photos
     code, stderr, peak = run_measured(["dataset=folder", f"dataset.root={phone_photos}", "model=cnn", *FAST], run_dir)
     assert code == 0, stderr
     log = (run_dir / "train.log").read_text()
-    assert ("folder: training at 48x64 pixels (height x width): the most common size, 3024x4032, shrunk to dataset.max_side=64 "
-            "on its longer side, aspect kept; dataset.size=[48,64] or dataset.max_side=128 changes it") in log
+    assert (
+        "folder: training at 48x64 pixels (height x width): the most common size, 3024x4032, "
+        "shrunk to dataset.max_side=64 on its longer side, aspect kept; "
+        "dataset.size=[48,64] or dataset.max_side=128 changes it"
+    ) in log
     assert "40 images decoded to 3x48x64" in log and "14 turned upright by their EXIF orientation" in log
     needed = re.search(r"memory: this run needs about (\d+) MB of the", log)
     assert needed and int(needed.group(1)) < 300, log
@@ -95,7 +113,8 @@ def test_forty_phone_photos_train_with_the_defaults_at_a_small_size(phone_photos
 
 
 def test_the_run_that_was_killed_for_memory_is_refused_before_anything_is_decoded_or_built(tmp_path):
-    """The issue's run: the CNN built for 3x3024x4032 (1,560,698,386 parameters). VL_MEMORY_LIMIT stands for the machine."""
+    """The issue's run: the CNN built for 3x3024x4032 (1,560,698,386 parameters).
+    VL_MEMORY_LIMIT stands for the machine."""
     root = tmp_path / "photos"
     write_photos(root, per_class=3)
     run_dir = tmp_path / "run"
@@ -107,8 +126,11 @@ def test_the_run_that_was_killed_for_memory_is_refused_before_anything_is_decode
     line = lines[0]
     assert "this run needs about" in line and "and 16.0 GB is free (VL_MEMORY_LIMIT)" in line
     assert "CNN's 1,560,698,386 parameters" in line and "69.8 GFLOPs per image" in line
-    assert "bring it down with" in line and all(lever in line for lever in ("dataset.size=[48,64]", "model.*", "trainer.batch_size"))
-    assert not list((root / ".visionlab").glob("*.u8")) and not list((root / ".visionlab").glob(".*.tmp"))  # nothing decoded
+    assert "bring it down with" in line and all(
+        lever in line for lever in ("dataset.size=[48,64]", "model.*", "trainer.batch_size")
+    )
+    # nothing decoded
+    assert not list((root / ".visionlab").glob("*.u8")) and not list((root / ".visionlab").glob(".*.tmp"))
     log = (run_dir / "train.log").read_text()
     assert "model: CNN" not in log and "decoded" not in log  # nothing built
     assert peak < 2 * 2**30
@@ -122,8 +144,14 @@ def test_near_the_limit_is_one_warning_and_the_run_goes_on(phone_photos, tmp_pat
     assert needed > 20
     code, stderr, _ = run_measured(args, tmp_path / "near", env={"VL_MEMORY_LIMIT": f"{needed * 1.1:.3f}M"})
     assert code == 0, stderr
-    warnings = [line for line in (tmp_path / "near" / "train.log").read_text().splitlines() if "[WARNING] memory:" in line]
-    assert len(warnings) == 1 and f"this run needs about {needed} MB" in warnings[0] and "it may swap or be killed" in warnings[0]
+    warnings = [
+        line for line in (tmp_path / "near" / "train.log").read_text().splitlines() if "[WARNING] memory:" in line
+    ]
+    assert (
+        len(warnings) == 1
+        and f"this run needs about {needed} MB" in warnings[0]
+        and "it may swap or be killed" in warnings[0]
+    )
 
 
 def test_every_dataset_is_checked_before_it_is_read(tmp_path):
@@ -141,8 +169,11 @@ def test_every_dataset_is_checked_before_it_is_read(tmp_path):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_each_exif_orientation_is_applied_as_pillow_applies_it(tmp_path, orientation):
-    """simplejpeg's JPEGs, Pillow's (CMYK) JPEGs and PNGs, at their own size and shrunk: the pixels of exif_transpose."""
-    upright = Image.fromarray(np.kron(np.random.default_rng(orientation).integers(0, 256, (6, 10, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    """simplejpeg's JPEGs, Pillow's (CMYK) JPEGs and PNGs, at their own size and shrunk:
+    the pixels of exif_transpose."""
+    upright = Image.fromarray(
+        np.kron(np.random.default_rng(orientation).integers(0, 256, (6, 10, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    )
     stored, exif = with_orientation(upright, orientation)
     files = {"jpg": stored, "cmyk.jpg": stored.convert("CMYK"), "png": stored}
     for name, image in files.items():
@@ -162,7 +193,8 @@ def test_each_exif_orientation_is_applied_as_pillow_applies_it(tmp_path, orienta
 
 @pytest.fixture(scope="module")
 def sideways(tmp_path_factory) -> dict[str, Path]:
-    """Classes `top` and `bottom` (a bright half), each photo stored with a random orientation: only upright do they differ."""
+    """Classes `top` and `bottom` (a bright half), each photo stored with a random orientation:
+    only upright do they differ."""
     base = tmp_path_factory.mktemp("sideways")
     rng = np.random.default_rng(1)
     for name in ("top", "bottom"):
@@ -182,11 +214,15 @@ def sideways(tmp_path_factory) -> dict[str, Path]:
 
 def test_photos_are_upright_in_training_vl_eval_and_vl_predict(sideways):
     run_dir = sideways["base"] / "run"
-    code, stderr, _ = run_measured(["dataset=folder", f"dataset.root={sideways['photos']}", "model=knn", *FAST], run_dir)
+    code, stderr, _ = run_measured(
+        ["dataset=folder", f"dataset.root={sideways['photos']}", "model=knn", *FAST], run_dir
+    )
     assert code == 0, stderr
     assert "turned upright by their EXIF orientation" in (run_dir / "train.log").read_text()
     assert read_metrics(run_dir)["test/acc"] == 1.0  # stored sideways and upside down, a kNN would be near chance
-    done = subprocess.run([str(VL_TRAIN.with_name("vl-eval")), str(run_dir)], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [str(VL_TRAIN.with_name("vl-eval")), str(run_dir)], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((run_dir / "eval_last_test.json").read_text())["test/acc"] == 1.0
     result = predict(run_dir, sideways["asked"], "--out", sideways["base"] / "asked", cwd=sideways["base"])
@@ -203,7 +239,8 @@ def test_a_folder_of_heic_photos_trains(tmp_path):
     pillow_heif.register_heif_opener()
     root = tmp_path / "photos"
     write_photos(root, per_class=6, size=(640, 480), extension="heic")
-    path = root / "circles" / "IMG_0000.heic"  # a portrait shot: pillow-heif writes the orientation as the file's rotation
+    # a portrait shot: pillow-heif writes the orientation as the file's rotation
+    path = root / "circles" / "IMG_0000.heic"
     with Image.open(path) as opened:
         expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     picture = decode(path, 3)
@@ -224,8 +261,12 @@ def test_heic_without_pillow_heif_is_one_line_naming_the_package(tmp_path):
     missing.mkdir(parents=True)
     (missing / "__init__.py").write_text("raise ImportError('pillow-heif is not installed here')\n")
     paths = os.pathsep.join(p for p in (str(missing.parent), os.environ.get("PYTHONPATH", "")) if p)
-    code, stderr, _ = run_measured(["dataset=folder", f"dataset.root={root}", "model=knn", *FAST], tmp_path / "run",
-                                   env={"PYTHONPATH": paths})
+    code, stderr, _ = run_measured(
+        ["dataset=folder", f"dataset.root={root}", "model=knn", *FAST], tmp_path / "run", env={"PYTHONPATH": paths}
+    )
     assert code == 2, stderr
     (line,) = [line for line in stderr.splitlines() if line.strip()]
-    assert "6 files in" in line and "circles/IMG_0000.heic (a HEIC/HEIF image: install pillow-heif (pip install pillow-heif)" in line
+    assert (
+        "6 files in" in line
+        and "circles/IMG_0000.heic (a HEIC/HEIF image: install pillow-heif (pip install pillow-heif)" in line
+    )

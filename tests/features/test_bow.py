@@ -1,4 +1,5 @@
-"""The bag of visual words: k-means against scikit-learn's, whitening, the encodings, pooling, what it is fitted on, its cache."""
+"""The bag of visual words: k-means against scikit-learn's, whitening, the encodings,
+pooling, what it is fitted on, its cache."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from visionlab.features.kmeans import kmeans
 from visionlab.reporting.codebook import codebook_picture, word_patches
 from visionlab.reporting.feature_pictures import feature_pictures
 
-sklearn_cluster = pytest.importorskip("sklearn.cluster", reason="scikit-learn is in the test extra: pip install -e '.[test]'")
+sklearn_cluster = pytest.importorskip(
+    "sklearn.cluster", reason="scikit-learn is in the test extra: pip install -e '.[test]'"
+)
 
 CPU = torch.device("cpu")
 SMALL = dict(patch_size=4, words=8, sample=2000)  # a codebook learned in milliseconds from 16x16 images
@@ -29,7 +32,9 @@ def smooth_images(n: int = 60, channels: int = 3, size: int = 16, seed: int = 0)
     """8-bit images of blobs: neighbouring pixels are correlated, as in photographs, so whitening has work to do."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, channels, size // 4, size // 4, generator=g)
-    return (F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False) * 255).round().to(torch.uint8)
+    return (
+        (F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False) * 255).round().to(torch.uint8)
+    )
 
 
 def fitted(images: torch.Tensor | None = None, **params) -> BagOfWords:
@@ -51,7 +56,9 @@ def test_kmeans_inertia_is_within_1_percent_of_scikit_learn(kind, k):
     theirs = sklearn_cluster.KMeans(k, n_init=1, random_state=0).fit(x.double().numpy())
     assert ours.centres.shape == (k, 8) and ours.counts.sum() == len(x)
     assert abs(ours.inertia / theirs.inertia_ - 1) < 0.01, (ours.inertia, theirs.inertia_)
-    assert ours.inertia == pytest.approx(((x - ours.centres[torch.cdist(x, ours.centres).argmin(1)]) ** 2).sum().item(), rel=1e-4)
+    assert ours.inertia == pytest.approx(
+        ((x - ours.centres[torch.cdist(x, ours.centres).argmin(1)]) ** 2).sum().item(), rel=1e-4
+    )
 
 
 def test_kmeans_refills_empty_clusters_and_is_seeded():
@@ -104,12 +111,14 @@ def test_hard_codes_are_one_for_the_nearest_word():
 @pytest.mark.parametrize("encoding", ["triangle", "hard"])
 def test_codes_are_summed_per_region_of_the_pool_grid(encoding):
     images = smooth_images(7, seed=2)
-    quadrants = fitted(encoding=encoding, pool_grid=2, stride=2)  # 7x7 patch positions: regions of 4 and 3 rows and columns
+    # 7x7 patch positions: regions of 4 and 3 rows and columns
+    quadrants = fitted(encoding=encoding, pool_grid=2, stride=2)
     whole = fitted(encoding=encoding, pool_grid=1, stride=2)  # the same codebook: pooling plays no part in learning it
     pooled = quadrants(images)
     assert pooled.shape == (7, 8 * 4) == (7, quadrants.size((3, 16, 16)))
     codes = quadrants.patch_codes(images).view(7, 7, 7, 8)
-    torch.testing.assert_close(pooled.view(7, 4, 8)[:, 1], codes[:, :4, 4:].sum((1, 2)))  # top right: rows 0-3, columns 4-6
+    # top right: rows 0-3, columns 4-6
+    torch.testing.assert_close(pooled.view(7, 4, 8)[:, 1], codes[:, :4, 4:].sum((1, 2)))
     torch.testing.assert_close(whole(images), pooled.view(7, 4, 8).sum(1))
     if encoding == "hard":
         assert (pooled.view(7, 4, 8).sum(2) == torch.tensor([16.0, 12, 12, 9])).all()  # every patch counts once
@@ -126,7 +135,11 @@ def test_encoding_is_batched_and_independent_of_the_step(monkeypatch):
 def raw_data(n_train: int = 40, n_test: int = 10) -> RawData:
     images = smooth_images(n_train + n_test, seed=4)
     labels = torch.arange(n_train + n_test) % 4
-    return RawData(LabeledImages(images[:n_train], labels[:n_train]), LabeledImages(images[n_train:], labels[n_train:]), list("abcd"))
+    return RawData(
+        LabeledImages(images[:n_train], labels[:n_train]),
+        LabeledImages(images[n_train:], labels[n_train:]),
+        list("abcd"),
+    )
 
 
 def train_rows(raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor) -> torch.Tensor:
@@ -146,8 +159,17 @@ def test_the_codebook_is_fitted_on_the_train_part_only():
 
 
 CHANGES = {
-    "patch_size": 5, "stride": 2, "words": 6, "encoding": "hard", "pool_grid": 1, "whiten": False, "whiten_eps": 0.2,
-    "sample": 1500, "iterations": 5, "init": "k-means++", "seed": 1,
+    "patch_size": 5,
+    "stride": 2,
+    "words": 6,
+    "encoding": "hard",
+    "pool_grid": 1,
+    "whiten": False,
+    "whiten_eps": 0.2,
+    "sample": 1500,
+    "iterations": 5,
+    "init": "k-means++",
+    "seed": 1,
 }
 
 
@@ -168,7 +190,9 @@ def test_anything_that_changes_the_features_changes_the_cache(tmp_path, change, 
 
     assert run().computed == 2
     caplog.clear()
-    assert run().computed == 0 and "codebook of" not in caplog.text, "the same parameters read both the features and the codebook"
+    assert run().computed == 0 and "codebook of" not in caplog.text, (
+        "the same parameters read both the features and the codebook"
+    )
     changed = run(torch.arange(11, 40)) if change == "train part" else run(**{change: CHANGES[change]})
     assert changed.computed == 2 and "codebook of" in caplog.text
     assert len(list(tmp_path.glob("bow-codebook-*.pt"))) == 2 and len(list(tmp_path.glob("synthetic-train-*.pt"))) == 2
@@ -182,13 +206,21 @@ def test_the_codebook_picture_shows_the_most_frequent_words_as_patches():
     torch.testing.assert_close((patches.flatten(1) - bow.mean) @ bow.whitening, bow.codebook, atol=1e-3, rtol=1e-3)
     picture = codebook_picture(bow, shown=5)
     assert picture.dtype == torch.uint8 and picture.shape[0] == 3 and picture.shape[2] > 5 * 4 * 21
-    assert set(feature_pictures(Features(bow=bow, other=bow), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))) == {"features/bow_codebook", "features/other_codebook"}
-    assert feature_pictures(Features(bow=BagOfWords(**SMALL)), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)) == {}  # not fitted yet: nothing to draw
+    assert set(feature_pictures(Features(bow=bow, other=bow), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))) == {
+        "features/bow_codebook",
+        "features/other_codebook",
+    }
+    # not fitted yet: nothing to draw
+    assert feature_pictures(Features(bow=BagOfWords(**SMALL)), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)) == {}
 
 
 def test_bad_parameters_are_one_line_errors():
-    assert "features.bow.encoding='soft' is unknown: use one of triangle, hard" in config_error(["features=bow", "model=linear", "features.bow.encoding=soft"])
-    assert config_error(["features=bow", "model=linear", "features.bow.words=0"]).startswith("features.bow.words=0 is invalid")
+    assert "features.bow.encoding='soft' is unknown: use one of triangle, hard" in config_error(
+        ["features=bow", "model=linear", "features.bow.encoding=soft"]
+    )
+    assert config_error(["features=bow", "model=linear", "features.bow.words=0"]).startswith(
+        "features.bow.words=0 is invalid"
+    )
     with pytest.raises(UserError, match=r"features.bow.patch_size=20 is larger than the images \(16x16\)"):
         BagOfWords(patch_size=20).size((3, 16, 16))
     with pytest.raises(UserError, match=r"features.bow.words=3000 needs at least as many patches"):
@@ -200,10 +232,22 @@ def test_bad_parameters_are_one_line_errors():
 def test_cli_run_on_a_bag_of_words_writes_metrics(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     small = ["features.bow.words=32", "features.bow.sample=5000", "features.bow.stride=2"]
-    result = run_cli(["dataset=synthetic", "dataset.noise=0.1", "features=bow", "model=linear", *TINY, *small, f"features.cache_dir={cache}"], run_dir)
+    result = run_cli(
+        [
+            "dataset=synthetic",
+            "dataset.noise=0.1",
+            "features=bow",
+            "model=linear",
+            *TINY,
+            *small,
+            f"features.cache_dir={cache}",
+        ],
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and 0 <= metrics["test/acc"] <= 1 and metrics["val/acc"] > 0.2  # chance: 0.1
+    # chance: 0.1
+    assert metrics["status"] == "completed" and 0 <= metrics["test/acc"] <= 1 and metrics["val/acc"] > 0.2
     log = (run_dir / "train.log").read_text()
     assert "features: 128 numbers per image (bag of 32 words (12x12 patches of 6x6 pixels every 2" in log
     assert sorted(p.name.split("-")[1] for p in cache.glob("*.pt")) == ["codebook", "test", "train"]

@@ -1,4 +1,5 @@
-"""The feature cache: a second run reads what the first computed; anything that changes the features changes the file."""
+"""The feature cache: a second run reads what the first computed;
+anything that changes the features changes the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 from visionlab.features import Features
 from visionlab.features.color import ColorHistogram
 from visionlab.features.hog import HOG
-
 
 SIZE = HOG(cell_size=4).size((3, 16, 16)) + 6  # the HOG and colour numbers per image of hog_features()
 
@@ -54,8 +54,10 @@ def test_anything_that_changes_the_features_changes_the_file(tmp_path, change):
     altered[3, 0, 5, 5] ^= 1  # a single pixel differs
     features = hog_features(tmp_path, bins=12) if change == "parameters" else hog_features(tmp_path)
     args = {
-        "parameters": (images(), "Synthetic", "train"), "images": (altered, "Synthetic", "train"),
-        "number of images": (images()[:19], "Synthetic", "train"), "split": (images(), "Synthetic", "test"),
+        "parameters": (images(), "Synthetic", "train"),
+        "images": (altered, "Synthetic", "train"),
+        "number of images": (images()[:19], "Synthetic", "train"),
+        "split": (images(), "Synthetic", "test"),
         "dataset": (images(), "MNIST", "train"),
     }[change]
     result = features.cached(*args, cpu)

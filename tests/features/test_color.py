@@ -9,16 +9,20 @@ import pytest
 import torch
 from matplotlib.colors import rgb_to_hsv
 
+from tests.conftest import config_error
 from visionlab.errors import UserError
 from visionlab.features.color import ColorHistogram, hue_bin
 
-from tests.conftest import config_error
-
 # (R, G, B) -> hue in turns: the six primaries and secondaries, and grey (hue 0 by convention).
 KNOWN_HUES = {
-    (255, 0, 0): Fraction(0), (255, 255, 0): Fraction(1, 6), (0, 255, 0): Fraction(1, 3),
-    (0, 255, 255): Fraction(1, 2), (0, 0, 255): Fraction(2, 3), (255, 0, 255): Fraction(5, 6),
-    (128, 128, 128): Fraction(0), (255, 128, 0): Fraction(128, 255 * 6),
+    (255, 0, 0): Fraction(0),
+    (255, 255, 0): Fraction(1, 6),
+    (0, 255, 0): Fraction(1, 3),
+    (0, 255, 255): Fraction(1, 2),
+    (0, 0, 255): Fraction(2, 3),
+    (255, 0, 255): Fraction(5, 6),
+    (128, 128, 128): Fraction(0),
+    (255, 128, 0): Fraction(128, 255 * 6),
 }
 
 
@@ -84,5 +88,9 @@ def test_rgb_histogram_of_greyscale_images_is_one_intensity_histogram():
 def test_hue_of_greyscale_images_and_bad_parameters_are_one_line_errors():
     with pytest.raises(UserError, match=r"features.color.space=hsv needs colour images, these have 1 channel"):
         ColorHistogram(space="hsv")(torch.zeros(1, 1, 4, 4, dtype=torch.uint8))
-    assert "features.color.space='lab' is unknown: use one of hsv, rgb" in config_error(["features=color_hist", "features.color.space=lab"])
-    assert "features.color.bins=0 is invalid: use a whole number from 1 to 256" in config_error(["features=color_hist", "features.color.bins=0"])
+    assert "features.color.space='lab' is unknown: use one of hsv, rgb" in config_error(
+        ["features=color_hist", "features.color.space=lab"]
+    )
+    assert "features.color.bins=0 is invalid: use a whole number from 1 to 256" in config_error(
+        ["features=color_hist", "features.color.bins=0"]
+    )

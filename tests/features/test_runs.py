@@ -23,7 +23,11 @@ def raw_data(n_train: int = 40, n_test: int = 10) -> RawData:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n_train + n_test, 3, 16, 16), generator=g, dtype=torch.uint8)
     labels = torch.arange(n_train + n_test) % 4
-    return RawData(LabeledImages(images[:n_train], labels[:n_train]), LabeledImages(images[n_train:], labels[n_train:]), list("abcd"))
+    return RawData(
+        LabeledImages(images[:n_train], labels[:n_train]),
+        LabeledImages(images[n_train:], labels[n_train:]),
+        list("abcd"),
+    )
 
 
 def test_splits_are_standardized_with_the_train_part_only(tmp_path):
@@ -63,20 +67,27 @@ def test_features_turn_augmentation_off_and_raw_pixels_keep_it():
 @pytest.mark.parametrize("model", ["cnn", "lenet5", "resnet_small"])
 def test_a_model_that_needs_images_is_refused_before_data_loads(model):
     cfg = compose_train(["features=hog", f"model={model}"])
-    with pytest.raises(UserError, match=r"model._target_=visionlab.models.\w+.\w+ takes images.*use model=linear, model=mlp or model=knn"):
+    with pytest.raises(
+        UserError,
+        match=r"model._target_=visionlab.models.\w+.\w+ takes images.*use model=linear, model=mlp or model=knn",
+    ):
         Features(hog=HOG()).check_model(cfg.model)
 
 
 def test_knn_and_mlp_run_on_features(tmp_path):
     for model in ("knn", "mlp"):
-        cfg = compose_train([*TINY, *COLOUR, "features=hog", f"features.cache_dir={tmp_path / 'cache'}", f"model={model}"])
+        cfg = compose_train(
+            [*TINY, *COLOUR, "features=hog", f"features.cache_dir={tmp_path / 'cache'}", f"model={model}"]
+        )
         metrics = run(cfg, tmp_path / model)
         assert metrics["status"] == "completed" and metrics["val/acc"] > 0.2, (model, metrics)  # chance: 0.1
 
 
 def test_cli_run_on_features_writes_metrics_the_hog_picture_and_the_cache(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    result = run_cli(["features=hog+color", "model=linear", "loss=hinge", *TINY, *COLOUR, f"features.cache_dir={cache}"], run_dir)
+    result = run_cli(
+        ["features=hog+color", "model=linear", "loss=hinge", *TINY, *COLOUR, f"features.cache_dir={cache}"], run_dir
+    )
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["val/acc"] > 0.25 and metrics["test/acc"] > 0.25

@@ -13,18 +13,27 @@ from tests.conftest import read_metrics, run_cli
 from tests.models.test_knn import pixel_brute_force
 from visionlab.data import DeviceSplit
 from visionlab.models.airbench import Airbench
+from visionlab.models.knn import KNN
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
-from visionlab.models.knn import KNN
 from visionlab.tta import with_tta
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (torch.cuda.is_available() is false): bench/gpu.py runs these on one"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="no CUDA GPU here (torch.cuda.is_available() is false): bench/gpu.py runs these on one",
+    ),
 ]
 
 CUDA = torch.device("cuda")
-TINY_COLOUR = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=2200", "dataset.test_size=500", "trainer.device=cuda"]
+TINY_COLOUR = [
+    "dataset=synthetic",
+    "dataset.shape=[3,32,32]",
+    "dataset.train_size=2200",
+    "dataset.test_size=500",
+    "trainer.device=cuda",
+]
 
 
 def test_auto_precision_is_bf16_on_a_gpu_with_bfloat16_units_ampere_or_newer():
@@ -36,10 +45,13 @@ def test_the_cifar10_gpu_recipe_trains_in_bf16_on_cuda_through_the_cli(tmp_path)
     result = run_cli(["experiment=cifar10_gpu", *TINY_COLOUR, "trainer.epochs=2"], tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(tmp_path / "run")
-    assert metrics["status"] == "completed" and metrics["device"].startswith("cuda") and metrics["steps"] == 2 * 3  # 2,156 images, batches of 1,024
+    # 2,156 images, batches of 1,024
+    assert metrics["status"] == "completed" and metrics["device"].startswith("cuda") and metrics["steps"] == 2 * 3
     assert math.isfinite(metrics["train/loss"]) and metrics["test/acc"] is not None
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert state["config"]["trainer"]["precision"] == "bf16" and state["model"]["features.0._extra_state"] == {"fitted": True}
+    assert state["config"]["trainer"]["precision"] == "bf16" and state["model"]["features.0._extra_state"] == {
+        "fitted": True
+    }
 
 
 def test_a_bf16_step_with_lookahead_and_flip_tta_on_cuda_keeps_float32_weights():
@@ -65,13 +77,17 @@ def test_a_bf16_step_with_lookahead_and_flip_tta_on_cuda_keeps_float32_weights()
 def small_pixels(n: int, features: int, seed: int) -> DeviceSplit:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 1, features), dtype=torch.uint8, generator=generator)
-    images[n // 2:] = images[: n // 2]  # duplicates: ties for the lower index to settle
-    return DeviceSplit(images, torch.randint(0, 4, (n,), generator=generator), torch.full((1, 1, 1, 1), 0.02), torch.zeros(1, 1, 1, 1))
+    images[n // 2 :] = images[: n // 2]  # duplicates: ties for the lower index to settle
+    return DeviceSplit(
+        images, torch.randint(0, 4, (n,), generator=generator), torch.full((1, 1, 1, 1), 0.02), torch.zeros(1, 1, 1, 1)
+    )
 
 
 @pytest.mark.parametrize("distance", ["l2", "l1"])
 @pytest.mark.parametrize("n,features,chunk_size", [(203, 75, 5), (64, 3, 512), (1000, 784, 16), (999, 17, 300)])
-def test_knn_on_cuda_searches_in_int8_at_any_shape_and_finds_the_brute_force_neighbours(distance, n, features, chunk_size):
+def test_knn_on_cuda_searches_in_int8_at_any_shape_and_finds_the_brute_force_neighbours(
+    distance, n, features, chunk_size
+):
     """cuBLAS's int8 product takes more than 16 rows and lengths in multiples of 8: chunks of 5 and 16
     queries, 75, 3 and 17 features, 203 and 999 training images are all padded to it."""
     cpu = small_pixels(n, features, seed=n)

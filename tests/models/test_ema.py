@@ -1,4 +1,5 @@
-"""The lookahead EMA (training/lookahead.py): the average it keeps, when the weights jump to it, and its checkpoint state."""
+"""The lookahead EMA (training/lookahead.py): the average it keeps, when the weights jump to it,
+and its checkpoint state."""
 
 from __future__ import annotations
 
@@ -67,4 +68,5 @@ def test_a_lookahead_restored_from_its_state_dict_goes_on_as_the_original():
                 lookahead.load_state_dict(state)
         lookahead.finish()
         return model[0].weight
+
     assert torch.equal(run(stop_at=7), run(stop_at=None))

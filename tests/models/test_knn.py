@@ -1,5 +1,6 @@
 """k-nearest neighbours: hand-made cases with known answers, the tie rules, every distance against a float64
-brute force on MNIST with ties, one search for many k, chunking, preprocessing fitted on train only, the real command."""
+brute force on MNIST with ties, one search for many k, chunking, preprocessing fitted on train only,
+the real command."""
 
 from __future__ import annotations
 
@@ -186,7 +187,10 @@ def test_one_search_for_many_k_equals_separate_runs(synthetic, weights):
 @pytest.mark.parametrize("distance", ["l2", "l1", "cosine"])
 def test_chunk_size_does_not_change_the_answer(synthetic, distance):
     images = as_matrix(synthetic.test)[:60].view(-1, 1, 28, 28)
-    answers = [fitted(synthetic.train, 10, k=7, distance=distance, chunk_size=size).neighbours(images, 7) for size in (1, 13, 4096)]
+    answers = [
+        fitted(synthetic.train, 10, k=7, distance=distance, chunk_size=size).neighbours(images, 7)
+        for size in (1, 13, 4096)
+    ]
     for distances, indices in answers[1:]:
         assert torch.equal(indices, answers[0][1]) and torch.equal(distances, answers[0][0])
 
@@ -213,21 +217,27 @@ def test_preprocessing_matches_a_scikit_learn_pipeline(synthetic):
     x_train, x_test = as_matrix(synthetic.train).numpy(), as_matrix(synthetic.test).numpy()
     reference = make_pipeline(StandardScaler(), PCA(20, svd_solver="full"), KNeighborsClassifier(5, algorithm="brute"))
     expected = reference.fit(x_train, synthetic.train.labels.numpy()).predict(x_test)
-    ours = fitted(synthetic.train, 10, k=5, normalize=True, pca=20)(torch.from_numpy(x_test).view(-1, 1, 28, 28)).argmax(1)
+    ours = fitted(synthetic.train, 10, k=5, normalize=True, pca=20)(
+        torch.from_numpy(x_test).view(-1, 1, 28, 28)
+    ).argmax(1)
     assert (ours.numpy() == expected).mean() >= 0.99  # two PCA solvers: axes equal to ~1e-6, not bit for bit
 
 
 # ---- the exact integer search for 8-bit images -----------------------------------------------------
 
 
-def brute_force(train: torch.Tensor, images: torch.Tensor, distance: str, p: float | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def brute_force(
+    train: torch.Tensor, images: torch.Tensor, distance: str, p: float | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k nearest of each image among train's rows, in float64 and in plain formulas: distances and
     indices, the lower training index first at equal distance."""
     train, images = train.double(), images.flatten(1).double()
     if distance == "cosine":  # 1 - <x, y> of the unit vectors given (a zero vector: 1), never below 0 (as scikit-learn)
         distances = (1 - images @ train.T).clamp_min(0)
     else:  # sums over |differences|^p, pair by pair: equal images get bit-equal distances
-        distances = torch.cdist(images, train, p={"l1": 1, "l2": 2}.get(distance, p), compute_mode="donot_use_mm_for_euclid_dist")
+        distances = torch.cdist(
+            images, train, p={"l1": 1, "l2": 2}.get(distance, p), compute_mode="donot_use_mm_for_euclid_dist"
+        )
     order = distances.argsort(dim=1, stable=True)[:, :k]
     return distances.gather(1, order), order
 
@@ -250,13 +260,18 @@ def brute_force_votes(labels: torch.Tensor, distances: torch.Tensor, weights: st
 def colour_split(channel_scales: list[float], n: int = 400) -> DeviceSplit:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=generator)
-    images[n // 2:] = images[: n // 2]  # duplicates: every query below has ties to settle
+    images[n // 2 :] = images[: n // 2]  # duplicates: every query below has ties to settle
     scale = torch.tensor(channel_scales).view(1, 3, 1, 1)
-    return DeviceSplit(images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1))
+    return DeviceSplit(
+        images, torch.randint(0, 3, (n,), generator=generator), scale, torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1)
+    )
 
 
-def pixel_brute_force(train: DeviceSplit, picked: torch.Tensor, distance: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """brute_force on the 8-bit pixels of train's images `picked` as queries, distances in normalized units (one scale)."""
+def pixel_brute_force(
+    train: DeviceSplit, picked: torch.Tensor, distance: str, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """brute_force on the 8-bit pixels of train's images `picked` as queries, distances in normalized units
+    (one scale)."""
     distances, indices = brute_force(train.images.flatten(1), train.images[picked], distance, None, k)
     return distances * train.scale.flatten()[0].double(), indices
 
@@ -287,9 +302,16 @@ def test_both_routes_to_exact_int8_products_find_the_brute_force_neighbours(monk
     monkeypatch.setattr(knn, "INT_MM_IS_FAST", fast_int_mm)
     generator = torch.Generator().manual_seed(1)
     bright = torch.rand(300, 3, 32, 32, generator=generator) < 0.5
-    images = torch.randint(0, 12, (300, 3, 32, 32), dtype=torch.uint8, generator=generator) + bright * torch.tensor(244, dtype=torch.uint8)
+    images = torch.randint(0, 12, (300, 3, 32, 32), dtype=torch.uint8, generator=generator) + bright * torch.tensor(
+        244, dtype=torch.uint8
+    )
     images[0], images[2] = 0, 0
-    train = DeviceSplit(images, torch.randint(0, 3, (300,), generator=generator), torch.full((1, 3, 1, 1), 0.01), torch.zeros(1, 3, 1, 1))
+    train = DeviceSplit(
+        images,
+        torch.randint(0, 3, (300,), generator=generator),
+        torch.full((1, 3, 1, 1), 0.01),
+        torch.zeros(1, 3, 1, 1),
+    )
     model = fitted(train, k=3, distance=distance)
     assert model.train_features.dtype == torch.int8
     picked = torch.tensor([0, 1, 5, 77, 299])
@@ -343,10 +365,17 @@ def mnist_with_duplicates():
     """2,500 MNIST training images twice over (every neighbour has a twin at the same distance, one index
     2,500 further), and queries: 300 test images and 40 of the training images themselves (at distance 0)."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's shared/ folder)")
+        pytest.skip(
+            f"real MNIST not available: {SHARED_DATA / 'MNIST' / 'raw'} is absent (it lives in the workplace's "
+            "shared/ folder)"
+        )
     raw = MNIST(root=str(SHARED_DATA), download=False).load()
     twice = torch.cat([torch.arange(2500), torch.arange(2500)])
-    subset = RawData(LabeledImages(raw.train.images[twice], raw.train.labels[twice]), LabeledImages(raw.test.images[:300], raw.test.labels[:300]), raw.classes)
+    subset = RawData(
+        LabeledImages(raw.train.images[twice], raw.train.labels[twice]),
+        LabeledImages(raw.test.images[:300], raw.test.labels[:300]),
+        raw.classes,
+    )
     splits = make_splits(subset, torch.arange(5000), torch.arange(0), torch.device("cpu"))
     queries_ = torch.cat([splits.test.batch(torch.arange(300))[0], splits.train.batch(torch.arange(0, 2000, 50))[0]])
     return splits.train, queries_
@@ -366,7 +395,9 @@ def mnist_with_duplicates():
         ("lp", 3, "uniform", 3, False, torch.float32),
     ],
 )
-def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index(mnist_with_duplicates, distance, p, weights, k, normalize, searched_as):
+def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index(
+    mnist_with_duplicates, distance, p, weights, k, normalize, searched_as
+):
     train, images = mnist_with_duplicates
     images = images[::4] if distance == "lp" else images  # cdist's powers are slow: 85 queries
     model = fitted(train, 10, k=k, distance=distance, p=p, weights=weights, normalize=normalize)
@@ -377,9 +408,12 @@ def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index
         expected_distances, expected_indices = brute_force(*pixels, distance, p, k)
         expected_distances = expected_distances * scale
     else:  # the features the model measures (normalized, standardized or unit vectors: float32), in float64
-        expected_distances, expected_indices = brute_force(model.train_features, model._features(images), distance, p, k)
+        expected_distances, expected_indices = brute_force(
+            model.train_features, model._features(images), distance, p, k
+        )
         if distance == "cosine":
-            torch.testing.assert_close(model.train_features.norm(dim=1), torch.ones(len(train)))  # unit vectors, so 1 - <x, y> is 1 - cos
+            # unit vectors, so 1 - <x, y> is 1 - cos
+            torch.testing.assert_close(model.train_features.norm(dim=1), torch.ones(len(train)))
     distances, indices = model.neighbours(images, k)
     assert torch.equal(indices, expected_indices)
     torch.testing.assert_close(distances, expected_distances, rtol=1e-9, atol=1e-9)
@@ -389,7 +423,9 @@ def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index
 
 
 @pytest.mark.parametrize("distance", ["l2", "l1"])
-def test_without_vnni_only_the_images_a_bound_cannot_rule_out_are_measured_exactly(monkeypatch, mnist_with_duplicates, distance):
+def test_without_vnni_only_the_images_a_bound_cannot_rule_out_are_measured_exactly(
+    monkeypatch, mnist_with_duplicates, distance
+):
     # L2's bound (64 principal axes) and L1's (L2^2 / 255) must leave few images per query to measure,
     # or the pruned search is a brute force with extra steps; the answer stays the brute force's.
     monkeypatch.setattr(knn, "INT_MM_IS_FAST", False)
@@ -422,7 +458,9 @@ def test_vl_train_model_knn_writes_the_same_run_directory_as_trained_models(tmp_
     assert all(metrics[key] is None for key in ("train/loss", "val/loss", "test/loss"))
     assert {"val/acc@1", "val/acc@3", "val/acc@5"} <= metrics.keys()
     assert metrics["best_k"] in (1, 3, 5)
-    assert metrics["val/acc"] == metrics[f"val/acc@{metrics['best_k']}"] == max(metrics[f"val/acc@{k}"] for k in (1, 3, 5))
+    assert (
+        metrics["val/acc"] == metrics[f"val/acc@{metrics['best_k']}"] == max(metrics[f"val/acc@{k}"] for k in (1, 3, 5))
+    )
     assert 0.3 < metrics["test/acc"] <= 1.0 and metrics["status"] == "completed"
 
     log_text = (run_dir / "train.log").read_text()

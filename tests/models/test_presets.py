@@ -54,13 +54,18 @@ def test_cnn_pools_before_a_monotone_activation_with_the_same_outputs_and_gradie
     kinds = [type(layer).__name__ for layer in model.features]
     assert (kinds.index("MaxPool2d") == 5) == pooled_first  # a stage: conv, BN, act, conv, BN, pool, act (or act, pool)
     # the textbook order, conv -> BN -> activation -> pool, built from the very same layers
-    textbook = nn.Sequential(*[
-        layer for stage in (model.features[:7], model.features[7:])
-        for layer in sorted(stage, key=lambda layer: isinstance(layer, nn.MaxPool2d))
-    ])
+    textbook = nn.Sequential(
+        *[
+            layer
+            for stage in (model.features[:7], model.features[7:])
+            for layer in sorted(stage, key=lambda layer: isinstance(layer, nn.MaxPool2d))
+        ]
+    )
     images = torch.randn(4, 3, 16, 16)
     ours, theirs = model.classifier(model.features(images)), model.classifier(textbook(images))
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     grads = [torch.autograd.grad(out.square().sum(), model.features[0].weight)[0] for out in (ours, theirs)]
     torch.testing.assert_close(grads[0], grads[1])
-    assert list(model.state_dict()) == list(CNN((3, 16, 16), 10, channels=[8, 16], convs_per_stage=2, activation="gelu", dropout=0.0).state_dict())
+    assert list(model.state_dict()) == list(
+        CNN((3, 16, 16), 10, channels=[8, 16], convs_per_stage=2, activation="gelu", dropout=0.0).state_dict()
+    )

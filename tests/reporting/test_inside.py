@@ -39,7 +39,9 @@ MODELS = {
     "linear": lambda: Linear((1, 28, 28), 10),
     "mlp": lambda: MLP((1, 28, 28), 10, hidden=[64, 32], batchnorm=True, dropout=0.1),
     "cnn": lambda: CNN((1, 28, 28), 10),
-    "lenet5": lambda: CNN((1, 28, 28), 10, channels=[6, 16], kernel_size=5, batchnorm=False, hidden=[120, 84], dropout=0.0),
+    "lenet5": lambda: CNN(
+        (1, 28, 28), 10, channels=[6, 16], kernel_size=5, batchnorm=False, hidden=[120, 84], dropout=0.0
+    ),
     "resnet_small": lambda: ResNet((3, 32, 32), 10),
 }
 
@@ -70,14 +72,18 @@ def test_the_layer_table_adds_up_to_the_models_parameters_and_flop_counters_tota
     with torch.no_grad(), FlopCounterMode(display=False) as counter:  # a batch of 3: per image is the total / 3
         model.eval()(torch.randn(3, *in_shape_of(name)))
     assert sum(layer.flops for layer in table.layers) == table.flops == counter.get_total_flops() // 3
-    assert all(layer.name != OUTSIDE for layer in table.layers), "every parameter and FLOP of these models is in a layer"
+    assert all(layer.name != OUTSIDE for layer in table.layers), (
+        "every parameter and FLOP of these models is in a layer"
+    )
     modules = dict(model.named_modules())
     for layer in table.layers:
         assert layer.flops == own_arithmetic(modules[layer.name], layer.shape), layer.name
         assert layer.params == sum(p.numel() for p in modules[layer.name].parameters())
     assert table.layers[-1].shape == (10,), "the last layer gives the class scores"
     model.train()
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "measuring changes no weight nor BatchNorm statistic"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), (
+        "measuring changes no weight nor BatchNorm statistic"
+    )
 
 
 def test_the_output_shapes_are_what_the_layers_give():
@@ -127,7 +133,10 @@ def test_the_table_reads_in_the_log_and_in_summary_md(tmp_path, caplog):
     assert "| **total** |  |  | **98,554** | **3,988,480** |" in early
     metrics = {"val/acc": 0.9, "epochs": 1, "steps": 3, "seconds": 1.0, "device": "cpu", "status": "completed"}
     final = RunSummary("vl-train", metrics, {1: 0.9}, [], tmp_path, layers=table.markdown()).markdown()
-    assert final.index("## Final metrics") < final.index("## Layers") and "| `classifier.4` | Linear | 10 | 1,290 | 2,560 |" in final
+    assert (
+        final.index("## Final metrics") < final.index("## Layers")
+        and "| `classifier.4` | Linear | 10 | 1,290 | 2,560 |" in final
+    )
     assert "## Layers" not in RunSummary("vl-train", metrics, {1: 0.9}, [], tmp_path).markdown()
 
 
@@ -175,9 +184,13 @@ def test_heat_tiles_go_from_white_to_dark_blue_each_on_its_own_scale():
     maps[0, 0, 1], maps[1, 1, 0] = 3.0, 0.001
     tiles = saliency.heat_tiles(maps, (2, 2))
     white, dark = visuals.blues(torch.tensor(0.0)).float() / 255, visuals.blues(torch.tensor(1.0)).float() / 255
-    assert torch.equal(tiles[0, :, 0, 1], dark) and torch.equal(tiles[1, :, 1, 0], dark), "each map's largest value is the darkest"
+    assert torch.equal(tiles[0, :, 0, 1], dark) and torch.equal(tiles[1, :, 1, 0], dark), (
+        "each map's largest value is the darkest"
+    )
     assert torch.equal(tiles[0, :, 1, 1], white)
-    assert saliency.heat_tiles(torch.rand(4, 3, 3), (28, 28)).shape == (4, 3, 28, 28), "a 3x3 Grad-CAM is stretched to the image"
+    assert saliency.heat_tiles(torch.rand(4, 3, 3), (28, 28)).shape == (4, 3, 28, 28), (
+        "a 3x3 Grad-CAM is stretched to the image"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +200,8 @@ def shapes_splits():
 
 
 def tinted(image: torch.Tensor, channel: int) -> int:
-    """Pixels where one channel stands out (red: firebrick captions, green: forestgreen ones; the maps are blue, the images grey)."""
+    """Pixels where one channel stands out
+    (red: firebrick captions, green: forestgreen ones; the maps are blue, the images grey)."""
     rgb = image.int()
     others = [c for c in range(3) if c != channel]
     return int(((rgb[channel] - rgb[others[0]] > 40) & (rgb[channel] - rgb[others[1]] > 40)).sum())
@@ -200,11 +214,17 @@ def test_the_saliency_picture_shows_the_mistakes_then_right_answers(shapes_split
         right = predicted == shapes_splits.test.labels
         wrong = (~right).nonzero().flatten()[:5]
         image = saliency.saliency_picture(model, shapes_splits.test, wrong, SHAPES)
-    shown = len(wrong) + min(saliency.CORRECT, int(right[:saliency.CANDIDATES].sum()))
+    shown = len(wrong) + min(saliency.CORRECT, int(right[: saliency.CANDIDATES].sum()))
     assert image.dtype == torch.uint8 and image.shape[0] == 3
-    layout = visuals.picture(torch.zeros(3 * shown, 3, 28, 28), 3 * saliency.IMAGES_PER_ROW, title="t", captions=["a\nb"] * 3 * shown)
-    assert image.shape[1] == layout.shape[1] and image.shape[2] >= layout.shape[2], "each image and its two maps, four images a row"
-    assert tinted(image, 0) > 0 and tinted(image, 1) > 0, "red captions under the mistakes, green under the right answers"
+    layout = visuals.picture(
+        torch.zeros(3 * shown, 3, 28, 28), 3 * saliency.IMAGES_PER_ROW, title="t", captions=["a\nb"] * 3 * shown
+    )
+    assert image.shape[1] == layout.shape[1] and image.shape[2] >= layout.shape[2], (
+        "each image and its two maps, four images a row"
+    )
+    assert tinted(image, 0) > 0 and tinted(image, 1) > 0, (
+        "red captions under the mistakes, green under the right answers"
+    )
 
     assert saliency.saliency_picture(KNN((1, 28, 28), 10), shapes_splits.test, wrong, SHAPES) is None
 
@@ -216,13 +236,14 @@ def ink_boxes(images: torch.Tensor) -> torch.Tensor:
     boxes = torch.zeros_like(ink)
     for box, r, c in zip(boxes, rows, cols):
         r, c = r.nonzero().flatten(), c.nonzero().flatten()
-        box[r.min():r.max() + 1, c.min():c.max() + 1] = True
+        box[r.min() : r.max() + 1, c.min() : c.max() + 1] = True
     return boxes
 
 
 @pytest.fixture
 def one_thread():
-    """Training in the test on one thread, as the suite's runs do (trainer.threads=1): on shared cores, two threads wait on each other."""
+    """Training in the test on one thread, as the suite's runs do (trainer.threads=1): on shared cores,
+    two threads wait on each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -254,11 +275,15 @@ def test_a_trained_mnist_cnns_saliency_lies_on_the_digit(shared_data, one_thread
     assert (found.target == labels).float().mean() > 0.9
     trained = density_ratio(found.saliency)
     assert trained.median() > 2 and (trained > 1).all(), "the gradient is denser on every digit than around it"
-    assert trained.median() > 1.3 * untrained.median(), "and more so than before training: it is what the network learned"
+    assert trained.median() > 1.3 * untrained.median(), (
+        "and more so than before training: it is what the network learned"
+    )
     box_share = boxes.float().mean((1, 2))
     cam = F.interpolate(found.cam.unsqueeze(1), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
     cam_share = (cam * boxes).sum((1, 2)) / cam.sum((1, 2)).clamp_min(1e-12)
-    assert found.cam.shape == (200, 7, 7) and cam_share.mean() > 1.4 * box_share.mean(), "Grad-CAM's mass is on the digit too"
+    assert found.cam.shape == (200, 7, 7) and cam_share.mean() > 1.4 * box_share.mean(), (
+        "Grad-CAM's mass is on the digit too"
+    )
 
 
 # ---- the embedding ---------------------------------------------------------------------------------------------
@@ -267,8 +292,15 @@ def test_a_trained_mnist_cnns_saliency_lies_on_the_digit(shared_data, one_thread
 def projector_files(log_dir) -> dict:
     """The projector's files for each embedding, found as TensorBoard finds them: through projector_config.pbtxt."""
     config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
-    return {e.tensor_name: (log_dir / e.tensor_path, log_dir / e.metadata_path, log_dir / e.sprite.image_path, list(e.sprite.single_image_dim))
-            for e in config.embeddings}
+    return {
+        e.tensor_name: (
+            log_dir / e.tensor_path,
+            log_dir / e.metadata_path,
+            log_dir / e.sprite.image_path,
+            list(e.sprite.single_image_dim),
+        )
+        for e in config.embeddings
+    }
 
 
 def embed(model, split, points, tmp_path, watch=None, batch_size=16) -> int:
@@ -281,8 +313,11 @@ def embed(model, split, points, tmp_path, watch=None, batch_size=16) -> int:
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "resnet_small"])
 def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shapes_splits, tmp_path, name):
-    model = {"cnn": lambda: CNN((1, 28, 28), 10, channels=[4, 8], hidden=[24]), "mlp": lambda: MLP((1, 28, 28), 10, hidden=[40, 24]),
-             "resnet_small": lambda: ResNet((1, 28, 28), 10, widths=[8, 24], blocks=1)}[name]()
+    model = {
+        "cnn": lambda: CNN((1, 28, 28), 10, channels=[4, 8], hidden=[24]),
+        "mlp": lambda: MLP((1, 28, 28), 10, hidden=[40, 24]),
+        "resnet_small": lambda: ResNet((1, 28, 28), 10, widths=[8, 24], blocks=1),
+    }[name]()
     finder = MistakeFinder(4, False, torch.device("cpu"))
     assert embed(model, shapes_splits.test, 30, tmp_path, watch=finder) == 30
     assert finder.seen == 100, "the batches went on to the mistake finder"
@@ -293,7 +328,7 @@ def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shape
     with torch.no_grad():
         model.eval()
         last = model.classifier[-1] if name != "mlp" else model.net[-1]
-        hidden = (model.classifier[:-1](model.features(x)) if name != "mlp" else model.net[:-1](x))
+        hidden = model.classifier[:-1](model.features(x)) if name != "mlp" else model.net[:-1](x)
         predicted = model(x).argmax(1)
     assert torch.allclose(last(hidden), model(x), atol=1e-5), "the features are what the last layer turns into scores"
     rows = torch.tensor([[float(v) for v in line.split("\t")] for line in tensors.read_text().splitlines()])
@@ -311,8 +346,11 @@ def test_the_points_are_capped_and_spread_over_the_split(shapes_splits, tmp_path
     assert embeddings.thumbnails(torch.full((2, 3, 64, 48), 255, dtype=torch.uint8)).shape == (2, 3, 32, 24)
 
 
-@pytest.mark.parametrize("model,points", [(Linear((1, 28, 28), 10), 50), (KNN((1, 28, 28), 10), 50), (CNN((1, 28, 28), 10), 0)],
-                         ids=["linear", "knn", "zero points: off"])
+@pytest.mark.parametrize(
+    "model,points",
+    [(Linear((1, 28, 28), 10), 50), (KNN((1, 28, 28), 10), 50), (CNN((1, 28, 28), 10), 0)],
+    ids=["linear", "knn", "zero points: off"],
+)
 def test_no_embedding_without_a_layer_before_the_scores_or_points(shapes_splits, tmp_path, model, points):
     if isinstance(model, KNN):
         model.fit(shapes_splits.train)

@@ -22,7 +22,14 @@ from visionlab.models.mlp import MLP
 from visionlab.reporting import visuals
 from visionlab.reporting.summary import RunSummary, best_epoch
 from visionlab.reporting.visual_log import (
-    MistakeFinder, VisualLog, VisualSettings, first_layer, floor_percent, is_due, per_class_accuracy, tag_name,
+    MistakeFinder,
+    VisualLog,
+    VisualSettings,
+    first_layer,
+    floor_percent,
+    is_due,
+    per_class_accuracy,
+    tag_name,
 )
 from visionlab.training.loop import evaluate
 
@@ -36,20 +43,28 @@ def test_grid_and_tile_origins_match_make_grid(n, nrow, padding, channels):
     grid = make_grid(tiles, nrow=nrow, padding=padding, pad_value=1.0)
     assert torch.equal(visuals.grid(tiles, nrow, padding, 1.0), grid)
     for tile, (top, left) in zip(tiles, visuals.tile_origins(n, nrow, 5, 7, padding).tolist()):
-        assert torch.equal(grid[:, top:top + 5, left:left + 7], tile.expand(3, -1, -1))
+        assert torch.equal(grid[:, top : top + 5, left : left + 7], tile.expand(3, -1, -1))
 
 
 def test_rescaled_stretches_each_tile_on_its_own():
-    tiles = torch.stack([torch.linspace(-3, 1, 12).view(3, 2, 2), torch.linspace(10, 11, 12).view(3, 2, 2), torch.full((3, 2, 2), 4.0)])
+    tiles = torch.stack(
+        [torch.linspace(-3, 1, 12).view(3, 2, 2), torch.linspace(10, 11, 12).view(3, 2, 2), torch.full((3, 2, 2), 4.0)]
+    )
     out = visuals.rescaled(tiles)
-    assert torch.allclose(out[:2].amin(dim=(1, 2, 3)), torch.zeros(2)) and torch.allclose(out[:2].amax(dim=(1, 2, 3)), torch.ones(2))
+    assert torch.allclose(out[:2].amin(dim=(1, 2, 3)), torch.zeros(2)) and torch.allclose(
+        out[:2].amax(dim=(1, 2, 3)), torch.ones(2)
+    )
     assert torch.equal(out[2], torch.zeros(3, 2, 2)), "a constant tile is flat, not NaN"
 
 
 @pytest.mark.parametrize(
     "weight_shape,image_shape,tiles_shape",
-    [((10, 784), (1, 28, 28), (10, 1, 28, 28)), ((10, 3072), (3, 32, 32), (10, 3, 32, 32)),
-     ((16, 3, 5, 5), (3, 5, 5), (16, 3, 5, 5)), ((4, 2, 3, 3), (2, 3, 3), (8, 1, 3, 3))],
+    [
+        ((10, 784), (1, 28, 28), (10, 1, 28, 28)),
+        ((10, 3072), (3, 32, 32), (10, 3, 32, 32)),
+        ((16, 3, 5, 5), (3, 5, 5), (16, 3, 5, 5)),
+        ((4, 2, 3, 3), (2, 3, 3), (8, 1, 3, 3)),
+    ],
 )
 def test_weights_become_one_tile_per_unit_or_per_channel(weight_shape, image_shape, tiles_shape):
     assert visuals.as_tiles(torch.randn(weight_shape), image_shape).shape == tiles_shape
@@ -142,7 +157,9 @@ def test_mistake_finder_ranks_by_confidence_and_reads_votes_as_they_are():
     finder(torch.tensor([[0.6, 0.4], [0.2, 0.8]]), torch.tensor([1, 0]))
     finder(torch.tensor([[0.1, 0.9], [1.0, 0.0]]), torch.tensor([0, 0]))
     index, predicted, confidence = finder.mistakes()
-    assert index.tolist() == [2, 1] and predicted.tolist() == [1, 1] and confidence.tolist() == pytest.approx([0.9, 0.8])
+    assert (
+        index.tolist() == [2, 1] and predicted.tolist() == [1, 1] and confidence.tolist() == pytest.approx([0.9, 0.8])
+    )
 
 
 def test_due_every_n_epochs_and_at_the_last():
@@ -170,10 +187,15 @@ def test_class_names_become_tag_components():
 
 def test_the_logging_group_builds_the_settings_and_rejects_bad_values():
     assert build(compose_train(), "logging") == VisualSettings()
-    assert config_error(["logging.confusion_every_n_epochs=-1"]).startswith("logging.confusion_every_n_epochs=-1 is invalid")
+    assert config_error(["logging.confusion_every_n_epochs=-1"]).startswith(
+        "logging.confusion_every_n_epochs=-1 is invalid"
+    )
 
 
-@pytest.mark.parametrize("override", ["logging.graph=yes", "logging.first_layer_every_n_epochs=1.5", "logging.histograms_every_n_epochs=true"])
+@pytest.mark.parametrize(
+    "override",
+    ["logging.graph=yes", "logging.first_layer_every_n_epochs=1.5", "logging.histograms_every_n_epochs=true"],
+)
 def test_settings_reject_bad_values(override):
     assert config_error([override]).startswith(override.split("=")[0] + "=")
 
@@ -242,12 +264,35 @@ MODELS = {
     "knn": lambda: KNN((1, 28, 28), 10, k=3),
 }
 EVERY_PICTURE = {
-    "linear": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/class_templates",
-               "test/saliency"},  # no projector: a linear classifier has no layer before its last
-    "mlp": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/templates",
-            "test/saliency", "projector"},
-    "cnn": {"data/train_preview", "val/confusion_matrix", "test/confusion_matrix", "val/mistakes", "test/mistakes", "first_layer/filters",
-            "test/saliency", "projector"},
+    "linear": {
+        "data/train_preview",
+        "val/confusion_matrix",
+        "test/confusion_matrix",
+        "val/mistakes",
+        "test/mistakes",
+        "first_layer/class_templates",
+        "test/saliency",
+    },  # no projector: a linear classifier has no layer before its last
+    "mlp": {
+        "data/train_preview",
+        "val/confusion_matrix",
+        "test/confusion_matrix",
+        "val/mistakes",
+        "test/mistakes",
+        "first_layer/templates",
+        "test/saliency",
+        "projector",
+    },
+    "cnn": {
+        "data/train_preview",
+        "val/confusion_matrix",
+        "test/confusion_matrix",
+        "val/mistakes",
+        "test/mistakes",
+        "first_layer/filters",
+        "test/saliency",
+        "projector",
+    },
     "knn": {"data/train_preview", "test/confusion_matrix", "test/mistakes", "test/neighbours"},
 }
 SWITCHED_OFF = {
@@ -271,7 +316,9 @@ def test_each_model_gets_its_pictures(splits, no_drawing, name):
     else:
         assert {f"val/per_class_acc/{name}" for name in SHAPES} <= recorder.scalar_tags
         assert "grad_norm" in recorder.scalar_tags
-        assert {f"params/{n}" for n, _ in MODELS[name]().named_parameters()} | {f"grads/{n}" for n, _ in MODELS[name]().named_parameters()} == recorder.histograms
+        assert {f"params/{n}" for n, _ in MODELS[name]().named_parameters()} | {
+            f"grads/{n}" for n, _ in MODELS[name]().named_parameters()
+        } == recorder.histograms
 
 
 @pytest.mark.parametrize("switch", SWITCHED_OFF)
@@ -299,8 +346,19 @@ def test_best_epoch_is_the_earliest_of_the_best():
 
 
 def test_summary_markdown_has_the_command_the_best_epoch_and_the_tags(tmp_path):
-    metrics = {"val/acc": 0.6, "test/acc": 0.55, "test/loss": None, "epochs": 3, "steps": 30, "seconds": 4.2, "device": "cpu", "status": "completed"}
-    text = RunSummary("vl-train model=cnn", metrics, {1: 0.5, 2: 0.7, 3: 0.6}, ["val/confusion_matrix"], tmp_path).markdown()
+    metrics = {
+        "val/acc": 0.6,
+        "test/acc": 0.55,
+        "test/loss": None,
+        "epochs": 3,
+        "steps": 30,
+        "seconds": 4.2,
+        "device": "cpu",
+        "status": "completed",
+    }
+    text = RunSummary(
+        "vl-train model=cnn", metrics, {1: 0.5, 2: 0.7, 3: 0.6}, ["val/confusion_matrix"], tmp_path
+    ).markdown()
     assert "vl-train model=cnn" in text and "completed after 3 epochs (30 steps) in 4.2 s on cpu" in text
     assert "best epoch by val/acc: 2 of 3 (val/acc 0.7000)" in text and "from epoch 3" in text
     one = RunSummary("vl-train", {**metrics, "epochs": 1, "steps": 1}, {1: 0.5}, [], tmp_path).markdown()
@@ -347,12 +405,14 @@ def test_a_tiny_run_writes_every_picture_and_the_summary(tiny_run, name):
     run_dir, stdout = tiny_run(name, HISTOGRAMS)
     events = events_of(run_dir)
     images = {tag: events.Images(tag) for tag in events.Tags()["images"]}
-    assert set(images) == EVERY_PICTURE[name] - {"projector"}  # the projector's files are not images: tests/cli/test_inside_run.py
+    # the projector's files are not images: tests/cli/test_inside_run.py
+    assert set(images) == EVERY_PICTURE[name] - {"projector"}
     for tag, written in images.items():
         per_run = 2 if tag.startswith(("val/", "first_layer/")) else 1  # after each epoch (TINY has 2), or once
         assert len(written) == per_run, tag
         width, height = decoded(written[-1]).size
-        assert width >= 200 and height >= 120, tag  # the smallest: one row of 84-pixel class templates, titled and labelled
+        # the smallest: one row of 84-pixel class templates, titled and labelled
+        assert width >= 200 and height >= 120, tag
     preview = decoded(images["data/train_preview"][0])
     assert preview.height > preview.width, "ten rows (classes) of eight images"
     if name == "linear":
@@ -371,8 +431,15 @@ def test_a_tiny_run_writes_every_picture_and_the_summary(tiny_run, name):
 
 
 def test_pictures_off_change_nothing_but_the_pictures(tiny_run):
-    off = ("logging.data_preview=false", "logging.confusion_every_n_epochs=0", "logging.first_layer_every_n_epochs=0",
-           "logging.mistakes_every_n_epochs=0", "logging.graph=false", "logging.saliency=false", "logging.embedding_points=0")
+    off = (
+        "logging.data_preview=false",
+        "logging.confusion_every_n_epochs=0",
+        "logging.first_layer_every_n_epochs=0",
+        "logging.mistakes_every_n_epochs=0",
+        "logging.graph=false",
+        "logging.saliency=false",
+        "logging.embedding_points=0",
+    )
     on_dir, _ = tiny_run("cnn", HISTOGRAMS)
     off_dir, _ = tiny_run("cnn", *off)
     on, off = read_metrics(on_dir), read_metrics(off_dir)

@@ -42,15 +42,22 @@ def test_each_fold_trains_its_own_model_and_the_test_set_is_not_touched(tmp_path
     root = scalar_tags(tmp_path)
     assert {"val/acc", "cv/val_acc_mean", "cv/val_acc_std"} <= root and not any(t.startswith("test/") for t in root)
     assert not (tmp_path / "final").exists()
-    assert all((tmp_path / f"fold_{i}" / "last.pt").is_file() for i in range(3))  # every fold checkpoints, as a holdout does
+    # every fold checkpoints, as a holdout does
+    assert all((tmp_path / f"fold_{i}" / "last.pt").is_file() for i in range(3))
     assert (tmp_path / "last.pt").samefile(tmp_path / "fold_2" / "last.pt")  # the run's last.pt: where it was last
 
 
 def test_final_test_retrains_on_all_training_images_and_tests_once(tmp_path):
-    metrics = run(compose_train([*TINY, *QUIET, "model=linear", "split=kfold", "split.folds=2", "split.final_test=true"]), tmp_path)
+    metrics = run(
+        compose_train([*TINY, *QUIET, "model=linear", "split=kfold", "split.folds=2", "split.final_test=true"]),
+        tmp_path,
+    )
     assert metrics["test/acc"] > 0.2 and metrics["test/loss"] > 0, "ten shapes: chance is 0.1"
     rescored = evaluate_checkpoint(tmp_path / "final")  # the final model's checkpoint, its own partition's data
-    assert (rescored["test/acc"], rescored["test/loss"]) == (metrics["test/acc"], pytest.approx(metrics["test/loss"], rel=1e-6))
+    assert (rescored["test/acc"], rescored["test/loss"]) == (
+        metrics["test/acc"],
+        pytest.approx(metrics["test/loss"], rel=1e-6),
+    )
     assert evaluate_checkpoint(tmp_path)["test/acc"] == metrics["test/acc"], "the run's last.pt is the final model's"
     final = EventAccumulator(str(tmp_path / "final"))
     final.Reload()
@@ -61,8 +68,18 @@ def test_final_test_retrains_on_all_training_images_and_tests_once(tmp_path):
 
 def test_with_early_stopping_the_final_model_trains_the_folds_median_best_epoch(tmp_path):
     """The final model's val/ is training images: nothing to stop on, so it trains as long as the folds found best."""
-    overrides = [*TINY, *QUIET, "model=mlp", "recipe=none", "split=kfold", "split.folds=3", "split.final_test=true",
-                 "trainer.epochs=8", "trainer.early_stopping.patience=1", "optimizer.lr=0.3"]
+    overrides = [
+        *TINY,
+        *QUIET,
+        "model=mlp",
+        "recipe=none",
+        "split=kfold",
+        "split.folds=3",
+        "split.final_test=true",
+        "trainer.epochs=8",
+        "trainer.early_stopping.patience=1",
+        "optimizer.lr=0.3",
+    ]
     metrics = run(compose_train(overrides), tmp_path)
     best_epochs = []
     for i in range(3):
@@ -79,7 +96,9 @@ def test_with_early_stopping_the_final_model_trains_the_folds_median_best_epoch(
 
 def test_knn_folds_match_a_from_scratch_nearest_neighbour_per_fold(tmp_path):
     """Each fold's kNN knows only its own training part: the votes equal a plain 1-NN on that part."""
-    metrics = run(compose_train([*TINY, *QUIET, "model=knn", "split=kfold", "split.folds=3", "dataset.train_size=300"]), tmp_path)
+    metrics = run(
+        compose_train([*TINY, *QUIET, "model=knn", "split=kfold", "split.folds=3", "dataset.train_size=300"]), tmp_path
+    )
     raw = Synthetic(train_size=300, test_size=200).load()
     pixels, labels = raw.train.images.flatten(1).double(), raw.train.labels
     for i, (train, val) in enumerate(stratified_folds(labels, 3, True, seed=0)):

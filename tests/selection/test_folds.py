@@ -15,7 +15,9 @@ from visionlab.errors import UserError
 from visionlab.training.loop import FitResult
 
 # 103 images in 4 unbalanced classes, so sizes do not divide evenly.
-LABELS = torch.tensor([0] * 40 + [1] * 31 + [2] * 20 + [3] * 12)[torch.randperm(103, generator=torch.Generator().manual_seed(1))]
+LABELS = torch.tensor([0] * 40 + [1] * 31 + [2] * 20 + [3] * 12)[
+    torch.randperm(103, generator=torch.Generator().manual_seed(1))
+]
 
 
 @pytest.mark.parametrize("folds,shuffle", [(5, True), (3, False), (2, True)])
@@ -49,14 +51,17 @@ def test_kfold_partitions_checks_against_the_data():
         KFold(folds=200).partitions(LABELS, seed=0)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["split=kfold", "split.folds=1"], "split.folds=1 is invalid: use a whole number of at least 2"),
-    (["split=kfold", "split.folds=2.5"], "split.folds=2.5 is invalid"),
-    (["split=kfold", "split.shuffle=yes"], "split.shuffle='yes' is invalid: use true or false"),
-    (["split=kfold", "split.final_test=1"], "split.final_test=1 is invalid"),
-    (["split.val_fraction=1.5"], "split.val_fraction=1.5 is invalid: use a number in (0, 1)"),
-    (["split.val_fraction=true"], "split.val_fraction=true is invalid"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["split=kfold", "split.folds=1"], "split.folds=1 is invalid: use a whole number of at least 2"),
+        (["split=kfold", "split.folds=2.5"], "split.folds=2.5 is invalid"),
+        (["split=kfold", "split.shuffle=yes"], "split.shuffle='yes' is invalid: use true or false"),
+        (["split=kfold", "split.final_test=1"], "split.final_test=1 is invalid"),
+        (["split.val_fraction=1.5"], "split.val_fraction=1.5 is invalid: use a number in (0, 1)"),
+        (["split.val_fraction=true"], "split.val_fraction=true is invalid"),
+    ],
+)
 def test_bad_split_settings_name_the_key(overrides, message):
     assert message in config_error(overrides)
 
@@ -69,7 +74,13 @@ def test_holdout_keeps_a_seeded_val_fraction():
 
 
 def fold(val_acc, val_loss=None, train_acc=0.9, extra=None) -> FitResult:
-    return FitResult({"loss": None if val_loss is None else 0.1, "acc": train_acc}, {"acc": val_acc, "loss": val_loss}, 2, 10, extra or {})
+    return FitResult(
+        {"loss": None if val_loss is None else 0.1, "acc": train_acc},
+        {"acc": val_acc, "loss": val_loss},
+        2,
+        10,
+        extra or {},
+    )
 
 
 def test_summary_is_the_mean_and_population_std_over_folds():

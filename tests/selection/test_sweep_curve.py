@@ -50,7 +50,12 @@ def test_accuracy_against_k_of_a_kfold_sweep_and_of_one_run_with_a_list_of_k_agr
 
     jobs = [read_metrics(sweep / str(job)) for job in range(3)]
     curve = sweep_curve(build_report(sweep))
-    assert (curve.parameter, curve.objective, curve.labels, curve.x) == ("model.k", "val/acc", ["1", "3", "5"], [1.0, 3.0, 5.0])
+    assert (curve.parameter, curve.objective, curve.labels, curve.x) == (
+        "model.k",
+        "val/acc",
+        ["1", "3", "5"],
+        [1.0, 3.0, 5.0],
+    )
     assert curve.mean == [job["val/acc"] for job in jobs] == [job["cv/val_acc_mean"] for job in jobs]
     assert curve.std == pytest.approx([job["cv/val_acc_std"] for job in jobs])
     assert curve.folds == [[job[f"cv/fold_{i}/val_acc"] for i in range(3)] for job in jobs]
@@ -75,14 +80,21 @@ def test_a_holdout_sweep_over_a_learning_rate_gets_a_log_axis_and_no_band(tmp_pa
     make_run(tmp_path / "3", ["model=mlp", "optimizer.lr=0.0001"], None)  # failed: not a point
     report = write_report(tmp_path)
     curve = sweep_curve(report)
-    assert (curve.labels, curve.mean, curve.std, curve.folds) == (["0.001", "0.01", "0.1"], [0.5, 0.8, 0.3], [None] * 3, [[]] * 3)
+    assert (curve.labels, curve.mean, curve.std, curve.folds) == (
+        ["0.001", "0.01", "0.1"],
+        [0.5, 0.8, 0.3],
+        [None] * 3,
+        [[]] * 3,
+    )
     assert curve.log_x and curve.numeric
     image, points = picture(curve)
     xs = [x for x, _ in points.line]
     assert xs[1] - xs[0] == pytest.approx(xs[2] - xs[1], abs=1)  # a decade apart each: evenly spaced
     assert points.line[1][1] < points.line[0][1] < points.line[2][1]  # 0.8 highest, 0.3 lowest
     band = visuals.BAND.lower()
-    assert band not in {colour_at(image, (x, y)) for x in range(0, image.shape[2], 3) for y in range(0, image.shape[1], 3)}
+    assert band not in {
+        colour_at(image, (x, y)) for x in range(0, image.shape[2], 3) for y in range(0, image.shape[1], 3)
+    }
     check_files(tmp_path, curve)
 
 
@@ -92,6 +104,11 @@ def test_choices_are_spaced_evenly_and_two_varied_keys_draw_nothing(tmp_path):
         make_run(choices / str(job), [f"optimizer={optimizer}"], {"val/acc": acc})
         make_run(two / str(job), [f"optimizer={optimizer}", f"optimizer.lr=0.{job + 1}"], {"val/acc": acc})
     curve = sweep_curve(build_report(choices))
-    assert (curve.labels, curve.x, curve.mean, curve.numeric) == (["adam", "adamw", "sgd"], [0.0, 1.0, 2.0], [0.7, 0.65, 0.6], False)
+    assert (curve.labels, curve.x, curve.mean, curve.numeric) == (
+        ["adam", "adamw", "sgd"],
+        [0.0, 1.0, 2.0],
+        [0.7, 0.65, 0.6],
+        False,
+    )
     write_report(two)
     assert sweep_curve(build_report(two)) is None and not (two / PICTURE_FILE).exists()

@@ -33,9 +33,17 @@ def sweep(tmp_path) -> Path:
         if job == 2:
             make_run(tmp_path / "2", ["model=mlp", f"optimizer.lr={lr}"], None)
         elif job == 10:
-            make_run(tmp_path / "10", ["model=mlp", f"optimizer.lr={lr}"], {"status": "diverged", "val/acc": None, "val/loss": None})
+            make_run(
+                tmp_path / "10",
+                ["model=mlp", f"optimizer.lr={lr}"],
+                {"status": "diverged", "val/acc": None, "val/loss": None},
+            )
         else:
-            make_run(tmp_path / str(job), ["model=mlp", f"optimizer.lr={lr}"], {"val/acc": job / 10, "val/loss": 2 - job / 10})
+            make_run(
+                tmp_path / str(job),
+                ["model=mlp", f"optimizer.lr={lr}"],
+                {"val/acc": job / 10, "val/loss": 2 - job / 10},
+            )
     return tmp_path
 
 
@@ -74,7 +82,9 @@ def test_runs_with_different_objectives_need_one_named(tmp_path):
 
 
 def test_vl_report_prints_the_table_and_fails_in_one_line(sweep, tmp_path):
-    result = subprocess.run([str(VL_REPORT), str(sweep), "--objective", "val/loss"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(VL_REPORT), str(sweep), "--objective", "val/loss"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "best val/loss: 1.1000" in result.stdout and (sweep / "summary.csv").is_file()
 
@@ -85,7 +95,8 @@ def test_vl_report_prints_the_table_and_fails_in_one_line(sweep, tmp_path):
     assert result.stderr.strip() == f"error: {empty} holds no runs: no metrics.json and no .hydra/ below it"
 
 
-@pytest.mark.filterwarnings("ignore:.* is experimental")  # optuna's create_trial and add_trial, which make the trials by hand
+# optuna's create_trial and add_trial, which make the trials by hand
+@pytest.mark.filterwarnings("ignore:.* is experimental")
 def test_vl_report_of_an_optuna_sweep_ranks_every_trial_of_its_study_wherever_it_ran(tmp_path):
     """Trial 0 ran in another folder; trial 1 recorded no folder but is job 1 here; trial 2's folder is
     gone; trial 3 failed without one. Job 7 is a run of no trial."""
@@ -96,19 +107,38 @@ def test_vl_report_of_an_optuna_sweep_ranks_every_trial_of_its_study_wherever_it
     old, sweep = tmp_path / "old", tmp_path / "sweep"
     make_run(old / "0", ["model=knn", "model.k=3"], {"val/acc": 0.5})
     make_run(sweep / "1", ["model=knn", "model.k=5"], {"val/acc": 0.7})
-    (sweep / "1" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"study_name": "S"}, "job": {"num": 1}}}))
+    (sweep / "1" / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"sweeper": {"study_name": "S"}, "job": {"num": 1}}})
+    )
     make_run(sweep / "7", ["model=knn", "model.k=9"], {"val/acc": 0.6})
-    config = {"objective": "val/acc", "hydra": {"sweep": {"dir": "multirun/${now:%H-%M-%S}"}, "runtime": {"cwd": "/nowhere"},
-                                                "sweeper": {"storage": "sqlite:///${hydra.sweep.dir}/optuna.db", "study_name": "S"}}}
+    config = {
+        "objective": "val/acc",
+        "hydra": {
+            "sweep": {"dir": "multirun/${now:%H-%M-%S}"},
+            "runtime": {"cwd": "/nowhere"},
+            "sweeper": {"storage": "sqlite:///${hydra.sweep.dir}/optuna.db", "study_name": "S"},
+        },
+    }
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(config))
     study = optuna.create_study(study_name="S", storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
     k = {"model.k": IntUniformDistribution(1, 15)}
-    for number, (state, value, k_value, run_dir) in enumerate([
-        (TrialState.COMPLETE, 0.5, 3, old / "0"), (TrialState.COMPLETE, 0.7, 5, None),
-        (TrialState.COMPLETE, 0.9, 7, tmp_path / "gone" / "2"), (TrialState.FAIL, None, 11, None),
-    ]):
-        study.add_trial(create_trial(state=state, value=value, params={"model.k": k_value}, distributions=k,
-                                     user_attrs={} if run_dir is None else {"run_dir": str(run_dir)}))
+    for _number, (state, value, k_value, run_dir) in enumerate(
+        [
+            (TrialState.COMPLETE, 0.5, 3, old / "0"),
+            (TrialState.COMPLETE, 0.7, 5, None),
+            (TrialState.COMPLETE, 0.9, 7, tmp_path / "gone" / "2"),
+            (TrialState.FAIL, None, 11, None),
+        ]
+    ):
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"model.k": k_value},
+                distributions=k,
+                user_attrs={} if run_dir is None else {"run_dir": str(run_dir)},
+            )
+        )
 
     result = subprocess.run([str(VL_REPORT), str(sweep)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

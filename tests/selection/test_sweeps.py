@@ -18,8 +18,14 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import CONF_DIR, TINY, read_metrics, run_cli
 
-NO_PICTURES = ["logging.data_preview=false", "logging.confusion_every_n_epochs=0", "logging.first_layer_every_n_epochs=0",
-               "logging.mistakes_every_n_epochs=0", "logging.neighbours=false", "logging.graph=false"]
+NO_PICTURES = [
+    "logging.data_preview=false",
+    "logging.confusion_every_n_epochs=0",
+    "logging.first_layer_every_n_epochs=0",
+    "logging.mistakes_every_n_epochs=0",
+    "logging.neighbours=false",
+    "logging.graph=false",
+]
 KNN = [*TINY, *NO_PICTURES, "model=knn"]
 
 
@@ -35,7 +41,10 @@ def hparams_of(run_dir: Path) -> tuple[dict, set[str]]:
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    values = {key: value.number_value if value.HasField("number_value") else value.string_value for key, value in start.hparams.items()}
+    values = {
+        key: value.number_value if value.HasField("number_value") else value.string_value
+        for key, value in start.hparams.items()
+    }
     return values, {info.name.tag for info in experiment.metric_infos}
 
 
@@ -71,13 +80,22 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path):
 
 def test_optimizer_grid_from_the_issue_sweeps_six_jobs(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", *TINY, *NO_PICTURES, "model=linear", "trainer.epochs=1",
-            "optimizer=sgd,adam", "optimizer.lr=0.1,0.01,0.001", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        *TINY,
+        *NO_PICTURES,
+        "model=linear",
+        "trainer.epochs=1",
+        "optimizer=sgd,adam",
+        "optimizer.lr=0.1,0.01,0.001",
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = run_cli(args, sweep)
     assert result.returncode == 0, result.stderr
     rows = summary_rows(sweep)
     assert len(rows) == 6 and {(r["optimizer"], r["optimizer.lr"]) for r in rows} == {
-        (o, lr) for o in ("sgd", "adam") for lr in ("0.1", "0.01", "0.001")}
+        (o, lr) for o in ("sgd", "adam") for lr in ("0.1", "0.01", "0.001")
+    }
     accs = [float(r["val/acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
 
@@ -97,7 +115,8 @@ def test_optuna_search_with_sqlite_storage_resumes_a_stopped_study(tmp_path):
 
     trials = optuna.load_study(study_name="knn_optuna", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    assert sorted(p.name for p in search.iterdir() if p.is_dir()) == ["0", "1", "3"]  # job N is trial N: nothing overwritten
+    # job N is trial N: nothing overwritten
+    assert sorted(p.name for p in search.iterdir() if p.is_dir()) == ["0", "1", "3"]
     for number in (0, 1, 3):
         overrides = yaml.safe_load((search / str(number) / ".hydra" / "overrides.yaml").read_text())
         assert {f"{key}={value}" for key, value in trials[number].params.items()} <= set(overrides)
@@ -120,12 +139,19 @@ def knn_study(tmp_path_factory) -> tuple[Path, Path]:
 OPTUNA_KNN = ["-m", "hparams_search=knn_optuna", *KNN, "dataset.train_size=300"]
 
 
-def rerun(knn_study: tuple[Path, Path], tmp_path: Path, n_trials: int,
-          other: list[str] = ()) -> tuple[subprocess.CompletedProcess, Path, optuna.Study]:
+def rerun(
+    knn_study: tuple[Path, Path], tmp_path: Path, n_trials: int, other: list[str] = ()
+) -> tuple[subprocess.CompletedProcess, Path, optuna.Study]:
     """The study's command again (with `other` overrides), on a copy of its storage, into a new sweep folder."""
     storage = f"sqlite:///{shutil.copy(knn_study[1], tmp_path / 'optuna.db')}"
     new = tmp_path / "new"
-    args = [*OPTUNA_KNN, *other, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={new}", f"hydra.sweeper.storage={storage}"]
+    args = [
+        *OPTUNA_KNN,
+        *other,
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweep.dir={new}",
+        f"hydra.sweeper.storage={storage}",
+    ]
     return run_cli(args, tmp_path / "run"), new, optuna.load_study(study_name="knn_optuna", storage=storage)
 
 
@@ -140,8 +166,13 @@ def test_a_complete_study_rerun_into_a_new_folder_writes_its_results(knn_study, 
     assert results["best_value"] == pytest.approx(best.value) and results["best_params"] == best.params
 
     ranked = sorted(study.trials, key=lambda t: -t.value)
-    assert [(row["trial"], row["run_dir"]) for row in summary_rows(new)] == [(str(t.number), str(old / str(t.number))) for t in ranked]
-    assert f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {old / str(best.number)}" in result.stdout
+    assert [(row["trial"], row["run_dir"]) for row in summary_rows(new)] == [
+        (str(t.number), str(old / str(t.number))) for t in ranked
+    ]
+    assert (
+        f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {old / str(best.number)}"
+        in result.stdout
+    )
 
 
 def test_a_study_carried_on_in_a_new_folder_ranks_all_its_trials(knn_study, tmp_path):
@@ -162,22 +193,37 @@ def test_a_study_carried_on_in_a_new_folder_ranks_all_its_trials(knn_study, tmp_
     assert f"best val/acc: {best.value:.4f} (trial {best.number} of study knn_optuna) in {where}" in result.stdout
 
 
-def test_a_study_reused_with_other_settings_is_refused_in_one_line_and_the_new_study_it_names_starts(knn_study, tmp_path):
+def test_a_study_reused_with_other_settings_is_refused_in_one_line_and_the_new_study_it_names_starts(
+    knn_study, tmp_path
+):
     result, new, study = rerun(knn_study, tmp_path, 3, ["split=kfold", "split.folds=2"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: study knn_optuna in {storage} was searched with other settings: split=holdout there, kfold here; its trials "
-        "cannot be compared with this search's. Start a new study: hydra.sweeper.study_name=knn_optuna_kfold "
-        "(or search with the study's settings)"]
+        f"error: study knn_optuna in {storage} was searched with other settings: split=holdout there, kfold here; "
+        "its trials cannot be compared with this search's. "
+        "Start a new study: hydra.sweeper.study_name=knn_optuna_kfold (or search with the study's settings)"
+    ]
     assert len(study.trials) == 2 and not new.exists(), "nothing ran, nothing was written"
     assert "runs under" not in result.stdout, "no report of the study that was not run"
 
-    named = run_cli([*OPTUNA_KNN, "split=kfold", "split.folds=2", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={new}",
-                     f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=knn_optuna_kfold"], tmp_path / "run")
+    named = run_cli(
+        [
+            *OPTUNA_KNN,
+            "split=kfold",
+            "split.folds=2",
+            "hydra.sweeper.n_trials=1",
+            f"hydra.sweep.dir={new}",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=knn_optuna_kfold",
+        ],
+        tmp_path / "run",
+    )
     assert named.returncode == 0, named.stderr
     assert "study knn_optuna_kfold: a new study of 1 trial (hydra.sweeper.n_trials)" in named.stdout
-    assert re.search(r"\]\[HYDRA\] trial 0 \(1 of 1\): model\.distance=\w+ model\.k=\d+ model\.weights=\w+$", named.stdout, re.M)
+    assert re.search(
+        r"\]\[HYDRA\] trial 0 \(1 of 1\): model\.distance=\w+ model\.k=\d+ model\.weights=\w+$", named.stdout, re.M
+    )
     assert "Launching 1 jobs locally" not in named.stdout and "Launching 1 jobs locally" not in named.stdout
     assert "setup plugin alembic" not in named.stdout + named.stderr
 
@@ -200,13 +246,22 @@ def test_a_complete_study_whose_trials_all_failed_says_what_to_do(tmp_path):
     study = optuna.create_study(study_name="knn_optuna", storage=storage, direction="maximize")
     for _ in range(2):
         study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
-    result = run_cli([*OPTUNA_KNN, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'new'}", f"hydra.sweeper.storage={storage}"],
-                     tmp_path / "run")
+    result = run_cli(
+        [
+            *OPTUNA_KNN,
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={tmp_path / 'new'}",
+            f"hydra.sweeper.storage={storage}",
+        ],
+        tmp_path / "run",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: study knn_optuna in {storage} has 2 trials and none completed: raise hydra.sweeper.n_trials above 2, "
-        "or start a new study with hydra.sweeper.study_name=...")
-    assert [row["status"] for row in summary_rows(tmp_path / "new")] == ["failed", "failed"]  # the report still lists them
+        "or start a new study with hydra.sweeper.study_name=..."
+    )
+    # the report still lists them
+    assert [row["status"] for row in summary_rows(tmp_path / "new")] == ["failed", "failed"]
 
 
 def test_joblib_runs_two_jobs_in_parallel_processes(tmp_path):

@@ -39,10 +39,15 @@ def prepare_machine() -> None:
     if not missing:
         return
     if shutil.which("apt-get") is None:
-        raise CannotStart(f"{', '.join(missing)} not installed, and there is no apt-get to install {' '.join(PACKAGES)}")
+        raise CannotStart(
+            f"{', '.join(missing)} not installed, and there is no apt-get to install {' '.join(PACKAGES)}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with machine_lock("apt"):
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+        for command in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
+        ):
             try:
                 result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
             except subprocess.TimeoutExpired:
@@ -86,9 +91,16 @@ class Cluster:
         key = self.root / "munge.key"
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o400)
-        self.spawn("munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge}",
-                   f"--pid-file={self.root / 'munged.pid'}", f"--log-file={self.root / 'munged.log'}",
-                   f"--seed-file={self.root / 'munged.seed'}")
+        self.spawn(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={munge}",
+            f"--pid-file={self.root / 'munged.pid'}",
+            f"--log-file={self.root / 'munged.log'}",
+            f"--seed-file={self.root / 'munged.seed'}",
+        )
         self.start_database(db)
         self.wait_for(munge.exists, "munged's socket")
         self.conf.write_text(self.slurm_conf(munge, ctld, slurmd, dbd))
@@ -109,23 +121,46 @@ class Cluster:
         quick = ["--innodb-log-file-size=4M", "--innodb-flush-method=nosync"]  # a throwaway database: no fsync
         with (self.root / "mariadb-install-db.out").open("w") as log:
             created = subprocess.run(
-                ["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root", "--skip-test-db",
-                 "--auth-root-authentication-method=socket", *quick],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, timeout=120,
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    f"--datadir={datadir}",
+                    "--user=root",
+                    "--skip-test-db",
+                    "--auth-root-authentication-method=socket",
+                    *quick,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                timeout=120,
             )
         if created.returncode != 0:
             raise CannotStart(f"mariadb-install-db failed (exit code {created.returncode}): see {log.name}")
         self.password = secrets.token_hex(16)
         init = self.root / "init.sql"
-        init.write_text(f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{self.password}';\n"
-                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\n")
-        self.spawn("mariadbd", "--no-defaults", f"--datadir={datadir}", "--user=root", f"--init-file={init}",
-                   f"--socket={self.root / 'mariadb.socket'}", "--bind-address=127.0.0.1", f"--port={port}",
-                   "--innodb-buffer-pool-size=32M", *quick)
+        init.write_text(
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{self.password}';\n"
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\n"
+        )
+        self.spawn(
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            f"--init-file={init}",
+            f"--socket={self.root / 'mariadb.socket'}",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--innodb-buffer-pool-size=32M",
+            *quick,
+        )
         self.wait_for(lambda: accepts(port), f"mariadbd on port {port}")
 
     def slurm_conf(self, munge: Path, ctld: int, slurmd: int, dbd: int) -> str:
-        node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, env=self.env, check=True).stdout.splitlines()[0]
+        node = subprocess.run(
+            ["slurmd", "-C"], capture_output=True, text=True, env=self.env, check=True
+        ).stdout.splitlines()[0]
         host = node.split()[0].removeprefix("NodeName=")
         return f"""\
 ClusterName=vltest
@@ -151,12 +186,12 @@ AccountingStoragePass={munge}
 # A job past its time limit gets SIGKILL this many seconds after SIGTERM (default 30).
 KillWait=5
 ReturnToService=2
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "slurmctld.pid"}
+SlurmdPidFile={self.root / "slurmd.pid"}
+SlurmctldLogFile={self.root / "slurmctld.log"}
+SlurmdLogFile={self.root / "slurmd.log"}
 {node} NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
@@ -175,8 +210,8 @@ StoragePort={db}
 StorageUser=slurm
 StoragePass={self.password}
 StorageLoc=slurm_acct_db
-PidFile={self.root / 'slurmdbd.pid'}
-LogFile={self.root / 'slurmdbd.log'}
+PidFile={self.root / "slurmdbd.pid"}
+LogFile={self.root / "slurmdbd.log"}
 """
 
     def spawn(self, program: str, *args: str) -> None:
@@ -188,7 +223,11 @@ LogFile={self.root / 'slurmdbd.log'}
         while not ready():
             exited = [d for d in self.daemons if d.poll() is not None]
             if exited or time.monotonic() > deadline:
-                reason = f"{exited[0].args[0]} exited with {exited[0].returncode}" if exited else f"no {what} after {timeout:.0f} s"
+                reason = (
+                    f"{exited[0].args[0]} exited with {exited[0].returncode}"
+                    if exited
+                    else f"no {what} after {timeout:.0f} s"
+                )
                 raise CannotStart(f"the test cluster did not start ({reason}): its logs are in {self.root}")
             time.sleep(0.2)
 

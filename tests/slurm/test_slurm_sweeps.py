@@ -19,8 +19,14 @@ from tests.slurm.cluster import PARTITION, Cluster
 pytestmark = pytest.mark.slurm
 
 # The shipped example launcher with this cluster's partition, no GPU and one CPU per job.
-SLURM = ["-m", "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+SLURM = [
+    "-m",
+    "hydra/launcher=slurm",
+    f"hydra.launcher.partition={PARTITION}",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+]
 # Unset, torch's threads come from the job's CPUs: 1, so a job computes what TINY's trainer.threads=1 does locally.
 THREADS_FROM_SLURM = "trainer.threads=null"
 # 34 steps of 16 images per epoch, a checkpoint every 7 steps: the tests wait for one to know where the run is.
@@ -67,7 +73,9 @@ def job_id(sweep: Path) -> str:
 
 def state_and_restarts(slurm: Cluster, job: str) -> tuple[str, int]:
     """What the scheduler says of the job: its state, and how many times it was requeued."""
-    fields = dict(f.split("=", 1) for f in slurm.command("scontrol", "show", "job", "--oneliner", job).split() if "=" in f)
+    fields = dict(
+        f.split("=", 1) for f in slurm.command("scontrol", "show", "job", "--oneliner", job).split() if "=" in f
+    )
     return fields["JobState"], int(fields["Restarts"])
 
 
@@ -90,7 +98,9 @@ def start():
 
     def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
         cwd.mkdir(parents=True, exist_ok=True)
-        started.append(subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        started.append(
+            subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
         return started[-1]
 
     yield start
@@ -103,7 +113,9 @@ def start():
 @pytest.fixture(scope="module")
 def submit(slurm, start):
     """A sweep's submitting command, in the background: it waits for its jobs, then reports."""
-    return lambda args, sweep: start([str(VL_TRAIN), *SLURM, *args, f"hydra.sweep.dir={sweep}"], sweep.parent, slurm.env)
+    return lambda args, sweep: start(
+        [str(VL_TRAIN), *SLURM, *args, f"hydra.sweep.dir={sweep}"], sweep.parent, slurm.env
+    )
 
 
 def test_a_sweep_runs_its_jobs_reports_them_and_survives_a_failing_one(submit, tmp_path):
@@ -153,7 +165,12 @@ def stopped_once(slurm, start, submit, tmp_path_factory) -> dict[str, Path]:
 
     wait_until(signal_those_there, "checkpoints at steps 7 and 42", timing_out, preempting)
     running = start([str(VL_TRAIN), *STOPPABLE, f"hydra.run.dir={uninterrupted}"], root)
-    wait_until(lambda: status(timed_out / "0") == "interrupted", "the run stopped by the time limit's warning", timing_out, timeout=90)
+    wait_until(
+        lambda: status(timed_out / "0") == "interrupted",
+        "the run stopped by the time limit's warning",
+        timing_out,
+        timeout=90,
+    )
     # The requeued job would have one minute again: give it more, so that it runs to the end this time.
     slurm.command("scontrol", "update", f"JobId={job_id(timed_out)}", "TimeLimit=10")
     for process in (running, preempting, timing_out):
@@ -162,11 +179,17 @@ def stopped_once(slurm, start, submit, tmp_path_factory) -> dict[str, Path]:
     return {"preempted": preempted, "timed-out": timed_out, "uninterrupted": uninterrupted}
 
 
-@pytest.mark.parametrize("name,submitit_says,steps", [
-    ("preempted", "this job is preempted", range(42, 68)),  # mid-epoch 2, where the signal stopped it
-    ("timed-out", "this job is timed-out", range(7, 34)),  # mid-epoch 1
-], ids=["preempted", "timed-out"])
-def test_a_job_slurm_stops_saves_is_requeued_and_ends_as_if_never_stopped(slurm, stopped_once, name, submitit_says, steps):
+@pytest.mark.parametrize(
+    "name,submitit_says,steps",
+    [
+        ("preempted", "this job is preempted", range(42, 68)),  # mid-epoch 2, where the signal stopped it
+        ("timed-out", "this job is timed-out", range(7, 34)),  # mid-epoch 1
+    ],
+    ids=["preempted", "timed-out"],
+)
+def test_a_job_slurm_stops_saves_is_requeued_and_ends_as_if_never_stopped(
+    slurm, stopped_once, name, submitit_says, steps
+):
     sweep = stopped_once[name]
     assert state_and_restarts(slurm, job_id(sweep)) == ("COMPLETED", 1)
     log = submitit_log(sweep)  # vl-train's handler first (it saves last.pt), then submitit's (it requeues)

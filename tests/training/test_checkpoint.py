@@ -39,7 +39,8 @@ def test_loss_objectives_are_minimized(tmp_path):
 
 
 def test_checkpoints_carry_the_runs_provenance_through_a_safe_load(tmp_path):
-    """torch's own version string is a TorchVersion, which a weights_only load refuses: the record holds plain values."""
+    """torch's own version string is a TorchVersion, which a weights_only load refuses:
+    the record holds plain values."""
     origin = record(torch.device("cpu"), None)
     checkpoints = Checkpoints(tmp_path, "val/acc", config={}, started=time.perf_counter(), provenance=origin)
     checkpoints.save({"model": {"w": torch.ones(1)}}, {"val/acc": 0.5})

@@ -44,6 +44,7 @@ def test_an_epoch_drops_only_a_trailing_batch_of_one(n, batch_size, usable, step
 @pytest.fixture
 def hydra_job():
     """Makes this process a Hydra job (`HydraConfig`), as a launcher's job process is; unset after."""
+
     def become(mode: RunMode, num: int | None = None) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="train", return_hydra_config=True)
@@ -85,5 +86,3 @@ def test_one_gpu_is_every_job_s_gpu(monkeypatch, hydra_job):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     hydra_job(RunMode.MULTIRUN, 3)
     assert resolve_device("auto") == torch.device("cuda")
-
-

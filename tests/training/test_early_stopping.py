@@ -1,4 +1,5 @@
-"""trainer.early_stopping and trainer.test_on: the patience rule, the best epoch's weights tested, and resume keeping the count."""
+"""trainer.early_stopping and trainer.test_on: the patience rule, the best epoch's weights tested,
+and resume keeping the count."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from tests.conftest import TINY, compose_train, config_error
 from visionlab.experiment import run
 from visionlab.training.early_stopping import best_epoch, epochs_without_improvement
 
-QUIET = ["logging.data_preview=false", "logging.graph=false", "logging.mistakes_every_n_epochs=0", "logging.first_layer_every_n_epochs=0"]
+QUIET = [
+    "logging.data_preview=false",
+    "logging.graph=false",
+    "logging.mistakes_every_n_epochs=0",
+    "logging.first_layer_every_n_epochs=0",
+]
 
 
 def history(*values: float, key: str = "val/acc") -> dict[int, dict[str, float]]:
@@ -18,8 +24,10 @@ def history(*values: float, key: str = "val/acc") -> dict[int, dict[str, float]]
 
 def test_patience_counts_epochs_since_the_last_improvement_by_more_than_min_delta():
     assert epochs_without_improvement(history(0.5, 0.6, 0.6, 0.59), "val/acc", 0.0) == 2
-    assert epochs_without_improvement(history(0.5, 0.6, 0.605, 0.61), "val/acc", 0.01) == 2  # +0.005 and +0.01 are not enough
-    assert epochs_without_improvement(history(2.0, 1.5, 1.6, 1.4, key="val/loss"), "val/loss", 0.0) == 0  # a loss improves downwards
+    # +0.005 and +0.01 are not enough
+    assert epochs_without_improvement(history(0.5, 0.6, 0.605, 0.61), "val/acc", 0.01) == 2
+    # a loss improves downwards
+    assert epochs_without_improvement(history(2.0, 1.5, 1.6, 1.4, key="val/loss"), "val/loss", 0.0) == 0
 
 
 def test_the_best_epoch_is_the_first_with_the_best_value():
@@ -29,31 +37,52 @@ def test_the_best_epoch_is_the_first_with_the_best_value():
 
 def test_a_run_with_patience_stops_early_and_tests_the_best_epoch(tmp_path):
     # lr 0.3 for Adam makes val/acc bounce, so a patience of 1 runs out well before 12 epochs
-    overrides = [*TINY, *QUIET, "model=mlp", "recipe=none", "trainer.epochs=12", "trainer.early_stopping.patience=1", "optimizer.lr=0.3"]
+    overrides = [
+        *TINY,
+        *QUIET,
+        "model=mlp",
+        "recipe=none",
+        "trainer.epochs=12",
+        "trainer.early_stopping.patience=1",
+        "optimizer.lr=0.3",
+    ]
     metrics = run(compose_train(overrides), tmp_path)
     assert metrics["stopped_early"] is True and metrics["epochs"] < 12
     best = metrics["best_epoch"]
     assert 1 <= best < metrics["epochs"] and metrics["tested_epoch"] == best
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
     assert saved["position"]["epoch"] == best + 1, "best.pt holds the best epoch's weights"
-    assert metrics["val/acc"] == saved["history"][best]["val/acc"], "metrics.json describes the weights that were tested"
+    assert metrics["val/acc"] == saved["history"][best]["val/acc"], (
+        "metrics.json describes the weights that were tested"
+    )
     summary = (tmp_path / "summary.md").read_text()
     assert f"best epoch by val/acc: {best} of {metrics['epochs']}" in summary and "the model tested" not in summary
 
 
 def test_test_on_last_keeps_the_last_weights_even_with_early_stopping(tmp_path):
-    overrides = [*TINY, *QUIET, "model=mlp", "recipe=none", "trainer.epochs=12", "trainer.early_stopping.patience=1",
-                 "optimizer.lr=0.3", "trainer.test_on=last"]
+    overrides = [
+        *TINY,
+        *QUIET,
+        "model=mlp",
+        "recipe=none",
+        "trainer.epochs=12",
+        "trainer.early_stopping.patience=1",
+        "optimizer.lr=0.3",
+        "trainer.test_on=last",
+    ]
     metrics = run(compose_train(overrides), tmp_path)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert metrics["val/acc"] == last["history"][metrics["epochs"]]["val/acc"] and "tested_epoch" not in metrics
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience=0 is invalid"),
-    ("trainer.early_stopping.min_delta=-1", "trainer.early_stopping.min_delta=-1 is invalid"),
-    ("trainer.test_on=first", "trainer.test_on='first' is invalid: use one of best, last, or null"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience=0 is invalid"),
+        ("trainer.early_stopping.min_delta=-1", "trainer.early_stopping.min_delta=-1 is invalid"),
+        ("trainer.test_on=first", "trainer.test_on='first' is invalid: use one of best, last, or null"),
+    ],
+)
 def test_bad_early_stopping_settings_name_the_key(override, message):
     assert message in config_error([override])
 

@@ -1,4 +1,5 @@
-"""trainer.ema and trainer.tta through a real run: the average is what is kept, saved and resumed; TTA changes only the test pass."""
+"""trainer.ema and trainer.tta through a real run: the average is what is kept, saved and resumed;
+TTA changes only the test pass."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import torch
 from tests.conftest import TINY, compose_train
 from visionlab.experiment import build_parts, prepare_data, run
 from visionlab.training.lookahead import Lookahead
-from visionlab.training.state import TrainingState
 from visionlab.training.precision import Precision
+from visionlab.training.state import TrainingState
 
-QUIET = ["logging.data_preview=false", "logging.graph=false", "logging.mistakes_every_n_epochs=0", "logging.first_layer_every_n_epochs=0"]
+QUIET = [
+    "logging.data_preview=false",
+    "logging.graph=false",
+    "logging.mistakes_every_n_epochs=0",
+    "logging.first_layer_every_n_epochs=0",
+]
 
 
 def test_ema_changes_training_and_the_checkpoint_holds_the_average(tmp_path):
@@ -29,8 +35,17 @@ def test_a_state_with_a_lookahead_restores_the_average():
     splits = prepare_data(parts, torch.device("cpu"))
     model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
     optimizer = parts.optimizer(model.parameters())
-    make = lambda m: TrainingState(m, optimizer, parts.schedule(optimizer, epochs=2, steps_per_epoch=8), Precision(),
-                                   torch.Generator().manual_seed(0), lookahead=Lookahead(m, total_steps=16, every=2))
+
+    def make(m):
+        return TrainingState(
+            m,
+            optimizer,
+            parts.schedule(optimizer, epochs=2, steps_per_epoch=8),
+            Precision(),
+            torch.Generator().manual_seed(0),
+            lookahead=Lookahead(m, total_steps=16, every=2),
+        )
+
     state = make(model)
     for average in state.lookahead.average.values():
         average.add_(1.0)
@@ -45,5 +60,9 @@ def test_tta_changes_the_test_pass_only(tmp_path):
     args = [*TINY, *QUIET, "model=cnn", "trainer.epochs=1"]
     plain = run(compose_train(args), tmp_path / "plain")
     flipped = run(compose_train([*args, "trainer.tta=flip"]), tmp_path / "flip")
-    assert (flipped["train/loss"], flipped["val/acc"], flipped["val/loss"]) == (plain["train/loss"], plain["val/acc"], plain["val/loss"])
+    assert (flipped["train/loss"], flipped["val/acc"], flipped["val/loss"]) == (
+        plain["train/loss"],
+        plain["val/acc"],
+        plain["val/loss"],
+    )
     assert flipped["test/loss"] != plain["test/loss"], "the mirrored images' scores are averaged in"

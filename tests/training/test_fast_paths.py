@@ -24,7 +24,9 @@ from visionlab.training.speed import prepare_model
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("precision,dtype", [("32", torch.float32), (32, torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    "precision,dtype", [("32", torch.float32), (32, torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 def test_precision_sets_the_forward_pass_dtype(precision, dtype):
     layer = torch.nn.Linear(8, 3)
     mixed = Precision(precision, CPU)
@@ -122,10 +124,13 @@ print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 @pytest.mark.skipif(not hasattr(os, "confstr") or "CS_GNU_LIBC_VERSION" not in os.confstr_names, reason="glibc only")
 def test_freed_activations_stay_in_the_heap_instead_of_faulting_back_in_every_step():
-    """Counted, not timed: a page fault per 4 KiB of every activation was half of a default step's time (BENCHMARKS.md)."""
+    """Counted, not timed: a page fault per 4 KiB of every activation was half of a default step's time
+    (BENCHMARKS.md)."""
     faults = {}
     for mode in ("default", "kept"):
-        done = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         kept, faults[mode] = done.stdout.split()
         assert kept == str(mode == "kept")
@@ -134,12 +139,15 @@ def test_freed_activations_stay_in_the_heap_instead_of_faulting_back_in_every_st
 
 
 def test_a_run_loads_neither_torchvision_nor_a_plotting_library():
-    """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads, and pictures are drawn with Pillow."""
-    code = ("import sys, torch, visionlab.cli, visionlab.experiment\n"
-            "from visionlab.reporting import visuals\n"
-            "visuals.picture(torch.rand(4, 1, 8, 8), 2, title='t', row_labels=['a', 'b'], captions=['c'] * 4)\n"
-            "visuals.confusion_picture(torch.eye(3, dtype=torch.long), ['a', 'b', 'c'], 't')\n"
-            "print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))")
+    """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads,
+    and pictures are drawn with Pillow."""
+    code = (
+        "import sys, torch, visionlab.cli, visionlab.experiment\n"
+        "from visionlab.reporting import visuals\n"
+        "visuals.picture(torch.rand(4, 1, 8, 8), 2, title='t', row_labels=['a', 'b'], captions=['c'] * 4)\n"
+        "visuals.confusion_picture(torch.eye(3, dtype=torch.long), ['a', 'b', 'c'], 't')\n"
+        "print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
@@ -169,7 +177,9 @@ def test_fp16_run_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
 def test_fp16_on_the_cpu_runs_with_one_warning_that_names_what_to_use_instead(tmp_path):
     fp16 = run_cli([*TINY, "model=linear", "trainer.epochs=1", "trainer.precision=fp16"], tmp_path / "fp16")
     assert fp16.returncode == 0, fp16.stderr
-    warnings = [line for line in (tmp_path / "fp16" / "train.log").read_text().splitlines() if "float16 is emulated" in line]
+    warnings = [
+        line for line in (tmp_path / "fp16" / "train.log").read_text().splitlines() if "float16 is emulated" in line
+    ]
     assert len(warnings) == 1 and "[WARNING]" in warnings[0]
     assert "trainer.precision=fp16 on the CPU" in warnings[0] and "use trainer.precision=32, or auto" in warnings[0]
     plain = run_cli([*TINY, "model=linear", "trainer.epochs=1", "trainer.precision=32"], tmp_path / "fp32")

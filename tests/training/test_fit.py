@@ -15,7 +15,14 @@ from visionlab.training.loop import Objective, fit
 from visionlab.training.precision import Precision
 from visionlab.training.state import TrainingState
 
-SMALL = ["dataset.train_size=300", "dataset.test_size=100", "trainer.batch_size=32", "trainer.epochs=2", "model=mlp", "recipe=none"]
+SMALL = [
+    "dataset.train_size=300",
+    "dataset.test_size=100",
+    "trainer.batch_size=32",
+    "trainer.epochs=2",
+    "model=mlp",
+    "recipe=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +45,22 @@ def train(state, parts, splits, callbacks=()):
 
 
 def test_fit_takes_the_state_the_data_the_objective_the_settings_and_callbacks():
-    assert list(inspect.signature(fit).parameters) == ["state", "splits", "augment", "objective", "settings", "callbacks"]
+    assert list(inspect.signature(fit).parameters) == [
+        "state",
+        "splits",
+        "augment",
+        "objective",
+        "settings",
+        "callbacks",
+    ]
 
 
 def test_fit_learns_the_shapes_and_records_each_epoch(setup):
     parts, splits = setup
     state = fresh_state(parts, splits)
     result = train(state, parts, splits)
-    assert result.epochs == 2 and result.steps == state.at.step == 2 * 9  # 270 training images in batches of 32: 9 steps
+    # 270 training images in batches of 32: 9 steps
+    assert result.epochs == 2 and result.steps == state.at.step == 2 * 9
     assert result.val["acc"] > 0.3, "far above the 1/10 of chance on the ten shapes"
     assert sorted(state.history) == [1, 2] and state.history[2]["val/acc"] == result.val["acc"]
     assert state.at.epoch == 3 and state.at.batch == 0

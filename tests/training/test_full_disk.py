@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
 from tests.cli.test_resume import start
+from tests.conftest import TINY, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
 from visionlab.cache import PixelCache, TensorCache
 from visionlab.console import RunLogFile, full_log_file
 from visionlab.errors import DiskFull, no_space
@@ -26,8 +26,14 @@ from visionlab.reporting.metrics_file import write_metrics
 from visionlab.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
 
 # 4 epochs of 38 steps of 16 images: filling the disk once epoch 2 is under way leaves the next checkpoint to fail.
-LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn",
-               "trainer.early_stopping.patience=null"]
+LONG_EPOCHS = [
+    *TINY,
+    "trainer.epochs=4",
+    "trainer.batch_size=16",
+    "trainer.log_every_n_steps=3",
+    "model=cnn",
+    "trainer.early_stopping.patience=null",
+]
 LEFT_FREE = 600_000  # bytes: room for an epoch's TensorBoard events and log lines, not for the cnn's 1.2 MB last.pt
 
 
@@ -38,7 +44,9 @@ def small_disk(tmp_path) -> Path:
         pytest.skip("mounting a tmpfs to fill needs root")
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield folder
@@ -160,13 +168,16 @@ def test_a_disk_full_from_the_start_is_one_line_naming_the_run_folder(small_disk
     result = run_cli([*TINY, "model=linear"], run_dir)
     assert result.returncode == 75, result.stderr
     lines = stderr_lines(result.stderr)
-    assert lines == [f"error: no space left on the disk of {run_dir} for the run's files; "  # its lock, the first write
-                     "no checkpoint was written yet: free some space and run again"]
+    assert lines == [
+        f"error: no space left on the disk of {run_dir} for the run's files; "  # its lock, the first write
+        "no checkpoint was written yet: free some space and run again"
+    ]
     assert not list(run_dir.rglob("*.tmp"))
 
 
 def test_a_disk_that_fills_mid_run_never_shows_a_traceback(small_disk):
-    """Whichever write meets the full disk first (TensorBoard's thread, train.log, a checkpoint), the run says it once."""
+    """Whichever write meets the full disk first (TensorBoard's thread, train.log, a checkpoint),
+    the run says it once."""
     run_dir = small_disk / "run"
     process = start(LONG_EPOCHS, run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)

@@ -5,7 +5,7 @@ string annotations unresolvable for dataclasses.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -15,11 +15,13 @@ from omegaconf import MISSING
 @dataclass
 class ResumableOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.visionlab_search.resumable_optuna_sweeper.ResumableOptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     # An optuna.pruners class (_target_ and its arguments): conf/hydra/sweeper/pruner/.
     pruner: Any = MISSING
     # Set by the sweeper in each job's config: the number of the job's trial in the study.
-    trial: Optional[int] = None
+    trial: int | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="resumable_optuna", node=ResumableOptunaSweeperConf, provider="visionlab")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="resumable_optuna", node=ResumableOptunaSweeperConf, provider="visionlab"
+)

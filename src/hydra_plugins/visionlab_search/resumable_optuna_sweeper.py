@@ -56,7 +56,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         storage = self.sweeper.storage
         if isinstance(storage, str) and storage.startswith(SQLITE):
-            Path(storage[len(SQLITE):]).parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its folder
+            # sqlite makes the file, not its folder
+            Path(storage[len(SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
         follow_trials(self.sweeper)
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -81,11 +82,17 @@ class ResumableOptunaSweeper(OptunaSweeper):
         search.trials_in_all = search.n_trials
         if study is None:
             where = f" in {search.storage}" if search.storage is not None else ""
-            log.info("study %s: a new study of %d trial%s (hydra.sweeper.n_trials)%s", search.study_name, search.n_trials,
-                     "s" * (search.n_trials != 1), where)
+            log.info(
+                "study %s: a new study of %d trial%s (hydra.sweeper.n_trials)%s",
+                search.study_name,
+                search.n_trials,
+                "s" * (search.n_trials != 1),
+                where,
+            )
             if search.storage is not None and search.study_name is not None:
-                study = optuna.create_study(study_name=search.study_name, storage=search.storage,
-                                            directions=search._get_directions())
+                study = optuna.create_study(
+                    study_name=search.study_name, storage=search.storage, directions=search._get_directions()
+                )
                 study_settings.store(study, searched, search.config)
         else:
             stopped = [t.number for t in study.trials if t.state == TrialState.RUNNING]
@@ -97,11 +104,20 @@ class ResumableOptunaSweeper(OptunaSweeper):
             if to_go:
                 log.info("study %s: %d trials done%s, %d to go", search.study_name, done, left, to_go)
             else:
-                log.info("study %s is complete: %d trials done%s, none to go (hydra.sweeper.n_trials=%d is the study's total)",
-                         search.study_name, done, left, search.n_trials)
+                log.info(
+                    "study %s is complete: %d trials done%s, none to go (hydra.sweeper.n_trials=%d is the study's "
+                    "total)",
+                    search.study_name,
+                    done,
+                    left,
+                    search.n_trials,
+                )
                 if not any(t.state == TrialState.COMPLETE for t in study.trials):
-                    raise UserError(f"study {search.study_name} in {search.storage} has {done} trials and none completed: "
-                                    f"raise hydra.sweeper.n_trials above {done}, or start a new study with hydra.sweeper.study_name=...")
+                    raise UserError(
+                        f"study {search.study_name} in {search.storage} has {done} trials and none completed: "
+                        f"raise hydra.sweeper.n_trials above {done}, or start a new study with "
+                        "hydra.sweeper.study_name=..."
+                    )
             search.n_trials = to_go
             search.job_idx = len(study.trials)
             search.sampler.reseed_rng()  # a sampler seeded as before would repeat the first launch's random trials
@@ -151,9 +167,11 @@ def check_enqueued_values(trial: Any, space: dict[str, Any], storage: Any) -> No
     for name, value in fixed.items():
         distribution = space.get(name)
         if distribution is not None and not holds(distribution, value):
-            raise UserError(f"{storage}: study {trial.study.study_name}'s enqueued trial {trial.number} sets {name}={value!r}, "
-                            f"which this search's {name} ({distribution}) cannot take: start a new study with "
-                            "hydra.sweeper.study_name=... (or another storage)")
+            raise UserError(
+                f"{storage}: study {trial.study.study_name}'s enqueued trial {trial.number} sets {name}={value!r}, "
+                f"which this search's {name} ({distribution}) cannot take: start a new study with "
+                "hydra.sweeper.study_name=... (or another storage)"
+            )
 
 
 def holds(distribution: Any, value: Any) -> bool:

@@ -20,16 +20,33 @@ from omegaconf import DictConfig, OmegaConf
 from visionlab.errors import UserError
 
 SETTINGS = "settings"  # the study's user attribute
-HOW_IT_RUNS = ("trainer.threads", "trainer.device", "trainer.log_every_n_steps", "trainer.checkpoint_every_steps",
-               "trainer.on_hangup", "trainer.compile", "trainer.eval_batch_size", "logging", "resume", "summary_only",
-               "lr_find", "lr_range", "dataset.download", "dataset.cache_dir", "features.cache_dir")
+HOW_IT_RUNS = (
+    "trainer.threads",
+    "trainer.device",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_steps",
+    "trainer.on_hangup",
+    "trainer.compile",
+    "trainer.eval_batch_size",
+    "logging",
+    "resume",
+    "summary_only",
+    "lr_find",
+    "lr_range",
+    "dataset.download",
+    "dataset.cache_dir",
+    "features.cache_dir",
+)
 SHOWN = 3  # differences named in full in the refusal; the rest by key
 
 
 def settings_of(config: DictConfig, searched: set[str]) -> dict[str, str]:
     """What a trial of this search computes with, beside its searched parameters: {key: value as JSON}."""
-    choices = {group: option for group, option in config.hydra.runtime.choices.items()
-               if not group.startswith("hydra") and option is not None}
+    choices = {
+        group: option
+        for group, option in config.hydra.runtime.choices.items()
+        if not group.startswith("hydra") and option is not None
+    }
     job = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
     leaves = {key: json.dumps(value, sort_keys=True) for key, value in flatten(job)}
     kept = {**{group: json.dumps(option) for group, option in choices.items()}, **leaves}
@@ -59,9 +76,11 @@ def check(study: Any, storage: Any, searched: set[str], config: DictConfig) -> N
         return
     shown = ", ".join(f"{key}={plain(there[key])} there, {plain(here[key])} here" for key in differ[:SHOWN])
     more = f" (and {', '.join(differ[SHOWN:])})" if differ[SHOWN:] else ""
-    raise UserError(f"study {study.study_name} in {storage} was searched with other settings: {shown}{more}; its trials "
-                    f"cannot be compared with this search's. Start a new study: hydra.sweeper.study_name="
-                    f"{new_name(study.study_name, differ, here)} (or search with the study's settings)")
+    raise UserError(
+        f"study {study.study_name} in {storage} was searched with other settings: {shown}{more}; its trials "
+        f"cannot be compared with this search's. Start a new study: hydra.sweeper.study_name="
+        f"{new_name(study.study_name, differ, here)} (or search with the study's settings)"
+    )
 
 
 def store(study: Any, searched: set[str], config: DictConfig) -> None:

@@ -68,11 +68,20 @@ class ImageDataset:
         return None
 
     def load(self, check: Callable[[Plan], None] = lambda plan: None) -> RawData:
-        """The images, once `check` has passed their plan: before reading them where the dataset can tell, else just after."""
+        """The images, once `check` has passed their plan: before reading them where the dataset can tell,
+        else just after."""
         plan = self.plan()
         if plan is not None:
-            check(Plan(plan.shape, min(plan.train, self.train_size or plan.train), min(plan.test, self.test_size or plan.test),
-                       plan.classes, plan.size_key, plan.reading))
+            check(
+                Plan(
+                    plan.shape,
+                    min(plan.train, self.train_size or plan.train),
+                    min(plan.test, self.test_size or plan.test),
+                    plan.classes,
+                    plan.size_key,
+                    plan.reading,
+                )
+            )
         raw = self.read()
         raw = RawData(
             _first(raw.train, self.train_size, "dataset.train_size"),

@@ -33,7 +33,10 @@ class CIFAR10(ImageDataset):
     def read(self) -> RawData:
         folder = Path(self.root).expanduser() / FOLDER
         files = ensure_files(
-            "CIFAR-10", folder, TRAIN_FILES + TEST_FILES, self.download,
+            "CIFAR-10",
+            folder,
+            TRAIN_FILES + TEST_FILES,
+            self.download,
             lambda: download(folder.parent, "CIFAR10"),
         )
         return RawData(read_batches(folder, TRAIN_FILES), read_batches(folder, TEST_FILES), list(CLASSES), files)
@@ -48,18 +51,27 @@ def read_batches(folder: Path, names: list[str], label_key: str = "labels", data
             images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[label_key], dtype=np.int64))
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{dataset} file {folder / name} is corrupt ({type(exc).__name__}: {exc}); delete it to download again") from exc
+            raise UserError(
+                f"{dataset} file {folder / name} is corrupt ({type(exc).__name__}: {exc}); delete it to download again"
+            ) from exc
     return LabeledImages(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
 
 
 # What CIFAR's pickles hold besides plain containers: numpy arrays. A file naming anything else is refused
 # before it is called, so a data folder from elsewhere runs no code (docs/architecture.md, "What is trusted").
 # (numpy's module names before and after 2.0, and what each pickle protocol rebuilds an array with)
-PICKLED_CLASSES = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
-      for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))),
-})
+PICKLED_CLASSES = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        *(
+            (f"numpy.{core}.{module}", name)
+            for core in ("core", "_core")
+            for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+        ),
+    }
+)
 
 
 class DataUnpickler(pickle.Unpickler):

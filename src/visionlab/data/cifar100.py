@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Annotated
 from pathlib import Path
+from typing import Annotated
 
+from visionlab.checks import OneOf, Switch, WritesOutside
 from visionlab.data.base import ImageDataset, RawData
 from visionlab.data.cifar10 import read_batches, read_pickle
 from visionlab.data.files import download, ensure_files
-from visionlab.checks import OneOf, Switch, WritesOutside
 from visionlab.errors import UserError
 
 FOLDER = "cifar-100-python"
@@ -35,6 +35,11 @@ class CIFAR100(ImageDataset):
         try:
             classes = list(read_pickle(folder / "meta")[f"{self.label_type}_label_names"])
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"CIFAR-100 file {folder / 'meta'} is corrupt ({type(exc).__name__}); delete it to download again") from exc
-        train, test = read_batches(folder, ["train"], key, "CIFAR-100"), read_batches(folder, ["test"], key, "CIFAR-100")
+            raise UserError(
+                f"CIFAR-100 file {folder / 'meta'} is corrupt ({type(exc).__name__}); delete it to download again"
+            ) from exc
+        train, test = (
+            read_batches(folder, ["train"], key, "CIFAR-100"),
+            read_batches(folder, ["test"], key, "CIFAR-100"),
+        )
         return RawData(train, test, classes, files)

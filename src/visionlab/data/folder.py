@@ -48,7 +48,8 @@ LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/
 
 @dataclass
 class Scan:
-    """One tree of class folders: its classes (sorted), each file's path, class, size and mtime, and what was ignored."""
+    """One tree of class folders: its classes (sorted), each file's path, class, size and mtime,
+    and what was ignored."""
 
     classes: list[str]
     files: list[str]  # relative to the dataset root, with "/" (strings: pathlib would cost 0.2 s per 10,000 files)
@@ -70,7 +71,8 @@ class Found:
     ignored: int
     key: dict  # the pixel cache's
     stored: tuple[torch.Tensor, dict] | None  # the cached images and their header's extra, if the cache has them
-    common: tuple[int, int] | None  # the most common upright (height, width): the cache's record, or a sample of headers
+    # the most common upright (height, width): the cache's record, or a sample of headers
+    common: tuple[int, int] | None
     size: tuple[int, int]  # what they train at
     sizes: list[int]  # each file's bytes, in the order of `files`: for the run's provenance
 
@@ -79,7 +81,10 @@ class Found:
 class ImageFolder(ImageDataset):
     root: Annotated[str | None, Maybe(Text())] = None  # required: null is refused with the layout it needs
     # [height, width] (one number: a square); null: the most common size among the files, shrunk to max_side
-    size: Annotated[list[int] | None, Maybe(Either(Each(Whole(1, unit="pixels"), length=2, example="[64, 64]"), Whole(1, unit="pixels")))] = None
+    size: Annotated[
+        list[int] | None,
+        Maybe(Either(Each(Whole(1, unit="pixels"), length=2, example="[64, 64]"), Whole(1, unit="pixels"))),
+    ] = None
     channels: Annotated[int | None, Maybe(OneOf(1, 3))] = None  # 1 or 3; null: 1 if every file is grey, else 3
     # one tree only: the share of each class set aside for test
     test_fraction: Annotated[float, Number(gt=0, lt=1, example=0.2)] = 0.2
@@ -99,21 +104,33 @@ class ImageFolder(ImageDataset):
             self.size = list(self.size)
 
     def plan(self) -> Plan:
-        """The files, and the size they will train at, from the cache or a sample of their headers: nothing is decoded."""
+        """The files, and the size they will train at, from the cache or a sample of their headers:
+        nothing is decoded."""
         root = self._root()
         train, test = self._split(root)
         n_train = len(train.files)
-        # numpy, not torch, for these few whole-array steps: each small torch call waits for torch's threads on a busy machine
+        # numpy, not torch, for these few whole-array steps: each small torch call waits for torch's threads on a
+        # busy machine
         order = np.concatenate([self._order(n_train), n_train + self._order(len(test.files))])
         every = train.files + test.files
         files = [every[i] for i in order.tolist()]
         labels = np.array(train.labels + test.labels, dtype=np.int64)[order]
-        sizes, mtimes = np.array(train.sizes + test.sizes, dtype=np.int64)[order], np.array(train.mtimes + test.mtimes, dtype=np.int64)[order]
+        sizes, mtimes = (
+            np.array(train.sizes + test.sizes, dtype=np.int64)[order],
+            np.array(train.mtimes + test.mtimes, dtype=np.int64)[order],
+        )
         listing = hashlib.sha256("\n".join(files).encode())
         listing.update(sizes.astype("<i8").tobytes())
         listing.update(mtimes.astype("<i8").tobytes())
-        key = {"dataset": "folder", "split": "all", "files": listing.hexdigest(), "size": self.size, "channels": self.channels,
-               "max_side": None if self.size else self.max_side, "decoder": DECODER}
+        key = {
+            "dataset": "folder",
+            "split": "all",
+            "files": listing.hexdigest(),
+            "size": self.size,
+            "channels": self.channels,
+            "max_side": None if self.size else self.max_side,
+            "decoder": DECODER,
+        }
         stored = PixelCache(self._cache_dir(root)).load(key, (len(files), self.channels, *(self.size or (None, None))))
         if stored is not None:
             common = tuple(stored[1]["common"]) if stored[1].get("common") else None
@@ -121,12 +138,30 @@ class ImageFolder(ImageDataset):
         else:
             common = None if self.size else common_size([os.path.join(root, f) for f in files])
             size = tuple(self.size) if self.size else training_size(common, self.max_side)
-        self._found = Found(root, train.classes, files, labels, n_train, train.ignored + test.ignored, key, stored, common, size,
-                            sizes.tolist())
+        self._found = Found(
+            root,
+            train.classes,
+            files,
+            labels,
+            n_train,
+            train.ignored + test.ignored,
+            key,
+            stored,
+            common,
+            size,
+            sizes.tolist(),
+        )
         if common is not None and size != common:
-            log.info("folder: training at %dx%d pixels (height x width): the most common size, %dx%d, shrunk to dataset.max_side=%d "
-                     "on its longer side, aspect kept; dataset.size=[%d,%d] or dataset.max_side=%d changes it",
-                     *size, *common, self.max_side, *size, 2 * self.max_side)
+            log.info(
+                "folder: training at %dx%d pixels (height x width): the most common size, %dx%d, "
+                "shrunk to dataset.max_side=%d on its longer side, aspect kept; "
+                "dataset.size=[%d,%d] or dataset.max_side=%d changes it",
+                *size,
+                *common,
+                self.max_side,
+                *size,
+                2 * self.max_side,
+            )
         channels = self.channels or (stored[0].shape[1] if stored is not None else 3)
         return Plan((channels, *size), n_train, len(files) - n_train, len(train.classes), "dataset.size")
 
@@ -137,9 +172,15 @@ class ImageFolder(ImageDataset):
         root, classes, files, labels, n_train = found.root, found.classes, found.files, found.labels, found.n_train
         images, bad = self._images(found)
         bad_in_train = sum(i < n_train for i in bad)
-        log.info("folder: %s images in %d classes from %s (%s train, %s test)%s", f"{len(files) - len(bad):,}", len(classes), root,
-                 f"{n_train - bad_in_train:,}", f"{len(files) - n_train - (len(bad) - bad_in_train):,}",
-                 f"; {found.ignored:,} files that are not images were ignored" if found.ignored else "")
+        log.info(
+            "folder: %s images in %d classes from %s (%s train, %s test)%s",
+            f"{len(files) - len(bad):,}",
+            len(classes),
+            root,
+            f"{n_train - bad_in_train:,}",
+            f"{len(files) - n_train - (len(bad) - bad_in_train):,}",
+            f"; {found.ignored:,} files that are not images were ignored" if found.ignored else "",
+        )
         keep = np.ones(len(files), dtype=bool)
         keep[list(bad)] = False
         parts = []
@@ -148,9 +189,14 @@ class ImageFolder(ImageDataset):
             part_images, part_labels = images[part], labels[part]
             if not kept.all():
                 part_images, part_labels = part_images[torch.from_numpy(kept)], part_labels[kept]
-            missing = [classes[c] for c, count in enumerate(np.bincount(part_labels, minlength=len(classes))) if not count]
+            missing = [
+                classes[c] for c, count in enumerate(np.bincount(part_labels, minlength=len(classes))) if not count
+            ]
             if missing:
-                raise UserError(f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or remove the folder")
+                raise UserError(
+                    f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or "
+                    "remove the folder"
+                )
             parts.append(LabeledImages(part_images, torch.from_numpy(part_labels)))
         return RawData(parts[0], parts[1], classes, DataFiles(root, files, found.sizes))
 
@@ -170,19 +216,32 @@ class ImageFolder(ImageDataset):
         if "train" in folders or "test" in folders:
             if not {"train", "test"} <= folders:
                 have, lacks = ("train", "test") if "train" in folders else ("test", "train")
-                raise UserError(f"dataset.root={root} has {have}/ but no {lacks}/: add {root / lacks}/<class>/..., or put the class folders directly in {root}")
+                raise UserError(
+                    f"dataset.root={root} has {have}/ but no {lacks}/: add {root / lacks}/<class>/..., or put the "
+                    f"class folders directly in {root}"
+                )
             train, test = scan(root, "train"), scan(root, "test")
             if train.classes != test.classes:
                 only_train = sorted(set(train.classes) - set(test.classes))
                 only_test = sorted(set(test.classes) - set(train.classes))
-                said = "; ".join(s for s in (f"only in train/: {', '.join(only_train)}" if only_train else "",
-                                              f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
-                raise UserError(f"dataset.root={root}: train/ and test/ have different classes ({said}); give both the same class folders")
+                said = "; ".join(
+                    s
+                    for s in (
+                        f"only in train/: {', '.join(only_train)}" if only_train else "",
+                        f"only in test/: {', '.join(only_test)}" if only_test else "",
+                    )
+                    if s
+                )
+                raise UserError(
+                    f"dataset.root={root}: train/ and test/ have different classes ({said}); give both the same "
+                    "class folders"
+                )
             return train, test
         return self._draw_test(root, scan(root, None))
 
     def _draw_test(self, root: Path, tree: Scan) -> tuple[Scan, Scan]:
-        """A seeded, stratified test_fraction of each class, recorded in the cache folder the first time and read back after."""
+        """A seeded, stratified test_fraction of each class,
+        recorded in the cache folder the first time and read back after."""
         record = self._cache_dir(root) / f"test-split-seed{self.seed}-fraction{self.test_fraction:g}.json"
         names = tree.files
         test_names = _read_record(record)
@@ -190,13 +249,23 @@ class ImageFolder(ImageDataset):
             test_names = set(_stratified(tree.labels, self.test_fraction, self.seed, names))
             _write_record(record, self.seed, self.test_fraction, sorted(test_names))
         else:
-            log.info("folder: test images as recorded in %s (%s of them; files added since go to train)", record, f"{len(set(names) & test_names):,}")
+            log.info(
+                "folder: test images as recorded in %s (%s of them; files added since go to train)",
+                record,
+                f"{len(set(names) & test_names):,}",
+            )
         is_test = [name in test_names for name in names]
 
         def part(test: bool) -> Scan:
             picked = [i for i, t in enumerate(is_test) if t == test]
-            return Scan(tree.classes, [tree.files[i] for i in picked], [tree.labels[i] for i in picked], [tree.sizes[i] for i in picked],
-                        [tree.mtimes[i] for i in picked], 0 if test else tree.ignored)
+            return Scan(
+                tree.classes,
+                [tree.files[i] for i in picked],
+                [tree.labels[i] for i in picked],
+                [tree.sizes[i] for i in picked],
+                [tree.mtimes[i] for i in picked],
+                0 if test else tree.ignored,
+            )
 
         return part(False), part(True)
 
@@ -210,7 +279,8 @@ class ImageFolder(ImageDataset):
     # ---- decoding, once -------------------------------------------------------------------------
 
     def _images(self, found: Found) -> tuple[torch.Tensor, dict[int, str]]:
-        """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files (index -> reason)."""
+        """uint8 `[N, C, H, W]` in file order, from the cache or decoded (and cached), and the bad files
+        (index -> reason)."""
         root, files = found.root, found.files
         started = time.perf_counter()
         cache = PixelCache(self._cache_dir(root))
@@ -218,24 +288,51 @@ class ImageFolder(ImageDataset):
             images, extra = found.stored
             bad = dict.fromkeys(extra["bad"], "unreadable when the cache was made")
             self._check_bad(root, files, bad)
-            log.info("folder: %s decoded images loaded from %s in %.2f s", f"{len(files):,}", cache.path(found.key), time.perf_counter() - started)
+            log.info(
+                "folder: %s decoded images loaded from %s in %.2f s",
+                f"{len(files):,}",
+                cache.path(found.key),
+                time.perf_counter() - started,
+            )
             return images, bad
         with cache.writing(found.key) as writer:
-            decoded = decode_files([os.path.join(root, f) for f in files], self.size, self.channels, worker_count(self.workers),
-                                   writer.allocate, self.max_side, found.common)
+            decoded = decode_files(
+                [os.path.join(root, f) for f in files],
+                self.size,
+                self.channels,
+                worker_count(self.workers),
+                writer.allocate,
+                self.max_side,
+                found.common,
+            )
             self._check_bad(root, files, decoded.bad)
             common = Counter(s for s in decoded.sizes if s is not None).most_common(1)
-            where = writer.commit(decoded.images, {"bad": sorted(decoded.bad), "common": list(common[0][0]) if common else None})
+            where = writer.commit(
+                decoded.images, {"bad": sorted(decoded.bad), "common": list(common[0][0]) if common else None}
+            )
         seconds = time.perf_counter() - started
         c, h, w = decoded.images.shape[1:]
         mixed = len({s for s in decoded.sizes if s is not None}) > 1
         grey = sum(decoded.grey)
-        log.info("folder: %s images decoded to %dx%dx%d in %.1f s (%s, %s per second)%s%s%s", f"{len(files):,}", c, h, w,
-                 seconds, decoders(decoded.workers, len(files), worker_count(self.workers)),
-                 f"{len(files) / max(seconds, 1e-9):,.0f}", "; files of other sizes were resized" if mixed else "",
-                 f"; {grey:,} grey files were converted to RGB" if c == 3 and grey else
-                 (f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey" if c == 1 and len(files) - len(decoded.bad) > grey else ""),
-                 f"; {decoded.turned:,} turned upright by their EXIF orientation" if decoded.turned else "")
+        log.info(
+            "folder: %s images decoded to %dx%dx%d in %.1f s (%s, %s per second)%s%s%s",
+            f"{len(files):,}",
+            c,
+            h,
+            w,
+            seconds,
+            decoders(decoded.workers, len(files), worker_count(self.workers)),
+            f"{len(files) / max(seconds, 1e-9):,.0f}",
+            "; files of other sizes were resized" if mixed else "",
+            f"; {grey:,} grey files were converted to RGB"
+            if c == 3 and grey
+            else (
+                f"; {len(files) - len(decoded.bad) - grey:,} colour files were converted to grey"
+                if c == 1 and len(files) - len(decoded.bad) > grey
+                else ""
+            ),
+            f"; {decoded.turned:,} turned upright by their EXIF orientation" if decoded.turned else "",
+        )
         if where:
             log.info("folder: cached in %s", where)
         return decoded.images, decoded.bad
@@ -246,14 +343,17 @@ class ImageFolder(ImageDataset):
         named = sorted(f"{files[i]} ({reason})" for i, reason in bad.items())
         if not self.skip_bad_files:
             more = f" and {len(named) - SHOWN:,} more" if len(named) > SHOWN else ""
-            raise UserError(f"{len(named):,} files in {root} could not be read as images: {', '.join(named[:SHOWN])}{more}; "
-                            "fix or remove them, or set dataset.skip_bad_files=true to leave them out")
+            raise UserError(
+                f"{len(named):,} files in {root} could not be read as images: {', '.join(named[:SHOWN])}{more}; "
+                "fix or remove them, or set dataset.skip_bad_files=true to leave them out"
+            )
         for line in named:
             log.warning("folder: skipping %s (dataset.skip_bad_files=true)", line)
 
 
 def scan(root: Path, part: str | None) -> Scan:
-    """The class folders of ROOT (or ROOT/part): every image file below each, in sorted order, with its size and mtime."""
+    """The class folders of ROOT (or ROOT/part): every image file below each, in sorted order,
+    with its size and mtime."""
     top = root / part if part else root
     classes, files, labels, sizes, mtimes, ignored = [], [], [], [], [], 0
     for entry in sorted(os.scandir(top), key=BY_NAME):
@@ -268,20 +368,25 @@ def scan(root: Path, part: str | None) -> Scan:
         ignored += skipped
         if len(files) == before:
             shown = f" (only {skipped:,} files that are not images)" if skipped else ""
-            raise UserError(f"dataset.root={root}: class folder {prefix} holds no images{shown}; add {', '.join(EXTENSIONS)} files, or remove it")
+            raise UserError(
+                f"dataset.root={root}: class folder {prefix} holds no images{shown}; add {', '.join(EXTENSIONS)} "
+                "files, or remove it"
+            )
         labels += [len(classes)] * (len(files) - before)
         classes.append(entry.name)
     where = f"{top}" if part else f"dataset.root={root}"
     if not classes:
         raise UserError(f"{where} holds no class folders: {LAYOUT}")
     if len(classes) < 2:
-        raise UserError(f"{where} has one class folder ({classes[0]}): a classifier needs at least two, one folder per class")
+        raise UserError(
+            f"{where} has one class folder ({classes[0]}): a classifier needs at least two, one folder per class"
+        )
     return Scan(classes, files, labels, sizes, mtimes, ignored)
 
 
 def _walk(folder: str, prefix: str, files: list[str], sizes: list[int], mtimes: list[int]) -> int:
-    """Append the image files anywhere below `folder` (as prefix/relative names, sorted; hidden files and folders skipped),
-    their sizes and mtimes; return how many other files there were.
+    """Append the image files anywhere below `folder` (as prefix/relative names, sorted; hidden files and folders
+    skipped), their sizes and mtimes; return how many other files there were.
 
     One stat per entry, which is most of a cached run's start (60,000 CIFAR-10 files: 0.25 s), and
     little else: names sorted as strings, no DirEntry objects. A link to nothing named like an image
@@ -337,4 +442,6 @@ def _write_record(path: Path, seed: int, fraction: float, test: list[str]) -> No
         temporary.write_text(json.dumps({"seed": seed, "test_fraction": fraction, "test": test}, indent=0) + "\n")
         os.replace(temporary, path)
     except OSError as exc:
-        log.warning("folder: could not record the test split in %s (%s); it is drawn again, the same way, next time", path, exc)
+        log.warning(
+            "folder: could not record the test split in %s (%s); it is drawn again, the same way, next time", path, exc
+        )

@@ -61,15 +61,24 @@ class KFold:
 
     def partitions(self, labels: torch.Tensor, seed: int) -> list[Partition]:
         if self.folds > len(labels):
-            raise UserError(f"split.folds={self.folds} is more than the {len(labels):,} training images: use from 2 to {len(labels)} folds")
+            raise UserError(
+                f"split.folds={self.folds} is more than the {len(labels):,} training images: use from 2 to "
+                f"{len(labels)} folds"
+            )
         smallest = int(torch.bincount(labels).min())
         if smallest < self.folds:
-            log.warning("split.folds=%d: the rarest class has only %d training images, so some val folds lack it", self.folds, smallest)
+            log.warning(
+                "split.folds=%d: the rarest class has only %d training images, so some val folds lack it",
+                self.folds,
+                smallest,
+            )
         return stratified_folds(labels, self.folds, self.shuffle, seed)
 
     def plan(self, labels: torch.Tensor, seed: int) -> list[Part]:
-        parts = [Part(f"fold_{i}", train, val, test=False, title=f"fold {i + 1} of {self.folds}")
-                 for i, (train, val) in enumerate(self.partitions(labels, seed))]
+        parts = [
+            Part(f"fold_{i}", train, val, test=False, title=f"fold {i + 1} of {self.folds}")
+            for i, (train, val) in enumerate(self.partitions(labels, seed))
+        ]
         if self.final_test:
             everything = torch.arange(len(labels))
             parts.append(Part("final", everything, everything, test=True, final=True, title="final model"))

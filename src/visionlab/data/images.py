@@ -10,8 +10,8 @@ Pillow's words), grey conversion (its "L": ITU-R 601-2 luma) and resizing (its b
 antialiased when shrinking). Both decode a JPEG with libjpeg-turbo's default (accurate) DCT and
 upsampling, so they give the same pixels. Every file is turned upright by its EXIF orientation
 (data/orientation.py) before it is resized, so sizes here are upright sizes. HEIC/HEIF (iPhones)
-is read by Pillow through pillow-heif, imported at the first such file. Workers hold no torch tensors: torch's per-image calls on
-tiny tensors, with its thread pool on a busy machine, made decoding up to 9x slower. (torchvision.io
+is read by Pillow through pillow-heif, imported at the first such file. Workers hold no torch tensors: torch's per-image
+calls on tiny tensors, with its thread pool on a busy machine, made decoding up to 9x slower. (torchvision.io
 decodes JPEGs too, but its image decoding is deprecated since torchvision 0.29, gives a palette
 PNG's indices instead of its colours, and its import costs each worker 2 s and 164 MB.)
 """
@@ -26,8 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from functools import cache
+from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,18 +37,20 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from visionlab.cache import shared_zeros
-from visionlab.cores import allowed
 from visionlab.console import console, live_progress_enabled
+from visionlab.cores import allowed
 from visionlab.data import orientation
 
 log = logging.getLogger("visionlab")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".heic", ".heif")
 HEIF_EXTENSIONS = (".heic", ".heif")
-HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")  # an ISO box file's ftyp brands that libheif reads
+# an ISO box file's ftyp brands that libheif reads
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")  # a palette counts as colour
 JPEG_START = b"\xff\xd8\xff"  # a JPEG by its bytes, whatever its name
-TURBO_SPACES = {"YCbCr": False, "Gray": True}  # the JPEG colour spaces simplejpeg decodes here -> grey; others go to Pillow
+# the JPEG colour spaces simplejpeg decodes here -> grey; others go to Pillow
+TURBO_SPACES = {"YCbCr": False, "Gray": True}
 CHUNK = 256  # files per task handed to a worker
 PARALLEL_FROM = 512  # fewer files are decoded in this process: starting workers would cost more
 SAMPLE = 64  # file headers read to guess the most common size before decoding
@@ -122,7 +124,8 @@ def _decode_jpeg(data: bytes, channels: int | None, size: Sequence[int] | None) 
         halved = 2 * stored[0] <= height and 2 * stored[1] <= width
         shrink = {"min_height": stored[0], "min_width": stored[1], "min_factor": 2} if halved else {}
         pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey and wanted == 1 else "RGB", **shrink)
-    except ValueError:  # corrupt, truncated or unsupported: Pillow names the reason, or reads what libjpeg-turbo only warned about
+    except ValueError:
+        # corrupt, truncated or unsupported: Pillow names the reason, or reads what libjpeg-turbo only warned about
         return None
     image = orientation.upright(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, turn)
     to_grey = wanted == 1 and not grey
@@ -154,7 +157,8 @@ def _decode_pillow(data: bytes, channels: int | None) -> tuple[Image.Image, bool
 
 @cache
 def read_heif() -> None:
-    """Teach Pillow HEIC/HEIF (pillow-heif, a dependency; its import costs 0.3 s, so only runs with such files pay it)."""
+    """Teach Pillow HEIC/HEIF (pillow-heif, a dependency; its import costs 0.3 s,
+    so only runs with such files pay it)."""
     try:
         import pillow_heif
     except ImportError:
@@ -206,9 +210,15 @@ def training_size(common: tuple[int, int], max_side: int | None) -> tuple[int, i
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channels: int | None, workers: int,
-                 allocate: Callable[[tuple[int, ...]], np.ndarray] = shared_zeros, max_side: int | None = None,
-                 common: tuple[int, int] | None = None) -> Decoded:
+def decode_files(
+    paths: Sequence[str | Path],
+    size: Sequence[int] | None,
+    channels: int | None,
+    workers: int,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] = shared_zeros,
+    max_side: int | None = None,
+    common: tuple[int, int] | None = None,
+) -> Decoded:
     """Decode every file to `size` (None: the training_size of the most common size among them) and `channels`
     (None: 1 if all are grey, else 3).
 
@@ -230,7 +240,9 @@ def decode_files(paths: Sequence[str | Path], size: Sequence[int] | None, channe
         found = training_size(Counter(s for s in sizes if s is not None).most_common(1)[0][0], max_side)
         if found != target:
             out = allocate((n, channels or 3, *found))
-            _decode_in_chunks(paths, [i for i in range(n) if i not in bad], found, channels, workers, out, sizes, grey, turns, bad)
+            _decode_in_chunks(
+                paths, [i for i in range(n) if i not in bad], found, channels, workers, out, sizes, grey, turns, bad
+            )
     if channels is None and n > len(bad) and all(g for i, g in enumerate(grey) if i not in bad):
         first = allocate((n, 1, *out.shape[2:]))
         first[:] = out[:, :1]
@@ -242,7 +254,8 @@ _OUT: np.ndarray | None = None  # the array being filled: forked workers inherit
 
 
 def common_size(paths: Sequence[str | Path]) -> tuple[int, int]:
-    """The most common upright (height, width) among the headers of an even sample of SAMPLE files ((32, 32) if none reads)."""
+    """The most common upright (height, width) among the headers of an even sample of SAMPLE files
+    ((32, 32) if none reads)."""
     if any(str(path).lower().endswith(HEIF_EXTENSIONS) for path in paths):
         try:
             read_heif()  # before any worker forks, so each inherits it
@@ -261,12 +274,14 @@ def common_size(paths: Sequence[str | Path]) -> tuple[int, int]:
 def _decode_in_chunks(paths, indices, target, channels, workers, out, sizes, grey, turns, bad) -> int:
     """Fill `out` for the files at `indices`; returns the processes used."""
     global _OUT
-    chunks = [indices[i:i + CHUNK] for i in range(0, len(indices), CHUNK)]
+    chunks = [indices[i : i + CHUNK] for i in range(0, len(indices), CHUNK)]
     workers = min(workers, len(chunks)) if len(indices) >= PARALLEL_FROM else 1
     tasks = [([paths[i] for i in chunk], chunk, target, channels) for chunk in chunks]
     _OUT = out
     # Forked before the progress bar's thread starts; the children need nothing the parent has not loaded.
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_one_thread) if workers > 1 else None
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_one_thread) if workers > 1 else None
+    )
     with _Progress(len(indices)) as progress:
         results = pool.map(_decode_chunk, tasks) if pool is not None else map(_decode_chunk, tasks)
         try:
@@ -284,12 +299,14 @@ def _decode_in_chunks(paths, indices, target, channels, workers, out, sizes, gre
 
 
 def _one_thread() -> None:
-    """A forked worker must not enter the parent's OpenMP thread pool (it would wait forever), as in DataLoader's workers."""
+    """A forked worker must not enter the parent's OpenMP thread pool (it would wait forever),
+    as in DataLoader's workers."""
     torch.set_num_threads(1)
 
 
 def _decode_chunk(task) -> list[tuple]:
-    """In a worker: write the chunk's images into their rows of `_OUT`; per file (own size, grey, orientation, reason if bad)."""
+    """In a worker: write the chunk's images into their rows of `_OUT`; per file (own size, grey, orientation,
+    reason if bad)."""
     paths, rows, target, channels = task
     infos = []
     for path, row in zip(paths, rows):

@@ -37,7 +37,9 @@ class MNIST(ImageDataset):
         try:
             train_images, train_labels, test_images, test_labels = (read_idx(folder / name) for name in FILES)
         except (ValueError, OSError) as exc:
-            raise UserError(f"{self.name} in {folder} could not be read ({exc}); delete the files to download them again") from exc
+            raise UserError(
+                f"{self.name} in {folder} could not be read ({exc}); delete the files to download them again"
+            ) from exc
         return RawData(
             LabeledImages(train_images.unsqueeze(1), train_labels.long()),
             LabeledImages(test_images.unsqueeze(1), test_labels.long()),
@@ -55,7 +57,7 @@ def read_idx(path: Path) -> torch.Tensor:
         sizes = f.read(4 * magic[3])
         if len(sizes) < 4 * magic[3]:
             raise ValueError(f"{path.name} ends inside its header")
-        shape = [int.from_bytes(sizes[i:i + 4], "big") for i in range(0, len(sizes), 4)]
+        shape = [int.from_bytes(sizes[i : i + 4], "big") for i in range(0, len(sizes), 4)]
         body = bytearray(math.prod(shape))
         if f.readinto(body) != len(body) or f.read(1):
             raise ValueError(f"{path.name} does not hold the {len(body):,} bytes its header announces")

@@ -1,4 +1,5 @@
-"""Photos the right way up: the EXIF orientation tag (1 to 8) read and applied as Pillow's `ImageOps.exif_transpose` does.
+"""Photos the right way up: the EXIF orientation tag (1 to 8) read and applied
+as Pillow's `ImageOps.exif_transpose` does.
 
 A phone stores a portrait photo as a landscape one and says so in EXIF tag 0x0112; every viewer
 turns it upright, so a model must too, in training, `vl-eval` and `vl-predict` alike. JPEGs that
@@ -25,7 +26,8 @@ def turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """`[H, W]` or `[H, W, C]` pixels as `ImageOps.exif_transpose` turns them (a view; 1 or an unknown value: unchanged)."""
+    """`[H, W]` or `[H, W, C]` pixels as `ImageOps.exif_transpose` turns them
+    (a view; 1 or an unknown value: unchanged)."""
     if orientation in TRANSPOSED:
         pixels = pixels.swapaxes(0, 1)  # 5 (transpose); the others are it and a flip
         orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
@@ -47,7 +49,8 @@ def of_image(image: Image.Image) -> int:
 
 
 def of_jpeg(data: bytes) -> int:
-    """The orientation in a JPEG's first APP1 Exif segment, as Pillow finds it; 1 when there is none or it cannot be read."""
+    """The orientation in a JPEG's first APP1 Exif segment, as Pillow finds it;
+    1 when there is none or it cannot be read."""
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
@@ -59,9 +62,9 @@ def of_jpeg(data: bytes) -> int:
         if marker in (SOS, EOI):
             return 1
         (length,) = struct.unpack_from(">H", data, position + 2)
-        segment = data[position + 4:position + 2 + length]
+        segment = data[position + 4 : position + 2 + length]
         if marker == 0xE1 and segment.startswith(EXIF):
-            return _ifd0_orientation(segment[len(EXIF):])
+            return _ifd0_orientation(segment[len(EXIF) :])
         position += 2 + length
     return 1
 

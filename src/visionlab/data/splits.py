@@ -63,7 +63,10 @@ def holdout_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tenso
         raise UserError(f"split.val_fraction={val_fraction} is out of range: use a number strictly between 0 and 1")
     n_val = round(n * val_fraction)
     if n_val < 1 or n_val >= n:
-        raise UserError(f"split.val_fraction={val_fraction} leaves {n_val} of {n} images for val: need at least 1 each for train and val")
+        raise UserError(
+            f"split.val_fraction={val_fraction} leaves {n_val} of {n} images for val: need at least 1 each for train "
+            "and val"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[n_val:].sort().values, order[:n_val].sort().values
 
@@ -76,7 +79,7 @@ def channel_stats(images: torch.Tensor, chunk: int | None = None) -> tuple[torch
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].to(torch.float64).div_(255)
+        x = images[start : start + chunk].to(torch.float64).div_(255)
         total += x.sum((0, 2, 3))
         squares += x.square_().sum((0, 2, 3))
     count = images.numel() // c

@@ -19,12 +19,25 @@ from visionlab.checks import Each, Number, Whole
 from visionlab.data.base import ImageDataset, LabeledImages, Plan, RawData
 
 DRAWING = 20  # bytes per pixel while a split is drawn: its float32 canvas, noise, and the steps between them
-SHAPES = ("horizontal_bar", "vertical_bar", "diagonal", "antidiagonal", "ring", "blob", "square", "cross", "stripes", "checker")
+SHAPES = (
+    "horizontal_bar",
+    "vertical_bar",
+    "diagonal",
+    "antidiagonal",
+    "ring",
+    "blob",
+    "square",
+    "cross",
+    "stripes",
+    "checker",
+)
 
 
 @dataclass
 class Synthetic(ImageDataset):
-    shape: Annotated[list[int], Each(Whole(1), length=3, example="[1, 28, 28]")] = field(default_factory=lambda: [1, 28, 28])
+    shape: Annotated[list[int], Each(Whole(1), length=3, example="[1, 28, 28]")] = field(
+        default_factory=lambda: [1, 28, 28]
+    )
     num_classes: Annotated[int, Whole(2, len(SHAPES))] = 10  # the first N kinds of SHAPES
     train_size: Annotated[int, Whole(1)] = 5000  # how many images to generate
     test_size: Annotated[int, Whole(1)] = 1000
@@ -34,8 +47,14 @@ class Synthetic(ImageDataset):
 
     def plan(self) -> Plan:
         c, h, w = self.shape
-        return Plan((c, h, w), self.train_size, self.test_size, self.num_classes, "dataset.shape",
-                    DRAWING * max(self.train_size, self.test_size) * c * h * w)
+        return Plan(
+            (c, h, w),
+            self.train_size,
+            self.test_size,
+            self.num_classes,
+            "dataset.shape",
+            DRAWING * max(self.train_size, self.test_size) * c * h * w,
+        )
 
     def read(self) -> RawData:
         g = torch.Generator().manual_seed(self.seed)
@@ -68,7 +87,9 @@ class Synthetic(ImageDataset):
         return LabeledImages(pixels, labels)
 
 
-def _draw(name: str, dy: torch.Tensor, dx: torch.Tensor, s: torch.Tensor, t: float, period: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+def _draw(
+    name: str, dy: torch.Tensor, dx: torch.Tensor, s: torch.Tensor, t: float, period: torch.Tensor, phase: torch.Tensor
+) -> torch.Tensor:
     """Intensity in [0, 1] of one kind of shape, for images whose pixel offsets from the centre are dy, dx."""
     r = (dy.square() + dx.square()).sqrt()
     along, across = (dx + dy) / math.sqrt(2), (dx - dy) / math.sqrt(2)
@@ -82,6 +103,9 @@ def _draw(name: str, dy: torch.Tensor, dx: torch.Tensor, s: torch.Tensor, t: flo
         "square": lambda: (dx.abs().maximum(dy.abs()) - s * 0.75).abs() < t,
         "cross": lambda: ((dx.abs() < t) & (dy.abs() < s)) | ((dy.abs() < t) & (dx.abs() < s)),
         "stripes": lambda: (torch.sin(2 * math.pi * dy / period + phase) > 0.3) & (r < s * 1.2),
-        "checker": lambda: (torch.sin(2 * math.pi * dy / period + phase) * torch.sin(2 * math.pi * dx / period + phase) > 0) & (r < s * 1.2),
+        "checker": lambda: (
+            (torch.sin(2 * math.pi * dy / period + phase) * torch.sin(2 * math.pi * dx / period + phase) > 0)
+            & (r < s * 1.2)
+        ),
     }
     return masks[name]().float()

@@ -53,7 +53,9 @@ class Features:
     def __init__(self, cache_dir: Annotated[str | None, WritesOutside()] = None, **extractors: Extractor):
         for name, extractor in extractors.items():
             if not (callable(extractor) and hasattr(extractor, "size")):
-                raise UserError(f"features.{name}={extractor!r} is not a feature extractor: see conf/features/ for hog and color")
+                raise UserError(
+                    f"features.{name}={extractor!r} is not a feature extractor: see conf/features/ for hog and color"
+                )
         self.extractors = extractors
         self.cache = TensorCache(Path(cache_dir).expanduser().absolute()) if cache_dir else None
 
@@ -67,14 +69,19 @@ class Features:
             return
         if not issubclass(model_class, VECTOR_MODELS):
             raise UserError(
-                f"model._target_={model._target_} takes images, but the features ({self.name}) are one vector per image: "
-                "use model=linear, model=mlp or model=knn with them, or features=none"
+                f"model._target_={model._target_} takes images, but the features ({self.name}) are "
+                "one vector per image: use model=linear, model=mlp or model=knn with them, or features=none"
             )
 
     def augment(self, augment: Augment) -> Augment:
-        """The training batches' augmentation: the dataset's on pixels, none on features (computed once, from the plain images)."""
+        """The training batches' augmentation: the dataset's on pixels, none on features (computed once,
+        from the plain images)."""
         if self.extractors and augment != Augment():
-            log.info("features: dataset.augment is not applied (%s): the features are computed once, from the images as they are", augment)
+            log.info(
+                "features: dataset.augment is not applied (%s): the features are computed once, from the images as "
+                "they are",
+                augment,
+            )
             return Augment()
         return augment
 
@@ -82,7 +89,9 @@ class Features:
     def name(self) -> str:
         return " + ".join(self.extractors) or "none"
 
-    def make_splits(self, raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device, dataset: str) -> Splits:
+    def make_splits(
+        self, raw: RawData, train_index: torch.Tensor, val_index: torch.Tensor, device: torch.device, dataset: str
+    ) -> Splits:
         """Train/val/test for the model: images (no extractors) or standardized feature vectors."""
         if not self.extractors:
             return make_splits(raw, train_index, val_index, device)
@@ -92,8 +101,10 @@ class Features:
         }
         parts = [f"{e.describe(shape)}: {e.size(shape)}" for e in self.extractors.values()]
         log.info("features: %s numbers per image (%s)", f"{self.size(shape):,}", ", ".join(parts))
-        self.extractors = {  # learn what is learned (bow's codebook) from the train part alone, never from val or test images
-            name: e.fit(raw.train.images[train_index], device, self.cache) if hasattr(e, "fit") else e for name, e in self.extractors.items()
+        # learn what is learned (bow's codebook) from the train part alone, never from val or test images
+        self.extractors = {
+            name: e.fit(raw.train.images[train_index], device, self.cache) if hasattr(e, "fit") else e
+            for name, e in self.extractors.items()
         }
         train = self.cached(raw.train.images, dataset, "train", device)
         test = self.cached(raw.test.images, dataset, "test", device)
@@ -110,25 +121,35 @@ class Features:
         """The features of one official split: from the cache when it has them, else computed (and cached)."""
         rows, columns = len(images), self.size(tuple(images.shape[1:]))
         key = {
-            "dataset": dataset.lower(), "split": split, "images": images_digest(images),
+            "dataset": dataset.lower(),
+            "split": split,
+            "images": images_digest(images),
             "extractors": {name: [type(e).__name__, asdict(e)] for name, e in self.extractors.items()},
         }
-        if self.cache is not None and (stored := self.cache.load(key, {"features": (torch.float32, (rows, columns))})) is not None:
+        if (
+            self.cache is not None
+            and (stored := self.cache.load(key, {"features": (torch.float32, (rows, columns))})) is not None
+        ):
             log.info("features: %s %s loaded from %s", dataset, split, self.cache.path(key))
             return stored["features"].to(device)
         started = time.perf_counter()
         features = self.extract(images, device)
         seconds = time.perf_counter() - started
         where = self.cache.save(key, {"features": features}) if self.cache is not None else None
-        log.info("features: %s %s (%s images) computed in %.1f s%s", dataset, split, f"{rows:,}", seconds,
-                 f", cached in {where}" if where else "")
+        log.info(
+            "features: %s %s (%s images) computed in %.1f s%s",
+            dataset,
+            split,
+            f"{rows:,}",
+            seconds,
+            f", cached in {where}" if where else "",
+        )
         return features
 
     def extract(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         """float32 `[N, size]` on the device: all extractors, chunk by chunk, side by side."""
         out = torch.empty(len(images), self.size(tuple(images.shape[1:])), device=device)
         for start in range(0, len(images), CHUNK):
-            chunk = images[start:start + CHUNK].to(device)
-            out[start:start + CHUNK] = torch.cat([extractor(chunk) for extractor in self.extractors.values()], 1)
+            chunk = images[start : start + CHUNK].to(device)
+            out[start : start + CHUNK] = torch.cat([extractor(chunk) for extractor in self.extractors.values()], 1)
         return out
-

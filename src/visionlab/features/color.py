@@ -35,7 +35,10 @@ class ColorHistogram:
 
     def _check_channels(self, channels: int) -> None:
         if self.space == "hsv" and channels != 3:
-            raise UserError(f"features.color.space=hsv needs colour images, these have {channels} channel(s): use features.color.space=rgb")
+            raise UserError(
+                f"features.color.space=hsv needs colour images, these have {channels} channel(s): use "
+                "features.color.space=rgb"
+            )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Histograms `[N, size]` of uint8 images `[N, C, H, W]`, channel after channel, each summing to 1."""
@@ -46,7 +49,8 @@ class ColorHistogram:
             index = images.long() * self.bins // 256  # exact for 8-bit levels
         n, c = index.shape[:2]
         pixels = index[0, 0].numel()
-        index = index + torch.arange(c, device=images.device).view(1, c, 1, 1) * self.bins  # channel k's bins follow channel k-1's
+        # channel k's bins follow channel k-1's
+        index = index + torch.arange(c, device=images.device).view(1, c, 1, 1) * self.bins
         counts = torch.zeros(n, c * self.bins, device=images.device)
         counts.scatter_add_(1, index.reshape(n, -1), torch.ones(1, 1, device=images.device).expand(n, c * pixels))
         return counts.div_(pixels)
@@ -67,6 +71,7 @@ def hue_bin(images: torch.Tensor, bins: int) -> torch.Tensor:
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     top = x.amax(1, keepdim=True)
     delta = top - x.amin(1, keepdim=True)
-    sixths = torch.where(b == top, 4 * delta + r - g, torch.where(g == top, 2 * delta + b - r, g - b))  # hue * 6 * delta
+    # hue * 6 * delta
+    sixths = torch.where(b == top, 4 * delta + r - g, torch.where(g == top, 2 * delta + b - r, g - b))
     turn = 6 * delta.clamp_min(1)
     return torch.where(delta > 0, sixths.remainder(turn) * bins // turn, 0)

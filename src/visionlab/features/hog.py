@@ -79,8 +79,12 @@ class HOG:
         x = images.float().contiguous(memory_format=torch.channels_last)  # 10x faster depthwise convolution on a CPU
         n, c = x.shape[:2]
         # Central differences, 0 on the first and last row (column), as skimage.
-        d_row = F.pad(F.conv2d(x, x.new_tensor([-1.0, 0.0, 1.0]).view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c), (0, 0, 1, 1))
-        d_col = F.pad(F.conv2d(x, x.new_tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c), (1, 1, 0, 0))
+        d_row = F.pad(
+            F.conv2d(x, x.new_tensor([-1.0, 0.0, 1.0]).view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c), (0, 0, 1, 1)
+        )
+        d_col = F.pad(
+            F.conv2d(x, x.new_tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c), (1, 1, 0, 0)
+        )
         height, width = rows * self.cell_size, cols * self.cell_size
         d_row, d_col = d_row[:, :, :height, :width], d_col[:, :, :height, :width]
         d_row, d_col, squared = strongest_channel(d_row, d_col)
@@ -100,7 +104,8 @@ class HOG:
         return ((cell_row.view(-1, 1) * cols + cell_col.view(1, -1)) * self.bins).view(1, -1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """HOG vectors `[N, size]` of uint8 images `[N, C, H, W]`, in skimage's order (block row, block col, cell row, cell col, bin)."""
+        """HOG vectors `[N, size]` of uint8 images `[N, C, H, W]`,
+        in skimage's order (block row, block col, cell row, cell col, bin)."""
         cells = self.cells(images)
         if self.block_norm == "none":
             return cells.flatten(1)
@@ -113,24 +118,36 @@ class HOG:
         """For the log, saying so when whole cells leave part of the image out."""
         rows, cols = self.grid(*shape[1:])
         height, width = rows * self.cell_size, cols * self.cell_size
-        covered = "" if (height, width) == tuple(shape[1:]) else f", covering {height}x{width} of {shape[1]}x{shape[2]} pixels"
-        blocks = "no blocks" if self.block_norm == "none" else f"{self.block_size}x{self.block_size}-cell blocks, {self.block_norm}"
+        covered = (
+            ""
+            if (height, width) == tuple(shape[1:])
+            else f", covering {height}x{width} of {shape[1]}x{shape[2]} pixels"
+        )
+        blocks = (
+            "no blocks"
+            if self.block_norm == "none"
+            else f"{self.block_size}x{self.block_size}-cell blocks, {self.block_norm}"
+        )
         orientation = "signed" if self.signed else "unsigned"
-        return f"HOG ({rows}x{cols} cells of {self.cell_size}x{self.cell_size} pixels{covered}, {self.bins} {orientation} bins, {blocks})"
+        return (
+            f"HOG ({rows}x{cols} cells of {self.cell_size}x{self.cell_size} pixels{covered}, {self.bins} "
+            f"{orientation} bins, {blocks})"
+        )
 
 
 def strongest_channel(d_row: torch.Tensor, d_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per pixel, the gradient `[N, 1, H, W]` of the channel where it is strongest (the first, on a tie), and its squared size.
+    """Per pixel, the gradient `[N, 1, H, W]` of the channel where it is strongest (the first, on a tie),
+    and its squared size.
 
     A `where` per channel: on 3 channels, 7x faster on the CPU than argmax + gather.
     """
     squared = d_row.square() + d_col.square()
     best_row, best_col, best = d_row[:, :1], d_col[:, :1], squared[:, :1]
     for channel in range(1, d_row.shape[1]):
-        stronger = squared[:, channel:channel + 1] > best
-        best = torch.where(stronger, squared[:, channel:channel + 1], best)
-        best_row = torch.where(stronger, d_row[:, channel:channel + 1], best_row)
-        best_col = torch.where(stronger, d_col[:, channel:channel + 1], best_col)
+        stronger = squared[:, channel : channel + 1] > best
+        best = torch.where(stronger, squared[:, channel : channel + 1], best)
+        best_row = torch.where(stronger, d_row[:, channel : channel + 1], best_row)
+        best_col = torch.where(stronger, d_col[:, channel : channel + 1], best_col)
     return best_row, best_col, best
 
 

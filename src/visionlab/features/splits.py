@@ -30,14 +30,20 @@ class FeatureSplits(Splits):
 
 
 def feature_splits(
-    features: Features, raw: RawData, train_features: torch.Tensor, test_features: torch.Tensor,
-    train_index: torch.Tensor, val_index: torch.Tensor, examples: int = 8,
+    features: Features,
+    raw: RawData,
+    train_features: torch.Tensor,
+    test_features: torch.Tensor,
+    train_index: torch.Tensor,
+    val_index: torch.Tensor,
+    examples: int = 8,
 ) -> FeatureSplits:
     """Carve train and val out of the official train split's features; standardize all three with train's statistics."""
     device = train_features.device
     train = train_features[train_index.to(device)]
     std, mean = torch.std_mean(train.double(), dim=0, correction=0)
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature is only centred, as scikit-learn's StandardScaler
+    # a constant feature is only centred, as scikit-learn's StandardScaler
+    std = torch.where(std > 0, std, torch.ones_like(std))
     scale = (1.0 / std).float().view(1, -1)
     shift = (-mean / std).float().view(1, -1)
 
@@ -48,6 +54,9 @@ def feature_splits(
         split(train, raw.train.labels[train_index]),
         split(train_features[val_index.to(device)], raw.train.labels[val_index]),
         split(test_features, raw.test.labels),
-        raw.classes, mean.float().cpu(), std.float().cpu(),
-        features, raw.train.images[train_index[:examples]].clone(),
+        raw.classes,
+        mean.float().cpu(),
+        std.float().cpu(),
+        features,
+        raw.train.images[train_index[:examples]].clone(),
     )

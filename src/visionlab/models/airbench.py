@@ -42,24 +42,35 @@ class ShiftOnlyBatchNorm(nn.BatchNorm2d):
         self.shift_gain = math.sqrt(lr_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, None, self.shift * self.shift_gain,
-                            self.training, self.momentum, self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            None,
+            self.shift * self.shift_gain,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
 
 
 def dirac_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """conv3x3 ('same', no bias) whose first in_channels filters start as the identity."""
     conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-    nn.init.dirac_(conv.weight.data[:min(in_channels, out_channels)])
+    nn.init.dirac_(conv.weight.data[: min(in_channels, out_channels)])
     return conv
 
 
 class ConvGroup(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, momentum: float, lr_scale: float):
         super().__init__(
-            dirac_conv(in_channels, out_channels), nn.MaxPool2d(2),
-            ShiftOnlyBatchNorm(out_channels, momentum, lr_scale), nn.GELU(),
+            dirac_conv(in_channels, out_channels),
+            nn.MaxPool2d(2),
+            ShiftOnlyBatchNorm(out_channels, momentum, lr_scale),
+            nn.GELU(),
             dirac_conv(out_channels, out_channels),
-            ShiftOnlyBatchNorm(out_channels, momentum, lr_scale), nn.GELU(),
+            ShiftOnlyBatchNorm(out_channels, momentum, lr_scale),
+            nn.GELU(),
         )
 
 
@@ -90,7 +101,9 @@ class Airbench(nn.Module):
                 f"model.widths={list(widths)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing "
                 f"(each width halves it once): use fewer widths or larger images"
             )
-        self.classifier = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, num_classes, bias=False))
+        self.classifier = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, num_classes, bias=False)
+        )
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 Activation = Annotated[str, OneOf(*ACTIVATIONS)]  # a model's `activation` argument
 Dropout = Annotated[float, Number(ge=0, lt=1, example=0.25)]  # the probability of zeroing a unit
 Widths = Annotated[Sequence[int], Each(Whole(1), example="[16, 32, 64]")]  # channels per stage
-Hidden = Annotated[Sequence[int], Each(Whole(1), empty_ok=True, example="[128], or [] for none")]  # units per hidden layer
+# units per hidden layer
+Hidden = Annotated[Sequence[int], Each(Whole(1), empty_ok=True, example="[128], or [] for none")]
 
 
 def activation(name: str) -> nn.Module:

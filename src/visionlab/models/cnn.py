@@ -49,11 +49,13 @@ class CNN(nn.Module):
                 width = out
             if pool != "none":
                 layers.append(POOLS[pool](2))
-                if pool == "max" and activation in MONOTONE:  # the same net, with the activation on a quarter of the values
+                # the same net, with the activation on a quarter of the values
+                if pool == "max" and activation in MONOTONE:
                     layers[-2], layers[-1] = layers[-1], layers[-2]
         self.features = nn.Sequential(*layers)
-        rows, cols = (feature_side(side, len(channels), convs_per_stage, kernel_size, pool != "none")
-                      for side in in_shape[1:])
+        rows, cols = (
+            feature_side(side, len(channels), convs_per_stage, kernel_size, pool != "none") for side in in_shape[1:]
+        )
         if min(rows, cols) < 1:
             raise SettingRejected(
                 f"model.channels={list(channels)} pools a {in_shape[1]}x{in_shape[2]} image away to nothing: "

@@ -9,8 +9,8 @@ The search is exact brute force on the device, a chunk of `chunk_size` queries a
 On a CPU or a CUDA GPU, L2 and L1 on 8-bit images (the datasets' own pixels, normalized with one scale for every
 channel, no `normalize` or `pca`) are searched in integers: the training set is stored as int8 codes
 (pixel - 128), and their dot products are exact integers: `torch._int_mm` on a GPU (cuBLAS, padded to
-its shapes) and where the CPU has VNNI (5x faster than a float32 matrix product there), else a float32 matrix product, which is exact for
-products of int8 codes summed over at most 1,024 features (every partial sum stays below 2^24).
+its shapes) and where the CPU has VNNI (5x faster than a float32 matrix product there), else a float32 matrix product,
+which is exact for products of int8 codes summed over at most 1,024 features (every partial sum stays below 2^24).
 Squared L2 distances are then exact integers, so nothing needs re-checking. Where those products are
 float32 ones (no VNNI), L2 is pruned first by a 64-feature product: distances between the images'
 projections on principal axes bound the true ones from below (see `_search_l2_pruned`). L1 has no matrix-product
@@ -22,8 +22,8 @@ Otherwise distances are float32: distances to every training image (one matrix p
 and cosine, `torch.cdist` for L1/Lp) and `topk` for a few candidates more than k. float32 rounding
 could swap near-equal distances, so the neighbours' distances are recomputed in float64, and a
 proven bound on the rounding (see `_rounding_bound`) says when the float32 shortlist is enough;
-when it is not (near ties, duplicated images) more images are recomputed until it is. The answer is therefore what a float64 brute force
-gives, with ties settled as scikit-learn's brute force settles them:
+when it is not (near ties, duplicated images) more images are recomputed until it is. The answer is therefore what a
+float64 brute force gives, with ties settled as scikit-learn's brute force settles them:
 
 - neighbours at equal distance: the lower training index comes first;
 - classes with equal votes: the lowest class index wins (`argmax` returns the first maximum).
@@ -109,13 +109,19 @@ class KNN(nn.Module):
         if distance == "lp":
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p < math.inf:
                 shown = "null" if p is None else repr(p)
-                raise UserError(f"model.p={shown} is invalid for model.distance=lp: use a number of at least 1, such as 3")
+                raise UserError(
+                    f"model.p={shown} is invalid for model.distance=lp: use a number of at least 1, such as 3"
+                )
             distance = {1: "l1", 2: "l2"}.get(p, "lp")  # the exact same distances, by the faster route
         elif p is not None:
-            raise UserError(f"model.p={p!r} is only used with model.distance=lp: set model.distance=lp or leave model.p null")
+            raise UserError(
+                f"model.p={p!r} is only used with model.distance=lp: set model.distance=lp or leave model.p null"
+            )
         pixels = math.prod(in_shape)
         if pca is not None and pca > pixels:
-            raise UserError(f"model.pca={pca!r} is invalid: use null (off) or a whole number of dimensions from 1 to {pixels}")
+            raise UserError(
+                f"model.pca={pca!r} is invalid: use null (off) or a whole number of dimensions from 1 to {pixels}"
+            )
         self.distance = distance
         self.p = {"l1": 1, "l2": 2, "cosine": 2}.get(distance, p)  # the norm used for the rounding bound
         self.weights = weights
@@ -126,10 +132,20 @@ class KNN(nn.Module):
         # Filled by fit(); None buffers stay out of state_dict until then. With the 8-bit search,
         # train_features holds int8 codes, train_norms their squared norms (int32), and
         # pixel_scale/pixel_shift undo the normalization of queries.
-        for name in ("mean", "scale", "components", "train_features", "train_norms", "train_labels", "pixel_scale", "pixel_shift"):
+        for name in (
+            "mean",
+            "scale",
+            "components",
+            "train_features",
+            "train_norms",
+            "train_labels",
+            "pixel_scale",
+            "pixel_shift",
+        ):
             self.register_buffer(name, None)
         self._float_features: Tensor | None = None  # for queries that are not 8-bit images (see neighbours)
-        self._float_codes: Tensor | None = None  # the int8 codes as float32, for float products and L1 (see _codes_in_float)
+        # the int8 codes as float32, for float products and L1 (see _codes_in_float)
+        self._float_codes: Tensor | None = None
         self._bound: _L2Bound | None = None  # the pruned L2 search's projections (see _l2_bound)
 
     # ---- memorizing ---------------------------------------------------------------------------
@@ -143,8 +159,12 @@ class KNN(nn.Module):
         """
         n = len(train)
         if self.ks[-1] > n:
-            raise UserError(f"model.k={self.ks[-1]} is more than the {n:,} training images: use values of k from 1 to {n}")
-        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = self._float_codes = self._bound = None  # a second fit starts afresh
+            raise UserError(
+                f"model.k={self.ks[-1]} is more than the {n:,} training images: use values of k from 1 to {n}"
+            )
+        self.mean = self.scale = self.components = self.pixel_scale = self.pixel_shift = self._float_features = (
+            self._float_codes
+        ) = self._bound = None  # a second fit starts afresh
         self.train_labels = train.labels
         if self._searches_bytes(train):
             self._memorize_bytes(train)
@@ -175,23 +195,35 @@ class KNN(nn.Module):
         (L1 distances are summed in float32, exact below 2^24: at most 65,792 features of 255 each.)"""
         features = math.prod(train.images.shape[1:])
         return (
-            (self.distance == "l2" or self.distance == "l1" and 255 * features < 2**24) and not self.normalize and not self.pca and train.images.dtype == torch.uint8
-            and train.labels.device.type in ("cpu", "cuda") and bool((train.scale == train.scale.flatten()[0]).all())
+            (self.distance == "l2" or self.distance == "l1" and 255 * features < 2**24)
+            and not self.normalize
+            and not self.pca
+            and train.images.dtype == torch.uint8
+            and train.labels.device.type in ("cpu", "cuda")
+            and bool((train.scale == train.scale.flatten()[0]).all())
         )
 
     def _memorize_bytes(self, train: DeviceSplit) -> None:
         """Store int8 codes (pixel - 128: the same differences, in int8's range) and their squared norms."""
         self.pixel_scale, self.pixel_shift = train.scale.flatten()[0].double(), train.shift.double()
-        self.train_features = train.images.flatten(1).bitwise_xor(128).view(torch.int8)  # two's complement: u ^ 0x80 = u - 128
+        # two's complement: u ^ 0x80 = u - 128
+        self.train_features = train.images.flatten(1).bitwise_xor(128).view(torch.int8)
         self.train_norms = torch.cat([_square_norms(part) for part in self.train_features.split(self.chunk_size)])
-        self._log_memory(f"8-bit pixels, searched in exact integer arithmetic{' (pruned by L2)' * (self.distance == 'l1')}")
+        self._log_memory(
+            f"8-bit pixels, searched in exact integer arithmetic{' (pruned by L2)' * (self.distance == 'l1')}"
+        )
 
     def _log_memory(self, stored_as: str) -> None:
         n, n_features = self.train_features.shape
         log.info(
             "kNN: memorized %s training images as %d %s (%.0f MiB); searching %d queries at a time "
             "takes at most %.0f MiB of scratch memory (model.chunk_size sets it)",
-            f"{n:,}", n_features, stored_as, self.train_features.nbytes / 2**20, self.chunk_size, self.scratch_bytes() / 2**20,
+            f"{n:,}",
+            n_features,
+            stored_as,
+            self.train_features.nbytes / 2**20,
+            self.chunk_size,
+            self.scratch_bytes() / 2**20,
         )
 
     # ---- checkpoints: the memorized split and the chosen k travel in the state dict --------------
@@ -264,7 +296,13 @@ class KNN(nn.Module):
             codes = self._codes(x)
             if codes is None:
                 return self._searcher_in_float().neighbours(x, k)
-            search = self._search_l1 if self.distance == "l1" else self._search_l2_pruned if self._prunes_l2() else self._search
+            search = (
+                self._search_l1
+                if self.distance == "l1"
+                else self._search_l2_pruned
+                if self._prunes_l2()
+                else self._search
+            )
             found = [search(part, k) for part in codes.split(self.chunk_size)]
         else:
             found = [self._search(self._features(part), k) for part in x.split(self.chunk_size)]
@@ -291,7 +329,9 @@ class KNN(nn.Module):
         if self._float_features is None:
             channels = self.pixel_shift.shape[1]  # the training images exactly as the float search would store them
             pixels = (self.train_features.float() + 128).view(n, channels, -1)
-            self._float_features = (pixels * self.pixel_scale.float() + self.pixel_shift.float().view(1, channels, 1)).flatten(1)
+            self._float_features = (
+                pixels * self.pixel_scale.float() + self.pixel_shift.float().view(1, channels, 1)
+            ).flatten(1)
         twin = KNN((d,), self.num_classes, self.ks, self.distance, None, self.weights, self.chunk_size)
         twin.train_features, twin.train_labels = self._float_features, self.train_labels
         twin.train_norms = torch.linalg.vector_norm(self._float_features, ord=self.p, dim=1)
@@ -318,7 +358,9 @@ class KNN(nn.Module):
         at most EXACT_FLOAT32_FEATURES features at a time (exact), summed in int32."""
         if not self._int_mm_is_fast():
             train, width = self._codes_in_float(), EXACT_FLOAT32_FEATURES
-            return sum((q[:, i:i + width].float() @ train[:, i:i + width].T).int() for i in range(0, q.shape[1], width))
+            return sum(
+                (q[:, i : i + width].float() @ train[:, i : i + width].T).int() for i in range(0, q.shape[1], width)
+            )
         return _int8_products(q, self.train_features)
 
     def _search_l1(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -356,7 +398,8 @@ class KNN(nn.Module):
         bound, queries, norms = self._l2_bound(), q.float(), _square_norms(q).double()
         projected = ((q.double() - bound.mean) @ bound.axes).float()
         ones = projected.new_ones(len(q), 1)
-        lower = torch.cat([-2 * projected, projected.square().sum(1, keepdim=True), ones], 1) @ bound.train_terms.T  # |x|^2 + |y|^2 - 2<x, y>
+        # |x|^2 + |y|^2 - 2<x, y>
+        lower = torch.cat([-2 * projected, projected.square().sum(1, keepdim=True), ones], 1) @ bound.train_terms.T
         shortlist = lower.topk(min(k + CANDIDATE_MARGIN, len(bound.train_terms)), dim=1, largest=False).indices
         reach = self._exact_l2(queries, shortlist).kthvalue(k, dim=1).values + norms
         limit = torch.nextafter((reach + bound.slack(projected)).float(), torch.tensor(math.inf))  # rounded up
@@ -371,9 +414,10 @@ class KNN(nn.Module):
         evenly spaced images: any orthonormal axes give a valid bound, these a tight one."""
         if self._bound is None:
             codes = self._codes_in_float()
-            sample = codes[::max(1, len(codes) // BOUND_FIT_IMAGES)].double()
+            sample = codes[:: max(1, len(codes) // BOUND_FIT_IMAGES)].double()
             mean = sample.mean(0)
-            axes = principal_axes([sample - mean], min(BOUND_DIMENSIONS, codes.shape[1]), torch.float64)  # orthonormal to float64's precision
+            # orthonormal to float64's precision
+            axes = principal_axes([sample - mean], min(BOUND_DIMENSIONS, codes.shape[1]), torch.float64)
             train = torch.cat([((part.double() - mean) @ axes).float() for part in codes.split(self.chunk_size)])
             terms = torch.cat([train, train.new_ones(len(train), 1), train.square().sum(1, keepdim=True)], 1)
             self._bound = _L2Bound(axes, mean, terms, torch.linalg.vector_norm(train.double(), dim=1).max())
@@ -392,17 +436,22 @@ class KNN(nn.Module):
         if candidates is None:
             return self._approx(queries).double()
         train, width = self._gathered(candidates), EXACT_FLOAT32_FEATURES
-        products = sum(torch.bmm(train[..., i:i + width], queries[:, i:i + width, None]).squeeze(2).int()
-                       for i in range(0, queries.shape[1], width))
+        products = sum(
+            torch.bmm(train[..., i : i + width], queries[:, i : i + width, None]).squeeze(2).int()
+            for i in range(0, queries.shape[1], width)
+        )
         return (self.train_norms[candidates] - 2 * products).double()
 
     def _gathered(self, candidates: Tensor) -> Tensor:
         """The candidates' codes `[B, c, d]` as float32: gathered as int8 rows (a quarter of the memory
-        traffic of float32 ones) by index_select: float32 rows by advanced indexing took 6x longer (a profile of 4,096 MNIST queries)."""
+        traffic of float32 ones) by index_select: float32 rows by advanced indexing took 6x longer
+        (a profile of 4,096 MNIST queries)."""
         codes = self.train_features.index_select(0, candidates.flatten())
         return codes.view(*candidates.shape, -1).float()
 
-    def _nearest(self, queries: Tensor, rows: Tensor, images: Tensor, k: int, exact: Callable[[Tensor, Tensor | None], Tensor]) -> tuple[Tensor, Tensor]:
+    def _nearest(
+        self, queries: Tensor, rows: Tensor, images: Tensor, k: int, exact: Callable[[Tensor, Tensor | None], Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """The first k of each query's images by (exact distance, training index); `rows` and `images`
         are (query, image) pairs in query order, at least k per query, and `exact` measures them
         (`_exact_l1`, `_exact_l2`).
@@ -417,8 +466,10 @@ class KNN(nn.Module):
         distances, indices = queries.new_empty(len(queries), k, dtype=torch.float64), rows.new_empty(len(queries), k)
         many = counts > n // 4
         for row in many.nonzero().flatten().tolist():
-            near = images[starts[row]:starts[row] + counts[row]].unsqueeze(0)
-            distances[row], indices[row] = (found[0] for found in _first_k(exact(queries[row:row + 1], None)[:, near[0]], near, k))
+            near = images[starts[row] : starts[row] + counts[row]].unsqueeze(0)
+            distances[row], indices[row] = (
+                found[0] for found in _first_k(exact(queries[row : row + 1], None)[:, near[0]], near, k)
+            )
         few = (~many).nonzero().flatten()
         if not len(few):
             return distances, indices
@@ -431,7 +482,7 @@ class KNN(nn.Module):
             end = start + 1
             while end < len(few) and (end + 1 - start) * sizes[end] <= PAIRS_PER_BATCH:
                 end += 1
-            batch, candidates = few[start:end], padded[few[start:end], :sizes[end - 1]]
+            batch, candidates = few[start:end], padded[few[start:end], : sizes[end - 1]]
             found = exact(queries[batch], candidates.clamp_max(n - 1))
             distances[batch], indices[batch] = _first_k(found.masked_fill_(candidates == n, math.inf), candidates, k)
             start = end
@@ -481,8 +532,8 @@ class KNN(nn.Module):
                     distances[rows], indices[rows] = self._rank(q[rows], candidates[rows, :width], k)
         if m < len(train):  # every image left out has float32 distance >= values[:, -1]
             for row in (~settled & (distances[:, k - 1] >= values[:, -1] - slack)).nonzero().flatten().tolist():
-                near = (self._approx(q[row:row + 1])[0].double() <= distances[row, k - 1] + slack[row]).nonzero()
-                distances[row], indices[row] = self._rank(q[row:row + 1], near.T, k)
+                near = (self._approx(q[row : row + 1])[0].double() <= distances[row, k - 1] + slack[row]).nonzero()
+                distances[row], indices[row] = self._rank(q[row : row + 1], near.T, k)
         if self.pixel_scale is not None:
             distances += _square_norms(q).unsqueeze(1)
         return distances, indices
@@ -492,9 +543,9 @@ class KNN(nn.Module):
         n, width = candidates.shape
         queries, images = torch.arange(n, device=q.device).repeat_interleave(width), candidates.flatten()
         piece = max(1, self.chunk_size * len(self.train_features) // (10 * q.shape[1]))  # ~40 bytes per element
-        exact = torch.cat([
-            self._exact(q[a], self.train_features[b]) for a, b in zip(queries.split(piece), images.split(piece))
-        ])
+        exact = torch.cat(
+            [self._exact(q[a], self.train_features[b]) for a, b in zip(queries.split(piece), images.split(piece))]
+        )
         return _first_k(exact.view(n, width), candidates, k)
 
     def _approx(self, q: Tensor) -> Tensor:

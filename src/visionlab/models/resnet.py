@@ -39,14 +39,18 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(
-        self, in_shape: tuple[int, int, int], num_classes: int,
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
         widths: Annotated[Sequence[int], Each(Whole(1, unit="channels"), example="[16, 32, 64]")] = (16, 32, 64),
         blocks: Annotated[int, Whole(1, unit="residual blocks per stage")] = 2,
     ):
         super().__init__()
         widths = list(widths)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
+            nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         ]
         width = widths[0]
         for stage, out in enumerate(widths):

@@ -27,6 +27,8 @@ def codebook_picture(bow: BagOfWords, shown: int = SHOWN) -> torch.Tensor:
     order = bow.counts.cpu().argsort(descending=True, stable=True)[:shown]
     tiles = visuals.rescaled(word_patches(bow)[order])
     whitened = "de-whitened, " if bow.whiten else ""
-    title = (f"bag of words: the {len(order)} most frequent of {bow.words} words, {bow.patch_size}x{bow.patch_size} patches "
-             f"({whitened}each stretched to full contrast), most frequent first")
+    title = (
+        f"bag of words: the {len(order)} most frequent of {bow.words} words, {bow.patch_size}x{bow.patch_size} patches "
+        f"({whitened}each stretched to full contrast), most frequent first"
+    )
     return visuals.picture(tiles, PER_ROW, title=title)

@@ -62,7 +62,9 @@ class Penultimate:
     layer, or with `points` 0, it only passes the batches on.
     """
 
-    def __init__(self, model: nn.Module, n: int, points: int, watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None):
+    def __init__(
+        self, model: nn.Module, n: int, points: int, watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+    ):
         self.watch = watch
         self.index = spaced(n, points)
         self.seen = 0
@@ -71,7 +73,9 @@ class Penultimate:
         layer = penultimate_layer(model) if points > 0 else None
         self.handle = layer.register_forward_pre_hook(self._keep) if layer is not None else None
         if points > 0 and layer is None:
-            log.info("embedding: %s has no layer before its class scores, so the projector stays empty", type(model).__name__)
+            log.info(
+                "embedding: %s has no layer before its class scores, so the projector stays empty", type(model).__name__
+            )
 
     def _rows(self, batch: int) -> torch.Tensor:
         """Positions in the current batch of the chosen images (a CPU tensor: no wait on the device)."""
@@ -80,7 +84,8 @@ class Penultimate:
 
     def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         if len(self.features) > len(self.predicted):
-            return  # test-time augmentation runs the model on more views of the batch: keep the first, the images as they are
+            # test-time augmentation runs the model on more views of the batch: keep the first, the images as they are
+            return
         x = inputs[0]
         self.features.append(x[self._rows(len(x)).to(x.device)].flatten(1).float())
 
@@ -100,15 +105,26 @@ class Penultimate:
         features = torch.cat(self.features).cpu()
         predicted = torch.cat(self.predicted).cpu()
         if len(features) != len(self.index) or len(predicted) != len(self.index):
-            raise RuntimeError(f"embedding: {len(features)} feature rows for {len(self.index)} chosen images: was the recorder evaluate()'s watch for one whole pass?")
+            raise RuntimeError(
+                f"embedding: {len(features)} feature rows for {len(self.index)} chosen images: was the recorder "
+                "evaluate()'s watch for one whole pass?"
+            )
         index = self.index.to(split.labels.device)
         metadata = [f"{classes[t]}\t{classes[p]}" for t, p in zip(split.labels[index].tolist(), predicted.tolist())]
-        write_projector(Path(writer.get_logdir()), f"{step:05d}/{TAG.replace('/', '_')}", f"{TAG}:{step:05d}", features,
-                        ["true\tpredicted", *metadata], thumbnails(split.images[index.to(split.images.device)]))
+        write_projector(
+            Path(writer.get_logdir()),
+            f"{step:05d}/{TAG.replace('/', '_')}",
+            f"{TAG}:{step:05d}",
+            features,
+            ["true\tpredicted", *metadata],
+            thumbnails(split.images[index.to(split.images.device)]),
+        )
         return len(index)
 
 
-def write_projector(log_dir: Path, folder: str, name: str, features: torch.Tensor, metadata: list[str], tiles: torch.Tensor) -> None:
+def write_projector(
+    log_dir: Path, folder: str, name: str, features: torch.Tensor, metadata: list[str], tiles: torch.Tensor
+) -> None:
     """One embedding's files under `log_dir/folder`, and its entry added to the log's projector_config.pbtxt."""
     (log_dir / folder).mkdir(parents=True, exist_ok=True)
     row = "\t".join(["%.8g"] * features.shape[1])  # float32's 7-8 digits; str() of each number is 5x slower
@@ -116,7 +132,9 @@ def write_projector(log_dir: Path, folder: str, name: str, features: torch.Tenso
     (log_dir / folder / "metadata.tsv").write_text("\n".join(metadata) + "\n")
     Image.fromarray(sprite(tiles).numpy()).save(log_dir / folder / "sprite.png", compress_level=1)
     config_file = log_dir / "projector_config.pbtxt"
-    config = text_format.Parse(config_file.read_text(), ProjectorConfig()) if config_file.exists() else ProjectorConfig()
+    config = (
+        text_format.Parse(config_file.read_text(), ProjectorConfig()) if config_file.exists() else ProjectorConfig()
+    )
     entry = EmbeddingInfo(tensor_name=name, tensor_path=f"{folder}/tensors.tsv", metadata_path=f"{folder}/metadata.tsv")
     entry.sprite.image_path = f"{folder}/sprite.png"
     entry.sprite.single_image_dim.extend([tiles.shape[3], tiles.shape[2]])
@@ -125,12 +143,17 @@ def write_projector(log_dir: Path, folder: str, name: str, features: torch.Tenso
 
 
 def sprite(tiles: torch.Tensor) -> torch.Tensor:
-    """uint8 `[N, C, H, W]` tiles in the square grid the projector cuts them from, row by row: `[H', W']` or `[H', W', 3]`."""
+    """uint8 `[N, C, H, W]` tiles in the square grid the projector cuts them from, row by row:
+    `[H', W']` or `[H', W', 3]`."""
     n, channels, height, width = tiles.shape
-    side = math.ceil(n ** 0.5)
+    side = math.ceil(n**0.5)
     grid = torch.zeros(side * side, channels, height, width, dtype=torch.uint8)
     grid[:n] = tiles
-    grid = grid.view(side, side, channels, height, width).permute(0, 3, 1, 4, 2).reshape(side * height, side * width, channels)
+    grid = (
+        grid.view(side, side, channels, height, width)
+        .permute(0, 3, 1, 4, 2)
+        .reshape(side * height, side * width, channels)
+    )
     return grid[..., 0] if channels == 1 else grid[..., :3]
 
 

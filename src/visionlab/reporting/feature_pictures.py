@@ -8,6 +8,7 @@ picture with one einsum: `[N, rows, cols, bins] x [bins, G, G]`.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
@@ -21,7 +22,8 @@ GLYPH = 16  # picture pixels per cell side
 
 
 def stencils(bins: int, signed: bool, size: int = GLYPH) -> torch.Tensor:
-    """`[bins, size, size]`: a line through the centre, across each bin's middle gradient direction (so along its edge)."""
+    """`[bins, size, size]`: a line through the centre, across each bin's middle gradient direction
+    (so along its edge)."""
     width = (2 * math.pi if signed else math.pi) / bins
     angle = (torch.arange(bins) + 0.5) * width  # gradient direction, as HOG measures it: atan2(d_row, d_col)
     cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
@@ -33,7 +35,8 @@ def stencils(bins: int, signed: bool, size: int = GLYPH) -> torch.Tensor:
 
 
 def glyphs(hog: HOG, images: torch.Tensor) -> torch.Tensor:
-    """`[N, 1, rows * GLYPH, cols * GLYPH]` in [0, 1]: each image's cell histograms as lines, scaled by the image's largest bin."""
+    """`[N, 1, rows * GLYPH, cols * GLYPH]` in [0, 1]: each image's cell histograms as lines,
+    scaled by the image's largest bin."""
     cells = hog.cells(images).cpu()
     cells = cells / cells.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
     n, rows, cols, _ = cells.shape

@@ -49,7 +49,10 @@ class LayerTable:
     def lines(self) -> list[tuple[str, str, str, str, str]]:
         """The table's cells: a header, one row per layer, the totals."""
         rows = [("layer", "type", "output shape", "parameters", "FLOPs per image")]
-        rows += [(layer.name, layer.kind, shape_text(layer.shape), f"{layer.params:,}", f"{layer.flops:,}") for layer in self.layers]
+        rows += [
+            (layer.name, layer.kind, shape_text(layer.shape), f"{layer.params:,}", f"{layer.flops:,}")
+            for layer in self.layers
+        ]
         rows.append(("total", "", "", f"{self.params:,}", f"{self.flops:,}"))
         return rows
 
@@ -57,8 +60,11 @@ class LayerTable:
         if self.note:
             return f"{self.model}: {self.note}"
         frozen = f" ({self.params - self.trainable:,} frozen)" if self.trainable != self.params else ""
-        return (f"{self.model} on {shape_text(self.in_shape)} images: {len(self.layers)} layers, {self.params:,} parameters{frozen}, "
-                f"{self.flops:,} FLOPs per image forward ({human(self.flops)}FLOPs; 2 per multiply-add)")
+        return (
+            f"{self.model} on {shape_text(self.in_shape)} images: {len(self.layers)} layers, "
+            f"{self.params:,} parameters{frozen}, "
+            f"{self.flops:,} FLOPs per image forward ({human(self.flops)}FLOPs; 2 per multiply-add)"
+        )
 
     def text(self) -> str:
         """Fixed-width columns, for the log."""
@@ -69,7 +75,9 @@ class LayerTable:
         right = (False, False, False, True, True)
         out = [self.headline()]
         for row in rows:
-            out.append("  ".join(cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row, widths, right)).rstrip())
+            out.append(
+                "  ".join(cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row, widths, right)).rstrip()
+            )
         return "\n".join(out)
 
     def markdown(self) -> str:
@@ -102,7 +110,8 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
     if not parameters:
         table.note = "no layers: it has no parameters (a kNN compares each image with the training images it memorized)"
         return table
-    from torch.utils.flop_counter import FlopCounterMode  # imported here: it loads sympy and friends, for runs that train
+    # imported here: it loads sympy and friends, for runs that train
+    from torch.utils.flop_counter import FlopCounterMode
 
     leaves = [(name, module) for name, module in model.named_modules() if name and not any(module.children())]
     shapes: dict[str, tuple[int, ...]] = {}
@@ -112,6 +121,7 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
             first = output[0] if isinstance(output, (tuple, list)) else output
             if isinstance(first, torch.Tensor):
                 shapes[name] = tuple(first.shape[1:])
+
         return hook
 
     handles = [module.register_forward_hook(recorder(name)) for name, module in leaves]
@@ -142,7 +152,8 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
 
 
 def report_layers(model: nn.Module, in_shape: tuple[int, ...], run_dir: Path, command: str) -> LayerTable:
-    """At the start of a run: the table in the log, and summary.md holding it until the run's end writes the full summary.
+    """At the start of a run: the table in the log, and summary.md holding it until the run's end writes the full
+    summary.
 
     `command` is the run's command line (`reporting.summary.command_line()`), so the early
     summary.md says how to get it again.
@@ -151,7 +162,19 @@ def report_layers(model: nn.Module, in_shape: tuple[int, ...], run_dir: Path, co
     log.info("model: %s (layer by layer: train.log and summary.md)", table.headline())
     log.info("layers: %s", table.text(), extra={"file_only": True})  # the terminal keeps the one line
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.md").write_text("\n".join(["# Run summary", "", "```", command, "```", "",
-                                                     "The run has not finished (or was only asked for this summary).", "",
-                                                     table.markdown()]))
+    (run_dir / "summary.md").write_text(
+        "\n".join(
+            [
+                "# Run summary",
+                "",
+                "```",
+                command,
+                "```",
+                "",
+                "The run has not finished (or was only asked for this summary).",
+                "",
+                table.markdown(),
+            ]
+        )
+    )
     return table

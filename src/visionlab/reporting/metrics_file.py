@@ -1,4 +1,5 @@
-"""metrics.json (docs/architecture.md, "metrics.json"): one flat object per run, written atomically so a kill never leaves half a file.
+"""metrics.json (docs/architecture.md, "metrics.json"): one flat object per run,
+written atomically so a kill never leaves half a file.
 
 A full disk leaves no temporary file either: the write raises DiskFull (errors.py) and the old file, if any, stays.
 """

@@ -27,8 +27,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from visionlab import patches
-from visionlab import terminal
+from visionlab import patches, terminal
 from visionlab.console import console, live_progress_enabled, plain_text
 from visionlab.errors import writing
 from visionlab.reporting.hparams import HPARAM_METRICS
@@ -71,13 +70,25 @@ def bar_columns(width: int) -> list:
             break
         shown.append(TextColumn(text, table_column=one_row))
         room -= needs
-    return [TextColumn("[bold]epoch {task.fields[epoch]}", table_column=one_row), BarColumn(bar_width=None),
-            MofNCompleteColumn(table_column=one_row), *shown, TextColumn("{task.fields[left]}", table_column=one_row)]
+    return [
+        TextColumn("[bold]epoch {task.fields[epoch]}", table_column=one_row),
+        BarColumn(bar_width=None),
+        MofNCompleteColumn(table_column=one_row),
+        *shown,
+        TextColumn("{task.fields[left]}", table_column=one_row),
+    ]
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, epochs: int, log_every_n_steps: int, resumed_at_step: int | None = None,
-                 later_partitions: int = 0, stops_early: bool = False):
+    def __init__(
+        self,
+        run_dir: Path,
+        epochs: int,
+        log_every_n_steps: int,
+        resumed_at_step: int | None = None,
+        later_partitions: int = 0,
+        stops_early: bool = False,
+    ):
         # A resumed run drops whatever the killed one logged after its checkpoint: no step twice.
         purge_step = None if resumed_at_step is None else resumed_at_step + 1
         self.folder = run_dir
@@ -100,16 +111,25 @@ class Reporter:
                 self.progress = Progress(*bar_columns(console.width), console=console, transient=True, expand=True)
                 self.progress.start()
             last_val = self.val_acc.get(epoch - 1)
-            self.task = self.progress.add_task("", total=steps, completed=done, epoch=f"{epoch}/{self.epochs}", loss="…",
-                                               speed="", val="" if last_val is None else f"val/acc {last_val:.4f}",
-                                               left=self.left.bar())
+            self.task = self.progress.add_task(
+                "",
+                total=steps,
+                completed=done,
+                epoch=f"{epoch}/{self.epochs}",
+                loss="…",
+                speed="",
+                val="" if last_val is None else f"val/acc {last_val:.4f}",
+                left=self.left.bar(),
+            )
         self.left.start_epoch(epoch, steps, done)
         self._mark = (time.perf_counter(), 0)
         self._images = 0
         self._lrs = None
 
     @_events
-    def step(self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None) -> float | None:
+    def step(
+        self, epoch: int, step: int, loss: torch.Tensor, batch_images: int, lr: float | None = None
+    ) -> float | None:
         """Cheap on every step; the loss is read from the device only every N steps, and returned then.
 
         `lr` goes to TensorBoard at the same steps, so per-batch schedules show as curves, not stairs.
@@ -139,14 +159,28 @@ class Reporter:
         shown_lr = "" if lr is None else f" lr {lr:.3g}"
         epoch_left = self.left.epoch_left()
         shown_left = "" if epoch_left is None else f", epoch {clock(epoch_left)} left"
-        log.info("epoch %d step %d loss %.4f%s %.0f img/s%s", epoch, step, value, shown_lr, speed, shown_left,
-                 extra={"progress": True})
+        log.info(
+            "epoch %d step %d loss %.4f%s %.0f img/s%s",
+            epoch,
+            step,
+            value,
+            shown_lr,
+            speed,
+            shown_left,
+            extra={"progress": True},
+        )
         return value
 
     def note_terminal(self, epoch: int, step: int) -> None:
         """Say in train.log when the terminal went away; the bar stops, since nobody sees it."""
         for notice in terminal.take_notices():
-            log.warning("%s at epoch %d, step %d: the run carries on, logging to train.log", notice, epoch, step, extra={"file_only": True})
+            log.warning(
+                "%s at epoch %d, step %d: the run carries on, logging to train.log",
+                notice,
+                epoch,
+                step,
+                extra={"file_only": True},
+            )
         if self.progress is not None and not live_progress_enabled():
             self.progress.stop()
             self.progress = None
@@ -222,7 +256,8 @@ class Reporter:
             self.note_terminal(metrics["epochs"], metrics["steps"])
         summary = RunSummary(command_line(), metrics, self.val_acc, list(self.image_tags), run_dir, layers)
         console.print(summary.rich(), soft_wrap=True)  # long lines unbroken, so the command copies whole
-        log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})  # the log has what the terminal had
+        # the log has what the terminal had
+        log.info("run summary\n%s", plain_text(summary.rich()), extra={"file_only": True})
         with writing(run_dir, "summary.md"):
             (run_dir / "summary.md").write_text(summary.markdown())
         log.info("run directory: %s", run_dir)

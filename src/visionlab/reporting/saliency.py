@@ -65,6 +65,7 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
         def hook(module, inputs, output):
             if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1:
                 maps.append((name, output))
+
         return hook
 
     handles = [module.register_forward_hook(keep(name)) for name, module in model.named_modules() if name]
@@ -88,14 +89,17 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
 
 
 def heat_tiles(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Maps `[N, h, w]` as RGB tiles `[N, 3, H, W]` in [0, 1]: each stretched to its own range, white (0) to dark blue (its largest)."""
+    """Maps `[N, h, w]` as RGB tiles `[N, 3, H, W]` in [0, 1]: each stretched to its own range, white (0) to dark blue
+    (its largest)."""
     maps = maps.detach().float().cpu().unsqueeze(1)
     if maps.shape[2:] != size:
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     return visuals.blues(visuals.rescaled(maps)[:, 0]).permute(0, 3, 1, 2).float() / 255
 
 
-def explained_picture(images: torch.Tensor, found: Attributions, captions: Sequence[str], colors: Sequence[str], title: str) -> torch.Tensor:
+def explained_picture(
+    images: torch.Tensor, found: Attributions, captions: Sequence[str], colors: Sequence[str], title: str
+) -> torch.Tensor:
     """Each image (uint8 `[N, C, H, W]`, as stored) with its saliency and Grad-CAM maps beside it, as one picture.
 
     `captions` and `colors` are the images'; the maps go uncaptioned (the title says what they
@@ -109,7 +113,9 @@ def explained_picture(images: torch.Tensor, found: Attributions, captions: Seque
     interleaved = torch.stack([tile.expand(-1, 3, -1, -1) for tile in tiles], 1).flatten(0, 1)
     all_captions = [text for caption in captions for text in (caption, *[""] * (per_image - 1))]
     all_colors = [text for color in colors for text in (color, *["black"] * (per_image - 1))]
-    return visuals.picture(interleaved, IMAGES_PER_ROW * per_image, title=title, captions=all_captions, caption_colors=all_colors)
+    return visuals.picture(
+        interleaved, IMAGES_PER_ROW * per_image, title=title, captions=all_captions, caption_colors=all_colors
+    )
 
 
 def maps_title(found: Attributions) -> str:
@@ -118,8 +124,11 @@ def maps_title(found: Attributions) -> str:
     return f"image, then |d score/d pixel|{cam} of the predicted class"
 
 
-def saliency_picture(model: nn.Module, split: DeviceSplit, mistakes: torch.Tensor, classes: Sequence[str], split_name: str = "test") -> torch.Tensor | None:
-    """The given mistakes (split indices, most confident first) and the first CORRECT right answers, each beside its maps.
+def saliency_picture(
+    model: nn.Module, split: DeviceSplit, mistakes: torch.Tensor, classes: Sequence[str], split_name: str = "test"
+) -> torch.Tensor | None:
+    """The given mistakes (split indices, most confident first) and the first CORRECT right answers,
+    each beside its maps.
 
     None for a model without gradients (kNN), or nothing to show. `mistakes` is what `MistakeFinder.mistakes()[0]`
     returns after the test pass; the right answers are found among the first CANDIDATES images.
@@ -141,5 +150,7 @@ def saliency_picture(model: nn.Module, split: DeviceSplit, mistakes: torch.Tenso
     predicted, true = found.target.tolist(), labels.tolist()
     captions = [f"{classes[p]} ({floor_percent(c)})\ntrue {classes[t]}" for p, c, t in zip(predicted, confidence, true)]
     colors = ["forestgreen" if p == t else "firebrick" for p, t in zip(predicted, true)]
-    title = f"{split_name}: {len(mistakes)} most confident mistakes (red), {len(right)} right (green); {maps_title(found)}"
+    title = (
+        f"{split_name}: {len(mistakes)} most confident mistakes (red), {len(right)} right (green); {maps_title(found)}"
+    )
     return explained_picture(split.images[shown], found, captions, colors, title)

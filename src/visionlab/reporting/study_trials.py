@@ -68,11 +68,13 @@ def sweep_study(root: Path) -> Study | None:
         return None
     storage, name = str(storage), str(name)
     if storage.startswith(SQLITE):
-        path = Path(storage[len(SQLITE):])
+        path = Path(storage[len(SQLITE) :])
         if not path.is_absolute():  # relative to where the sweep was launched
             path = Path(cfg.hydra.runtime.cwd) / path
         if not path.is_file():  # opening it would make an empty one
-            log.warning("sweep report: study %s's storage %s is not there: reporting the runs under %s only", name, path, root)
+            log.warning(
+                "sweep report: study %s's storage %s is not there: reporting the runs under %s only", name, path, root
+            )
             return None
         storage = f"{SQLITE}{path}"
     return Study(storage, name, cfg.get("objective"))
@@ -85,10 +87,20 @@ def trials_of(study: Study) -> list[Trial]:
     try:
         frozen = optuna.load_study(study_name=study.name, storage=study.storage).get_trials(deepcopy=False)
     except KeyError:
-        log.warning("sweep report: %s holds no study %s: reporting the runs under the folder only", study.storage, study.name)
+        log.warning(
+            "sweep report: %s holds no study %s: reporting the runs under the folder only", study.storage, study.name
+        )
         return []
-    return [Trial(t.number, STATUS[t.state.name], t.value, {key: str(value) for key, value in t.params.items()},
-                  Path(t.user_attrs[RUN_DIR]) if RUN_DIR in t.user_attrs else None) for t in frozen]
+    return [
+        Trial(
+            t.number,
+            STATUS[t.state.name],
+            t.value,
+            {key: str(value) for key, value in t.params.items()},
+            Path(t.user_attrs[RUN_DIR]) if RUN_DIR in t.user_attrs else None,
+        )
+        for t in frozen
+    ]
 
 
 def job_of(run_dir: Path) -> tuple[Any, Any]:

@@ -51,7 +51,9 @@ class RunSummary:
     def facts(self) -> list[str]:
         """The run in a few sentences, each one line."""
         m = self.metrics
-        trained = f" after {plural(m['epochs'], 'epoch')} ({plural(m.get('steps', 0), 'step')})" if m.get("epochs") else ""  # kNN: none
+        trained = (
+            f" after {plural(m['epochs'], 'epoch')} ({plural(m.get('steps', 0), 'step')})" if m.get("epochs") else ""
+        )  # kNN: none
         lines = [f"{m.get('status', 'unknown')}{trained} in {m.get('seconds', 0.0):.1f} s on {m.get('device', '?')}"]
         best = best_epoch(self.val_acc)
         if best is not None:
@@ -69,12 +71,22 @@ class RunSummary:
     def markdown(self) -> str:
         lines = ["# Run summary", "", "```", self.command, "```", ""]
         lines += [f"- {fact}" for fact in self.facts()]
-        lines += [f"- run directory: `{self.run_dir}`", "", "## Final metrics", "", "| metric | value |", "| --- | --- |"]
+        lines += [
+            f"- run directory: `{self.run_dir}`",
+            "",
+            "## Final metrics",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+        ]
         lines += [f"| {key} | {value} |" for key, value in self.metric_rows()]
         if self.image_tags:
             lines += [
-                "", "## Pictures in TensorBoard", "",
-                f"`tensorboard --logdir {shlex.quote(str(self.run_dir))}`, then the Images tab:", "",
+                "",
+                "## Pictures in TensorBoard",
+                "",
+                f"`tensorboard --logdir {shlex.quote(str(self.run_dir))}`, then the Images tab:",
+                "",
             ]
             lines += [f"- `{tag}`" for tag in self.image_tags]
         if self.layers:

@@ -49,8 +49,13 @@ def sweep_curve(report: SweepReport) -> Curve | None:
         for run in done:
             groups.setdefault(run.overrides[parameter], []).append(run)
         if len(groups) > 1:
-            points = {label: ([report.value(run) for run in runs], [v for run in runs for v in fold_values(run.metrics, report.objective)])
-                      for label, runs in groups.items()}
+            points = {
+                label: (
+                    [report.value(run) for run in runs],
+                    [v for run in runs for v in fold_values(run.metrics, report.objective)],
+                )
+                for label, runs in groups.items()
+            }
             return make_curve(parameter, report.objective, points)
     if len(report.runs) == 1 and done:
         metrics = done[0].metrics
@@ -64,8 +69,11 @@ def sweep_curve(report: SweepReport) -> Curve | None:
 def fold_values(metrics: dict[str, Any], tag: str) -> list[float]:
     """A k-fold run's value of `tag` on each fold (`cv/fold_<i>/val_acc` for val/acc, ...); [] for other runs."""
     name = tag.replace("/", "_")
-    folds = sorted((int(m[1]), value) for key, value in metrics.items()
-                   if (m := re.fullmatch(r"cv/fold_(\d+)/(.+)", key)) and m[2] == name and value is not None)
+    folds = sorted(
+        (int(m[1]), value)
+        for key, value in metrics.items()
+        if (m := re.fullmatch(r"cv/fold_(\d+)/(.+)", key)) and m[2] == name and value is not None
+    )
     return [value for _, value in folds]
 
 
@@ -77,8 +85,17 @@ def make_curve(parameter: str, objective: str, points: dict[str, tuple[list[floa
     x = [as_number(label) for label in order] if numeric else [float(i) for i in range(len(order))]
     log_x = numeric and min(x) > 0 and max(x) / min(x) >= LOG_X_FROM
     folds = [points[label][1] for label in order]
-    return Curve(parameter, objective, order, x, [statistics.fmean(points[label][0]) for label in order],
-                 [statistics.pstdev(values) if values else None for values in folds], folds, log_x, numeric)
+    return Curve(
+        parameter,
+        objective,
+        order,
+        x,
+        [statistics.fmean(points[label][0]) for label in order],
+        [statistics.pstdev(values) if values else None for values in folds],
+        folds,
+        log_x,
+        numeric,
+    )
 
 
 def as_number(label: str) -> float | None:
@@ -100,14 +117,21 @@ def picture(curve: Curve) -> tuple[Any, Any]:
     what = f"mean ± std over {folds} folds, dots: each fold" if folds else "one run per point (no folds: no band)"
     shown = len(curve.labels) <= 12 or not curve.numeric  # every value named under its point
     return visuals.line_chart(
-        curve.x, curve.mean, band=curve.std, dots=curve.folds, log_x=curve.log_x,
+        curve.x,
+        curve.mean,
+        band=curve.std,
+        dots=curve.folds,
+        log_x=curve.log_x,
         x_ticks=list(zip(curve.x, curve.labels)) if shown else (),
-        title=f"{curve.objective} against {curve.parameter}: {what}", x_label=curve.parameter, y_label=curve.objective,
+        title=f"{curve.objective} against {curve.parameter}: {what}",
+        x_label=curve.parameter,
+        y_label=curve.objective,
     )
 
 
 def write_curve(report: SweepReport) -> Curve | None:
-    """The report's curve, drawn as a PNG beside summary.csv and as a TensorBoard image in its folder (None: it has none)."""
+    """The report's curve, drawn as a PNG beside summary.csv and as a TensorBoard image in its folder
+    (None: it has none)."""
     curve = sweep_curve(report)
     if curve is None:
         return None

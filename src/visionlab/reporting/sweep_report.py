@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from visionlab.console import console
 from visionlab.errors import UserError
 from visionlab.reporting import study_trials
-from visionlab.console import console
 from visionlab.reporting.sweep_curve import PICTURE_FILE, write_curve
 
 log = logging.getLogger("visionlab")
@@ -89,11 +89,22 @@ class SweepReport:
         what = f": the trials of Optuna study {self.study} and the runs" if self.study else ""
         table = Table(title=f"{len(self.runs)} runs{what} under {self.root}, best {self.objective} first")
         trial = ["trial"] if self.study else []
-        for name in ["", *trial, *self.columns, self.objective, *(["cv mean ± std"] if has_cv else []), "status", "run directory"]:
+        for name in [
+            "",
+            *trial,
+            *self.columns,
+            self.objective,
+            *(["cv mean ± std"] if has_cv else []),
+            "status",
+            "run directory",
+        ]:
             table.add_column(name, justify="right" if name in (self.objective, "cv mean ± std", "trial") else "left")
         for run in self.runs:
             value = self.shown(run)
-            cells = ["best" if run is self.best else "", *(["" if run.trial is None else str(run.trial)] if self.study else [])]
+            cells = [
+                "best" if run is self.best else "",
+                *(["" if run.trial is None else str(run.trial)] if self.study else []),
+            ]
             cells += [short(run.overrides.get(key, "")) for key in self.columns]
             cells.append("" if value is None else f"{value:.4f}")
             if has_cv:
@@ -108,13 +119,21 @@ class SweepReport:
         metric_keys = list(dict.fromkeys(key for run in self.runs for key in run.metrics if key != "status"))
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["rank", "best", *(["trial"] if self.study else []), "run_dir", *self.columns, "status", *metric_keys])
+            writer.writerow(
+                ["rank", "best", *(["trial"] if self.study else []), "run_dir", *self.columns, "status", *metric_keys]
+            )
             for rank, run in enumerate(self.runs, 1):
-                writer.writerow([
-                    rank, int(run is self.best), *([run.trial] if self.study else []), self.location(run),
-                    *(run.overrides.get(key, "") for key in self.columns),
-                    run.status, *("" if run.metrics.get(key) is None else run.metrics[key] for key in metric_keys),
-                ])
+                writer.writerow(
+                    [
+                        rank,
+                        int(run is self.best),
+                        *([run.trial] if self.study else []),
+                        self.location(run),
+                        *(run.overrides.get(key, "") for key in self.columns),
+                        run.status,
+                        *("" if run.metrics.get(key) is None else run.metrics[key] for key in metric_keys),
+                    ]
+                )
 
     def location(self, run: Run) -> str:
         """The run directory: relative to root when under it, else as the study recorded it (absolute)."""
@@ -136,7 +155,9 @@ def short(value: str) -> str:
 
 def find_runs(root: Path) -> list[Run]:
     """Every run under `root`, in job order (folders compared number by number: 2 before 10)."""
-    folders = {p.parent for p in root.rglob("metrics.json")} | {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+    folders = {p.parent for p in root.rglob("metrics.json")} | {
+        p.parent.parent for p in root.rglob(".hydra/overrides.yaml")
+    }
     return [read_run(folder) for folder in sorted(folders, key=natural_key)]
 
 
@@ -158,7 +179,9 @@ def _yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise UserError(f"{path} cannot be read ({exc.problem}): is it half written, or not a visionlab run file?") from None
+        raise UserError(
+            f"{path} cannot be read ({exc.problem}): is it half written, or not a visionlab run file?"
+        ) from None
 
 
 def study_runs(study: study_trials.Study, folder_runs: list[Run]) -> list[Run]:
@@ -198,13 +221,23 @@ def build_report(root: Path, objective: str | None = None) -> SweepReport:
     if objective is None:
         configured = sorted({run.objective for run in runs if run.objective})
         if len(configured) > 1:
-            raise UserError(f"the runs under {root} have different objectives ({', '.join(configured)}): choose one with --objective")
+            raise UserError(
+                f"the runs under {root} have different objectives ({', '.join(configured)}): choose one with "
+                "--objective"
+            )
         objective = configured[0] if configured else DEFAULT_OBJECTIVE
-    columns = [key for key in dict.fromkeys(k for run in runs for k in run.overrides)  # a trial without its folder knows only its params
-               if len({run.overrides.get(key) for run in runs if key in run.overrides or run.on_disk}) > 1]
+    columns = [
+        key
+        for key in dict.fromkeys(
+            k for run in runs for k in run.overrides
+        )  # a trial without its folder knows only its params
+        if len({run.overrides.get(key) for run in runs if key in run.overrides or run.on_disk}) > 1
+    ]
     report = SweepReport(root, objective, runs, columns, study.name if study else None)
     lower_is_better = objective.endswith("loss")
-    ranked = sorted((r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=not lower_is_better)
+    ranked = sorted(
+        (r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=not lower_is_better
+    )
     report.runs = ranked + [r for r in runs if report.value(r) is None]
     return report
 
@@ -223,18 +256,36 @@ def write_report(root: Path, objective: str | None = None) -> SweepReport:
     if (best := report.best) is not None:
         trial = "" if best.trial is None else f" (trial {best.trial} of study {report.study})"
         where = best.run_dir if best.on_disk else report.location(best)
-        console.print(f"best {report.objective}: {report.value(best):.4f}{trial} in {where}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"best {report.objective}: {report.value(best):.4f}{trial} in {where}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if (command := retrain_command(report)) is not None:
         (root / BEST_COMMAND_FILE).write_text(command + "\n")
-        console.print(f"retrain the best: {command} (also in {root / BEST_COMMAND_FILE})", markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"retrain the best: {command} (also in {root / BEST_COMMAND_FILE})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.failed:
         where = ", ".join(report.location(run) for run in report.failed)
-        console.print(f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{len(report.failed)} run(s) failed before writing metrics.json; see train.log in: {where}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"summary: {root / SUMMARY_FILE}", markup=False, highlight=False, soft_wrap=True)
     if curve is not None:
-        console.print(f"picture of {curve.objective} against {curve.parameter}: {root / PICTURE_FILE}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"picture of {curve.objective} against {curve.parameter}: {root / PICTURE_FILE}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     return report
 
 

@@ -157,9 +157,13 @@ class VisualLog:
         self.epochs = epochs
         self.classes = list(splits.classes)
         self.knn = callable(getattr(model, "neighbours", None))  # scores are vote shares; it can show its neighbours
-        self.on_features = isinstance(splits, FeatureSplits)  # the model sees vectors: no pictures of its input as images
+        # the model sees vectors: no pictures of its input as images
+        self.on_features = isinstance(splits, FeatureSplits)
         if self.on_features:
-            log.info("pictures: the model sees feature vectors, so the data preview, mistakes, first-layer and neighbour pictures are off")
+            log.info(
+                "pictures: the model sees feature vectors, so the data preview, mistakes, first-layer and neighbour "
+                "pictures are off"
+            )
         self.finder: MistakeFinder | None = None
         self.embedding: embeddings.Penultimate | None = None
         self.seconds = 0.0
@@ -183,10 +187,19 @@ class VisualLog:
         settings = self.settings
         every = settings.mistakes_every_n_epochs
         due = (every > 0 or settings.saliency) if epoch is None else is_due(every, epoch, self.epochs)
-        self.finder = MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due and not self.on_features else None
+        self.finder = (
+            MistakeFinder(MISTAKES, self.knn, self.splits.train.labels.device) if due and not self.on_features else None
+        )
         self.embedding = None
-        if epoch is None and settings.embedding_points and not self.on_features and embeddings.penultimate_layer(self.model) is not None:
-            self.embedding = embeddings.Penultimate(self.model, len(self.splits.test), settings.embedding_points, self.finder)
+        if (
+            epoch is None
+            and settings.embedding_points
+            and not self.on_features
+            and embeddings.penultimate_layer(self.model) is not None
+        ):
+            self.embedding = embeddings.Penultimate(
+                self.model, len(self.splits.test), settings.embedding_points, self.finder
+            )
             return self.embedding
         return self.finder
 
@@ -208,7 +221,8 @@ class VisualLog:
     def finish(self, step: int, test: dict) -> None:
         if self.settings.confusion_every_n_epochs:
             self._confusion("test", test["confusion"], step)
-        if self.finder is not None and self.settings.saliency and not self.knn:  # before _mistakes, which drops the finder
+        # before _mistakes, which drops the finder
+        if self.finder is not None and self.settings.saliency and not self.knn:
             image = saliency.saliency_picture(self.model, self.splits.test, self.finder.mistakes()[0], self.classes)
             if image is not None:
                 self.reporter.image("test/saliency", image, step)
@@ -228,8 +242,12 @@ class VisualLog:
         rows = visuals.first_per_class(train.labels.cpu(), len(self.classes), PREVIEW_PER_CLASS)
         tiles = train.images[rows.clamp_min(0).flatten().to(train.images.device)].cpu().float() / 255
         tiles[rows.flatten() < 0] = 1.0  # a class with fewer images gets blank tiles
-        image = visuals.picture(tiles, PREVIEW_PER_CLASS, title="the first training images of each class, raw pixels (before normalization)",
-                                row_labels=self.classes)
+        image = visuals.picture(
+            tiles,
+            PREVIEW_PER_CLASS,
+            title="the first training images of each class, raw pixels (before normalization)",
+            row_labels=self.classes,
+        )
         self.reporter.image("data/train_preview", image, 0)
 
     def _feature_preview(self) -> None:
@@ -238,7 +256,9 @@ class VisualLog:
             self.reporter.image(tag, image, 0)
 
     def _graph(self) -> None:
-        example, _ = self.splits.val.batch(torch.arange(min(2, len(self.splits.val)), device=self.splits.val.labels.device))
+        example, _ = self.splits.val.batch(
+            torch.arange(min(2, len(self.splits.val)), device=self.splits.val.labels.device)
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings
@@ -247,17 +267,26 @@ class VisualLog:
             raise
         except Exception as exc:  # any model may fail to trace; the run goes on without its graph
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.info("model graph: %s did not trace (%s: %s), so TensorBoard's Graphs tab stays empty",
-                     type(self.model).__name__, type(exc).__name__, reason)
+            log.info(
+                "model graph: %s did not trace (%s: %s), so TensorBoard's Graphs tab stays empty",
+                type(self.model).__name__,
+                type(exc).__name__,
+                reason,
+            )
 
     def _confusion(self, split: str, confusion: torch.Tensor, step: int, epoch: int | None = None) -> None:
         accuracy = confusion.trace().item() / max(confusion.sum().item(), 1)
         title = f"{split} confusion matrix{_after(epoch)}: acc {accuracy:.4f}"
-        self.reporter.image(f"{split}/confusion_matrix", visuals.confusion_picture(confusion, self.classes, title), step)
-        self.reporter.scalars({
-            f"{split}/per_class_acc/{tag_name(name)}": acc
-            for name, acc in zip(self.classes, per_class_accuracy(confusion))
-        }, step)
+        self.reporter.image(
+            f"{split}/confusion_matrix", visuals.confusion_picture(confusion, self.classes, title), step
+        )
+        self.reporter.scalars(
+            {
+                f"{split}/per_class_acc/{tag_name(name)}": acc
+                for name, acc in zip(self.classes, per_class_accuracy(confusion))
+            },
+            step,
+        )
 
     def _mistakes(self, split_name: str, split: DeviceSplit, step: int, epoch: int | None = None) -> None:
         index, predicted, confidence = self.finder.mistakes()
@@ -267,8 +296,14 @@ class VisualLog:
         true = split.labels[index.to(split.labels.device)].cpu()
         tiles = split.images[index.to(split.images.device)].cpu().float() / 255
         what = "vote" if self.knn else "confidence"
-        captions = [f"{self.classes[p]} ({floor_percent(c)})\ntrue {self.classes[t]}" for p, c, t in zip(predicted.tolist(), confidence.tolist(), true.tolist())]
-        title = f"{split_name}: the {len(index)} most confidently wrong{_after(epoch)}: predicted class (its {what}), true class"
+        captions = [
+            f"{self.classes[p]} ({floor_percent(c)})\ntrue {self.classes[t]}"
+            for p, c, t in zip(predicted.tolist(), confidence.tolist(), true.tolist())
+        ]
+        title = (
+            f"{split_name}: the {len(index)} most confidently wrong{_after(epoch)}: predicted class (its {what}), "
+            "true class"
+        )
         image = visuals.picture(tiles, 8, title=title, captions=captions, caption_colors=["firebrick"] * len(index))
         self.reporter.image(f"{split_name}/mistakes", image, step)
 
@@ -280,13 +315,16 @@ class VisualLog:
         weight = layer.weight
         if isinstance(layer, nn.Conv2d):
             tiles = visuals.as_tiles(weight, weight.shape[1:])
-            per_row = weight.shape[1] if len(tiles) > len(weight) else math.ceil(math.sqrt(len(tiles)))  # a row per filter when split by channel
+            # a row per filter when split by channel
+            per_row = weight.shape[1] if len(tiles) > len(weight) else math.ceil(math.sqrt(len(tiles)))
             title = f"first conv layer: {len(weight)} filters of {weight.shape[2]}x{weight.shape[3]}{_after(epoch)}"
             self.reporter.image("first_layer/filters", visuals.picture(tiles, per_row, title=title), step)
         elif layer.in_features == math.prod(self.splits.in_shape):
             if only:  # a linear classifier: one template per class
                 tiles = visuals.as_tiles(weight, self.splits.in_shape)
-                image = visuals.picture(tiles, len(tiles), title=f"class templates (rows of W){_after(epoch)}", col_labels=self.classes)
+                image = visuals.picture(
+                    tiles, len(tiles), title=f"class templates (rows of W){_after(epoch)}", col_labels=self.classes
+                )
                 self.reporter.image("first_layer/class_templates", image, step)
             else:
                 tiles = visuals.as_tiles(weight[:UNITS_SHOWN], self.splits.in_shape)
@@ -320,6 +358,12 @@ class VisualLog:
                 colors.append("black" if position == 0 else ("forestgreen" if label == row[0] else "firebrick"))
         voters = f"; the first {self.model.k} vote" if isinstance(getattr(self.model, "k", None), int) else ""
         title = f"test queries (left) and their {k} nearest training images{voters}"
-        image = visuals.picture(tiles, k + 1, title=title, captions=captions, caption_colors=colors,
-                                row_labels=[f"says {self.classes[p]}" for p in predicted])
+        image = visuals.picture(
+            tiles,
+            k + 1,
+            title=title,
+            captions=captions,
+            caption_colors=colors,
+            row_labels=[f"says {self.classes[p]}" for p in predicted],
+        )
         self.reporter.image("test/neighbours", image, step)

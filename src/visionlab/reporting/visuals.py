@@ -71,8 +71,13 @@ def grid(tiles: torch.Tensor, nrow: int, padding: int, pad_value: float) -> torc
     columns = min(nrow, n)
     rows = -(-n // columns)
     tiles = F.pad(tiles, (padding, 0, padding, 0), value=pad_value)  # each tile's top and left margin
-    tiles = torch.cat([tiles, tiles.new_full((rows * columns - n, *tiles.shape[1:]), pad_value)])  # blanks fill the last row
-    out = tiles.view(rows, columns, c, h + padding, w + padding).permute(2, 0, 3, 1, 4).reshape(c, rows * (h + padding), columns * (w + padding))
+    # blanks fill the last row
+    tiles = torch.cat([tiles, tiles.new_full((rows * columns - n, *tiles.shape[1:]), pad_value)])
+    out = (
+        tiles.view(rows, columns, c, h + padding, w + padding)
+        .permute(2, 0, 3, 1, 4)
+        .reshape(c, rows * (h + padding), columns * (w + padding))
+    )
     return F.pad(out, (0, padding, 0, padding), value=pad_value)  # the bottom and right margin
 
 
@@ -113,14 +118,17 @@ def picture(
     left = _longest(row_labels, font) + 2 * GAP if row_labels else 0
     top = _line_height(big) + 2 * GAP if title else 0
     bottom = (_longest(col_labels, font) if rotate else _line_height(font)) + 2 * GAP if col_labels else 0
-    canvas_width = max(left + tiles_image.width, round(big.getlength(title)) + 2 * GAP)  # a long title widens the picture
+    # a long title widens the picture
+    canvas_width = max(left + tiles_image.width, round(big.getlength(title)) + 2 * GAP)
     canvas = Image.new("RGB", (canvas_width, top + tiles_image.height + bottom), "white")
     canvas.paste(tiles_image, (left, top))
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((canvas.width / 2, GAP), title, fill="black", font=big, anchor="ma")
     for row, label in enumerate(row_labels):
-        draw.text((left - GAP, top + origins[row * columns][0] + tile_h / 2), label, fill="black", font=font, anchor="rm")
+        draw.text(
+            (left - GAP, top + origins[row * columns][0] + tile_h / 2), label, fill="black", font=font, anchor="rm"
+        )
     for column, label in enumerate(col_labels):
         centre, y = left + origins[column][1] + tile_w / 2, top + tiles_image.height + GAP
         if rotate:
@@ -128,8 +136,15 @@ def picture(
         else:
             draw.text((centre, y), label, fill="black", font=font, anchor="ma")
     for (y, x), caption, color in zip(origins, captions, caption_colors or ["black"] * n):
-        draw.multiline_text((left + x + tile_w / 2, top + y + tile_h + below * zoom / 2), caption, fill=color, font=small,
-                            anchor="mm", align="center", spacing=1)
+        draw.multiline_text(
+            (left + x + tile_w / 2, top + y + tile_h + below * zoom / 2),
+            caption,
+            fill=color,
+            font=small,
+            anchor="mm",
+            align="center",
+            spacing=1,
+        )
     return _tensor(canvas)
 
 
@@ -170,8 +185,13 @@ def confusion_picture(matrix: torch.Tensor, classes: Sequence[str], title: str) 
     _draw_upright(canvas, (GAP + line / 2, top + side / 2), "true class", font, anchor="middle")
     if c <= ANNOTATE_UP_TO:
         for true, predicted in counts.nonzero().tolist():
-            draw.text((left + (predicted + 0.5) * cell, top + (true + 0.5) * cell), f"{int(counts[true, predicted])}",
-                      fill="white" if shares[true, predicted] > 0.5 else "black", font=small, anchor="mm")
+            draw.text(
+                (left + (predicted + 0.5) * cell, top + (true + 0.5) * cell),
+                f"{int(counts[true, predicted])}",
+                fill="white" if shares[true, predicted] > 0.5 else "black",
+                font=small,
+                anchor="mm",
+            )
     return _tensor(canvas)
 
 
@@ -188,9 +208,18 @@ class ChartPoints:
 
 
 def line_chart(
-    x: Sequence[float], y: Sequence[float], *, title: str, x_label: str, y_label: str,
-    band: Sequence[float | None] = (), dots: Sequence[Sequence[float]] = (), log_x: bool = False,
-    x_ticks: Sequence[tuple[float, str]] = (), markers: bool = True, mark: tuple[float, str] | None = None,
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    band: Sequence[float | None] = (),
+    dots: Sequence[Sequence[float]] = (),
+    log_x: bool = False,
+    x_ticks: Sequence[tuple[float, str]] = (),
+    markers: bool = True,
+    mark: tuple[float, str] | None = None,
 ) -> tuple[torch.Tensor, ChartPoints]:
     """y against x as a line with a marker at each point, as one uint8 image, and where each point went.
 
@@ -209,7 +238,7 @@ def line_chart(
     if x_ticks:
         ticks = list(x_ticks)
     elif log_x:
-        ticks = [(10.0 ** e, f"{10.0 ** e:g}") for e in range(math.floor(min(xs)), math.ceil(max(xs)) + 1)]
+        ticks = [(10.0**e, f"{10.0**e:g}") for e in range(math.floor(min(xs)), math.ceil(max(xs)) + 1)]
     else:
         ticks = [(v, f"{v:g}") for v in nice_ticks(min(x), max(x))]
     ends = xs + [scale(position) for position, _ in ticks]
@@ -257,11 +286,12 @@ def line_chart(
 
 
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
-    """Round tick values (steps of 1, 2 or 5 times a power of ten), at least two, from at or below `low` to at or above `high`."""
+    """Round tick values (steps of 1, 2 or 5 times a power of ten), at least two,
+    from at or below `low` to at or above `high`."""
     if high == low:  # one value: a range around it
         low, high = low - (abs(low) or 1.0) / 10, high + (abs(high) or 1.0) / 10
     rough = math.floor(math.log10((high - low) / most))
-    step = min(m * 10.0 ** e for e in (rough, rough + 1) for m in (1, 2, 5) if (high - low) / (m * 10.0 ** e) <= most)
+    step = min(m * 10.0**e for e in (rough, rough + 1) for m in (1, 2, 5) if (high - low) / (m * 10.0**e) <= most)
     first = math.floor(low / step)
     return [round((first + i) * step, 12) for i in range(math.ceil(high / step) - first + 1)]
 
@@ -291,8 +321,11 @@ def _longest(labels: Sequence[str], font: ImageFont.FreeTypeFont) -> int:
     return max((math.ceil(font.getlength(label)) for label in labels), default=0)
 
 
-def _draw_upright(canvas: Image.Image, xy: tuple[float, float], text: str, font: ImageFont.FreeTypeFont, anchor: str) -> None:
-    """Text turned to read upwards, centred on x; its end at y (anchor "top", under an axis) or its middle at y ("middle")."""
+def _draw_upright(
+    canvas: Image.Image, xy: tuple[float, float], text: str, font: ImageFont.FreeTypeFont, anchor: str
+) -> None:
+    """Text turned to read upwards, centred on x;
+    its end at y (anchor "top", under an axis) or its middle at y ("middle")."""
     stencil = Image.new("L", (_longest([text], font), _line_height(font)))
     ImageDraw.Draw(stencil).text((0, 0), text, fill=255, font=font)
     stencil = stencil.rotate(90, expand=True)
@@ -309,4 +342,9 @@ def _pil(image: torch.Tensor) -> Image.Image:
 
 
 def _tensor(canvas: Image.Image) -> torch.Tensor:
-    return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).view(canvas.height, canvas.width, 3).permute(2, 0, 1).contiguous()
+    return (
+        torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
+        .view(canvas.height, canvas.width, 3)
+        .permute(2, 0, 1)
+        .contiguous()
+    )

@@ -9,7 +9,8 @@ raises `RunStopped` ends the run at that point, with the state as it is; one tha
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -26,7 +27,8 @@ Watch = Callable[[torch.Tensor, torch.Tensor], None]  # sees every (scores, labe
 
 
 class EndTraining(Exception):
-    """Training is done before its last epoch (early stopping): fit() returns what it has, with `extra` for metrics.json."""
+    """Training is done before its last epoch (early stopping): fit() returns what it has,
+    with `extra` for metrics.json."""
 
     def __init__(self, extra: dict[str, Any]):
         super().__init__("training ended early")
@@ -46,7 +48,9 @@ class Callback:
         """Something to show the coming val evaluation's batches to, or None."""
         return None
 
-    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+    def after_epoch(
+        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
+    ) -> None:
         pass
 
 
@@ -64,7 +68,9 @@ class Progress(Callback):
         if shown is not None and not math.isfinite(shown):
             raise state.diverged(shown)
 
-    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+    def after_epoch(
+        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
+    ) -> None:
         self.reporter.end_epoch(epoch, state.at.step, metrics)
 
 
@@ -75,7 +81,9 @@ class Pictures(Callback):
     def watch(self, epoch: int) -> Watch | None:
         return self.visuals.watch(epoch)
 
-    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+    def after_epoch(
+        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
+    ) -> None:
         self.visuals.end_epoch(epoch, state.at.step, val)
 
 
@@ -98,7 +106,9 @@ class SaveAndStop(Callback):
             if self.stop:
                 raise Interrupted(self.stop.signum)
 
-    def after_epoch(self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]) -> None:
+    def after_epoch(
+        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
+    ) -> None:
         self.checkpoints.save(state.state_dict(), metrics)
         if self.stop:
             raise Interrupted(self.stop.signum)

@@ -2,8 +2,8 @@
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the old
 one: a reader sees the old checkpoint or the new one, never half of either. A write that finds
-no space removes its temporary file and stops the run (errors.DiskFull: docs/architecture.md, "Exit codes"). Loading uses
-`torch.load(weights_only=True)`, so the file may hold tensors and plain containers only (what
+no space removes its temporary file and stops the run (errors.DiskFull: docs/architecture.md, "Exit codes"). Loading
+uses `torch.load(weights_only=True)`, so the file may hold tensors and plain containers only (what
 training/state.py's `TrainingState.state_dict()` gives).
 """
 
@@ -64,8 +64,16 @@ class Checkpoints:
     to the newest of them, so `resume=RUN_DIR` finds where the run was, whichever fold it was in.
     """
 
-    def __init__(self, folder: Path, objective: str, config: dict[str, Any], started: float,
-                 best: float | None = None, run_last: Path | None = None, provenance: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        objective: str,
+        config: dict[str, Any],
+        started: float,
+        best: float | None = None,
+        run_last: Path | None = None,
+        provenance: dict[str, Any] | None = None,
+    ):
         self.last = folder / "last.pt"
         self.best = folder / "best.pt"
         self.run_last = run_last if run_last not in (None, self.last) else None
@@ -75,7 +83,8 @@ class Checkpoints:
         self.started = started  # time.perf_counter() at the run's start, earlier sessions included
         self.best_value = best
         self.maximize = objective.endswith("acc")
-        self.run_state: dict[str, Any] = {}  # where in the run this partition is: its index, the finished partitions' results
+        # where in the run this partition is: its index, the finished partitions' results
+        self.run_state: dict[str, Any] = {}
 
     def save(self, state: dict[str, Any], metrics: dict[str, float | None] | None = None) -> None:
         """Write last.pt; with end-of-epoch `metrics`, also best.pt if the objective improved."""
@@ -87,8 +96,17 @@ class Checkpoints:
             self.best_value = value
         seconds = time.perf_counter() - self.started
         self.last.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.last, {**state, **self.run_state, "config": self.config, "provenance": self.provenance,
-                                    "seconds": seconds, "best_value": self.best_value})
+        save_checkpoint(
+            self.last,
+            {
+                **state,
+                **self.run_state,
+                "config": self.config,
+                "provenance": self.provenance,
+                "seconds": seconds,
+                "best_value": self.best_value,
+            },
+        )
         if improved:
             link_over(self.last, self.best)
         if self.run_last is not None:

@@ -76,13 +76,25 @@ class StopEarly(Callback):
         stale = epochs_without_improvement(state.history, self.objective, self.rule.min_delta)
         if stale >= self.rule.patience:
             best = best_epoch(state.history, self.objective)
-            log.info("early stopping after epoch %d: %s has not improved by more than %g for %d epoch%s (best: epoch %d, %.4g)",
-                     max(state.history), self.objective, self.rule.min_delta, stale, "s" * (stale != 1), best, state.history[best][self.objective])
+            log.info(
+                "early stopping after epoch %d: %s has not improved by more than %g for %d epoch%s (best: epoch %d, "
+                "%.4g)",
+                max(state.history),
+                self.objective,
+                self.rule.min_delta,
+                stale,
+                "s" * (stale != 1),
+                best,
+                state.history[best][self.objective],
+            )
             raise EndTraining({"stopped_early": True, "best_epoch": best})
 
 
-def restore_best(model: torch.nn.Module, history: dict[int, dict[str, Any]], objective: str, best_file: Path) -> int | None:
-    """Put best.pt's weights into `model` and return their epoch (None, and the last weights kept, if there is no best.pt)."""
+def restore_best(
+    model: torch.nn.Module, history: dict[int, dict[str, Any]], objective: str, best_file: Path
+) -> int | None:
+    """Put best.pt's weights into `model` and return their epoch (None, and the last weights kept,
+    if there is no best.pt)."""
     if not history or not best_file.is_file():
         return None
     model.load_state_dict(load_checkpoint(best_file)["model"])

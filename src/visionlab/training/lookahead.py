@@ -36,8 +36,11 @@ class Lookahead:
         self.average = {name: value.detach().clone() for name, value in self._floats().items()}
 
     def _floats(self) -> dict[str, torch.Tensor]:
-        return {name: value for name, value in self.model.state_dict().items()
-                if isinstance(value, torch.Tensor) and value.is_floating_point()}  # not extra state (the whitening's fitted flag)
+        return {
+            name: value
+            for name, value in self.model.state_dict().items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+        }  # not extra state (the whitening's fitted flag)
 
     def decay(self, step: int) -> float:
         return self.max_decay * (min(step, self.total_steps) / self.total_steps) ** self.power

@@ -55,8 +55,12 @@ class Objective:
 
 
 def fit(
-    state: TrainingState, splits: Splits, augment: Callable[[torch.Tensor], torch.Tensor],
-    objective: Objective, settings: TrainerSettings, callbacks: Sequence[Callback] = (),
+    state: TrainingState,
+    splits: Splits,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    objective: Objective,
+    settings: TrainerSettings,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Minimize data loss + R(W) over the train split, from wherever `state` is; augment touches training batches only.
 
@@ -77,11 +81,15 @@ def fit(
             model.train()
             if at.batch == 0:
                 at.order = torch.randperm(len(train), generator=state.order_rng)[:n].to(device)
-                at.sums = [torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
+                at.sums = [
+                    torch.zeros((), device=device),
+                    torch.zeros((), device=device),
+                    torch.zeros((), device=device, dtype=torch.long),
+                ]
             data_loss_sum, reg_loss_sum, correct = at.sums  # updated in place, so a checkpoint sees them
             for callback in callbacks:
                 callback.start_epoch(state, steps)
-            for index in at.order.split(batch_size)[at.batch:]:
+            for index in at.order.split(batch_size)[at.batch :]:
                 images, labels = train.batch(index)
                 images = augment(images)
                 with precision.autocast():
@@ -106,16 +114,24 @@ def fit(
             state.check_finite()
             data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
             state.done["train"] = {
-                "loss": data_loss_mean + reg_loss_mean, "data_loss": data_loss_mean, "reg_loss": reg_loss_mean,
+                "loss": data_loss_mean + reg_loss_mean,
+                "data_loss": data_loss_mean,
+                "reg_loss": reg_loss_mean,
                 "acc": correct.item() / n,
             }
             watches = [w for w in (callback.watch(at.epoch) for callback in callbacks) if w is not None]
-            state.done["val"] = val = evaluate(model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches))
+            state.done["val"] = val = evaluate(
+                model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches)
+            )
             state.schedule.after_epoch(val)
             metrics = {
-                "train/loss": state.done["train"]["loss"], "train/data_loss": state.done["train"]["data_loss"],
-                "train/reg_loss": state.done["train"]["reg_loss"], "train/acc": state.done["train"]["acc"],
-                "val/loss": val["loss"], "val/acc": val["acc"], "lr": current_lr(optimizer),
+                "train/loss": state.done["train"]["loss"],
+                "train/data_loss": state.done["train"]["data_loss"],
+                "train/reg_loss": state.done["train"]["reg_loss"],
+                "train/acc": state.done["train"]["acc"],
+                "val/loss": val["loss"],
+                "val/acc": val["acc"],
+                "lr": current_lr(optimizer),
             }
             state.history[at.epoch] = metrics
             state.at = Position(epoch=at.epoch + 1, step=at.step)
@@ -137,11 +153,12 @@ def all_of(watches: Sequence[Watch]) -> Watch | None:
     def each(scores: torch.Tensor, labels: torch.Tensor) -> None:
         for watch in watches:
             watch(scores, labels)
+
     return each
 
 
 def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch_size: int) -> FitResult:
-    """"Training" for a model with no parameters (kNN): it stores the train split, then picks k on val.
+    """ "Training" for a model with no parameters (kNN): it stores the train split, then picks k on val.
 
     Such a model has `fit(train)`, a list of candidate `ks`, `scores_by_k(images)` (scores for every
     k from one neighbour search) and the `k` its forward() uses. Every k is scored on val, the best
@@ -154,7 +171,10 @@ def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch
     reporter.scalars({**by_k, "val/acc": accuracy[model.k]}, 0)
     log.info("%s  best k %d (chosen on val)", "  ".join(f"{tag} {acc:.4f}" for tag, acc in by_k.items()), model.k)
     return FitResult(
-        {"loss": None, "acc": None}, {"loss": None, "acc": accuracy[model.k]}, epochs=0, steps=0,
+        {"loss": None, "acc": None},
+        {"loss": None, "acc": accuracy[model.k]},
+        epochs=0,
+        steps=0,
         extra={**by_k, "best_k": model.k},
     )
 
@@ -172,7 +192,10 @@ def accuracy_by_k(model: nn.Module, split: DeviceSplit, batch_size: int) -> dict
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, split: DeviceSplit, loss_fn: LossFn | None, batch_size: int,
+    model: nn.Module,
+    split: DeviceSplit,
+    loss_fn: LossFn | None,
+    batch_size: int,
     watch: Watch | None = None,
 ) -> dict[str, Any]:
     """Accuracy and mean loss over a whole split; loss is None for models a loss does not apply to.
@@ -194,4 +217,8 @@ def evaluate(
             watch(scores, labels)
     n = len(split)
     confusion = confusion.view(classes, classes).cpu()
-    return {"acc": confusion.trace().item() / n, "loss": loss_sum.item() / n if loss_fn is not None else None, "confusion": confusion}
+    return {
+        "acc": confusion.trace().item() / n,
+        "loss": loss_sum.item() / n if loss_fn is not None else None,
+        "confusion": confusion,
+    }

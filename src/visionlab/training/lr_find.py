@@ -18,8 +18,9 @@ rule for staying safely on the falling slope from the first step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Callable
+from typing import Annotated
 
 import torch
 
@@ -45,8 +46,10 @@ class RangeTest:
     def __post_init__(self) -> None:
         """The test raises the lr from min_lr to max_lr: a range that falls or is empty suggests nothing."""
         if self.min_lr >= self.max_lr:
-            raise UserError(f"lr_range.min_lr={self.min_lr:g} is not below lr_range.max_lr={self.max_lr:g}: the range "
-                            "test raises the lr from min_lr to max_lr, so give a smaller min_lr (the defaults are 0.0001 and 10)")
+            raise UserError(
+                f"lr_range.min_lr={self.min_lr:g} is not below lr_range.max_lr={self.max_lr:g}: the range "
+                "test raises the lr from min_lr to max_lr, so give a smaller min_lr (the defaults are 0.0001 and 10)"
+            )
 
 
 @dataclass
@@ -71,7 +74,11 @@ class RangeRecord(Callback):
         self.average = beta * self.average + (1 - beta) * value
         self.running.append(self.average / (1 - beta ** len(self.losses)))  # debiased, as Adam's moments are
         lowest = min(self.running[SKIP_START:] or self.running)
-        if not math.isfinite(value) or state.at.step >= self.test.steps or self.running[-1] > self.test.diverge_factor * lowest:
+        if (
+            not math.isfinite(value)
+            or state.at.step >= self.test.steps
+            or self.running[-1] > self.test.diverge_factor * lowest
+        ):
             raise EndTraining({})
         set_lr(state.optimizer, self.lr_at(state.at.step))
 
@@ -87,17 +94,24 @@ class RangeRecord(Callback):
         """The lr at the lowest smoothed loss, past the first steps."""
         curve = self.smoothed()
         if not curve:
-            raise UserError(f"lr_find: the loss was {self.losses[0]} at the first step, before any learning rate had acted: "
-                            "the data or the model gives it (a nan or inf pixel, a feature that divides by zero)")
+            raise UserError(
+                f"lr_find: the loss was {self.losses[0]} at the first step, before any learning rate had acted: "
+                "the data or the model gives it (a nan or inf pixel, a feature that divides by zero)"
+            )
         considered = range(min(SKIP_START, len(curve) - 1), len(curve))
         return self.lrs[min(considered, key=lambda i: curve[i])]
 
     def chart(self, suggested: float, rule: str) -> torch.Tensor:
         curve = self.smoothed()
         image, _ = visuals.line_chart(
-            self.lrs[:len(curve)], curve, log_x=True, markers=False, mark=(suggested, f"suggested lr {suggested:.3g}"),
+            self.lrs[: len(curve)],
+            curve,
+            log_x=True,
+            markers=False,
+            mark=(suggested, f"suggested lr {suggested:.3g}"),
             title=f"learning-rate range test: {len(self.lrs)} steps; suggested: {rule}",
-            x_label="learning rate (log scale)", y_label="training loss (smoothed)",
+            x_label="learning rate (log scale)",
+            y_label="training loss (smoothed)",
         )
         return image
 
@@ -124,12 +138,14 @@ def warms_up(schedule: Callable[..., Schedule], epochs: int, steps_per_epoch: in
 
 def zero_phase(values: list[float], beta: float) -> list[float]:
     """An exponential moving average forwards, then backwards over that, debiased both ways."""
+
     def running(series: list[float]) -> list[float]:
         out, average = [], 0.0
         for count, value in enumerate(series, 1):
             average = beta * average + (1 - beta) * value
-            out.append(average / (1 - beta ** count))
+            out.append(average / (1 - beta**count))
         return out
+
     return running(running(values)[::-1])[::-1]
 
 

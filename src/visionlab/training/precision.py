@@ -38,8 +38,10 @@ def slow_choice(precision: str | int, device: torch.device) -> str | None:
     underflow float32 never has. It still runs (and trains as fp16 would), so a run can try fp16 before a GPU.
     """
     if str(precision) == "fp16" and device.type == "cpu":
-        return ("trainer.precision=fp16 on the CPU: float16 is emulated there and runs several times slower than "
-                "float32; use trainer.precision=32, or auto (bf16 where this CPU computes it, else 32)")
+        return (
+            "trainer.precision=fp16 on the CPU: float16 is emulated there and runs several times slower than "
+            "float32; use trainer.precision=32, or auto (bf16 where this CPU computes it, else 32)"
+        )
     return None
 
 
@@ -49,7 +51,9 @@ class Precision:
         self.dtype = PRECISIONS[self.name]
         self.device_type = device.type
         if self.dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError(f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16: use 32 or fp16")
+            raise UserError(
+                f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16: use 32 or fp16"
+            )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
 
     def autocast(self) -> torch.autocast:
@@ -68,7 +72,8 @@ class Precision:
         self.scaler.update()
 
     def state_dict(self) -> dict[str, float | int]:
-        """The scaler's scale and growth counter (empty unless fp16): a resumed run scales as the stopped one would have."""
+        """The scaler's scale and growth counter (empty unless fp16):
+        a resumed run scales as the stopped one would have."""
         return self.scaler.state_dict()
 
     def load_state_dict(self, state: dict[str, float | int]) -> None:

@@ -41,7 +41,10 @@ def resume_arguments(args: list[str]) -> list[str]:
     hydra_args = [a for a in overrides if is_hydra_setting(a) and not a.startswith("hydra.run.dir=")]
     if "-m" in args or "--multirun" in args:
         if value != "auto":
-            raise UserError(f"resume={value} resumes a single run: in a multirun use resume=auto (each job carries on from its own last.pt)")
+            raise UserError(
+                f"resume={value} resumes a single run: in a multirun use resume=auto (each job carries on from its "
+                "own last.pt)"
+            )
         return args
     if value == "auto":
         run_dir = latest_unfinished(RUNS_ROOT, others)
@@ -50,12 +53,20 @@ def resume_arguments(args: list[str]) -> list[str]:
         checkpoint = run_dir / "last.pt"
     else:
         if others:
-            raise UserError(f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})")
+            raise UserError(
+                f"resume={value} carries on that run with its own config: drop the other arguments ({' '.join(others)})"
+            )
         checkpoint = checkpoint_path(Path(value))
         run_dir = checkpoint.parent
     state = resumable_state(checkpoint, value)  # refused here, before Hydra makes .hydra/ and train.log beside it
     check_stored(state["config"], checkpoint, allowed)
-    return [*options, *saved_overrides(run_dir, allowed), *hydra_args, f'resume="{checkpoint}"', f'hydra.run.dir="{run_dir}"']
+    return [
+        *options,
+        *saved_overrides(run_dir, allowed),
+        *hydra_args,
+        f'resume="{checkpoint}"',
+        f'hydra.run.dir="{run_dir}"',
+    ]
 
 
 def is_hydra_setting(arg: str) -> bool:
@@ -69,7 +80,9 @@ def checkpoint_path(path: Path) -> Path:
     if path.is_dir():
         path = path / "last.pt"
         if not path.is_file():
-            raise UserError(f"{path.parent} has no last.pt: the run stopped before its first checkpoint, so start it again")
+            raise UserError(
+                f"{path.parent} has no last.pt: the run stopped before its first checkpoint, so start it again"
+            )
     elif not path.is_file():
         raise UserError(f"resume={path} does not exist: give a run directory or its last.pt")
     return path
@@ -78,9 +91,14 @@ def checkpoint_path(path: Path) -> Path:
 def resumable_state(path: Path, value: str) -> dict[str, Any]:
     """The checkpoint `resume=value` names, if a run can carry on from it; else the one line saying why not."""
     if run_status(path.parent) == "completed":
-        raise UserError(f"resume={value}: that run already completed (see its metrics.json); start a new run to train more")
+        raise UserError(
+            f"resume={value}: that run already completed (see its metrics.json); start a new run to train more"
+        )
     if run_status(path.parent) == "diverged":
-        raise UserError(f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a smaller optimizer.lr")
+        raise UserError(
+            f"resume={value}: that run diverged, and would again from its last checkpoint; start a new run with a "
+            "smaller optimizer.lr"
+        )
     try:
         state = load_checkpoint(path)
     except UserError as exc:
@@ -131,7 +149,8 @@ def latest_unfinished(root: Path, overrides: list[str]) -> Path | None:
     """The newest run under root with a last.pt, not completed, started with the same overrides."""
     wanted = sorted(overrides)
     candidates = [
-        last.parent for last in root.glob("*/*/last.pt")
+        last.parent
+        for last in root.glob("*/*/last.pt")
         if run_status(last.parent) in UNFINISHED and sorted(recorded_overrides(last.parent)) == wanted
     ]
     return max(candidates, key=lambda d: (d / "last.pt").stat().st_mtime, default=None)

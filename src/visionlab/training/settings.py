@@ -32,7 +32,8 @@ class TrainerSettings:
     # Defaults only for keys added after checkpoints were first written, so an older last.pt still loads.
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     test_on: Annotated[str | None, Maybe(OneOf("best", "last"))] = None  # null: best with early stopping, else last
-    ema: Annotated[int | None, Maybe(Whole(1, unit="optimizer steps"))] = None  # lookahead to the weights' average every N steps
+    # lookahead to the weights' average every N steps
+    ema: Annotated[int | None, Maybe(Whole(1, unit="optimizer steps"))] = None
     tta: TTAMode = "none"  # test-time augmentation of the test pass (and vl-eval's)
 
     def tests_best(self) -> bool:

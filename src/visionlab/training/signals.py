@@ -61,4 +61,6 @@ class StopRequest:
             sys.stderr.write("second Ctrl-C: exiting now, without saving\n")
             raise SystemExit(128 + signum)
         self.signum = signum
-        sys.stderr.write(f"received {signal.Signals(signum).name}: stopping after this step (Ctrl-C again to exit now)\n")
+        sys.stderr.write(
+            f"received {signal.Signals(signum).name}: stopping after this step (Ctrl-C again to exit now)\n"
+        )

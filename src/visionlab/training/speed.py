@@ -20,7 +20,8 @@ KEEP_FREED = 1 << 30  # bytes of freed memory the heap may keep rather than hand
 
 def configure_torch(device: torch.device) -> None:
     """The allocator; on CUDA, the run's GPU is the current one (so nothing lands on cuda:0 by default) and cuDNN
-    picks the fastest convolution per shape. torch's CPU threads are the run's share of the cores (training/threads.py)."""
+    picks the fastest convolution per shape. torch's CPU threads are the run's share of the cores
+    (training/threads.py)."""
     keep_freed_memory()
     if device.type == "cuda":
         if device.index is not None:

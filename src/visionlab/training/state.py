@@ -44,7 +44,8 @@ class TrainingState:
     order_rng: torch.Generator  # draws each epoch's order of the training images
     at: Position = field(default_factory=Position)
     done: dict[str, dict] = field(default_factory=lambda: {"train": {}, "val": {}})  # the last finished epoch's metrics
-    history: dict[int, dict[str, float | None]] = field(default_factory=dict)  # each finished epoch's metrics: best epoch, early stopping
+    # each finished epoch's metrics: best epoch, early stopping
+    history: dict[int, dict[str, float | None]] = field(default_factory=dict)
     lookahead: Lookahead | None = None  # trainer.ema's average of the weights, which a resume must pull toward
 
     def state_dict(self) -> dict[str, Any]:
@@ -55,12 +56,16 @@ class TrainingState:
             "scheduler": self.schedule.scheduler.state_dict(),
             "scaler": self.precision.state_dict(),  # fp16's loss scale; empty otherwise
             "position": {
-                "epoch": at.epoch, "step": at.step, "batch": at.batch,
+                "epoch": at.epoch,
+                "step": at.step,
+                "batch": at.batch,
                 "order": None if at.batch == 0 else at.order.cpu(),
                 "sums": None if at.batch == 0 else [s.cpu() for s in at.sums],
             },
             "rng": {**rng_states(), "order": self.order_rng.get_state()},
-            "done": {split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in self.done.items()},
+            "done": {
+                split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in self.done.items()
+            },
             "history": {epoch: dict(metrics) for epoch, metrics in self.history.items()},
             "lookahead": self.lookahead.state_dict() if self.lookahead else {},
         }
@@ -104,8 +109,12 @@ def rng_states() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
-                  "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gauss": float(cached_gauss),
+        },
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
     }
 

@@ -1,4 +1,5 @@
-"""This run's torch threads, shared with the other visionlab runs on the same cores, and kept shared as they come and go.
+"""This run's torch threads, shared with the other visionlab runs on the same cores,
+and kept shared as they come and go.
 
 docs/architecture.md, "Sharing the CPU cores": the run enters the machine's registry of runs
 (`run_registry`), takes its share (`cores.share`), and looks again at step boundaries, at most every
@@ -52,17 +53,28 @@ class SharedThreads:
         """After the device line: who shares the cores, if anyone, or the oversubscription."""
         share = self.share
         if share.runs > 1 and not share.oversubscribed:
-            log.info("CPU cores: %s shared by %d visionlab runs%s: this run takes %d thread%s (more as the others end)",
-                     self.budget.why, share.runs, " (with this sweep's parallel jobs)" if self.siblings > 1 else "",
-                     share.threads, "s" * (share.threads != 1))
+            log.info(
+                "CPU cores: %s shared by %d visionlab runs%s: this run takes %d thread%s (more as the others end)",
+                self.budget.why,
+                share.runs,
+                " (with this sweep's parallel jobs)" if self.siblings > 1 else "",
+                share.threads,
+                "s" * (share.threads != 1),
+            )
         self.warn(share)
 
     def look(self) -> None:
         """Take the share again; say a change, and an oversubscription once."""
         before, self.share = self.share, self.take()
         if self.share.threads != before.threads:
-            log.info("CPU threads: %d -> %d (%d visionlab run%s on %s now)", before.threads, self.share.threads,
-                     self.share.runs, "s" * (self.share.runs != 1), self.budget.why)
+            log.info(
+                "CPU threads: %d -> %d (%d visionlab run%s on %s now)",
+                before.threads,
+                self.share.threads,
+                self.share.runs,
+                "s" * (self.share.runs != 1),
+                self.budget.why,
+            )
         self.warn(self.share)
 
     def warn(self, share: cores.Share) -> None:
