@@ -20,13 +20,7 @@ from pathlib import Path
 
 from common import VL_TRAIN, Row, main, mnist_root, parser
 
-NO_PICTURES = [
-    "logging.data_preview=false",
-    "logging.confusion_every_n_epochs=0",
-    "logging.first_layer_every_n_epochs=0",
-    "logging.mistakes_every_n_epochs=0",
-    "logging.graph=false",
-]
+NO_PICTURES = ["logging=none"]
 
 
 def search(root: Path, folder: Path, args, pruner: str | None) -> tuple[float, dict]:

@@ -35,14 +35,7 @@ EXTRAS = [
 
 
 # Pictures are another feature's business and cost more than these tiny runs themselves.
-NO_PICTURES = [
-    "logging.data_preview=false",
-    "logging.confusion_every_n_epochs=0",
-    "logging.first_layer_every_n_epochs=0",
-    "logging.mistakes_every_n_epochs=0",
-    "logging.neighbours=false",
-    "logging.graph=false",
-]
+NO_PICTURES = ["logging=none"]
 
 
 def train(overrides: list[str], run_dir: Path) -> tuple[dict, dict[str, list[float]]]:

@@ -29,10 +29,11 @@ from omegaconf import DictConfig
 
 from visionlab.checks import EXTERNAL, Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
 from visionlab.errors import SettingRejected, UserError
+from visionlab.objective import DIRECTIONS
 from visionlab.suggest import did_you_mean
 from visionlab.training.device import resolve_device
 
-OBJECTIVES = ("val/acc", "val/loss", "train/acc", "train/loss")
+OBJECTIVES = tuple(DIRECTIONS)
 
 
 class RunSettings:

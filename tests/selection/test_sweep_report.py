@@ -81,6 +81,16 @@ def test_runs_with_different_objectives_need_one_named(tmp_path):
     assert build_report(tmp_path, "val/acc").best.run_dir.name == "a"
 
 
+def test_an_objective_with_no_known_direction_is_refused_not_guessed(tmp_path):
+    """A run folder from elsewhere may name any objective: which way is better is known, never read off the name."""
+    make_run(tmp_path / "a", [], {"val/f1": 0.5}, objective="val/f1")
+    make_run(tmp_path / "b", [], {"val/f1": 0.7}, objective="val/f1")
+    with pytest.raises(UserError, match=r"judged by val/f1, which is none of val/acc, val/loss, .*--objective$"):
+        build_report(tmp_path)
+    make_run(tmp_path / "c", [], {"val/loss": 0.2, "val/f1": 0.1}, objective="val/f1")
+    assert build_report(tmp_path, "val/loss").best.run_dir.name == "c"
+
+
 def test_vl_report_prints_the_table_and_fails_in_one_line(sweep, tmp_path):
     result = subprocess.run(
         [str(VL_REPORT), str(sweep), "--objective", "val/loss"], capture_output=True, text=True, timeout=120

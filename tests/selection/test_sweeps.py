@@ -18,14 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import CONF_DIR, TINY, read_metrics, run_cli
 
-NO_PICTURES = [
-    "logging.data_preview=false",
-    "logging.confusion_every_n_epochs=0",
-    "logging.first_layer_every_n_epochs=0",
-    "logging.mistakes_every_n_epochs=0",
-    "logging.neighbours=false",
-    "logging.graph=false",
-]
+NO_PICTURES = ["logging=none"]
 KNN = [*TINY, *NO_PICTURES, "model=knn"]
 
 

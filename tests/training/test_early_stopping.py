@@ -10,12 +10,7 @@ from tests.conftest import TINY, compose_train, config_error
 from visionlab.experiment import run
 from visionlab.training.early_stopping import best_epoch, epochs_without_improvement
 
-QUIET = [
-    "logging.data_preview=false",
-    "logging.graph=false",
-    "logging.mistakes_every_n_epochs=0",
-    "logging.first_layer_every_n_epochs=0",
-]
+QUIET = ["logging=none"]
 
 
 def history(*values: float, key: str = "val/acc") -> dict[int, dict[str, float]]:
@@ -99,3 +94,16 @@ def test_a_resumed_run_keeps_the_patience_count_from_its_history():
     with pytest.raises(EndTraining) as ended:
         rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55, 0.58)), steps=10)
     assert ended.value.extra == {"stopped_early": True, "best_epoch": 2}
+
+
+def test_each_objective_knows_its_direction():
+    from visionlab.config import OBJECTIVES
+    from visionlab.objective import better
+
+    assert set(OBJECTIVES) == {"val/acc", "val/loss", "train/acc", "train/loss"}
+    for objective in OBJECTIVES:
+        higher_wins = objective.endswith("/acc")
+        assert better(0.6, 0.5, objective) is higher_wins and better(0.4, 0.5, objective) is not higher_wins
+        assert not better(0.5, 0.5, objective), "a tie is no improvement"
+    assert better(0.56, 0.5, "val/acc", by=0.05) and not better(0.54, 0.5, "val/acc", by=0.05)
+    assert better(0.44, 0.5, "val/loss", by=0.05) and not better(0.46, 0.5, "val/loss", by=0.05)

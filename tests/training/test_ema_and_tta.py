@@ -11,12 +11,7 @@ from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
 from visionlab.training.state import TrainingState
 
-QUIET = [
-    "logging.data_preview=false",
-    "logging.graph=false",
-    "logging.mistakes_every_n_epochs=0",
-    "logging.first_layer_every_n_epochs=0",
-]
+QUIET = ["logging=none"]
 
 
 def test_ema_changes_training_and_the_checkpoint_holds_the_average(tmp_path):

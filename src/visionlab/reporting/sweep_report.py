@@ -33,6 +33,7 @@ from rich.table import Table
 
 from visionlab.console import console
 from visionlab.errors import UserError
+from visionlab.objective import DIRECTIONS, maximized
 from visionlab.reporting import study_trials
 from visionlab.reporting.sweep_curve import PICTURE_FILE, write_curve
 
@@ -234,9 +235,13 @@ def build_report(root: Path, objective: str | None = None) -> SweepReport:
         if len({run.overrides.get(key) for run in runs if key in run.overrides or run.on_disk}) > 1
     ]
     report = SweepReport(root, objective, runs, columns, study.name if study else None)
-    lower_is_better = objective.endswith("loss")
+    if objective not in DIRECTIONS:  # a run folder's config from elsewhere may name anything
+        raise UserError(
+            f"the runs under {root} are judged by {objective}, which is none of {', '.join(DIRECTIONS)}: "
+            "choose one with --objective"
+        )
     ranked = sorted(
-        (r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=not lower_is_better
+        (r for r in runs if report.value(r) is not None), key=lambda r: report.value(r), reverse=maximized(objective)
     )
     report.runs = ranked + [r for r in runs if report.value(r) is None]
     return report

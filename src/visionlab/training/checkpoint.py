@@ -19,6 +19,7 @@ import torch
 
 from visionlab.console import full_log_file
 from visionlab.errors import DiskFull, UserError, no_space
+from visionlab.objective import better
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -82,16 +83,13 @@ class Checkpoints:
         self.provenance = provenance  # where the run came from (provenance.py), so a lone best.pt still says
         self.started = started  # time.perf_counter() at the run's start, earlier sessions included
         self.best_value = best
-        self.maximize = objective.endswith("acc")
         # where in the run this partition is: its index, the finished partitions' results
         self.run_state: dict[str, Any] = {}
 
     def save(self, state: dict[str, Any], metrics: dict[str, float | None] | None = None) -> None:
         """Write last.pt; with end-of-epoch `metrics`, also best.pt if the objective improved."""
         value = (metrics or {}).get(self.objective)
-        improved = value is not None and (
-            self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
-        )
+        improved = value is not None and (self.best_value is None or better(value, self.best_value, self.objective))
         if improved:
             self.best_value = value
         seconds = time.perf_counter() - self.started

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import torch
 
 from visionlab.checks import Maybe, Number, Whole
+from visionlab.objective import better
 from visionlab.training.callbacks import Callback, EndTraining
 from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.state import TrainingState
@@ -32,29 +33,23 @@ class EarlyStopping:
         return self.patience is not None
 
 
-def better(value: float, than: float, maximize: bool, by: float = 0.0) -> bool:
-    return value > than + by if maximize else value < than - by
-
-
 def best_epoch(history: dict[int, dict[str, Any]], objective: str) -> int | None:
     """The first epoch with the best objective: the weights best.pt holds."""
-    maximize = objective.endswith("acc")
     best = None
     for epoch in sorted(history):
         value = history[epoch].get(objective)
-        if value is not None and (best is None or better(value, history[best][objective], maximize)):
+        if value is not None and (best is None or better(value, history[best][objective], objective)):
             best = epoch
     return best
 
 
 def epochs_without_improvement(history: dict[int, dict[str, Any]], objective: str, min_delta: float) -> int:
-    maximize = objective.endswith("acc")
     reference, since = None, 0
     for epoch in sorted(history):
         value = history[epoch].get(objective)
         if value is None:
             continue
-        if reference is None or better(value, reference, maximize, min_delta):
+        if reference is None or better(value, reference, objective, min_delta):
             reference, since = value, 0
         else:
             since += 1
