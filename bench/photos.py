@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/photos.py              # 40 photos of 4032x3024; 300 and 500 of 640x480 (minutes;
                                                   # about 2 GB of disk)
-    .venv/bin/python bench/photos.py --quick      # 12 of 1008x756, 30 and 50 of 160x120: a smoke run
+    .venv/bin/python bench/photos.py --quick      # 12 of 1008x756, 30 and 50 of 160x120, one epoch, no
+                                                  # pictures: a smoke run
 
 The photos are drawn here (three filled shapes on a plain background, one kind of shape per class;
 every third one a portrait shot stored sideways with EXIF orientation 6) and written as JPEGs of
@@ -31,6 +32,9 @@ from common import REPO, VL_TRAIN, Row, main, parser
 MIB = 2**20
 FULL = {"phone": (40, (4032, 3024)), "medium": (300, (640, 480)), "medium_500": (500, (640, 480))}
 QUICK = {"phone": (12, (1008, 756)), "medium": (30, (160, 120)), "medium_500": (50, (160, 120))}
+# A smoke run checks that every row runs: one epoch and no pictures (a recipe's epochs and the saliency of
+# full-size photos are what the full run measures).
+QUICK_RUN = ["trainer.epochs=1", "logging=none"]
 KINDS = ("ellipse", "rectangle", "polygon")
 
 
@@ -110,7 +114,7 @@ def rows(args) -> list[Row]:
             tree = draw(scratch / name, count, size)
             models = ("linear", "mlp", "cnn", "knn") if name == "medium" else ("cnn",) if name == "phone" else ("mlp",)
             for model in models:
-                job = ["dataset=folder", f"dataset.root={tree}", f"model={model}"]
+                job = ["dataset=folder", f"dataset.root={tree}", f"model={model}", *(QUICK_RUN if args.quick else [])]
                 launch(job, scratch / f"warm-{name}-{model}")  # the cache, made once per folder and size
                 ours = launch(job, scratch / f"{name}-{model}")
                 baseline = launch([*job, "dataset.max_side=null"], scratch / f"{name}-{model}-full")
@@ -121,7 +125,8 @@ def rows(args) -> list[Row]:
                 )
                 out.append(
                     Row(
-                        f"photos: {count} of {size[0]}x{size[1]}, model={model} defaults{' --quick' * args.quick}",
+                        f"photos: {count} of {size[0]}x{size[1]}, model={model} defaults"
+                        f"{' --quick (' + ' '.join(QUICK_RUN) + ')' if args.quick else ''}",
                         said(ours),
                         f"{said(baseline)} (dataset.max_side=null)",
                         ratio,
