@@ -26,7 +26,7 @@ _compose_for_mode = Hydra.get_mode
 
 
 def skip_hydra_mode_compose() -> None:
-    """Hydra's `get_mode` composes the whole config once more just to read `hydra.mode`: 0.14 s of every start.
+    """Hydra's `get_mode` composes the whole config once more just to read `hydra.mode`, at every start.
 
     conf/ never sets hydra.mode (tests/test_configs.py checks), so only a hydra.mode=... on the
     command line can; without one, -m or its absence decides, as in Hydra.
@@ -42,7 +42,7 @@ def _mode_from_command_line(self: Hydra, config_name: str | None, overrides: lis
 
 
 def exit_without_teardown(code: int | str | None, single_run: bool) -> NoReturn:
-    """Exit as `sys.exit(code)` would, minus Python's teardown of every loaded module (0.7-1.3 s with torch loaded).
+    """Exit as `sys.exit(code)` would, minus Python's teardown of every loaded module (long with torch loaded).
 
     The atexit handlers still run (logging's flush and close, the sweep report); the run's own
     files (checkpoints, metrics.json, TensorBoard events) are closed by then. Only a single run

@@ -61,7 +61,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         follow_trials(self.sweeper)
 
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna  # 2 s to import: only sweeps pay for it
+        import optuna  # slow to import: only sweeps pay for it
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
         from optuna.trial import TrialState
 

@@ -49,7 +49,7 @@ def ensure_files(name: str, folder: Path, files: list[str], download: bool, fetc
 
 def download(root: Path, dataset: str) -> None:
     """torchvision.datasets.<dataset>'s download into `root` (checksums verified); torchvision is imported only here,
-    since its import costs a second of every run's start-up and 170 MB."""
+    since its import would add to every run's start-up and memory."""
     import torchvision
 
     getattr(torchvision.datasets, dataset)(root, download=True)

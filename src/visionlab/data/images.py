@@ -157,7 +157,7 @@ def _decode_pillow(data: bytes, channels: int | None) -> tuple[Image.Image, bool
 
 @cache
 def read_heif() -> None:
-    """Teach Pillow HEIC/HEIF (pillow-heif, a dependency; its import costs 0.3 s,
+    """Teach Pillow HEIC/HEIF (pillow-heif, a dependency; its import is slow,
     so only runs with such files pay it)."""
     try:
         import pillow_heif

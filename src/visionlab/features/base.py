@@ -31,8 +31,8 @@ from visionlab.models.mlp import MLP
 
 log = logging.getLogger("visionlab")
 
-# Images per extraction step: 187 MiB of scratch (peak RSS growth) for 32x32 colour images. On 2 shared CPU cores,
-# 2,048 took 13-18 s for CIFAR-10 where 512 took 60 s: fewer, bigger steps wait less on a busy core.
+# Images per extraction step: 187 MiB of scratch (peak RSS growth) for 32x32 colour images. Fewer, bigger steps
+# wait less on a busy core.
 CHUNK = 2048
 VECTOR_MODELS = (Linear, MLP, KNN)  # models that flatten their input, so a vector serves as well as an image
 

@@ -27,8 +27,8 @@ log = logging.getLogger("visionlab")
 
 ENCODINGS = ("triangle", "hard")
 CONTRAST_EPS = 10.0  # added to each patch's variance before dividing by its square root (Coates et al., in 0-255 units)
-# Numbers of [images, patches, words] scratch per encoding step (64 MiB of float32). On CIFAR-10 (196 patches, 1,600
-# words) with the machine's 2 cores busy: 6.4 ms per image on 1 thread (4 MiB steps: 7.4), 17 ms on 2 (4 MiB: 69).
+# Numbers of [images, patches, words] scratch per encoding step (64 MiB of float32): big enough that each step is a
+# few large matrix products, small enough to stay out of the way of the run's own memory.
 SCRATCH = 2**24
 
 

@@ -76,7 +76,8 @@ class HOG:
     def cells(self, images: torch.Tensor) -> torch.Tensor:
         """Orientation histograms `[N, rows, cols, bins]`: mean gradient magnitude per bin and cell."""
         rows, cols = self.grid(*images.shape[2:])
-        x = images.float().contiguous(memory_format=torch.channels_last)  # 10x faster depthwise convolution on a CPU
+        # channels_last: the CPU's fast layout for depthwise convolution
+        x = images.float().contiguous(memory_format=torch.channels_last)
         n, c = x.shape[:2]
         # Central differences, 0 on the first and last row (column), as skimage.
         d_row = F.pad(
@@ -139,7 +140,7 @@ def strongest_channel(d_row: torch.Tensor, d_col: torch.Tensor) -> tuple[torch.T
     """Per pixel, the gradient `[N, 1, H, W]` of the channel where it is strongest (the first, on a tie),
     and its squared size.
 
-    A `where` per channel: on 3 channels, 7x faster on the CPU than argmax + gather.
+    A `where` per channel: for 3 channels, cheaper on the CPU than argmax + gather.
     """
     squared = d_row.square() + d_col.square()
     best_row, best_col, best = d_row[:, :1], d_col[:, :1], squared[:, :1]

@@ -62,8 +62,8 @@ def first_per_class(labels: torch.Tensor, num_classes: int, per_class: int) -> t
 def grid(tiles: torch.Tensor, nrow: int, padding: int, pad_value: float) -> torch.Tensor:
     """Tiles `[N, C, H, W]`, `nrow` to a row, `padding` pixels of `pad_value` around each, as RGB `[3, H', W']`.
 
-    torchvision's `make_grid` layout, without importing torchvision: that costs a second of every
-    run's start-up and 170 MB of memory (it loads torch._dynamo), for a reshape.
+    torchvision's `make_grid` layout, without importing torchvision: it loads torch._dynamo, which would add
+    to every run's start-up and memory, for a reshape.
     """
     if tiles.shape[1] == 1:
         tiles = tiles.expand(-1, 3, -1, -1)

@@ -36,8 +36,8 @@ def keep_freed_memory() -> bool:
     MNIST CNN's first stage). With glibc's defaults buffers that large are mapped afresh (unless an
     earlier free happened to raise its threshold) and the heap is trimmed whenever its top is free,
     so a step faults its pages back in, each zero-filled by the kernel: about 9,000 page faults,
-    half of the step's time on this machine. After this call buffers up to 32 MiB come from the
-    heap, which keeps up to 1 GiB free: steps 1.6-2.2x faster (bench/allocator.py), the same peak
+    a large share of the step's time. After this call buffers up to 32 MiB come from the
+    heap, which keeps up to 1 GiB free: faster steps (bench/allocator.py measures them), the same peak
     memory. torch's own CPU launcher (torch.backends.xeon.run_cpu) preloads tcmalloc or jemalloc
     for the same reason. Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
     """
