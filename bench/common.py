@@ -40,6 +40,11 @@ class Skipped(Exception):
     """Data a benchmark needs is absent; the message says which and where."""
 
 
+def absolute(path: str) -> Path:
+    """A data folder given on the command line, made absolute: the benchmarks run vl-train from other folders."""
+    return Path(path).resolve()
+
+
 def mnist_root(root: Path) -> Path:
     if not (root / "MNIST" / "raw").is_dir():
         raise Skipped(f"MNIST not found: {root / 'MNIST' / 'raw'} is absent (pass --mnist or set VL_DATA_DIR)")
@@ -89,8 +94,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, no meaningful figures")
     parser.add_argument("--json", type=Path, help="also write the rows to this file (for bench/run_all.py)")
-    parser.add_argument("--mnist", type=Path, default=MNIST_ROOT, help="the folder holding MNIST/raw/")
-    parser.add_argument("--cifar", type=Path, default=CIFAR_ROOT, help="the folder holding cifar-10-batches-py/")
+    parser.add_argument("--mnist", type=absolute, default=MNIST_ROOT, help="the folder holding MNIST/raw/")
+    parser.add_argument("--cifar", type=absolute, default=CIFAR_ROOT, help="the folder holding cifar-10-batches-py/")
     return parser
 
 
