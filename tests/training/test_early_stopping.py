@@ -11,6 +11,16 @@ from visionlab.experiment import run
 from visionlab.training.early_stopping import best_epoch, epochs_without_improvement
 
 QUIET = ["logging=none"]
+# lr 0.3 for Adam makes val/acc bounce, so a patience of 1 runs out well before 12 epochs
+BOUNCING = [
+    *TINY,
+    *QUIET,
+    "model=mlp",
+    "recipe=none",
+    "trainer.epochs=12",
+    "trainer.early_stopping.patience=1",
+    "optimizer.lr=0.3",
+]
 
 
 def history(*values: float, key: str = "val/acc") -> dict[int, dict[str, float]]:
@@ -31,16 +41,7 @@ def test_the_best_epoch_is_the_first_with_the_best_value():
 
 
 def test_a_run_with_patience_stops_early_and_tests_the_best_epoch(tmp_path):
-    # lr 0.3 for Adam makes val/acc bounce, so a patience of 1 runs out well before 12 epochs
-    overrides = [
-        *TINY,
-        *QUIET,
-        "model=mlp",
-        "recipe=none",
-        "trainer.epochs=12",
-        "trainer.early_stopping.patience=1",
-        "optimizer.lr=0.3",
-    ]
+    overrides = BOUNCING
     metrics = run(compose_train(overrides), tmp_path)
     assert metrics["stopped_early"] is True and metrics["epochs"] < 12
     best = metrics["best_epoch"]
@@ -56,13 +57,7 @@ def test_a_run_with_patience_stops_early_and_tests_the_best_epoch(tmp_path):
 
 def test_test_on_last_keeps_the_last_weights_even_with_early_stopping(tmp_path):
     overrides = [
-        *TINY,
-        *QUIET,
-        "model=mlp",
-        "recipe=none",
-        "trainer.epochs=12",
-        "trainer.early_stopping.patience=1",
-        "optimizer.lr=0.3",
+        *BOUNCING,
         "trainer.test_on=last",
     ]
     metrics = run(compose_train(overrides), tmp_path)
