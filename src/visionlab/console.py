@@ -1,11 +1,12 @@
 """One rich Console for logs, the progress bar and tables, so they never garble each other.
 
-On a terminal rich draws colours and a live bar; anywhere else (nohup, CI, a pipe) it writes
-plain lines with no control characters, and the per-step lines replace the bar.
+On a terminal rich draws colours and a live bar, in Jupyter HTML and a widget bar; anywhere else (nohup, CI,
+a pipe) it writes plain lines with no control characters, and the per-step lines replace the bar.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -29,7 +30,9 @@ def plain_text(renderable) -> str:
 
 
 def live_progress_enabled() -> bool:
-    return console.is_terminal
+    """A live bar on a terminal, and in Jupyter as a widget (rich draws it with ipywidgets; without them, the
+    per-step lines)."""
+    return console.is_terminal or (console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None)
 
 
 class ConsoleHandler(logging.Handler):

@@ -32,6 +32,7 @@ from visionlab.tta import with_tta
 log = logging.getLogger("visionlab")
 
 SPLITS = ("test", "val", "train")
+CHECKPOINT_CHOICES = ("last", "best")  # of a run directory: the file `which` names
 
 
 def evaluate_checkpoint(

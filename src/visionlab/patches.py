@@ -21,23 +21,27 @@ from hydra._internal.hydra import Hydra
 from hydra.types import RunMode
 
 ENABLED = os.environ.get("VL_NO_PATCHES", "") in ("", "0")
+_COMPOSE_FOR_MODE = Hydra.get_mode
 
-_compose_for_mode = Hydra.get_mode
 
-
-def skip_hydra_mode_compose() -> None:
+@contextlib.contextmanager
+def skip_hydra_mode_compose() -> Iterator[None]:
     """Hydra's `get_mode` composes the whole config once more just to read `hydra.mode`, at every start.
 
     conf/ never sets hydra.mode (tests/test_configs.py checks), so only a hydra.mode=... on the
-    command line can; without one, -m or its absence decides, as in Hydra.
+    command line can; without one, -m or its absence decides, as in Hydra. Patched for the launch only,
+    so that a notebook's process keeps Hydra as released.
     """
-    if ENABLED:
-        Hydra.get_mode = _mode_from_command_line
+    if not ENABLED:
+        yield
+        return
+    with mock.patch.object(Hydra, "get_mode", _mode_from_command_line):
+        yield
 
 
 def _mode_from_command_line(self: Hydra, config_name: str | None, overrides: list[str]) -> RunMode | None:
     if any(override.lstrip("+~").startswith("hydra.mode") for override in overrides):
-        return _compose_for_mode(self, config_name, overrides)
+        return _COMPOSE_FOR_MODE(self, config_name, overrides)
     return None
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO, TINY, VL_TRAIN, read_metrics, run_cli
-from visionlab.cli import options_first
+from visionlab.launch import options_first
 
 EXAMPLE = REPO / "docs" / "examples" / "my_configs"
 

@@ -20,7 +20,7 @@ from visionlab.data.fashion_mnist import FashionMNIST
 VL_PREDICT = (
     [str(VL_TRAIN.with_name("vl-predict"))]
     if VL_TRAIN.with_name("vl-predict").exists()
-    else [sys.executable, "-m", "visionlab.predict"]
+    else [sys.executable, "-m", "visionlab.prediction"]
 )
 
 

@@ -143,16 +143,31 @@ def _decode_pillow(data: bytes, channels: int | None) -> tuple[Image.Image, bool
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            grey = opened.mode in GREY_MODES
-            image = opened
-            if opened.mode.startswith("I"):
-                image = Image.fromarray((np.asarray(opened, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-            wanted = channels or (1 if grey else 3)
-            return image.convert("L" if wanted == 1 else "RGB"), grey, orientation.of_image(opened)
+            return _converted(opened, channels)
     except UnidentifiedImageError:
         raise BadImage("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's ways of saying truncated or corrupt
         raise BadImage(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+
+
+def _converted(opened: Image.Image, channels: int | None) -> tuple[Image.Image, bool, int]:
+    grey = opened.mode in GREY_MODES
+    image = opened
+    if opened.mode.startswith("I"):
+        image = Image.fromarray((np.asarray(opened, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    wanted = channels or (1 if grey else 3)
+    return image.convert("L" if wanted == 1 else "RGB"), grey, orientation.of_image(opened)
+
+
+def decode_image(image: Image.Image, channels: int | None, size: Sequence[int] | None = None) -> Picture:
+    """A Pillow image already in memory (visionlab.predict), as decode() prepares a file's."""
+    try:
+        converted, grey, turn = _converted(image, channels)
+    except (OSError, ValueError) as exc:
+        raise BadImage(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    pixels = orientation.upright(np.asarray(converted), turn)
+    own = pixels.shape[:2]
+    return Picture(_chw(_resized(pixels, size or own)), own, grey, turn)
 
 
 @cache

@@ -322,6 +322,7 @@ class SweepReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.report()
+        atexit.unregister(self.report)  # a notebook's process lives on after the sweep (visionlab.sweep)
 
     def report(self) -> None:
         sweep_dir, self.sweep_dir = self.sweep_dir, None

@@ -2,9 +2,9 @@
 
 The first signal only raises a flag: the loop finishes its step, saves last.pt, writes
 metrics.json with status "interrupted" and exits with 128 + the signal number. A second
-SIGINT exits at once, for a user who really means it. A hangup (the terminal closed) is no stop
-unless `trainer.on_hangup=stop`: by default terminal.py silences the terminal and the
-run carries on. A signal the parent set to be ignored (SIGHUP under nohup) stays ignored.
+SIGINT raises KeyboardInterrupt at once, for a user who really means it (vl-train exits 130).
+A hangup (the terminal closed) is no stop unless `trainer.on_hangup=stop`: by default terminal.py
+silences the terminal and the run carries on. A signal the parent set to be ignored (SIGHUP under nohup) stays ignored.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class StopRequest:
             terminal.hang_up()  # nobody is there to read what follows
         if self.signum is not None and signum == signal.SIGINT:
             sys.stderr.write("second Ctrl-C: exiting now, without saving\n")
-            raise SystemExit(128 + signum)
+            raise KeyboardInterrupt  # vl-train exits 130; a notebook's kernel lives on (api.py)
         self.signum = signum
         sys.stderr.write(
             f"received {signal.Signals(signum).name}: stopping after this step (Ctrl-C again to exit now)\n"

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from PIL import Image
 from rich.table import Table
 
-from visionlab.cli import CHECKPOINT_CHOICES, one_line
+from visionlab.config_errors import one_line
 from visionlab.console import ConsoleHandler, console, error_console
 from visionlab.data import DeviceSplit, Splits
-from visionlab.data.images import BadImage, decode, is_image, to_tensor
+from visionlab.data.images import BadImage, decode, decode_image, is_image, to_tensor
 from visionlab.errors import DiskFull, UserError
-from visionlab.evaluation import load_model
+from visionlab.evaluation import CHECKPOINT_CHOICES, load_model
 from visionlab.features import FeatureSplits
 from visionlab.reporting import saliency, visuals
 from visionlab.reporting.visual_log import floor_percent
@@ -39,11 +40,34 @@ NEIGHBOURS = 8  # kNN: training images shown per query
 
 @dataclass
 class Prepared:
-    """The files as the model sees them, before normalization, and what was done to each to get there."""
+    """The images as the model sees them, before normalization, and what was done to each to get there."""
 
-    files: list[Path]
+    names: list[str]  # a file's path, or "image <i>" for one given in memory (visionlab.predict)
     images: torch.Tensor  # uint8 [N, C, H, W]
     notes: list[str]
+
+
+@dataclass
+class Predictions:
+    """What the model says about each image: its top classes, most probable first (a kNN: its vote shares)."""
+
+    checkpoint: Path  # the file whose weights spoke
+    classes: list[str]
+    prepared: Prepared
+    top_class: torch.Tensor  # [N, k] class indices
+    top_p: torch.Tensor  # [N, k]
+    nearest: torch.Tensor | None = None  # a kNN's nearest training images, [N, n], nearest first
+    votes: list[str] | None = None  # a kNN's k neighbours' classes: "cat 2, dog 1"
+
+    def rows(self) -> list[dict]:
+        """One plain dict per image: `image`, `predicted`, `probability`, `top` ([class, probability] pairs) and
+        `note` (what was done to the image: turned, converted, resized)."""
+        rows = []
+        for i, name in enumerate(self.prepared.names):
+            top = [[self.classes[c], p] for c, p in zip(self.top_class[i].tolist(), self.top_p[i].tolist())]
+            row = {"image": name, "predicted": top[0][0], "probability": top[0][1], "top": top}
+            rows.append({**row, **({"votes": self.votes[i]} if self.votes else {}), "note": self.prepared.notes[i]})
+        return rows
 
 
 def main() -> None:
@@ -140,17 +164,22 @@ def image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
-def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
-    """Decode each file upright, to the model's channels and size;
+def prepare(images: list[Path | Image.Image | torch.Tensor], shape: tuple[int, int, int]) -> Prepared:
+    """Decode each file (or take each image given in memory) upright, to the model's channels and size;
     say what each needed (turning, grey <-> RGB, resizing)."""
     channels, size = shape[0], shape[1:]
-    images, notes = [], []
-    for path in files:
+    tensors, names, notes = [], [], []
+    for index, item in enumerate(images):
+        name = str(item) if isinstance(item, Path) else f"image {index}"
         try:
-            picture = decode(path, channels, size)
+            picture = (
+                decode(item, channels, size)
+                if isinstance(item, Path)
+                else decode_image(pillow(item, name), channels, size)
+            )
         except BadImage as exc:
             raise UserError(
-                f"{path} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF, WebP or HEIC files"
+                f"{name} could not be read as an image ({exc}): give PNG, JPEG, BMP, GIF, WebP or HEIC files"
             ) from None
         done = []
         if picture.orientation != 1:
@@ -162,9 +191,26 @@ def prepare(files: list[Path], shape: tuple[int, int, int]) -> Prepared:
         height, width = picture.size
         if (height, width) != tuple(size):
             done.append(f"resized from {width}x{height} to {size[1]}x{size[0]}")
-        images.append(to_tensor(picture.pixels))
+        tensors.append(to_tensor(picture.pixels))
+        names.append(name)
         notes.append("; ".join(done))
-    return Prepared(files, torch.stack(images), notes)
+    return Prepared(names, torch.stack(tensors), notes)
+
+
+def pillow(image: Image.Image | torch.Tensor, name: str) -> Image.Image:
+    """A Pillow image as given, or a tensor's `[C, H, W]` pixels (C 1 or 3; uint8, or floats in [0, 1]) as one."""
+    if isinstance(image, Image.Image):
+        return image
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
+        what = f"a tensor of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise UserError(
+            f"{name} is {what}: give image files or folders, PIL images, or [C, H, W] tensors with 1 or 3 channels"
+        )
+    pixels = image.detach().cpu()
+    if pixels.is_floating_point():
+        pixels = (pixels.clamp(0, 1) * 255).round()
+    array = pixels.to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
 def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
@@ -177,48 +223,79 @@ def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
     return part.batch(torch.arange(len(rows), device=device))[0]
 
 
-def predict(
-    checkpoint: Path,
-    files: list[Path],
-    overrides: list[str],
-    top_k: int,
-    out: Path | None,
-    config_dirs: list[str] = (),
-    which: str | None = None,
-) -> None:
-    path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs, which)
-    shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
-    prepared = prepare(files, shape)
-    for file, note in zip(prepared.files, prepared.notes):
-        if note:
-            log.info("%s: %s (the model takes %s images)", file, note, "x".join(map(str, shape)))
+def classify(
+    path: Path, cfg: DictConfig, model: torch.nn.Module, splits: Splits, prepared: Prepared, top_k: int
+) -> Predictions:
+    """The model's top `top_k` classes for each prepared image (a kNN: its vote shares, and its nearest training
+    images)."""
     knn = callable(getattr(model, "neighbours", None))
     with torch.inference_mode():
         x = model_input(splits, prepared.images)
         scores = torch.cat([model(part) for part in x.split(cfg.trainer.eval_batch_size)]).float().cpu()
         probabilities = scores if knn else scores.softmax(1)
         nearest = model.neighbours(x, max(model.k, min(NEIGHBOURS, len(splits.train))))[1].cpu() if knn else None
-    k = min(top_k, splits.num_classes)
-    top_p, top_class = probabilities.topk(k, dim=1)
-    classes = splits.classes
+    top_p, top_class = probabilities.topk(min(top_k, splits.num_classes), dim=1)
     train_labels = splits.train.labels.cpu()
-    votes = [vote_text(train_labels[row[: model.k]], classes) for row in nearest] if knn else None
+    votes = [vote_text(train_labels[row[: model.k]], splits.classes) for row in nearest] if knn else None
+    return Predictions(path, list(splits.classes), prepared, top_class, top_p, nearest, votes)
 
-    table = Table(
-        title=f"{path}: top {k} of {len(classes)} classes" + (f" (kNN, k={model.k}: vote shares)" if knn else "")
-    )
+
+def predict(
+    checkpoint: Path,
+    images: list[Path | Image.Image | torch.Tensor],
+    overrides: list[str] = (),
+    top_k: int = 5,
+    out: Path | None = None,
+    config_dirs: list[str] = (),
+    which: str | None = None,
+    show: bool = True,
+) -> Predictions:
+    """The checkpoint's model on `images`, prepared as its run prepared its own; with `out` (or `show`, the CLI:
+    the checkpoint's folder), predictions.csv and predictions.png written there; with `show`, the table printed."""
+    path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs, which)
+    shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
+    prepared = prepare(images, shape)
+    for name, note in zip(prepared.names, prepared.notes):
+        if note:
+            log.info("%s: %s (the model takes %s images)", name, note, "x".join(map(str, shape)))
+    found = classify(path, cfg, model, splits, prepared, top_k)
+    if show:
+        console.print(predictions_table(found, model))
+    if out is not None or show:
+        write_predictions(found, model, splits, out or path.parent)
+    return found
+
+
+def predictions_table(found: Predictions, model: torch.nn.Module) -> Table:
+    knn = found.votes is not None
+    k = found.top_class.shape[1]
+    title = f"{found.checkpoint}: top {k} of {len(found.classes)} classes"
+    table = Table(title=title + (f" (kNN, k={model.k}: vote shares)" if knn else ""))
     table.add_column("image")
     for j in range(k):
         table.add_column(f"#{j + 1}", justify="right")
     if knn:
         table.add_column("votes")
     table.add_column("note")
-    for i, file in enumerate(prepared.files):
-        cells = [f"{classes[c]} {floor_percent(p)}" for c, p in zip(top_class[i].tolist(), top_p[i].tolist())]
-        table.add_row(str(file), *cells, *([votes[i]] if knn else []), prepared.notes[i])
-    console.print(table)
+    for i, name in enumerate(found.prepared.names):
+        ranked = zip(found.top_class[i].tolist(), found.top_p[i].tolist())
+        cells = [f"{found.classes[c]} {floor_percent(p)}" for c, p in ranked]
+        table.add_row(name, *cells, *([found.votes[i]] if knn else []), found.prepared.notes[i])
+    return table
 
-    folder = out or path.parent
+
+def write_predictions(found: Predictions, model: torch.nn.Module, splits: Splits, folder: Path) -> None:
+    """predictions.csv (every image's top classes) and predictions.png (the first images, explained) in `folder`."""
+    knn = found.votes is not None
+    classes, prepared, top_class, top_p, nearest = (
+        found.classes,
+        found.prepared,
+        found.top_class,
+        found.top_p,
+        found.nearest,
+    )
+    k = top_class.shape[1]
+    train_labels = splits.train.labels.cpu()
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "predictions.csv"
     with open(csv_path, "w", newline="") as f:
@@ -227,15 +304,17 @@ def predict(
             f"{what}_{j + 1}" for j in range(k) for what in ("class", "probability")
         ]
         writer.writerow(header + (["votes", "nearest_training_images"] if knn else []) + ["note"])
-        for i, file in enumerate(prepared.files):
+        for i, name in enumerate(prepared.names):
             ranked = [
                 value for c, p in zip(top_class[i].tolist(), top_p[i].tolist()) for value in (classes[c], f"{p:.6f}")
             ]
             neighbours = (
-                [votes[i], " ".join(f"{n}:{classes[train_labels[n]]}" for n in nearest[i].tolist())] if knn else []
+                [found.votes[i], " ".join(f"{n}:{classes[train_labels[n]]}" for n in nearest[i].tolist())]
+                if knn
+                else []
             )
             writer.writerow(
-                [str(file), classes[top_class[i, 0]], f"{top_p[i, 0]:.6f}", *ranked, *neighbours, prepared.notes[i]]
+                [name, classes[top_class[i, 0]], f"{top_p[i, 0]:.6f}", *ranked, *neighbours, prepared.notes[i]]
             )
     picture_path = folder / "predictions.png"
     # on features, the training images are vectors: no neighbours to show
@@ -245,6 +324,7 @@ def predict(
         # the model sees vectors, or has no gradients: no maps over the image
         image = predictions_picture(prepared, top_class, top_p, classes)
     else:
+        x = model_input(splits, prepared.images)
         image = explained_predictions_picture(model, x, prepared, top_class, top_p, classes)
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(picture_path)
     console.print(f"written to {csv_path} and {picture_path}", markup=False, highlight=False)
@@ -273,8 +353,8 @@ def first_of(n: int, total: int) -> str:
 def predictions_picture(
     prepared: Prepared, top_class: torch.Tensor, top_p: torch.Tensor, classes: list[str]
 ) -> torch.Tensor:
-    n = min(PICTURED, len(prepared.files))
-    title = f"predictions: the top class and the runner-up{first_of(n, len(prepared.files))}"
+    n = min(PICTURED, len(prepared.names))
+    title = f"predictions: the top class and the runner-up{first_of(n, len(prepared.names))}"
     return visuals.picture(
         prepared.images[:n].float() / 255, 8, title=title, captions=prediction_captions(n, top_class, top_p, classes)
     )
@@ -289,9 +369,9 @@ def explained_predictions_picture(
     classes: list[str],
 ) -> torch.Tensor:
     """Each image with its gradient saliency and Grad-CAM for the top class beside it (reporting/saliency.py)."""
-    n = min(PICTURED, len(prepared.files))
+    n = min(PICTURED, len(prepared.names))
     found = saliency.attributions(model, x[:n], top_class[:n, 0].to(x.device))
-    title = f"predictions: top class and runner-up; {saliency.maps_title(found)}{first_of(n, len(prepared.files))}"
+    title = f"predictions: top class and runner-up; {saliency.maps_title(found)}{first_of(n, len(prepared.names))}"
     return saliency.explained_picture(
         prepared.images[:n], found, prediction_captions(n, top_class, top_p, classes), ["black"] * n, title
     )
@@ -301,14 +381,14 @@ def neighbours_picture(
     prepared: Prepared, splits: Splits, nearest: torch.Tensor, predicted: torch.Tensor, classes: list[str]
 ) -> torch.Tensor:
     """Each image (left) and its nearest training images, green where they share the predicted class."""
-    n = min(PICTURED, len(prepared.files))
+    n = min(PICTURED, len(prepared.names))
     shown = nearest[:n, :NEIGHBOURS]
     neighbours = splits.train.images[shown.to(splits.train.images.device)].cpu()
     tiles = torch.cat([prepared.images[:n].unsqueeze(1), neighbours], 1).flatten(0, 1).float() / 255
     labels = splits.train.labels.cpu()[shown]
     captions, colours = [], []
     for i in range(n):
-        captions.append(f"{prepared.files[i].name[:14]}\nsays {classes[predicted[i]]}")
+        captions.append(f"{Path(prepared.names[i]).name[:14]}\nsays {classes[predicted[i]]}")
         colours.append("black")
         for position, label in enumerate(labels[i].tolist()):
             captions.append(f"#{position + 1}\n{classes[label]}")

@@ -1,0 +1,218 @@
+"""One run, or a sweep, from vl-train's arguments: the one path that `vl-train` and `visionlab.train` share.
+
+Hydra composes the config, makes the run folder (its lock, `.hydra/`, train.log) and calls `train_job`, which
+hands the run to `experiment.run`. Nothing here exits the process: a job that ends badly says why in the run's
+log and raises `JobEnded` (a sweep's job: `JobFailed`) with its exit code (docs/architecture.md, "Exit codes");
+a refused config or folder raises `UserError` with the one line to show, a disk full before the run `DiskFull`.
+The CLI turns these into exit codes (cli.py), the Python API into exceptions (api.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from visionlab import patches, run_folder, terminal
+from visionlab.config_errors import one_line
+from visionlab.console import RunLogFile
+from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
+from visionlab.parallel_jobs import label_parallel_job
+from visionlab.paths import config_dir
+from visionlab.training.resume import resume_arguments
+
+log = logging.getLogger("visionlab")
+# Importing optuna (a search's plugin, found by Hydra; a pruned trial's job) imports alembic, which logs a line per
+# plugin it sets up: seven lines of "setup plugin alembic..." before a search's first.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for train_job
+
+# Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
+HYDRA_MODES_CLASH = "Only one of --run, --multirun"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job that ran to its end (completed, pruned or an lr range test): its folder and what it wrote."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+class Ending:
+    """How a job ended badly, once it has said why in its log: its exit code, its folder, and what ended it."""
+
+    def __init__(self, exit_code: int, run_dir: Path, reason: BaseException):
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code
+        self.run_dir = run_dir
+        self.reason = reason
+
+
+class JobEnded(Ending, BaseException):
+    """A single run's end, or a signal's in a sweep (which stops the sweep). A BaseException, as sys.exit's is:
+    Hydra's job runner lets it through, so it neither prints "Error executing job" nor goes on to the next job."""
+
+
+class JobFailed(Ending, Exception):
+    """A sweep's job ended badly: Hydra's launcher records it and runs the other jobs, then raises it."""
+
+
+@dataclass
+class Session:
+    """What the jobs of one `compose_and_run` call report back to it (module state: Hydra calls `train_job`)."""
+
+    guard_terminal: bool = True  # the CLI's, and a launcher's worker process's; visionlab.train runs unguarded
+    outcomes: list[Outcome] | None = None
+    single_run: bool = False  # a single run (not a sweep) has started: see patches.exit_without_teardown
+    sweep_dir: Path | None = None  # a sweep's folder, once it has started (RecordSweep)
+
+
+session = Session()
+
+
+class RecordSweep(Callback):
+    """Hydra callback (conf/train.yaml): a sweep's folder, for `visionlab.sweep` to read its jobs' runs from
+    (they may have run in other processes: hydra/launcher=joblib)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        session.sweep_dir = Path(config.hydra.sweep.dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def train_job(cfg: DictConfig) -> float:
+    from visionlab import experiment  # data, models and training load only once the config has composed
+
+    if session.guard_terminal:
+        terminal.install()  # again for a job in a launcher's worker process
+    quiet_full_disk_in_threads()
+    label_parallel_job()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    session.single_run = HydraConfig.get().mode == RunMode.RUN
+    try:
+        with writing(run_dir, "the run's files"):
+            metrics = experiment.run(cfg, run_dir)
+    except UserError as exc:
+        log.error("error: %s", exc)
+        end_job(exc.exit_code, run_dir, exc)
+    except DiskFull as exc:  # wherever the write was: training saved what it could (experiment.run)
+        log.error("error: %s", exc.line(run_dir))
+        end_job(exc.exit_code, run_dir, exc)
+    except RunStopped as exc:  # already said, and saved, by experiment.run
+        end_job(exc.exit_code, run_dir, exc)
+    except Exception as exc:
+        log.error("unexpected error", exc_info=True, extra={"file_only": True})
+        log.error(
+            "error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log"
+        )
+        end_job(1, run_dir, exc)
+    if session.outcomes is not None:
+        session.outcomes.append(Outcome(run_dir, metrics))
+    return float(metrics.get(cfg.objective) or "nan")  # lr_find=true has no objective
+
+
+def end_job(exit_code: int, run_dir: Path, reason: BaseException) -> None:
+    """A single run ends here; a sweep's job fails and the sweep goes on, unless a signal stopped it."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN and exit_code < 128:
+        raise JobFailed(exit_code, run_dir, reason) from reason
+    raise JobEnded(exit_code, run_dir, reason) from reason
+
+
+def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcome]:
+    """vl-train's arguments (overrides, -m, --config-dir, ...) run as `vl-train` runs them; the finished jobs.
+
+    Hydra reads its arguments from sys.argv, which holds them for the call only.
+    """
+    session.guard_terminal, session.outcomes, session.single_run, session.sweep_dir = guard_terminal, [], False, None
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; one_line says it
+    try:
+        arguments = resume_arguments(options_first(args))
+        with patches.skip_hydra_mode_compose(), command_line(arguments):
+            train_job()
+    except JobFailed:
+        raise
+    except (UserError, HydraException, OmegaConfBaseException, OSError) as exc:
+        raise refused(exc, args) from None
+    except ValueError as exc:
+        # logging.config's wrapping of what run_folder.RunLog refused
+        if isinstance(exc.__cause__, (UserError, OSError)):
+            raise refused(exc.__cause__, args) from None
+        if not str(exc).startswith(HYDRA_MODES_CLASH):  # only Hydra's check of its own flags is a user's mistake
+            raise
+        raise UserError(
+            f"{exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes"
+        ) from None
+    return session.outcomes
+
+
+@contextlib.contextmanager
+def command_line(arguments: list[str]) -> Iterator[None]:
+    saved = sys.argv[:]
+    sys.argv[1:] = arguments
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
+def refused(exc: BaseException, args: list[str]) -> UserError | DiskFull:
+    """A disk full before the run started, or the one line that says what to change."""
+    if no_space(exc):
+        return full_before_the_run(exc)
+    return UserError(one_line(exc, args))
+
+
+def full_before_the_run(exc: BaseException) -> DiskFull:
+    """No space for Hydra's own first writes (.hydra/, the folder's lock), said as a full disk in training is.
+    Hydra has forgotten its config by now; the run's log file, opened just before, still names the run
+    directory, else the write that failed does."""
+    logs = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, RunLogFile)]
+    run_dir = logs[0].parent if logs else Path(getattr(exc, "filename", None) or Path.cwd())
+    return DiskFull(run_dir, "the run's config (.hydra/)" if logs else "the run's files")
+
+
+# Hydra's options that take a value (vl-train --hydra-help); --info takes one of INFO_TOPICS, or none.
+VALUED_OPTIONS = (
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+)
+INFO_OPTIONS = ("--info", "-i")
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def options_first(args: list[str]) -> list[str]:
+    """Hydra's options, each with its value, before the overrides: its parser refuses an option written after an
+    override (`vl-train model=cnn -m optimizer.lr=0.1,0.01`), which is the order users write them in. A bare
+    --info goes last, where no override can be taken for its optional value."""
+    options, overrides, last = [], [], []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        follows = args[position + 1] if position + 1 < len(args) else None
+        taken = 2 if arg in VALUED_OPTIONS or (arg in INFO_OPTIONS and follows in INFO_TOPICS) else 1
+        kind = last if arg in INFO_OPTIONS and taken == 1 else options if arg.startswith("-") else overrides
+        kind.extend(args[position : position + taken])
+        position += taken
+    return options + overrides + last
