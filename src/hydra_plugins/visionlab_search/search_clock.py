@@ -18,7 +18,7 @@ from typing import Any
 from visionlab.reporting.sweep_report import short
 
 # Said better by the lines here, the study's line and the report: the launchers' per-job lines, the released sweeper's
-# study name, storage, sampler and best value, and optuna's own study lines (alembic's: visionlab/cli.py).
+# study name, storage, sampler and best value, and optuna's own study lines (alembic's: visionlab/launch.py).
 QUIETED = (
     "hydra._internal.core_plugins.basic_launcher",
     "hydra_plugins.hydra_joblib_launcher._core",
