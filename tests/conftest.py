@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from tests.cli_server import Server
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -70,15 +74,31 @@ def sigint_handled() -> Iterator[None]:
 def run_cli(
     args: list[str], run_dir: Path, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run the installed `vl-train` as a user would, with its run directory under tmp."""
-    return subprocess.run(
-        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=run_dir.parent,
-        env={**os.environ, **(env or {})},
-    )
+    """Run `vl-train` as a user would (`vl_train`), with its run directory under tmp."""
+    return vl_train([*args, f"hydra.run.dir={run_dir}"], run_dir.parent, timeout, env)
+
+
+def vl_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`vl-train args` in `cwd`, its output captured: forked from the worker's server (tests/cli_server.py), which
+    has torch and visionlab loaded already. A command with environment variables of its own (read when modules
+    load) starts a fresh process instead, as every command does with VL_TEST_FRESH_PROCESSES=1."""
+    if env or os.environ.get("VL_TEST_FRESH_PROCESSES"):
+        return subprocess.run(
+            [str(VL_TRAIN), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+    return cli_server().run(args, cwd, dict(os.environ), timeout)
+
+
+@functools.cache
+def cli_server() -> Server:
+    server = Server()
+    atexit.register(server.close)
+    return server
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -194,6 +194,11 @@ def test_a_sweep_returns_its_jobs_runs_in_order(tmp_path, monkeypatch):
     assert all(run.status == "completed" for run in runs)
     assert (runs[0].folder.parent / "summary.csv").is_file()
 
+    with pytest.raises(UserError, match="model.k") as refused:  # as vl-train: the other jobs run, then it fails
+        visionlab.sweep(*TINY, "model=knn", "model.k=1,0", f"hydra.sweep.dir={tmp_path / 'failing'}")
+    assert refused.value.run_dir == tmp_path / "failing" / "1"
+    assert json.loads((tmp_path / "failing" / "0" / "metrics.json").read_text())["status"] == "completed"
+
 
 def execute(client, code: str, timeout: float = 300) -> list[dict]:
     """Run `code` in the kernel; its output messages, once it is idle again."""

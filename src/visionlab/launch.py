@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ class Ending:
         self.exit_code = exit_code
         self.run_dir = run_dir
         self.reason = reason
+
+    def __reduce__(self):
+        """A sweep's job may end in another process (joblib, SLURM), whose launcher pickles this back."""
+        return type(self), (self.exit_code, self.run_dir, portable(self.reason))
+
+
+def portable(reason: BaseException) -> BaseException:
+    """`reason` if it survives pickling, else a RuntimeError that says what it was."""
+    try:
+        return pickle.loads(pickle.dumps(reason))
+    except Exception:
+        return RuntimeError(f"{type(reason).__name__}: {reason}")
 
 
 class JobEnded(Ending, BaseException):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli, vl_train, wait_for_position
 from tests.test_config_checks import MISTYPED
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
@@ -215,10 +215,13 @@ def test_there_are_at_least_60_cases():
 def test_bad_input_exits_2_with_one_line(tmp_path, files, command, args, expected):
     args = [a.format(**files) for a in args]
     expected = [e.format(**files) for e in expected]
-    program = VL_TRAIN if command == "train" else VL_EVAL
     if command == "train" and not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={tmp_path / 'run'}")
-    result = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = (
+        vl_train(args, tmp_path, timeout=120)
+        if command == "train"
+        else subprocess.run([str(VL_EVAL), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    )
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

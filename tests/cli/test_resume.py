@@ -18,6 +18,7 @@ from tests.conftest import (
     read_metrics,
     run_cli,
     sigint_at_default,
+    vl_train,
     wait_for_position,
     without_timing,
 )
@@ -107,14 +108,10 @@ def test_resume_auto_finds_the_latest_unfinished_run_with_the_same_overrides(tmp
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     (stopped,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/last.pt")]
 
-    other = subprocess.run(
-        [str(VL_TRAIN), "resume=auto", *args, "seed=5"], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    other = vl_train(["resume=auto", *args, "seed=5"], tmp_path, timeout=120)
     assert other.returncode == 0 and "no unfinished run" in other.stdout  # different overrides: a new run
 
-    again = subprocess.run(
-        [str(VL_TRAIN), "resume=auto", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    again = vl_train(["resume=auto", *args], tmp_path, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"resuming from {stopped / 'last.pt'}" in again.stdout
     assert without_timing(read_metrics(stopped)) == without_timing(uninterrupted)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics, run_cli
+from tests.conftest import TINY, read_metrics, run_cli, vl_train
 
 METRIC_KEYS = {
     "train/loss",
@@ -89,7 +87,7 @@ def test_the_value_a_sweeper_gets_is_the_objective_of_metrics_json(tmp_path):
         *TINY,
         f"hydra.sweep.dir={sweep}",
     ]
-    result = subprocess.run([str(VL_TRAIN), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = vl_train(args, tmp_path)
     assert result.returncode == 0, result.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
     assert (

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import VL_TRAIN, read_metrics, run_cli
+from tests.conftest import VL_TRAIN, read_metrics, run_cli, vl_train
 from visionlab.cores import allowed
 from visionlab.data.folder import ImageFolder
 from visionlab.data.images import BadImage, decode
@@ -351,7 +351,7 @@ def test_bad_folder_input_exits_2_with_one_line(tmp_path, broken, args, expected
         "trainer.device=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    result = subprocess.run([str(VL_TRAIN), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = vl_train(args, tmp_path, timeout=120)
     assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
