@@ -4,9 +4,10 @@ would. A command then costs a fork instead of Python's start and torch's import.
 
 The child gets what a fresh `vl-train` gets: its own argv, working directory, environment, stdin (/dev/null),
 stdout and stderr (files, so not a terminal, as with `capture_output=True`), and SIGINT as the test process
-has it (ignored, when the suite started in the background). conftest.run_cli uses it where nothing the
-command does depends on how its process started: a test that sets environment variables (read when modules
-load), sends signals or needs a terminal starts a real process instead.
+has it (ignored, when the suite started in the background). conftest.vl_train uses it where nothing the
+command does depends on how its process started: a sweep (its launcher's worker processes), a command with
+environment variables (read when modules load), and a test that sends signals or needs a terminal start a
+real process instead.
 """
 
 from __future__ import annotations

@@ -80,9 +80,10 @@ def run_cli(
 
 def vl_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`vl-train args` in `cwd`, its output captured: forked from the worker's server (tests/cli_server.py), which
-    has torch and visionlab loaded already. A command with environment variables of its own (read when modules
-    load) starts a fresh process instead, as every command does with VL_TEST_FRESH_PROCESSES=1."""
-    if env or os.environ.get("VL_TEST_FRESH_PROCESSES"):
+    has torch and visionlab loaded already. A sweep, and a command with environment variables of its own (read
+    when modules load), start a fresh process instead, as every command does with VL_TEST_FRESH_PROCESSES=1."""
+    sweep = "-m" in args or "--multirun" in args  # a launcher's worker processes (joblib's loky) want a real parent
+    if env or sweep or os.environ.get("VL_TEST_FRESH_PROCESSES"):
         return subprocess.run(
             [str(VL_TRAIN), *args],
             capture_output=True,
