@@ -263,7 +263,12 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path):
     parameters = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
     parameters.source = 'DATASET = "synthetic"\nEPOCHS = 2'
     NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+        iopub_timeout=120,  # a loaded machine delays the kernel's output: wait for it, and fail rather than lose it
+        raise_on_iopub_timeout=True,
     ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
 

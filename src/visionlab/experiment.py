@@ -369,7 +369,8 @@ def train_weights(
     if lookahead is not None:
         callbacks.insert(0, AverageWeights(lookahead))  # before anything saves or reports the weights
     if parts.pruning.active:  # before early stopping: the trial hears of every epoch
-        callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step))
+        last_epoch = trainer.epochs if will_test else None
+        callbacks.append(ReportToTrial(parts.pruning, parts.objective, first_step, last_epoch))
     if trainer.early_stopping.enabled:
         patience = trainer.early_stopping.patience
         log.info(

@@ -62,9 +62,9 @@ class TrialPruning:
             return cls()
         return cls(sweeper.storage, sweeper.study_name, sweeper.trial, sweeper.pruner, hydra.runtime.output_dir)
 
-    def after_epoch(self, epoch: int, objective: float) -> bool:
+    def after_epoch(self, epoch: int, objective: float, may_prune: bool = True) -> bool:
         """Report the objective after `epoch` (the step); True: the pruner says stop now,
-        and the trial is marked pruned.
+        and the trial is marked pruned. `may_prune` false (the run's last epoch): reported only.
 
         A step reported before (a resumed run repeating an epoch) is not reported again; the pruner is asked anyway.
         A trial finished already (marked failed by a later launch while this job was away) takes no reports.
@@ -78,7 +78,7 @@ class TrialPruning:
             return False
         if epoch not in reported.intermediate_values:
             self.trial.report(objective, step=epoch)
-        if not self.trial.should_prune():
+        if not may_prune or not self.trial.should_prune():
             return False
         from optuna.trial import TrialState
 
@@ -109,11 +109,12 @@ class ReportToTrial(Callback):
     so the pruner compares a trial's fold 2 with the other trials' fold 2.
     """
 
-    def __init__(self, pruning: TrialPruning, objective: str, first_step: int):
+    def __init__(self, pruning: TrialPruning, objective: str, first_step: int, last_epoch: int | None = None):
         self.pruning = pruning
         self.objective = objective
         self.first_step = first_step
+        self.last_epoch = last_epoch  # the run's last (its test follows): reported, never pruned, nothing left to save
 
     def after_epoch(self, state: TrainingState, epoch: int, metrics: dict, val: dict) -> None:
-        if self.pruning.after_epoch(self.first_step + epoch, metrics[self.objective]):
+        if self.pruning.after_epoch(self.first_step + epoch, metrics[self.objective], epoch != self.last_epoch):
             raise Pruned(epoch)

@@ -166,6 +166,23 @@ def test_the_median_pruner_stops_a_trial_below_the_median_and_marks_it_pruned(tm
     assert optuna.load_study(study_name="S", storage=storage).trials[good].intermediate_values == {1: 0.95}
 
 
+def test_the_last_epoch_is_reported_but_never_pruned(tmp_path):
+    """Pruning after the run's last epoch would save nothing and lose its test: the value is reported, the
+    trial goes on to its test (training/ReportToTrial passes may_prune=False there)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="S", storage=storage, direction="maximize")
+    for value in (0.8, 0.9):
+        trial = study.ask()
+        trial.report(value, step=2)
+        study.tell(trial, value)
+    below = study.ask().number
+    median = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    last = TrialPruning(storage, "S", below, median, run_dir="/runs/2")
+    assert last.after_epoch(2, 0.1, may_prune=False) is False
+    trial = optuna.load_study(study_name="S", storage=storage).trials[below]
+    assert (trial.state, trial.intermediate_values) == (TrialState.RUNNING, {2: 0.1})
+
+
 def test_a_run_outside_a_search_never_imports_optuna():
     code = (
         "import sys; from visionlab.trial_pruning import TrialPruning; p = TrialPruning.from_config();"

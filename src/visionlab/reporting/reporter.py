@@ -108,7 +108,15 @@ class Reporter:
     def start_epoch(self, epoch: int, steps: int, done: int = 0) -> None:
         if live_progress_enabled():
             if self.progress is None:
-                self.progress = Progress(*bar_columns(console.width), console=console, transient=True, expand=True)
+                # in Jupyter each redraw is a message to the browser: fewer of them
+                redraws = 2 if console.is_jupyter else 10
+                self.progress = Progress(
+                    *bar_columns(console.width),
+                    console=console,
+                    transient=True,
+                    expand=True,
+                    refresh_per_second=redraws,
+                )
                 self.progress.start()
             last_val = self.val_acc.get(epoch - 1)
             self.task = self.progress.add_task(
