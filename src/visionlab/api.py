@@ -125,8 +125,9 @@ def _run(args: list[str]) -> list[launch.Outcome]:
             return launch.compose_and_run(args, guard_terminal=False)
         except (launch.JobEnded, launch.JobFailed) as ended:
             raise _raised(ended) from None
-        except DiskFull as full:  # before the run started
-            raise DiskFull(full.folder, full.what) from None
+        except DiskFull as full:  # before the run started: the line vl-train prints
+            full.args = (full.line(full.folder),)
+            raise full.with_traceback(None) from None
 
 
 def _raised(ended: launch.Ending) -> BaseException:
@@ -160,7 +161,9 @@ def _path(run: Run | str | Path) -> Path:
 
 
 def _choice(checkpoint: str | None) -> str | None:
-    if checkpoint not in (None, "last", "best"):
+    from visionlab.evaluation import CHECKPOINT_CHOICES
+
+    if checkpoint is not None and checkpoint not in CHECKPOINT_CHOICES:
         raise UserError(
             f"checkpoint={checkpoint!r} is unknown: use 'last' or 'best' (None: the one that took the test)"
         )

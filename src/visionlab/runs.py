@@ -59,7 +59,9 @@ class Run:
         """`last` and `best`, where the run wrote them."""
         return {name: self.folder / f"{name}.pt" for name in ("last", "best") if (self.folder / f"{name}.pt").exists()}
 
+    @cached_property
     def _events(self):
+        """TensorBoard's event files, read once (a Run is a finished run: `open_run` again to see a later state)."""
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         events = EventAccumulator(str(self.folder), size_guidance={"scalars": 0, "images": 0})
@@ -68,7 +70,7 @@ class Run:
 
     def scalars(self, tag: str) -> list[tuple[int, float]]:
         """(step, value) of one TensorBoard scalar, such as `train/batch_loss` or `lr`."""
-        events = self._events()
+        events = self._events
         if tag not in events.Tags()["scalars"]:
             raise UserError(f"{tag} is not a scalar of {self.folder}: use one of {', '.join(events.Tags()['scalars'])}")
         return [(event.step, event.value) for event in events.Scalars(tag)]
@@ -76,7 +78,7 @@ class Run:
     @property
     def history(self) -> list[dict[str, float]]:
         """One dict per epoch: `step` and every train/ and val/ scalar of that epoch (kNN: one row, its memorizing)."""
-        events = self._events()
+        events = self._events
         rows: dict[int, dict[str, float]] = {}
         for tag in events.Tags()["scalars"]:
             if tag.startswith(EPOCH_TAGS) and tag != "train/batch_loss":
@@ -87,11 +89,11 @@ class Run:
     @property
     def pictures(self) -> list[str]:
         """The TensorBoard tags of the run's pictures (docs/pictures.md), in the order they were written."""
-        return list(self._events().Tags()["images"])
+        return list(self._events.Tags()["images"])
 
     def picture(self, tag: str) -> Image.Image:
         """The last picture written under `tag`, as a PIL image."""
-        events = self._events()
+        events = self._events
         if tag not in events.Tags()["images"]:
             shown = ", ".join(events.Tags()["images"]) or "none: the run drew no pictures (logging=none?)"
             raise UserError(f"{tag} is not a picture of {self.folder}: use one of {shown}")

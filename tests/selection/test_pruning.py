@@ -139,18 +139,26 @@ def test_every_pruner_option_builds_and_only_a_trial_of_a_pruning_search_reports
     assert not TrialPruning.from_config(grid).active
 
 
-def test_the_median_pruner_stops_a_trial_below_the_median_and_marks_it_pruned(tmp_path):
+MEDIAN = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+
+
+def two_trials_done(tmp_path: Path, step: int) -> tuple[str, optuna.Study]:
+    """A study in SQLite whose two finished trials (0.8 and 0.9) reported `step`: the median pruner's start."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="S", storage=storage, direction="maximize")
     for value in (0.8, 0.9):
         trial = study.ask()
-        trial.report(value, step=1)
+        trial.report(value, step=step)
         study.tell(trial, value)
-    bad, good = study.ask().number, study.ask().number
-    median = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    return storage, study
 
-    assert TrialPruning(storage, "S", bad, median, run_dir="/runs/2").after_epoch(1, 0.5) is True
-    keeps = TrialPruning(storage, "S", good, median, run_dir="/runs/3")
+
+def test_the_median_pruner_stops_a_trial_below_the_median_and_marks_it_pruned(tmp_path):
+    storage, study = two_trials_done(tmp_path, step=1)
+    bad, good = study.ask().number, study.ask().number
+
+    assert TrialPruning(storage, "S", bad, MEDIAN, run_dir="/runs/2").after_epoch(1, 0.5) is True
+    keeps = TrialPruning(storage, "S", good, MEDIAN, run_dir="/runs/3")
     assert keeps.after_epoch(1, 0.95) is False
     assert keeps.after_epoch(1, 0.1) is False  # epoch 1 again (a resumed run): its first report stands
     trials = optuna.load_study(study_name="S", storage=storage).trials
@@ -169,15 +177,9 @@ def test_the_median_pruner_stops_a_trial_below_the_median_and_marks_it_pruned(tm
 def test_the_last_epoch_is_reported_but_never_pruned(tmp_path):
     """Pruning after the run's last epoch would save nothing and lose its test: the value is reported, the
     trial goes on to its test (training/ReportToTrial passes may_prune=False there)."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="S", storage=storage, direction="maximize")
-    for value in (0.8, 0.9):
-        trial = study.ask()
-        trial.report(value, step=2)
-        study.tell(trial, value)
+    storage, study = two_trials_done(tmp_path, step=2)
     below = study.ask().number
-    median = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
-    last = TrialPruning(storage, "S", below, median, run_dir="/runs/2")
+    last = TrialPruning(storage, "S", below, MEDIAN, run_dir="/runs/2")
     assert last.after_epoch(2, 0.1, may_prune=False) is False
     trial = optuna.load_study(study_name="S", storage=storage).trials[below]
     assert (trial.state, trial.intermediate_values) == (TrialState.RUNNING, {2: 0.1})
