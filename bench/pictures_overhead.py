@@ -71,7 +71,7 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from torch.utils.tensorboard import SummaryWriter
 
-    from visionlab.experiment import build_parts, prepare_data
+    from visionlab.experiment import build_components, prepare_data
     from visionlab.reporting import embeddings, saliency
     from visionlab.reporting.layer_summary import report_layers
     from visionlab.reporting.visual_log import MISTAKES, MistakeFinder
@@ -81,10 +81,10 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     device = resolve_device(cfg.trainer.device)
-    parts = build_parts(cfg)
-    splits = prepare_data(parts, device)
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
-    optimizer = parts.optimizer(model.parameters())  # what a run pays anyway (it imports torch._dynamo)
+    components = build_components(cfg)
+    splits = prepare_data(components, device)
+    model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+    optimizer = components.learner.optimizer(model.parameters())  # what a run pays anyway (it imports torch._dynamo)
     images, labels = splits.train.batch(torch.arange(cfg.trainer.batch_size, device=device))
     torch.nn.functional.cross_entropy(model(images), labels).backward()
     optimizer.step()

@@ -38,7 +38,7 @@ from tests.conftest import compose_train  # noqa: E402  (the repository's real c
 from visionlab.config import build  # noqa: E402
 from visionlab.cores import allowed  # noqa: E402
 from visionlab.data.cifar10 import CLASSES  # noqa: E402
-from visionlab.experiment import build_parts, prepare_data  # noqa: E402
+from visionlab.experiment import build_components, prepare_data  # noqa: E402
 from visionlab.training.device import resolve_device  # noqa: E402
 from visionlab.training.precision import Precision  # noqa: E402
 from visionlab.training.speed import configure_torch, prepare_model  # noqa: E402
@@ -132,9 +132,9 @@ def rows(args) -> list[Row]:
     for dataset_name, model_name in cases:
         root = roots[dataset_name]()
         cfg = compose_train([f"dataset={dataset_name}", f"dataset.root={root}", f"model={model_name}", *size])
-        parts = build_parts(cfg)
-        dataset, splits = parts.dataset, prepare_data(parts, device)
-        model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
+        components = build_components(cfg)
+        dataset, splits = components.dataset, prepare_data(components, device)
+        model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes).to(device)
         batch_size = cfg.trainer.batch_size
         ours = timed_steps(model, cfg, our_batches(splits.train, dataset.augment, batch_size), device, warmup, steps)
         theirs_data = baseline_dataset(dataset_name, root, splits.mean, splits.std, cfg.dataset.train_size)

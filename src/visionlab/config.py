@@ -84,6 +84,13 @@ def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     return component
 
 
+def target_of(component: Any) -> Any:
+    """The class or function a built `_partial_` group calls (through `build`'s checked partial)."""
+    while isinstance(component, functools.partial):
+        component = component.args[1] if component.func is _call_checked else component.func
+    return component
+
+
 def _call_checked(group: str, component: functools.partial, *args: Any, **kwargs: Any) -> Any:
     """A `_partial_` group's call: its config plus the run's arguments must bind before the component runs."""
     try:

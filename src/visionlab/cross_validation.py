@@ -2,8 +2,8 @@
 
 The folds' results fold into one `FitResult`, so a k-fold run writes the same metrics.json keys
 as a holdout run (`val/acc` is the mean over folds: the objective a sweeper optimizes) plus the
-`cv/...` keys. A kNN given several k is scored per k on every fold; the k with the best mean
-is chosen, not each fold's own best, which would flatter the mean.
+`cv/...` keys. What a learner chooses on val (a kNN's k) it chooses over all folds together
+(`Learner.summarize_choices`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ import statistics
 from collections.abc import Sequence
 
 from visionlab.training.early_stopping import EarlyStopping
+from visionlab.training.learners import Learner
 from visionlab.training.loop import FitResult
 from visionlab.training.settings import TrainerSettings
 
 
-def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
-    ks = sorted(int(key.split("@")[1]) for key in folds[0].extra if key.startswith("val/acc@"))
+def summarize_folds(folds: Sequence[FitResult], learner: Learner) -> FitResult:
     extra: dict = {}
-    if ks:
-        mean_by_k = {k: statistics.fmean(fold.extra[f"val/acc@{k}"] for fold in folds) for k in ks}
-        best_k = max(ks, key=lambda k: (mean_by_k[k], -k))
-        extra = {**{f"val/acc@{k}": acc for k, acc in mean_by_k.items()}, "best_k": best_k}
-        # the ± band of accuracy against k (reporting/sweep_curve.py)
-        extra |= {f"cv/fold_{i}/val_acc@{k}": fold.extra[f"val/acc@{k}"] for k in ks for i, fold in enumerate(folds)}
-        val_acc = [fold.extra[f"val/acc@{best_k}"] for fold in folds]
+    if (chosen := learner.summarize_choices(folds)) is not None:
+        extra, val_acc = chosen
     else:
         val_acc = [fold.val["acc"] for fold in folds]
     val_loss = [fold.val["loss"] for fold in folds]
@@ -46,12 +41,6 @@ def summarize_folds(folds: Sequence[FitResult]) -> FitResult:
         steps=sum(fold.steps for fold in folds),
         extra=extra,
     )
-
-
-def final_model_overrides(folds: Sequence[FitResult]) -> dict:
-    """What the final model on all the training images takes from the folds: a kNN, the k they chose."""
-    summary = summarize_folds(folds)
-    return {"k": summary.extra["best_k"]} if "best_k" in summary.extra else {}
 
 
 def final_model_trainer(trainer: TrainerSettings, folds: Sequence[FitResult]) -> TrainerSettings:

@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab import provenance
-from visionlab.config import build
 from visionlab.data import Splits
 from visionlab.errors import UserError, writing
-from visionlab.experiment import build_parts, count_trainable, load_data, prepare_data
-from visionlab.training.checkpoint import load_checkpoint
+from visionlab.experiment import Components, build_components, load_data, prepare_data
+from visionlab.training.checkpoint import UNRECORDED, Checkpoint, load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
 from visionlab.trust import Allowlist, check_stored, keep_writes_here
@@ -45,10 +44,10 @@ def evaluate_checkpoint(
     """
     if split not in SPLITS:
         raise UserError(f"split={split!r} is unknown: use test, val or train")
-    path, cfg, model, splits = load_model(path, overrides, config_dirs, which)
-    loss_fn = build(cfg, "loss") if count_trainable(model) else None
+    path, components, model, splits = load_model(path, overrides, config_dirs, which)
+    trainer = components.trainer
     result = evaluate(
-        with_tta(model, cfg.trainer.get("tta", "none")), getattr(splits, split), loss_fn, cfg.trainer.eval_batch_size
+        with_tta(model, trainer.tta), getattr(splits, split), components.learner.scoring_loss(), trainer.eval_batch_size
     )
     confusion = result["confusion"]
     per_class = confusion.diagonal() / confusion.sum(1).clamp(min=1)
@@ -65,38 +64,39 @@ def evaluate_checkpoint(
 
 def load_model(
     path: Path, overrides: list[str] = (), config_dirs: list[str] = (), which: str | None = None
-) -> tuple[Path, DictConfig, torch.nn.Module, Splits]:
-    """The checkpoint's file, its config (with `overrides`), its model with the saved weights, and the data as its
-    partition had it. One line says what of this machine, code and data differs from the checkpoint's (provenance.py).
+) -> tuple[Path, Components, torch.nn.Module, Splits]:
+    """The checkpoint's file, what its config (with `overrides`) builds, its model with the saved weights, and
+    the data as its partition had it. One line says what of this machine, code and data differs from the
+    checkpoint's (provenance.py).
 
     The stored config may come from anyone: it is checked before anything in it is imported (trust.py).
     """
     path, state = checkpoint_file(path, which)
-    check_stored(state["config"], path, Allowlist.for_command(config_dirs, overrides))
-    cfg = OmegaConf.create(keep_writes_here(state["config"]))
+    check_stored(state.config, path, Allowlist.for_command(config_dirs, overrides))
+    cfg = OmegaConf.create(keep_writes_here(state.config))
     try:
         cfg.merge_with_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise UserError(
             f"{' '.join(overrides)}: {str(exc).splitlines()[0]} (use key=value, e.g. dataset.root=/data)"
         ) from None
-    parts = build_parts(cfg)
-    device = resolve_device(parts.trainer.device)
-    raw = load_data(parts, device, training=False)
-    provenance.tell(state.get("provenance"), provenance.record(device, raw.files))
-    splits = prepare_data(parts, device, partition=state.get("partition", 0), raw=raw)
-    model = parts.model(
-        in_shape=splits.in_shape, num_classes=splits.num_classes, **state.get("model_overrides", {})
+    components = build_components(cfg)
+    device = resolve_device(components.trainer.device)
+    raw = load_data(components, device, training=False)
+    provenance.tell(state.provenance, provenance.record(device, raw.files))
+    splits = prepare_data(components, device, partition=state.place.partition, raw=raw)
+    model = components.model(
+        in_shape=splits.in_shape, num_classes=splits.num_classes, **state.place.model_overrides
     ).to(device)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.model)
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit the model its config builds ({str(exc).splitlines()[0]})") from None
     model.eval()
-    return path, cfg, model, splits
+    return path, components, model, splits
 
 
-def checkpoint_file(path: Path, which: str | None) -> tuple[Path, dict[str, Any]]:
+def checkpoint_file(path: Path, which: str | None) -> tuple[Path, Checkpoint]:
     """The file to load for `path`, and its contents; for a run directory, said in the log with why that file.
 
     A run directory's last.pt names the file of its partition whose weights took the test (`test_checkpoint`);
@@ -111,10 +111,12 @@ def checkpoint_file(path: Path, which: str | None) -> tuple[Path, dict[str, Any]
             )
         return path, load_checkpoint(path)
     state = load_checkpoint(path / "last.pt")
-    folder = path / state.get("folder", "")
+    folder = path / state.place.folder
     if not folder.is_dir():  # `path` is the partition's own folder (fold_<i>/, final/), not the run directory
         folder = path
-    tested = state.get("test_checkpoint") if "test_checkpoint" in state else legacy_test_checkpoint(path)
+    tested = state.place.test_checkpoint
+    if tested == UNRECORDED:
+        tested = legacy_test_checkpoint(path)
     name = f"{which}.pt" if which else tested or "last.pt"
     chosen = folder / name
     state = state if name == "last.pt" else load_checkpoint(chosen)
@@ -127,9 +129,9 @@ def legacy_test_checkpoint(run_dir: Path) -> str:
     return "best.pt" if metrics.is_file() and "tested_epoch" in json.loads(metrics.read_text()) else "last.pt"
 
 
-def why_this_file(state: dict[str, Any], name: str, tested: str | None, which: str | None) -> str:
+def why_this_file(state: Checkpoint, name: str, tested: str | None, which: str | None) -> str:
     """What the loaded weights are: their epoch, whether they took the run's test, how to choose the other file."""
-    epochs = state.get("history") or {}
+    epochs = state.history
     at = f"epoch {max(map(int, epochs))}, " if epochs else ""
     if tested is None:
         return f"{at}the run took no test: a fold of a k-fold run without split.final_test"

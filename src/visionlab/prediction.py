@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from PIL import Image
 from rich.table import Table
 
@@ -28,6 +27,7 @@ from visionlab.data import DeviceSplit, Splits
 from visionlab.data.images import BadImage, decode, decode_image, is_image, to_tensor
 from visionlab.errors import DiskFull, UserError
 from visionlab.evaluation import CHECKPOINT_CHOICES, load_model
+from visionlab.experiment import Components
 from visionlab.features import FeatureSplits
 from visionlab.reporting import saliency, visuals
 from visionlab.reporting.visual_log import floor_percent
@@ -58,6 +58,7 @@ class Predictions:
     top_p: torch.Tensor  # [N, k]
     nearest: torch.Tensor | None = None  # a kNN's nearest training images, [N, n], nearest first
     votes: list[str] | None = None  # a kNN's k neighbours' classes: "cat 2, dog 1"
+    voters: int | None = None  # a kNN's k: how many of the nearest vote
 
     def rows(self) -> list[dict]:
         """One plain dict per image: `image`, `predicted`, `probability`, `top` ([class, probability] pairs) and
@@ -224,20 +225,21 @@ def model_input(splits: Splits, images: torch.Tensor) -> torch.Tensor:
 
 
 def classify(
-    path: Path, cfg: DictConfig, model: torch.nn.Module, splits: Splits, prepared: Prepared, top_k: int
+    path: Path, components: Components, model: torch.nn.Module, splits: Splits, prepared: Prepared, top_k: int
 ) -> Predictions:
     """The model's top `top_k` classes for each prepared image (a kNN: its vote shares, and its nearest training
     images)."""
-    knn = callable(getattr(model, "neighbours", None))
+    learner = components.learner
+    search, voters = learner.neighbours(model), learner.voters(model)
     with torch.inference_mode():
         x = model_input(splits, prepared.images)
-        scores = torch.cat([model(part) for part in x.split(cfg.trainer.eval_batch_size)]).float().cpu()
-        probabilities = scores if knn else scores.softmax(1)
-        nearest = model.neighbours(x, max(model.k, min(NEIGHBOURS, len(splits.train))))[1].cpu() if knn else None
+        scores = torch.cat([model(part) for part in x.split(components.trainer.eval_batch_size)]).float().cpu()
+        probabilities = scores if learner.votes else scores.softmax(1)
+        nearest = search(x, max(voters, min(NEIGHBOURS, len(splits.train))))[1].cpu() if search else None
     top_p, top_class = probabilities.topk(min(top_k, splits.num_classes), dim=1)
     train_labels = splits.train.labels.cpu()
-    votes = [vote_text(train_labels[row[: model.k]], splits.classes) for row in nearest] if knn else None
-    return Predictions(path, list(splits.classes), prepared, top_class, top_p, nearest, votes)
+    votes = [vote_text(train_labels[row[:voters]], splits.classes) for row in nearest] if search else None
+    return Predictions(path, list(splits.classes), prepared, top_class, top_p, nearest, votes, voters)
 
 
 def predict(
@@ -252,25 +254,25 @@ def predict(
 ) -> Predictions:
     """The checkpoint's model on `images`, prepared as its run prepared its own; with `out` (or `show`, the CLI:
     the checkpoint's folder), predictions.csv and predictions.png written there; with `show`, the table printed."""
-    path, cfg, model, splits = load_model(checkpoint, overrides, config_dirs, which)
+    path, components, model, splits = load_model(checkpoint, overrides, config_dirs, which)
     shape = tuple(splits.examples.shape[1:]) if isinstance(splits, FeatureSplits) else tuple(splits.in_shape)
     prepared = prepare(images, shape)
     for name, note in zip(prepared.names, prepared.notes):
         if note:
             log.info("%s: %s (the model takes %s images)", name, note, "x".join(map(str, shape)))
-    found = classify(path, cfg, model, splits, prepared, top_k)
+    found = classify(path, components, model, splits, prepared, top_k)
     if show:
-        console.print(predictions_table(found, model))
+        console.print(predictions_table(found))
     if out is not None or show:
         write_predictions(found, model, splits, out or path.parent)
     return found
 
 
-def predictions_table(found: Predictions, model: torch.nn.Module) -> Table:
+def predictions_table(found: Predictions) -> Table:
     knn = found.votes is not None
     k = found.top_class.shape[1]
     title = f"{found.checkpoint}: top {k} of {len(found.classes)} classes"
-    table = Table(title=title + (f" (kNN, k={model.k}: vote shares)" if knn else ""))
+    table = Table(title=title + (f" (kNN, k={found.voters}: vote shares)" if knn else ""))
     table.add_column("image")
     for j in range(k):
         table.add_column(f"#{j + 1}", justify="right")

@@ -17,12 +17,15 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import visionlab
 from visionlab.data.files import DataFiles
+
+if TYPE_CHECKING:
+    from visionlab.training.checkpoint import Checkpoint
 
 log = logging.getLogger("visionlab")
 
@@ -258,13 +261,13 @@ def describe(r: dict[str, Any], changed: list[str]) -> str:
 # ---- the run's file -----------------------------------------------------------------------------
 
 
-def start(run_dir: Path, device: torch.device, files: DataFiles | None, resumed: dict[str, Any] | None) -> dict:
+def start(run_dir: Path, device: torch.device, files: DataFiles | None, resumed: Checkpoint | None) -> dict:
     """This session's record, for its checkpoints; written to provenance.json. A resumed run (`resumed`: the
     checkpoint it carries on from) says what differs, and keeps the earlier sessions' records under "earlier"."""
     now = record(device, files)
     path = run_dir / FILE
     before = read(path) if resumed is not None else None
-    differs = resumed is not None and tell(resumed.get("provenance"), now)
+    differs = resumed is not None and tell(resumed.provenance, now)
     if before is not None and not differs:
         return now  # the file says it already
     earlier = [*before.pop("earlier", []), before] if before else []

@@ -46,9 +46,9 @@ def test_folds_follow_the_seed_and_shuffle():
 
 
 def test_kfold_partitions_checks_against_the_data():
-    assert len(KFold(folds=4).partitions(LABELS, seed=0)) == 4
+    assert len(KFold(folds=4).index_pairs(LABELS, seed=0)) == 4
     with pytest.raises(UserError, match=r"split.folds=200 is more than the 103 training images"):
-        KFold(folds=200).partitions(LABELS, seed=0)
+        KFold(folds=200).index_pairs(LABELS, seed=0)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from tests.conftest import TINY, compose_train
-from visionlab.experiment import build_parts, prepare_data, run
+from visionlab.experiment import build_components, prepare_data, run
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
 from visionlab.training.state import TrainingState
@@ -26,16 +26,16 @@ def test_ema_changes_training_and_the_checkpoint_holds_the_average(tmp_path):
 
 
 def test_a_state_with_a_lookahead_restores_the_average():
-    parts = build_parts(compose_train([*TINY, "model=mlp"]))
-    splits = prepare_data(parts, torch.device("cpu"))
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
-    optimizer = parts.optimizer(model.parameters())
+    components = build_components(compose_train([*TINY, "model=mlp"]))
+    splits = prepare_data(components, torch.device("cpu"))
+    model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
+    optimizer = components.learner.optimizer(model.parameters())
 
     def make(m):
         return TrainingState(
             m,
             optimizer,
-            parts.schedule(optimizer, epochs=2, steps_per_epoch=8),
+            components.learner.schedule(optimizer, epochs=2, steps_per_epoch=8),
             Precision(),
             torch.Generator().manual_seed(0),
             lookahead=Lookahead(m, total_steps=16, every=2),
@@ -45,7 +45,7 @@ def test_a_state_with_a_lookahead_restores_the_average():
     for average in state.lookahead.average.values():
         average.add_(1.0)
     saved = state.state_dict()
-    fresh = make(parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes))
+    fresh = make(components.model(in_shape=splits.in_shape, num_classes=splits.num_classes))
     fresh.load_state_dict(saved)
     for name, average in fresh.lookahead.average.items():
         assert torch.equal(average, saved["lookahead"][name])

@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import compose_train
 from visionlab.errors import Interrupted
-from visionlab.experiment import build_parts, prepare_data
+from visionlab.experiment import build_components, prepare_data
 from visionlab.training.callbacks import Callback
 from visionlab.training.loop import Objective, fit
 from visionlab.training.precision import Precision
@@ -27,21 +27,21 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def setup():
-    parts = build_parts(compose_train(SMALL))
-    return parts, prepare_data(parts, torch.device("cpu"))
+    components = build_components(compose_train(SMALL))
+    return components, prepare_data(components, torch.device("cpu"))
 
 
-def fresh_state(parts, splits) -> TrainingState:
+def fresh_state(components, splits) -> TrainingState:
     torch.manual_seed(0)
-    model = parts.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
-    optimizer = parts.optimizer(model.parameters())
-    schedule = parts.schedule(optimizer, epochs=parts.trainer.epochs, steps_per_epoch=9)
+    model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
+    optimizer = components.learner.optimizer(model.parameters())
+    schedule = components.learner.schedule(optimizer, epochs=components.trainer.epochs, steps_per_epoch=9)
     return TrainingState(model, optimizer, schedule, Precision(), torch.Generator().manual_seed(0))
 
 
-def train(state, parts, splits, callbacks=()):
-    objective = Objective(parts.loss_fn, parts.penalty(state.model.parameters()))
-    return fit(state, splits, parts.dataset.augment, objective, parts.trainer, callbacks)
+def train(state, components, splits, callbacks=()):
+    objective = Objective(components.learner.loss_fn, components.learner.penalty(state.model.parameters()))
+    return fit(state, splits, components.dataset.augment, objective, components.trainer, callbacks)
 
 
 def test_fit_takes_the_state_the_data_the_objective_the_settings_and_callbacks():
@@ -56,9 +56,9 @@ def test_fit_takes_the_state_the_data_the_objective_the_settings_and_callbacks()
 
 
 def test_fit_learns_the_shapes_and_records_each_epoch(setup):
-    parts, splits = setup
-    state = fresh_state(parts, splits)
-    result = train(state, parts, splits)
+    components, splits = setup
+    state = fresh_state(components, splits)
+    result = train(state, components, splits)
     # 270 training images in batches of 32: 9 steps
     assert result.epochs == 2 and result.steps == state.at.step == 2 * 9
     assert result.val["acc"] > 0.3, "far above the 1/10 of chance on the ten shapes"
@@ -79,20 +79,20 @@ class StopAtStep(Callback):
 
 
 def test_a_state_saved_mid_epoch_and_restored_into_fresh_objects_ends_bit_identical(setup):
-    parts, splits = setup
-    straight = fresh_state(parts, splits)
-    expected = train(straight, parts, splits)
+    components, splits = setup
+    straight = fresh_state(components, splits)
+    expected = train(straight, components, splits)
 
     stopper = StopAtStep(13)  # in epoch 2
     with pytest.raises(Interrupted) as stopped:
-        train(fresh_state(parts, splits), parts, splits, [stopper])
+        train(fresh_state(components, splits), components, splits, [stopper])
     assert stopped.value.result.epochs == 1 and stopped.value.result.steps == 13
 
     torch.manual_seed(123)  # whatever the global generators did since, the state brings its own back
-    resumed = fresh_state(parts, splits)
+    resumed = fresh_state(components, splits)
     resumed.load_state_dict(stopper.saved)
     assert resumed.at.step == 13 and resumed.at.batch == 4  # 9 steps per epoch
-    result = train(resumed, parts, splits)
+    result = train(resumed, components, splits)
     assert (result.val["acc"], result.val["loss"]) == (expected.val["acc"], expected.val["loss"])
     assert torch.equal(result.val["confusion"], expected.val["confusion"])
     assert result.train == expected.train and result.steps == expected.steps

@@ -114,7 +114,7 @@ def test_a_full_log_file_goes_quiet_and_the_next_checkpoint_stops_the_run(tmp_pa
     finally:
         root.removeHandler(handler)
         handler.close()
-    assert load_checkpoint(tmp_path / "last.pt")["model"]["w"].tolist() == [1.0, 1.0], "saved before stopping"
+    assert load_checkpoint(tmp_path / "last.pt").model["w"].tolist() == [1.0, 1.0], "saved before stopping"
     assert "Logging error" not in capsys.readouterr().err
 
 
@@ -152,7 +152,7 @@ def test_a_checkpoint_that_finds_the_disk_full_stops_with_75_and_resume_ends_ide
     assert "(last.pt) is intact" in lines[0] and f"resume={run_dir}" in lines[0]
     assert not list(run_dir.rglob("*.tmp"))
     metrics = read_metrics(run_dir)
-    position = load_checkpoint(run_dir / "last.pt")["position"]
+    position = load_checkpoint(run_dir / "last.pt").position
     assert metrics["status"] == "interrupted" and metrics["test/acc"] is None
     assert position["epoch"] >= 2 and metrics["epochs"] == position["epoch"], "the epoch whose checkpoint did not fit"
 
@@ -188,4 +188,4 @@ def test_a_disk_that_fills_mid_run_never_shows_a_traceback(small_disk):
     assert len(lines) == 1 and f"no space left on the disk of {run_dir}" in lines[0], lines
     assert "Traceback" not in stderr and "Logging error" not in stderr and "Exception in thread" not in stderr
     assert not list(run_dir.rglob("*.tmp"))
-    assert load_checkpoint(run_dir / "last.pt")["position"]["epoch"] >= 2
+    assert load_checkpoint(run_dir / "last.pt").position["epoch"] >= 2

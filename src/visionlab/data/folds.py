@@ -18,11 +18,11 @@ from visionlab.errors import UserError
 
 log = logging.getLogger("visionlab")
 
-Partition = tuple[torch.Tensor, torch.Tensor]  # (train indices, val indices) into the training images
+IndexPair = tuple[torch.Tensor, torch.Tensor]  # (train indices, val indices) into the training images
 
 
 @dataclass
-class Part:
+class Partition:
     """One (train, val) division of the training images; a run trains each the same way.
 
     `folder`: where its logs and checkpoints go inside the run directory ("" is the run directory
@@ -44,8 +44,8 @@ class Holdout:
 
     val_fraction: Annotated[float, Number(gt=0, lt=1, example=0.1)] = 0.1
 
-    def plan(self, labels: torch.Tensor, seed: int) -> list[Part]:
-        return [Part("", *holdout_indices(len(labels), self.val_fraction, seed), test=True)]
+    def plan(self, labels: torch.Tensor, seed: int) -> list[Partition]:
+        return [Partition("", *holdout_indices(len(labels), self.val_fraction, seed), test=True)]
 
 
 @dataclass
@@ -59,7 +59,7 @@ class KFold:
     shuffle: Annotated[bool, Switch()] = True
     final_test: Annotated[bool, Switch()] = False
 
-    def partitions(self, labels: torch.Tensor, seed: int) -> list[Partition]:
+    def index_pairs(self, labels: torch.Tensor, seed: int) -> list[IndexPair]:
         if self.folds > len(labels):
             raise UserError(
                 f"split.folds={self.folds} is more than the {len(labels):,} training images: use from 2 to "
@@ -74,18 +74,18 @@ class KFold:
             )
         return stratified_folds(labels, self.folds, self.shuffle, seed)
 
-    def plan(self, labels: torch.Tensor, seed: int) -> list[Part]:
-        parts = [
-            Part(f"fold_{i}", train, val, test=False, title=f"fold {i + 1} of {self.folds}")
-            for i, (train, val) in enumerate(self.partitions(labels, seed))
+    def plan(self, labels: torch.Tensor, seed: int) -> list[Partition]:
+        partitions = [
+            Partition(f"fold_{i}", train, val, test=False, title=f"fold {i + 1} of {self.folds}")
+            for i, (train, val) in enumerate(self.index_pairs(labels, seed))
         ]
         if self.final_test:
             everything = torch.arange(len(labels))
-            parts.append(Part("final", everything, everything, test=True, final=True, title="final model"))
-        return parts
+            partitions.append(Partition("final", everything, everything, test=True, final=True, title="final model"))
+        return partitions
 
 
-def stratified_folds(labels: torch.Tensor, folds: int, shuffle: bool, seed: int) -> list[Partition]:
+def stratified_folds(labels: torch.Tensor, folds: int, shuffle: bool, seed: int) -> list[IndexPair]:
     """(train, val) index pairs in which every image is val exactly once.
 
     The images are lined up class by class (shuffled by `seed` within each class, or in index

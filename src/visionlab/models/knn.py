@@ -90,6 +90,8 @@ class KNN(nn.Module):
     pca: project onto this many principal axes of the training split (after `normalize`); None: off.
     """
 
+    memorizes = True  # it learns by storing the train split (training/learners/memorizing.py), not by gradient
+
     def __init__(
         self,
         in_shape: tuple[int, ...],

@@ -14,6 +14,8 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from visionlab.training.learners.knn_choice import KChoice
+
 if TYPE_CHECKING:
     from visionlab.reporting.sweep_report import Run, SweepReport
 
@@ -59,9 +61,9 @@ def sweep_curve(report: SweepReport) -> Curve | None:
             return make_curve(parameter, report.objective, points)
     if len(report.runs) == 1 and done:
         metrics = done[0].metrics
-        ks = sorted(int(key.split("@")[1]) for key in metrics if key.startswith("val/acc@"))
-        if len(ks) > 1:
-            points = {str(k): ([metrics[f"val/acc@{k}"]], fold_values(metrics, f"val/acc@{k}")) for k in ks}
+        choice = KChoice.of(metrics)
+        if choice is not None and len(choice.accuracy) > 1:
+            points = {str(k): ([metrics[tag]], fold_values(metrics, tag)) for k, tag in choice.tags().items()}
             return make_curve("model.k", "val/acc", points)
     return None
 

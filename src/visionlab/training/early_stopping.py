@@ -92,5 +92,5 @@ def restore_best(
     if there is no best.pt)."""
     if not history or not best_file.is_file():
         return None
-    model.load_state_dict(load_checkpoint(best_file)["model"])
+    model.load_state_dict(load_checkpoint(best_file).model)
     return best_epoch(history, objective)

@@ -18,7 +18,6 @@ from torch import nn
 from visionlab.data import DeviceSplit, Splits
 from visionlab.errors import RunStopped
 from visionlab.optimization import current_lr
-from visionlab.reporting.reporter import Reporter
 from visionlab.training.callbacks import Callback, EndTraining, Watch
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.state import Position, TrainingState
@@ -34,7 +33,7 @@ class FitResult:
     val: dict[str, float | None]
     epochs: int
     steps: int
-    extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. kNN's val/acc@k and best_k
+    extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. a kNN's choice of k
 
 
 def usable_size(n: int, batch_size: int) -> int:
@@ -155,39 +154,6 @@ def all_of(watches: Sequence[Watch]) -> Watch | None:
             watch(scores, labels)
 
     return each
-
-
-def memorize(model: nn.Module, splits: Splits, reporter: Reporter, *, eval_batch_size: int) -> FitResult:
-    """ "Training" for a model with no parameters (kNN): it stores the train split, then picks k on val.
-
-    Such a model has `fit(train)`, a list of candidate `ks`, `scores_by_k(images)` (scores for every
-    k from one neighbour search) and the `k` its forward() uses. Every k is scored on val, the best
-    (ties: the smaller k) is kept for test: val/acc@k for each k, val/acc and best_k come out of it.
-    """
-    model.fit(splits.train)
-    accuracy = accuracy_by_k(model, splits.val, eval_batch_size)
-    model.k = max(accuracy, key=lambda k: (accuracy[k], -k))
-    by_k = {f"val/acc@{k}": acc for k, acc in accuracy.items()}
-    reporter.scalars({**by_k, "val/acc": accuracy[model.k]}, 0)
-    log.info("%s  best k %d (chosen on val)", "  ".join(f"{tag} {acc:.4f}" for tag, acc in by_k.items()), model.k)
-    return FitResult(
-        {"loss": None, "acc": None},
-        {"loss": None, "acc": accuracy[model.k]},
-        epochs=0,
-        steps=0,
-        extra={**by_k, "best_k": model.k},
-    )
-
-
-@torch.inference_mode()
-def accuracy_by_k(model: nn.Module, split: DeviceSplit, batch_size: int) -> dict[int, float]:
-    """Accuracy over a whole split for every k of a nearest-neighbour model, one search per batch."""
-    model.eval()
-    correct = {k: torch.zeros((), device=split.labels.device, dtype=torch.long) for k in model.ks}
-    for images, labels in split.in_order(batch_size):
-        for k, scores in model.scores_by_k(images).items():
-            correct[k] += (scores.argmax(1) == labels).sum()
-    return {k: count.item() / len(split) for k, count in correct.items()}
 
 
 @torch.inference_mode()

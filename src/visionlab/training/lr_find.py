@@ -27,7 +27,6 @@ import torch
 from visionlab.checks import Number, Whole
 from visionlab.errors import UserError
 from visionlab.optimization import Schedule
-from visionlab.reporting import visuals
 from visionlab.training.callbacks import Callback, EndTraining
 from visionlab.training.state import TrainingState
 
@@ -100,20 +99,6 @@ class RangeRecord(Callback):
             )
         considered = range(min(SKIP_START, len(curve) - 1), len(curve))
         return self.lrs[min(considered, key=lambda i: curve[i])]
-
-    def chart(self, suggested: float, rule: str) -> torch.Tensor:
-        curve = self.smoothed()
-        image, _ = visuals.line_chart(
-            self.lrs[: len(curve)],
-            curve,
-            log_x=True,
-            markers=False,
-            mark=(suggested, f"suggested lr {suggested:.3g}"),
-            title=f"learning-rate range test: {len(self.lrs)} steps; suggested: {rule}",
-            x_label="learning rate (log scale)",
-            y_label="training loss (smoothed)",
-        )
-        return image
 
 
 def suggestion(edge: float, warmup: bool) -> tuple[float, str]:

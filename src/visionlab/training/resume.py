@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab.errors import UserError
-from visionlab.training.checkpoint import load_checkpoint
+from visionlab.training.checkpoint import Checkpoint, load_checkpoint
 from visionlab.trust import Allowlist, check_overrides, check_stored, keep_writes_here, split_config_dirs
 
 log = logging.getLogger("visionlab")
@@ -59,7 +58,7 @@ def resume_arguments(args: list[str]) -> list[str]:
         checkpoint = checkpoint_path(Path(value))
         run_dir = checkpoint.parent
     state = resumable_state(checkpoint, value)  # refused here, before Hydra makes .hydra/ and train.log beside it
-    check_stored(state["config"], checkpoint, allowed)
+    check_stored(state.config, checkpoint, allowed)
     return [
         *options,
         *saved_overrides(run_dir, allowed),
@@ -88,7 +87,7 @@ def checkpoint_path(path: Path) -> Path:
     return path
 
 
-def resumable_state(path: Path, value: str) -> dict[str, Any]:
+def resumable_state(path: Path, value: str) -> Checkpoint:
     """The checkpoint `resume=value` names, if a run can carry on from it; else the one line saying why not."""
     if run_status(path.parent) == "completed":
         raise UserError(
@@ -103,7 +102,7 @@ def resumable_state(path: Path, value: str) -> dict[str, Any]:
         state = load_checkpoint(path)
     except UserError as exc:
         raise UserError(f"{exc}{best_instead(path)}") from None
-    if "position" not in state:
+    if state.position is None:
         raise UserError(f"{path} holds no training position (a kNN model memorizes in one go): start the run again")
     return state
 
@@ -156,7 +155,7 @@ def latest_unfinished(root: Path, overrides: list[str]) -> Path | None:
     return max(candidates, key=lambda d: (d / "last.pt").stat().st_mtime, default=None)
 
 
-def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def load_resume_state(cfg: DictConfig, run_dir: Path) -> Checkpoint | None:
     """The checkpoint this run carries on from, or None for a new run."""
     value = cfg.get("resume")
     if value is None:
@@ -169,18 +168,18 @@ def load_resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     else:
         path = checkpoint_path(Path(value))
     state = resumable_state(path, value)
-    check_stored(state["config"], path, Allowlist.for_command().including(cfg))  # cfg: composed from trusted sources
-    log.info("resuming from %s: epoch %d, step %d", path, state["position"]["epoch"], state["position"]["step"])
+    check_stored(state.config, path, Allowlist.for_command().including(cfg))  # cfg: composed from trusted sources
+    log.info("resuming from %s: epoch %d, step %d", path, state.position["epoch"], state.position["step"])
     return state
 
 
-def resume_config(state: dict[str, Any], composed: DictConfig) -> DictConfig:
+def resume_config(state: Checkpoint, composed: DictConfig) -> DictConfig:
     """The config the stopped run had, whatever conf/ says today (with today's `resume`)."""
-    stored = OmegaConf.create(keep_writes_here(state["config"], composed))
+    stored = OmegaConf.create(keep_writes_here(state.config, composed))
     stored.resume = composed.resume
     today = OmegaConf.to_container(composed, resolve=True)
     today["resume"] = None
-    before = dict(state["config"], resume=None)
+    before = dict(state.config, resume=None)
     if today != before:
         log.warning("conf/ has changed since this run started: it carries on with the config stored in its checkpoint")
     return stored

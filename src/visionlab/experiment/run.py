@@ -1,0 +1,207 @@
+"""One run: resume or start, plan the partitions, train each the one way, report.
+
+A holdout is one (train, val) partition of the training images; k-fold is k of them, plus the
+final model on all of them when `split.final_test` asks. Every partition goes through
+`PartitionTraining`, so signals, checkpoints, pictures and divergence hold for every fold, and a
+stopped k-fold run resumes in the fold and at the step where it stopped. Test is seen once, by
+the partition whose `test` is set. The run directory, metrics.json and exit codes:
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from visionlab import provenance
+from visionlab.cross_validation import summarize_folds
+from visionlab.data import RawData
+from visionlab.data.folds import Partition
+from visionlab.errors import DiskFull, Interrupted, Pruned, RunStopped, writing
+from visionlab.experiment.components import (
+    Components,
+    build_components,
+    fresh_model,
+    load_data,
+    partition_splits,
+    seed_everything,
+)
+from visionlab.experiment.context import RunContext
+from visionlab.experiment.lr_range import find_lr
+from visionlab.experiment.partition import PartitionTraining
+from visionlab.reporting.layer_summary import report_layers
+from visionlab.reporting.metrics_file import write_metrics
+from visionlab.reporting.reporter import Reporter
+from visionlab.reporting.summary import command_line
+from visionlab.training.device import resolve_device
+from visionlab.training.loop import FitResult
+from visionlab.training.precision import resolved as resolved_precision
+from visionlab.training.precision import slow_choice
+from visionlab.training.resume import load_resume_state, resume_config
+from visionlab.training.signals import StopRequest
+from visionlab.training.speed import configure_torch
+from visionlab.training.threads import SharedThreads
+
+log = logging.getLogger("visionlab")
+
+NOTHING = FitResult({}, {}, 0, 0)  # a run stopped before any partition had a result
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One run into `run_dir`, which Hydra has made for the CLI; a caller that names a new folder gets it made."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = load_resume_state(cfg, run_dir)
+    if resume is not None:
+        cfg = resume_config(resume, cfg)
+    components = build_components(cfg)
+    started = time.perf_counter() - (resume.seconds if resume else 0.0)
+    device = resolve_device(components.trainer.device)
+    configure_torch(device)
+    threads = SharedThreads(components.trainer.threads, run_dir)
+    try:
+        say_device(components, device, threads)
+        seed_everything(components.seed)
+        raw = load_data(components, device, training=True)
+        origin = provenance.start(run_dir, device, raw.files, resume)
+        plan = components.split.plan(raw.train.labels, components.seed)
+        if len(plan) > 1:
+            log.info(
+                "data: %s, %d training images in %d stratified folds, %d test images",
+                type(components.dataset).__name__,
+                len(raw.train),
+                sum(not partition.final for partition in plan),
+                len(raw.test),
+            )
+        if components.summary_only and components.range_test is None:  # lr_find=true wins
+            return summarize_layers(components, raw, plan[0], device, run_dir)
+        with StopRequest(components.trainer.on_hangup) as stop:
+            context = RunContext(run_dir, device, started, stop, threads, origin, resume)
+            if components.range_test is not None:
+                return find_lr(components, context, raw, plan[0])
+            return train_plan(components, context, raw, plan)
+    finally:
+        threads.close()
+
+
+def say_device(components: Components, device: torch.device, threads: SharedThreads) -> None:
+    precision = components.trainer.precision
+    log.info(
+        "device: %s (%d CPU threads), precision %s",
+        device,
+        torch.get_num_threads(),
+        resolved_precision(precision, device),
+    )
+    if warning := slow_choice(precision, device):
+        log.warning(warning)
+    threads.say_start()
+
+
+def summarize_layers(
+    components: Components, raw: RawData, partition: Partition, device: torch.device, run_dir: Path
+) -> dict[str, Any]:
+    """summary_only=true: the layer table in the log and summary.md, nothing trained."""
+    splits = partition_splits(components, raw, partition, device)
+    report_layers(fresh_model(components, splits, device), splits.in_shape, run_dir, command_line())
+    log.info("summary_only=true: the layer table is in %s; nothing was trained", run_dir / "summary.md")
+    return {"status": "summary_only"}
+
+
+def train_plan(components: Components, context: RunContext, raw: RawData, plan: Sequence[Partition]) -> dict[str, Any]:
+    """Each partition not yet done, then the run's metrics: the holdout's, or the folds' summary."""
+    resume = context.resume
+    done = [FitResult(**result) for result in resume.place.partitions_done] if resume else []
+    layers, test = "", None
+    try:
+        with writing(context.folder, "the run's files"):  # a full disk anywhere in training stops as DiskFull
+            for index in range(len(done), len(plan)):
+                with PartitionTraining(components, context, plan, index, done) as training:
+                    result, test = training.learn(raw, describe_layers=not layers)
+                    layers = layers or training.layers
+                    if len(plan) == 1:
+                        metrics = final_metrics(result, test, context, "completed")
+                        publish(training.reporter, components, metrics, {}, result.steps, context.folder)
+                if not plan[index].final:
+                    done.append(result)
+    except RunStopped as exc:
+        return stopped(exc, plan, done, context)
+    if len(plan) > 1:
+        summary = summarize_folds(done, components.learner)
+        log.info(
+            "cross-validation: val/acc %.4f ± %.4f over %d folds",
+            summary.val["acc"],
+            summary.extra["cv/val_acc_std"],
+            len(done),
+        )
+        metrics = final_metrics(summary, test, context, "completed")
+        summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
+        final_scalars = {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}
+        reporter = Reporter(context.folder, components.trainer.epochs, components.trainer.log_every_n_steps)
+        with contextlib.closing(reporter):
+            publish(reporter, components, metrics, final_scalars, 0, context.folder)
+    else:
+        reporter = training.reporter
+    reporter.finish(metrics, context.folder, layers)
+    return metrics
+
+
+def publish(
+    reporter: Reporter,
+    components: Components,
+    metrics: dict[str, Any],
+    final_scalars: dict[str, float | None],
+    step: int,
+    run_dir: Path,
+) -> None:
+    """The end of a completed run: last scalars, HParams, metrics.json (the summary follows, once the events are
+    closed)."""
+    reporter.scalars(final_scalars, step)
+    reporter.hparams(components.hparams, metrics)
+    write_metrics(run_dir / "metrics.json", metrics)
+
+
+def stopped(exc: RunStopped, plan: Sequence[Partition], done: list[FitResult], context: RunContext) -> dict[str, Any]:
+    """metrics.json says how the run ended (a k-fold run's folds so far make no estimate), and the log says what
+    was saved; a pruned trial returns (a normal end for a sweep's job: the study has its value), anything else
+    is raised again."""
+    so_far = (exc.result or NOTHING) if len(plan) == 1 else FitResult({}, {}, 0, 0, {"cv/folds_done": len(done)})
+    metrics = final_metrics(so_far, None, context, exc.status)
+    run_dir = context.folder
+    with contextlib.suppress(DiskFull):  # where it still fits
+        write_metrics(run_dir / "metrics.json", metrics)
+    if isinstance(exc, Pruned):
+        return metrics
+    if not isinstance(exc, DiskFull):  # cli says that one, wherever it stopped the run
+        log.error("%s%s", f"{plan[len(done)].title}: " if len(plan) > 1 else "", exc)
+    saved = [name for name in ("metrics.json", "last.pt") if (run_dir / name).exists()]
+    hint = " (resume=PATH carries on)" if "last.pt" in saved else ""
+    log.info("%s%s: %s", " and ".join(saved) or "nothing saved", hint, run_dir)
+    if isinstance(exc, Interrupted):
+        context.stop.pass_on()
+    raise exc
+
+
+def final_metrics(result: FitResult, test: dict[str, Any] | None, context: RunContext, status: str) -> dict[str, Any]:
+    """metrics.json: what exists, under the TensorBoard tag names; test/* only once test was seen."""
+    return {
+        "train/loss": result.train.get("loss"),
+        "train/acc": result.train.get("acc"),
+        "train/data_loss": result.train.get("data_loss"),
+        "train/reg_loss": result.train.get("reg_loss"),
+        "val/loss": result.val.get("loss"),
+        "val/acc": result.val.get("acc"),
+        "test/loss": test["loss"] if test else None,
+        "test/acc": test["acc"] if test else None,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": round(time.perf_counter() - context.started, 3),
+        "device": str(context.device),
+        "status": status,
+        **result.extra,
+    }
