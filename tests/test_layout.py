@@ -1,4 +1,5 @@
-"""The architecture as the code has it: packages import each other in one direction only (docs/architecture.md)."""
+"""The architecture as the code has it: layers import downward only, and nothing imports in a circle
+(docs/architecture.md, "Layers")."""
 
 from __future__ import annotations
 
@@ -58,6 +59,59 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if unit not in state and (found := visit(unit)):
             return found
     return None
+
+
+# Lowest first; a unit imports units of its own layer or below. A new package or top-level module takes its place
+# here, so where it sits is a decision, not an accident.
+LAYERS = {
+    "foundation": {
+        *("errors", "checks", "paths", "suggest", "objective", "terminal", "patches", "compiled", "parallel_jobs"),
+        *("run_registry", "cores", "console", "cache", "trust", "losses", "regularization", "optimization", "tta"),
+        *("rejections", "isolation"),
+    },
+    "data": {"data"},
+    "features and models": {"features", "models"},
+    "training": {"training"},
+    "reporting": {"reporting"},
+    "experiment": {
+        *("experiment", "config", "cross_validation", "trial_pruning", "budget", "provenance", "evaluation"),
+        *("prediction", "run_folder", "runs", "config_errors"),
+    },
+    "cli": {"cli", "launch", "api", "__init__"},
+}
+
+
+def layer_of(unit: str) -> int:
+    return next(rank for rank, units in enumerate(LAYERS.values()) if unit in units)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a unit from a higher layer, as "training -> reporting"."""
+    return [
+        f"{unit} -> {target}"
+        for unit in sorted(graph)
+        for target in sorted(graph[unit])
+        if layer_of(target) > layer_of(unit)
+    ]
+
+
+def test_every_package_and_module_has_its_layer():
+    listed = set().union(*LAYERS.values())
+    graph = import_graph()
+    assert set(graph) <= listed, f"not in LAYERS: {sorted(set(graph) - listed)}"
+    assert listed <= set(graph), f"in LAYERS but not in src/visionlab: {sorted(listed - set(graph))}"
+
+
+def test_layers_import_downward_only():
+    """data -> features/models -> training -> reporting -> experiment -> cli: training knows nothing of how it
+    is reported, and reporting nothing of how a run is put together."""
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert upward_imports({"training": {"reporting", "data"}, "reporting": set(), "data": set()}) == [
+        "training -> reporting"
+    ]
 
 
 def test_no_two_packages_or_modules_import_each_other_in_a_circle():

@@ -10,7 +10,7 @@ declare nothing, are described in EXTERNAL. A value that fails names its key, it
 is accepted: `model.dropout=1.5 is invalid: use a number in [0, 1), such as 0.25`.
 
 What a declaration cannot see (a value that fails only together with others, or only in use)
-`config.build` and `config.first_use` turn into the same kind of one-line error.
+`config.build` and `rejections.first_use` turn into the same kind of one-line error.
 """
 
 from __future__ import annotations

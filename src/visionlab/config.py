@@ -5,7 +5,7 @@ Three nets, one kind of error (exit 2, one line naming the key, the value and wh
    that tie two groups together.
 2. `build`: a key the component's signature does not take, or a rejection its constructor states
    on purpose (`SettingRejected`; torch's checks).
-3. `first_use`: the model and loss run on two images before training, so a model that states it
+3. `first_use` (rejections.py): the model and loss run on two images before training, so a model that states it
    cannot take the data's shape, or a loss that rejects its settings at its first call, fails now
    and not after minutes of loading.
 
@@ -15,21 +15,18 @@ Anything else a component raises is a bug: exit 1, its traceback in train.log (d
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-from collections.abc import Iterator
 from typing import Annotated, Any
 
-import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
-from visionlab.checks import EXTERNAL, Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
-from visionlab.errors import SettingRejected, UserError
+from visionlab.checks import Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
+from visionlab.errors import UserError
 from visionlab.objective import DIRECTIONS
+from visionlab.rejections import named_group, rejections
 from visionlab.suggest import did_you_mean
 from visionlab.training.device import resolve_device
 
@@ -97,39 +94,11 @@ def _call_checked(group: str, component: functools.partial, *args: Any, **kwargs
         inspect.signature(component).bind(*args, **kwargs)
     except TypeError as exc:  # a required argument the config does not give (the run's own are always given)
         target = _target_name(component.func)
-        raise UserError(f"{_named(group)}: {target} {exc} (set it under {group}. in conf/{group}/)") from None
+        raise UserError(f"{named_group(group)}: {target} {exc} (set it under {group}. in conf/{group}/)") from None
     except ValueError:  # no signature to read
         pass
     with rejections(group, component.func):
         return component(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def rejections(group: str, target: Any, context: str = "") -> Iterator[None]:
-    """Inside: a rejection a component states on purpose becomes the one-line config error of its group.
-
-    Ours state it with `SettingRejected` (a plain `UserError` already names everything, and goes on as
-    raised); torch's classes in checks.EXTERNAL state theirs as ValueError or TypeError. Anything else
-    is a bug (docs/architecture.md, "Config checks").
-    """
-    try:
-        yield
-    except SettingRejected as exc:
-        raise rejected(group, exc, context) from exc
-    except (ValueError, TypeError) as exc:
-        if not external(target):
-            raise
-        raise rejected(group, exc, context) from exc
-
-
-def external(target: Any) -> bool:
-    """Whether `target` (a dotted name or the class itself) is one of torch's classes in checks.EXTERNAL."""
-    return target in EXTERNAL if isinstance(target, str) else target in _external_classes()
-
-
-@functools.cache
-def _external_classes() -> frozenset[Any]:
-    return frozenset(get_object(name) for name in EXTERNAL)
 
 
 def check_arguments(node: DictConfig, prefix: str, group: str, partial: bool = False) -> None:
@@ -166,49 +135,3 @@ def _parameters(target: str) -> list[inspect.Parameter] | None:
 
 def _target_name(target: Any) -> str:
     return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}".lstrip(".")
-
-
-def first_use(model: torch.nn.Module, loss_fn: Any, splits: Any) -> None:
-    """One forward pass and one loss on two training images, touching no random state or statistics."""
-    images, labels = splits.train.batch(torch.arange(min(2, len(splits.train)), device=splits.train.labels.device))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            with rejections("model", type(model), f"on {'x'.join(map(str, splits.in_shape))} inputs"):
-                scores = model(images)
-            if loss_fn is not None:
-                with rejections("loss", type(loss_fn)):
-                    loss_fn(scores, labels)
-    finally:
-        model.train(was_training)
-
-
-def rejected(group: str, cause: Exception, context: str = "") -> UserError:
-    """`model=cnn rejected dataset.shape=[1,4,4]: <the component's words>`, on one line."""
-    _, given = _group_choice(group)
-    settings = ", ".join(given) if given else f"its settings under {group}."
-    reason = " ".join(str(cause).split()) or type(cause).__name__
-    where = f" {context}" if context else ""
-    return UserError(
-        f"{_named(group)} rejected {settings}{where}: {reason[:300]} (see conf/{group}/ and the keys' comments there)"
-    )
-
-
-def _named(group: str) -> str:
-    """`model=cnn` when Hydra composed this run, else `model`."""
-    choice, _ = _group_choice(group)
-    return f"{group}={choice}" if choice else group
-
-
-def _group_choice(group: str) -> tuple[str | None, list[str]]:
-    """The group's option (cnn) and the command-line overrides that touched it, when Hydra composed this run."""
-    if not HydraConfig.initialized():
-        return None, []
-    hydra = HydraConfig.get()
-    choice = hydra.runtime.choices.get(group)
-    given = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~").startswith(f"{group}.")]
-    dataset = (
-        [o for o in hydra.overrides.task if o.split("=", 1)[0].startswith("dataset.shape")] if group == "model" else []
-    )
-    return choice, given + dataset

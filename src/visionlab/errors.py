@@ -24,7 +24,7 @@ class UserError(Exception):
 class SettingRejected(UserError):
     """A component refuses its own settings on purpose, saying why in words a user can act on.
 
-    Raised from a component's constructor (or first call); `config.build` and `config.first_use` add
+    Raised from a component's constructor (or first call); `config.build` and `rejections.first_use` add
     which group and which overrides it was (docs/architecture.md, "Config checks"). Anything else a
     component raises is a bug.
     """

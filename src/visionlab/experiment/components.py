@@ -14,13 +14,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab import budget
-from visionlab.config import build, validate
+from visionlab.config import build, target_of, validate
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Partition
 from visionlab.features import Features
 from visionlab.reporting.hparams import run_hparams
 from visionlab.reporting.visual_log import VisualSettings
-from visionlab.training.learners import GradientLearner, Learner, MemorizingLearner, memorizes
+from visionlab.training.learners import GradientLearner, Learner, MemorizingLearner
 from visionlab.training.lr_find import RangeTest
 from visionlab.training.settings import TrainerSettings
 from visionlab.trial_pruning import TrialPruning
@@ -88,6 +88,12 @@ def build_components(cfg: DictConfig) -> Components:
         pruning=TrialPruning.from_config(),
         summary_only=cfg.summary_only,
     )
+
+
+def memorizes(model: Callable) -> bool:
+    """Whether the model's class declares that it learns by memorizing its train split (kNN's `memorizes = True`):
+    the one place a run decides which learner its model has."""
+    return bool(getattr(target_of(model), "memorizes", False))
 
 
 def seed_everything(seed: int) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from visionlab.config import first_use
 from visionlab.data import Splits
 from visionlab.optimization import Schedule
+from visionlab.rejections import first_use
 from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
 from visionlab.training.learners.base import Lesson, Search
