@@ -1,7 +1,7 @@
 """A model compiled by `trainer.compile` (training/speed.py's prepare_model),
 run as plain PyTorch where it is looked inside.
 
-Its own module because both the run (experiment.py, for the test pass) and the pictures
+Its own module because both the run (experiment/partition.py, for the test pass) and the pictures
 (reporting/visual_log.py) need it, and reporting does not import training.
 """
 

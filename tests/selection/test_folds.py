@@ -12,6 +12,7 @@ from visionlab.config import build
 from visionlab.cross_validation import final_model_trainer, summarize_folds
 from visionlab.data.folds import Holdout, KFold, stratified_folds
 from visionlab.errors import UserError
+from visionlab.training.learners import GradientLearner, MemorizingLearner
 from visionlab.training.loop import FitResult
 
 # 103 images in 4 unbalanced classes, so sizes do not divide evenly.
@@ -73,6 +74,12 @@ def test_holdout_keeps_a_seeded_val_fraction():
     assert torch.equal(val, Holdout(val_fraction=0.2).plan(LABELS, seed=3)[0].val)
 
 
+# a learner that chooses nothing on val: its folds are summed up as they are
+GRADIENT = GradientLearner(
+    loss_fn=None, penalty=None, optimizer=None, schedule=None, augment=None, seed=0, objective="val/acc"
+)
+
+
 def fold(val_acc, val_loss=None, train_acc=0.9, extra=None) -> FitResult:
     return FitResult(
         {"loss": None if val_loss is None else 0.1, "acc": train_acc},
@@ -84,7 +91,7 @@ def fold(val_acc, val_loss=None, train_acc=0.9, extra=None) -> FitResult:
 
 
 def test_summary_is_the_mean_and_population_std_over_folds():
-    result = summarize_folds([fold(0.6, 1.2, 0.8), fold(0.7, 1.0, 0.9), fold(0.8, 0.8, 1.0)])
+    result = summarize_folds([fold(0.6, 1.2, 0.8), fold(0.7, 1.0, 0.9), fold(0.8, 0.8, 1.0)], GRADIENT)
     assert result.val["acc"] == pytest.approx(0.7) and result.val["loss"] == pytest.approx(1.0)
     assert result.extra["cv/val_acc_mean"] == pytest.approx(0.7)
     assert result.extra["cv/val_acc_std"] == pytest.approx(statistics.pstdev([0.6, 0.7, 0.8]))
@@ -99,7 +106,7 @@ def test_knn_k_is_chosen_by_its_mean_over_folds_not_per_fold():
         fold(0.8, extra={"val/acc@1": 0.8, "val/acc@3": 0.7, "best_k": 1}),
         fold(0.8, extra={"val/acc@1": 0.6, "val/acc@3": 0.8, "best_k": 3}),
     ]
-    result = summarize_folds(folds)
+    result = summarize_folds(folds, MemorizingLearner(eval_batch_size=128))
     assert result.extra["best_k"] == 3
     assert result.extra["val/acc@1"] == pytest.approx(0.7) and result.extra["val/acc@3"] == pytest.approx(0.75)
     assert result.val["acc"] == pytest.approx(0.75), "each fold's own best k (mean 0.8) would flatter the estimate"

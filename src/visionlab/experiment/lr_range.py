@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -72,9 +73,8 @@ def find_lr(components: Components, context: RunContext, raw: RawData, partition
     write_metrics(folder / "lr_find.json", found)
     picture = range_chart(record, suggested, rule)
     Image.fromarray(picture.permute(1, 2, 0).numpy()).save(folder / "lr_find.png")
-    reporter = Reporter(folder, settings.epochs, components.trainer.log_every_n_steps)
-    reporter.image("lr_find/loss_vs_lr", picture, 0)
-    reporter.close()
+    with contextlib.closing(Reporter(folder, settings.epochs, components.trainer.log_every_n_steps)) as reporter:
+        reporter.image("lr_find/loss_vs_lr", picture, 0)
     log.info(
         "lr_find: suggested lr %.3g, %s, after %d steps: try optimizer.lr=%.2g; %s",
         suggested,

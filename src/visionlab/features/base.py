@@ -9,6 +9,7 @@ depend on the seed or val_fraction.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict
@@ -96,19 +97,28 @@ class Features:
         if not self.extractors:
             return make_splits(raw, train_index, val_index, device)
         shape = tuple(raw.train.images.shape[1:])
-        self.extractors = {  # settle what depends on the image size (HOG's cell_size: auto)
-            name: e.for_shape(shape) if hasattr(e, "for_shape") else e for name, e in self.extractors.items()
-        }
-        parts = [f"{e.describe(shape)}: {e.size(shape)}" for e in self.extractors.values()]
-        log.info("features: %s numbers per image (%s)", f"{self.size(shape):,}", ", ".join(parts))
+        settled = self.with_extractors(  # what depends on the image size (HOG's cell_size: auto)
+            {name: e.for_shape(shape) if hasattr(e, "for_shape") else e for name, e in self.extractors.items()}
+        )
+        parts = [f"{e.describe(shape)}: {e.size(shape)}" for e in settled.extractors.values()]
+        log.info("features: %s numbers per image (%s)", f"{settled.size(shape):,}", ", ".join(parts))
         # learn what is learned (bow's codebook) from the train part alone, never from val or test images
-        self.extractors = {
-            name: e.fit(raw.train.images[train_index], device, self.cache) if hasattr(e, "fit") else e
-            for name, e in self.extractors.items()
-        }
-        train = self.cached(raw.train.images, dataset, "train", device)
-        test = self.cached(raw.test.images, dataset, "test", device)
-        return feature_splits(self, raw, train, test, train_index, val_index)
+        fitted = settled.with_extractors(
+            {
+                name: e.fit(raw.train.images[train_index], device, self.cache) if hasattr(e, "fit") else e
+                for name, e in settled.extractors.items()
+            }
+        )
+        train = fitted.cached(raw.train.images, dataset, "train", device)
+        test = fitted.cached(raw.test.images, dataset, "test", device)
+        return feature_splits(fitted, raw, train, test, train_index, val_index)
+
+    def with_extractors(self, extractors: dict[str, Extractor]) -> Features:
+        """These features with other extractors (settled for an image size, or fitted to a partition's train
+        images): the run's own object stays as its config built it."""
+        other = copy.copy(self)
+        other.extractors = extractors
+        return other
 
     def size(self, shape: tuple[int, int, int]) -> int:
         return sum(e.size(shape) for e in self.extractors.values())
