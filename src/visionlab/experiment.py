@@ -31,15 +31,16 @@ from visionlab.cross_validation import final_model_overrides, final_model_traine
 from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Part
 from visionlab.errors import DiskFull, Interrupted, Pruned, RunStopped, UserError, writing
-from visionlab.features import Features
+from visionlab.features import Features, FeatureSplits
 from visionlab.optimization import Schedule, constant
+from visionlab.reporting.callbacks import Pictures, Progress
 from visionlab.reporting.hparams import run_hparams
 from visionlab.reporting.layer_summary import report_layers
 from visionlab.reporting.metrics_file import write_metrics
+from visionlab.reporting.pictures import PictureList, PictureLog, Subject
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.summary import command_line
-from visionlab.reporting.visual_log import VisualLog, VisualSettings
-from visionlab.training.callbacks import AverageWeights, Pictures, Progress, SaveAndStop, StopOnRequest
+from visionlab.training.callbacks import AverageWeights, SaveAndStop, StopOnRequest
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.device import resolve_device
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
@@ -73,7 +74,7 @@ class Parts:
     optimizer: Callable  # (parameters) -> optimizer
     schedule: Callable[..., Schedule]  # (optimizer, epochs=, steps_per_epoch=) -> schedule
     trainer: TrainerSettings
-    pictures: VisualSettings
+    pictures: PictureList
     seed: int
     objective: str
     config: dict[str, Any]  # resolved: what checkpoints carry, so vl-eval and resume need nothing else
@@ -290,7 +291,7 @@ def train_partition(
     model = fresh_model(parts, splits, device, overrides)
     if not parts.layers:
         parts.layers = report_layers(model, splits.in_shape, run_dir, command_line()).markdown()
-    visuals = VisualLog(parts.pictures, reporter, model, splits, parts.trainer.epochs)
+    visuals = PictureLog(parts.pictures, reporter, pictured(model, splits, parts.trainer.epochs))
     trains = count_trainable(model) > 0
     checkpoints.run_state["test_checkpoint"] = test_checkpoint(part, parts.trainer, trains)
     if resume is None or not trains:
@@ -324,6 +325,21 @@ def train_partition(
     return result, test
 
 
+def pictured(model: torch.nn.Module, splits: Splits, epochs: int) -> Subject:
+    """What the pictures picture, read off the model as it is today: one with a `neighbours` search (kNN) scores
+    by votes, and its `k` of them vote. (The learners will say this themselves.)"""
+    searches = callable(getattr(model, "neighbours", None))
+    return Subject(
+        model,
+        splits,
+        epochs,
+        on_features=isinstance(splits, FeatureSplits),
+        votes=searches,
+        neighbours=model.neighbours if searches else None,
+        voters=(lambda: model.k if isinstance(getattr(model, "k", None), int) else None) if searches else None,
+    )
+
+
 def test_checkpoint(part: Part, trainer: TrainerSettings, trains: bool) -> str | None:
     """Which of the partition's files holds the weights its test is taken on, as its checkpoints record it for
     `vl-eval RUN_DIR` (docs/architecture.md, "Checkpoints"); None for a partition that takes no test."""
@@ -337,7 +353,7 @@ def train_weights(
     model: torch.nn.Module,
     splits: Splits,
     reporter: Reporter,
-    visuals: VisualLog,
+    visuals: PictureLog,
     checkpoints: Checkpoints,
     stop: StopRequest,
     resume: dict[str, Any] | None,

@@ -1,23 +1,20 @@
 """What watches fit() at its fixed points: after each step and after each epoch's val pass.
 
 fit() itself only trains; reporting, pictures, checkpoints and the stop request are callbacks, so
-every partition of a run (the holdout, each fold, the final model) gets all of them. A hook that
+every partition of a run (the holdout, each fold, the final model) gets all of them (reporting's,
+Progress and Pictures, are in reporting/callbacks.py). A hook that
 raises `RunStopped` ends the run at that point, with the state as it is; one that raises
 `EndTraining` ends training early but well (fit returns, and the run goes on to test).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from visionlab.errors import Interrupted
-from visionlab.optimization import current_lr
-from visionlab.reporting.reporter import Reporter
-from visionlab.reporting.visual_log import VisualLog
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.signals import StopRequest
@@ -52,39 +49,6 @@ class Callback:
         self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
     ) -> None:
         pass
-
-
-class Progress(Callback):
-    """Scalars, the log and the progress bar; the loss it reads every N steps doubles as a divergence check."""
-
-    def __init__(self, reporter: Reporter):
-        self.reporter = reporter
-
-    def start_epoch(self, state: TrainingState, steps: int) -> None:
-        self.reporter.start_epoch(state.at.epoch, steps, done=state.at.batch)
-
-    def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
-        shown = self.reporter.step(state.at.epoch, state.at.step, loss, images, lr=current_lr(state.optimizer))
-        if shown is not None and not math.isfinite(shown):
-            raise state.diverged(shown)
-
-    def after_epoch(
-        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
-    ) -> None:
-        self.reporter.end_epoch(epoch, state.at.step, metrics)
-
-
-class Pictures(Callback):
-    def __init__(self, visuals: VisualLog):
-        self.visuals = visuals
-
-    def watch(self, epoch: int) -> Watch | None:
-        return self.visuals.watch(epoch)
-
-    def after_epoch(
-        self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
-    ) -> None:
-        self.visuals.end_epoch(epoch, state.at.step, val)
 
 
 class SaveAndStop(Callback):
