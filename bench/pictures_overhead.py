@@ -5,8 +5,9 @@
 
 Each launch is timed from start to exit, in rounds of on, off, off, on, so a burst of load from
 elsewhere hits both sides; the rows give the medians and the run's own picture timer (the line
-`pictures, histograms and graph took … s` in train.log). "Off" turns off every switch that
-conf/logging/default.yaml has, so pictures added there are counted as soon as they are.
+`pictures, histograms and graph took … s` in train.log). "Off" is `logging=none`, which turns off every
+picture conf/logging/default.yaml lists (tests/reporting/test_picture_list.py checks that it does), so
+pictures added there are counted as soon as they are.
 
 The last rows measure the pictures of issue 19 in process, on the default job's own data and model:
 the layer table, the saliency and Grad-CAM picture of the test mistakes, and the test images'
@@ -28,26 +29,9 @@ from pathlib import Path
 
 from common import REPO, VL_TRAIN, Row, main, parser
 
-# Every picture switch and its "off" value; only those conf/logging/default.yaml has are passed.
-OFF = {
-    "data_preview": "false",
-    "confusion_every_n_epochs": "0",
-    "first_layer_every_n_epochs": "0",
-    "mistakes_every_n_epochs": "0",
-    "neighbours": "false",
-    "histograms_every_n_epochs": "0",
-    "graph": "false",
-    "saliency": "false",
-    "embedding_points": "0",
-}
 QUICK = ["dataset.train_size=600", "dataset.test_size=200"]
 EMBEDDING_POINTS = 2000  # the cap proposed for logging.embedding_points
 TIMER = re.compile(r"pictures, histograms and graph took ([\d.]+) s")
-
-
-def switches_off() -> list[str]:
-    known = {line.split(":", 1)[0] for line in (REPO / "conf" / "logging" / "default.yaml").read_text().splitlines()}
-    return [f"logging.{key}={value}" for key, value in OFF.items() if key in known]
 
 
 def launch(overrides: list[str], run_dir: Path) -> tuple[float, float | None]:
@@ -74,7 +58,7 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     from visionlab.experiment import build_components, prepare_data
     from visionlab.reporting import embeddings, saliency
     from visionlab.reporting.layer_summary import report_layers
-    from visionlab.reporting.visual_log import MISTAKES, MistakeFinder
+    from visionlab.reporting.pictures.mistake_finder import MISTAKES, MistakeFinder
     from visionlab.training.device import resolve_device
     from visionlab.training.loop import evaluate
 
@@ -133,7 +117,7 @@ def rows(args) -> list[Row]:
         for round_ in range(rounds):
             for side in ("on", "off") if args.quick else ("on", "off", "off", "on"):
                 run_dir = Path(tmp) / f"{round_}-{side}-{len(on) + len(off)}"
-                seconds, pictures = launch(job + (switches_off() if side == "off" else []), run_dir)
+                seconds, pictures = launch(job + (["logging=none"] if side == "off" else []), run_dir)
                 (on if side == "on" else off).append(seconds)
                 if side == "on" and pictures is not None:
                     timer.append(pictures)

@@ -11,7 +11,7 @@ from visionlab.data import ImageDataset
 from visionlab.data.folds import Holdout, KFold
 from visionlab.data.splits import DeviceSplit
 from visionlab.features import Features
-from visionlab.reporting.visual_log import VisualSettings
+from visionlab.reporting.pictures import PictureList
 from visionlab.training.settings import TrainerSettings
 
 # experiment/ and hparams_search/ set other groups (global package, no node of their own): tests/test_menu.py
@@ -69,7 +69,7 @@ def test_option_composes_and_instantiates(group, option):
         features = instantiate(node)
         assert isinstance(features, Features) and (len(features.extractors) == 0) == (option == "none")
     elif group == "logging":
-        assert isinstance(instantiate(node), VisualSettings)
+        assert isinstance(instantiate(node), PictureList)
     elif group == "trainer":
         assert isinstance(instantiate(node), TrainerSettings)
     elif group == "recipe":

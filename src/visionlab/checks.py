@@ -273,10 +273,38 @@ def check_node(node: DictConfig, rules: Mapping[str, Rule], prefix: str) -> None
             rule.check(f"{prefix}{name}", node[name])
 
 
+def handed_on(node: DictConfig) -> Mapping[str, Rule]:
+    """The rules for the keys a `_target_` takes as `**settings` and hands on to the targets listed under one of its
+    keys, the one its class attribute `hands_settings_to` names: what those targets declare. The logging group's
+    settings (`logging.graph`) are its pictures' (reporting/pictures/log.py)."""
+    key = getattr(_target_object(node._target_), "hands_settings_to", None)
+    listed = node.get(key) if isinstance(key, str) else None
+    if not isinstance(listed, DictConfig):
+        return {}
+    rules: dict[str, Rule] = {}
+    for name in listed:
+        child = listed._get_node(name)
+        if isinstance(child, DictConfig) and "_target_" in child:
+            rules |= declared(child._target_)
+    return rules
+
+
+def _target_object(target: Any) -> Any:
+    if not isinstance(target, str):
+        return target
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception:  # a misspelled _target_: instantiate says so in its own words
+        return None
+
+
 def check_targets(node: DictConfig, prefix: str = "") -> None:
-    """Every node with a `_target_` under `node`, depth first, against what its target declares."""
+    """Every node with a `_target_` under `node`, depth first, against what its target declares
+    (and what the targets it hands its settings on to declare: `handed_on`)."""
     if "_target_" in node:
-        check_node(node, declared(node._target_), prefix)
+        check_node(node, {**handed_on(node), **declared(node._target_)}, prefix)
     for key in node:
         child = node._get_node(key)
         if isinstance(child, DictConfig):

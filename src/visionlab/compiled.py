@@ -2,7 +2,7 @@
 run as plain PyTorch where it is looked inside.
 
 Its own module because both the run (experiment/partition.py, for the test pass) and the pictures
-(reporting/visual_log.py) need it, and reporting does not import training.
+(reporting/pictures/log.py) need it.
 """
 
 from __future__ import annotations

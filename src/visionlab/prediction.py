@@ -30,7 +30,7 @@ from visionlab.evaluation import CHECKPOINT_CHOICES, load_model
 from visionlab.experiment import Components
 from visionlab.features import FeatureSplits
 from visionlab.reporting import saliency, visuals
-from visionlab.reporting.visual_log import floor_percent
+from visionlab.reporting.visuals import floor_percent
 
 log = logging.getLogger("visionlab")
 

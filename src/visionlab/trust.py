@@ -6,7 +6,8 @@ imports and calls it), read the environment through a resolver, or point a cache
 at any folder. So before anything in it is imported, resolved or built, `check_stored` holds it
 against an allowlist made from what is installed, not a list of dangerous names:
 
-- the `_target_`s that the shipped conf/ names, and the torch classes `checks.EXTERNAL` describes;
+- the `_target_`s that the shipped conf/ names (and once named: `RETIRED_TARGETS`), and the torch classes
+  `checks.EXTERNAL` describes;
 - what the user brings on this command line: the YAML files of `--config-dir`, and `_target_=`
   overrides typed there (a class of one's own, e.g. docs/examples/my_configs).
 
@@ -59,9 +60,14 @@ class Allowlist:
         return Allowlist(self.targets | {str(value) for key, value in _leaves(_plain(config)) if key.endswith(TARGET)})
 
 
+# `_target_`s the shipped conf/ named before and no longer does, which the configs stored in older runs' checkpoints
+# still name; each is still built (conf/logging/ named VisualSettings until reporting/pictures/).
+RETIRED_TARGETS = frozenset({"visionlab.reporting.visual_log.VisualSettings"})
+
+
 @functools.cache
 def installed_targets() -> frozenset[str]:
-    return frozenset(_targets_in_folder(config_dir())) | frozenset(EXTERNAL)
+    return frozenset(_targets_in_folder(config_dir())) | frozenset(EXTERNAL) | RETIRED_TARGETS
 
 
 def _targets_in_folder(folder: Path) -> set[str]:

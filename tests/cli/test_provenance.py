@@ -97,7 +97,7 @@ def test_a_folder_run_fingerprints_its_images_and_vl_eval_says_when_they_changed
     photos = tmp_path / "photos"
     write_photos(photos)
     run_dir = tmp_path / "run"
-    fast = ["model=knn", "trainer.device=cpu", "trainer.threads=1", "logging.graph=false", "logging.neighbours=false"]
+    fast = ["model=knn", "trainer.device=cpu", "trainer.threads=1", "logging=none"]
     result = run_cli(["dataset=folder", f"dataset.root={photos}", *fast], run_dir)
     assert result.returncode == 0, result.stderr
     data = provenance_of(run_dir)["data"]

@@ -31,8 +31,8 @@ from visionlab.models.mlp import MLP
 from visionlab.models.resnet import ResNet
 from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.layer_summary import OUTSIDE, layer_table, report_layers
+from visionlab.reporting.pictures.mistake_finder import MistakeFinder
 from visionlab.reporting.summary import RunSummary
-from visionlab.reporting.visual_log import MistakeFinder
 from visionlab.training.loop import evaluate
 
 MODELS = {

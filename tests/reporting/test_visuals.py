@@ -6,6 +6,7 @@ import io
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -20,17 +21,13 @@ from visionlab.models.knn import KNN
 from visionlab.models.linear import Linear
 from visionlab.models.mlp import MLP
 from visionlab.reporting import visuals
+from visionlab.reporting.pictures import PictureList, PictureLog, Subject
+from visionlab.reporting.pictures.confusion import per_class_accuracy, tag_name
+from visionlab.reporting.pictures.first_layer import first_layer
+from visionlab.reporting.pictures.mistake_finder import MistakeFinder
+from visionlab.reporting.pictures.picture import is_due
 from visionlab.reporting.summary import RunSummary, best_epoch
-from visionlab.reporting.visual_log import (
-    MistakeFinder,
-    VisualLog,
-    VisualSettings,
-    first_layer,
-    floor_percent,
-    is_due,
-    per_class_accuracy,
-    tag_name,
-)
+from visionlab.reporting.visuals import floor_percent
 from visionlab.training.loop import evaluate
 
 # ---- tiling and scaling -----------------------------------------------------------------------------
@@ -185,8 +182,21 @@ def test_class_names_become_tag_components():
     assert tag_name("0 - zero") == "0_-_zero" and tag_name("a/b c") == "a_b_c"
 
 
-def test_the_logging_group_builds_the_settings_and_rejects_bad_values():
-    assert build(compose_train(), "logging") == VisualSettings()
+def test_the_logging_group_builds_the_listed_pictures_and_rejects_bad_values():
+    listed = build(compose_train(), "logging")
+    assert list(listed.kinds) == [
+        "data_preview",
+        "feature_preview",
+        "graph",
+        "confusion",
+        "saliency",
+        "mistakes",
+        "first_layer",
+        "histograms",
+        "embedding",
+        "neighbours",
+    ], "every picture, in the order they were drawn before they were listed"
+    assert listed.kinds["confusion"][1] == {"confusion_every_n_epochs": 1}
     assert config_error(["logging.confusion_every_n_epochs=-1"]).startswith(
         "logging.confusion_every_n_epochs=-1 is invalid"
     )
@@ -240,10 +250,27 @@ def splits():
     return make_splits(raw, torch.arange(250), torch.arange(250, 300), torch.device("cpu"))
 
 
+LISTED = OmegaConf.to_container(compose_train().logging.pictures)  # conf/logging/default.yaml's pictures
+
+
+def subject_of(model, splits, epochs: int = 2) -> Subject:
+    """The pictures' subject as experiment.py describes it: a model with a neighbour search (kNN) votes."""
+    knn = isinstance(model, KNN)
+    return Subject(
+        model,
+        splits,
+        epochs,
+        on_features=False,
+        votes=knn,
+        neighbours=model.neighbours if knn else None,
+        voters=(lambda: model.k) if knn else None,
+    )
+
+
 def picture_a_run(splits, model, **switches) -> Recorder:
-    """What VisualLog writes for two epochs (one backward pass each, so gradients exist) and the test pass."""
+    """What PictureLog writes for two epochs (one backward pass each, so gradients exist) and the test pass."""
     recorder = Recorder()
-    log = VisualLog(VisualSettings(**switches), recorder, model, splits, epochs=2)
+    log = PictureLog(PictureList(LISTED, **switches), recorder, subject_of(model, splits))
     log.start()
     if hasattr(model, "fit"):
         model.fit(splits.train)

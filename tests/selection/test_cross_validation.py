@@ -13,7 +13,7 @@ from visionlab.errors import Diverged
 from visionlab.evaluation import evaluate_checkpoint
 from visionlab.experiment import run
 
-QUIET = ["logging.graph=false", "logging.mistakes_every_n_epochs=0", "logging.neighbours=false"]
+QUIET = ["logging=none"]
 
 
 def scalar_tags(log_dir) -> set[str]:

@@ -19,7 +19,7 @@ from visionlab.data import ImageDataset, RawData, Splits
 from visionlab.data.folds import Holdout, KFold, Partition
 from visionlab.features import Features
 from visionlab.reporting.hparams import run_hparams
-from visionlab.reporting.visual_log import VisualSettings
+from visionlab.reporting.pictures import PictureList
 from visionlab.training.learners import GradientLearner, Learner, MemorizingLearner
 from visionlab.training.lr_find import RangeTest
 from visionlab.training.settings import TrainerSettings
@@ -39,7 +39,7 @@ class Components:
     model: Callable[..., torch.nn.Module]  # (in_shape=, num_classes=) -> a fresh model
     learner: Learner  # how that model learns: by gradient, or by memorizing (kNN)
     trainer: TrainerSettings
-    pictures: VisualSettings
+    pictures: PictureList  # the logging group: which pictures, with their settings
     seed: int
     objective: str
     config: dict[str, Any]  # resolved: what checkpoints carry, so vl-eval and resume need nothing else

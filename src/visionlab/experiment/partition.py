@@ -12,18 +12,21 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from torch import nn
+
 from visionlab.compiled import eager
 from visionlab.cross_validation import final_model_trainer
-from visionlab.data import RawData
+from visionlab.data import RawData, Splits
 from visionlab.data.folds import Partition
 from visionlab.errors import DiskFull
 from visionlab.experiment.components import Components, fresh_model, partition_splits
 from visionlab.experiment.context import RunContext
+from visionlab.features import FeatureSplits
 from visionlab.reporting.callbacks import Pictures, Progress
 from visionlab.reporting.layer_summary import report_layers
+from visionlab.reporting.pictures import PictureLog, Subject
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.summary import command_line
-from visionlab.reporting.visual_log import VisualLog
 from visionlab.training.checkpoint import Checkpoints, Place
 from visionlab.training.learners import Lesson
 from visionlab.training.loop import FitResult, evaluate
@@ -90,7 +93,7 @@ class PartitionTraining:
         model = fresh_model(components, splits, context.device, self.overrides)
         if describe_layers:
             self.layers = report_layers(model, splits.in_shape, context.folder, command_line()).markdown()
-        visuals = VisualLog(components.pictures, self.reporter, model, splits, components.trainer.epochs)
+        visuals = PictureLog(components.pictures, self.reporter, self.subject(model, splits))
         if self.resume is None:
             visuals.start()
         else:
@@ -126,6 +129,20 @@ class PartitionTraining:
         visuals.finish(result.steps, test)
         self.reporter.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, result.steps)
         return result, test
+
+    def subject(self, model: nn.Module, splits: Splits) -> Subject:
+        """What the pictures picture, as the learner describes its model."""
+        learner = self.components.learner
+        search = learner.neighbours(model)
+        return Subject(
+            model,
+            splits,
+            self.components.trainer.epochs,
+            on_features=isinstance(splits, FeatureSplits),
+            votes=learner.votes,
+            neighbours=search,
+            voters=(lambda: learner.voters(model)) if search else None,
+        )
 
 
 def stored(result: FitResult) -> dict[str, Any]:

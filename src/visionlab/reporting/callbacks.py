@@ -1,4 +1,4 @@
-"""What reporting hears of training: fit()'s callbacks for the scalars, the log, the bar and the pictures."""
+"""What reporting hangs on fit(): the scalars, log and bar (`Progress`), and the pictures (`Pictures`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from visionlab.optimization import current_lr
+from visionlab.reporting.pictures.log import PictureLog
 from visionlab.reporting.reporter import Reporter
-from visionlab.reporting.visual_log import VisualLog
 from visionlab.training.callbacks import Callback, Watch
 from visionlab.training.state import TrainingState
 
@@ -35,13 +35,15 @@ class Progress(Callback):
 
 
 class Pictures(Callback):
-    def __init__(self, visuals: VisualLog):
-        self.visuals = visuals
+    """The partition's PictureLog at each epoch's val pass: what it watches, then what it draws."""
+
+    def __init__(self, pictures: PictureLog):
+        self.pictures = pictures
 
     def watch(self, epoch: int) -> Watch | None:
-        return self.visuals.watch(epoch)
+        return self.pictures.watch(epoch)
 
     def after_epoch(
         self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
     ) -> None:
-        self.visuals.end_epoch(epoch, state.at.step, val)
+        self.pictures.end_epoch(epoch, state.at.step, val)

@@ -1,7 +1,7 @@
 """Fans every number out to TensorBoard, the log and the progress bar under one tag.
 
 The one place that writes TensorBoard event files: scalars here, and the pictures, histograms
-and graph that `visual_log.py` makes.
+and graph that `reporting/pictures/` makes.
 
 A write that finds the disk full (TensorBoard's writer thread reports it at the next call) stops
 the run with errors.DiskFull.

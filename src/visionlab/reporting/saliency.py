@@ -133,8 +133,6 @@ def saliency_picture(
     None for a model without gradients (kNN), or nothing to show. `mistakes` is what `MistakeFinder.mistakes()[0]`
     returns after the test pass; the right answers are found among the first CANDIDATES images.
     """
-    from visionlab.reporting.visual_log import floor_percent  # here: visual_log draws this picture
-
     if not any(p.requires_grad for p in model.parameters()):
         return None
     device = split.labels.device
@@ -148,7 +146,9 @@ def saliency_picture(
     found = attributions(model, x, None)
     confidence = found.scores.float().softmax(1).amax(1).tolist()
     predicted, true = found.target.tolist(), labels.tolist()
-    captions = [f"{classes[p]} ({floor_percent(c)})\ntrue {classes[t]}" for p, c, t in zip(predicted, confidence, true)]
+    captions = [
+        f"{classes[p]} ({visuals.floor_percent(c)})\ntrue {classes[t]}" for p, c, t in zip(predicted, confidence, true)
+    ]
     colors = ["forestgreen" if p == t else "firebrick" for p, t in zip(predicted, true)]
     title = (
         f"{split_name}: {len(mistakes)} most confident mistakes (red), {len(right)} right (green); {maps_title(found)}"

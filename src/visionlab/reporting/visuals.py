@@ -1,7 +1,7 @@
 """Pictures of what a model sees and learned, as uint8 RGB images `[3, H, W]` for TensorBoard.
 
 Everything here is drawing only: CPU tensors in, an image out. Which pictures a run logs, and
-when, is `visual_log.py`'s job. Tiles are laid out as `torchvision.utils.make_grid` does and
+when, is the job of `reporting/pictures/`. Tiles are laid out as `torchvision.utils.make_grid` does and
 zoomed by whole pixels; Pillow writes the words (class names, captions, titles) around them in
 its built-in font. A picture takes milliseconds and imports no plotting library: matplotlib's
 import alone cost 0.4 s of every run's start-up, for a grid of squares and some text.
@@ -41,6 +41,11 @@ def as_tiles(weight: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
     if tiles.shape[1] not in (1, 3):
         tiles = tiles.reshape(-1, 1, *tiles.shape[2:])
     return rescaled(tiles)
+
+
+def floor_percent(share: float) -> str:
+    """0.9996 -> "99.9%": rounded down, so a confidence short of certainty never reads as 100%."""
+    return f"{math.floor(share * 1000) / 10:g}%"
 
 
 def rescaled(tiles: torch.Tensor) -> torch.Tensor:

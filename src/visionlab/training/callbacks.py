@@ -1,8 +1,8 @@
 """What watches fit() at its fixed points: after each step and after each epoch's val pass.
 
-fit() itself only trains; reporting, pictures (reporting/callbacks.py), checkpoints and the stop
-request are callbacks, so every partition of a run (the holdout, each fold, the final model) gets
-all of them. A hook that
+fit() itself only trains; reporting, pictures, checkpoints and the stop request are callbacks, so
+every partition of a run (the holdout, each fold, the final model) gets all of them (reporting's,
+Progress and Pictures, are in reporting/callbacks.py). A hook that
 raises `RunStopped` ends the run at that point, with the state as it is; one that raises
 `EndTraining` ends training early but well (fit returns, and the run goes on to test).
 """

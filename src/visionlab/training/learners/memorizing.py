@@ -68,7 +68,7 @@ class MemorizingLearner:
         return model.neighbours
 
     def voters(self, model: nn.Module) -> int | None:
-        return model.k
+        return model.k if isinstance(model.k, int) else None  # a list of k until it has chosen on val
 
     def final_model_overrides(self, folds: Sequence[FitResult]) -> dict[str, Any]:
         return {"k": self.fold_choice(folds).best}
