@@ -73,7 +73,8 @@ def exit_without_teardown(code: int | str | None, single_run: bool) -> NoReturn:
 @contextlib.contextmanager
 def unchecked_trace() -> Iterator[None]:
     """TensorBoard's add_graph traces with `check_trace=True`, which runs the model twice more to compare outputs:
-    0.75 s of a default MNIST run's start, against 0.01 s for the trace itself. A picture needs no check.
+    nearly all of the graph picture's cost, paid at every run's start (BENCHMARKS.md, "Speed"). A picture needs
+    no check.
     """
     if not ENABLED:
         yield

@@ -7,7 +7,7 @@ to the same trial. Pruned, the job records its run directory in the trial and ma
 itself: the sweeper then leaves the trial as it is.
 
 Anything else (a single run, a grid sweep, `pruner: none`) gets a `TrialPruning` that does nothing
-and never imports optuna (2 s).
+and never imports optuna (slow to import).
 """
 
 from __future__ import annotations
