@@ -39,7 +39,7 @@ lock: $(STAMP)
 	echo '# The exact versions the test suite last passed with (make lock writes it; make install LOCK=1 installs it).' > requirements.lock
 	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v -E '^(pip|setuptools|wheel)==' >> requirements.lock
 
-# Every benchmark in bench/, then one table of all their rows (BENCHMARKS.md has the last one).
+# Every benchmark in bench/, then one table of all their rows (BENCHMARKS.md keeps the latest, section by section).
 # BENCH_ARGS="--quick" for smoke runs, "--only startup,memory" for some.
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

@@ -10,8 +10,8 @@ since its checkpoints would not fit either.
 
 Features are `torch.save` files (TensorCache). An image folder's pixels are one raw uint8 file
 (PixelCache): the decoding workers write their rows straight into it through a shared mapping, so
-caching costs no copy and no second pass over the images (writing the 176 MB of CIFAR-10 with
-torch.save took 0.3 to 3 s more on a busy machine), and a later run maps it in a few milliseconds.
+caching costs no copy and no second pass over the images (torch.save would write every pixel once
+more), and a later run maps the file instead of reading it (BENCHMARKS.md, "Your own images").
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from visionlab import patches
 from visionlab.errors import UserError
 
 
@@ -306,6 +307,6 @@ def check_targets(node: DictConfig, prefix: str = "") -> None:
     if "_target_" in node:
         check_node(node, {**handed_on(node), **declared(node._target_)}, prefix)
     for key in node:
-        child = node._get_node(key)
+        child = patches.stored_node(node, key)
         if isinstance(child, DictConfig):
             check_targets(child, f"{prefix}{key}.")

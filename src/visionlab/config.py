@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
+from visionlab import patches
 from visionlab.checks import Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
 from visionlab.errors import UserError
 from visionlab.objective import DIRECTIONS
@@ -120,7 +121,7 @@ def check_arguments(node: DictConfig, prefix: str, group: str, partial: bool = F
         if missing and not (partial or node.get("_partial_", False) or "_args_" in node):
             raise UserError(f"{prefix}{missing[0]} is missing: {node._target_} needs it (set it in conf/{group}/)")
     for key in node:
-        child = node._get_node(key)
+        child = patches.stored_node(node, key)
         if isinstance(child, DictConfig) and key not in HYDRA_KEYS:
             check_arguments(child, f"{prefix}{key}.", group)
 

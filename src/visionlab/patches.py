@@ -1,7 +1,10 @@
-"""Every place visionlab leans on another library's internals, each with what it saves.
+"""Every place visionlab leans on another library's internals (a name with a leading underscore), each with its reason.
 
-`VL_NO_PATCHES=1` in the environment turns all of them off: the libraries then behave as
-released, only slower. tests/test_patches.py fails if a library changes under a patch.
+Two kinds. Speed-ups, which `VL_NO_PATCHES=1` in the environment turns off: the libraries then
+behave as released, only slower. And reads of internals that have no public equivalent (OmegaConf's
+stored nodes, Optuna's trial ids, the Hydra Optuna sweeper's steps), which the switch leaves on: without
+them there is no released behaviour to fall back on. tests/test_patches.py fails if a library changes
+under any of them, and if a private name of another library is used anywhere else in src/.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 from unittest import mock
 
 import torch
 from hydra._internal.hydra import Hydra
 from hydra.types import RunMode
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ENABLED = os.environ.get("VL_NO_PATCHES", "") in ("", "0")
 _COMPOSE_FOR_MODE = Hydra.get_mode
@@ -67,7 +73,8 @@ def exit_without_teardown(code: int | str | None, single_run: bool) -> NoReturn:
 @contextlib.contextmanager
 def unchecked_trace() -> Iterator[None]:
     """TensorBoard's add_graph traces with `check_trace=True`, which runs the model twice more to compare outputs:
-    0.75 s of a default MNIST run's start, against 0.01 s for the trace itself. A picture needs no check.
+    nearly all of the graph picture's cost, paid at every run's start (BENCHMARKS.md, "Speed"). A picture needs
+    no check.
     """
     if not ENABLED:
         yield
@@ -84,3 +91,78 @@ def cpu_computes_bfloat16() -> bool:
     Off (VL_NO_PATCHES=1): no, so auto means float32.
     """
     return ENABLED and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def stored_node(node: DictConfig, key: Any) -> Any:
+    """`node`'s child at `key` as stored, unresolved: what a walk over a config's nodes needs
+    (config.check_arguments, checks.check_targets).
+
+    `node[key]` resolves an interpolation (a `${hydra:...}` fails outside a run; `${other}` hands back the
+    node it points to, which the walk reaches in its own place) and fails on a mandatory `???` value.
+    OmegaConf's public accessors all resolve; its `_get_node` does not.
+    """
+    return node._get_node(key)
+
+
+def optuna_trial(study: Any, number: int) -> Any:
+    """Trial `number` of `study`, to report to and ask the pruner from a job that did not `ask()` for it.
+
+    A search's job runs in its own process (a launcher's worker, a SLURM node) and knows its trial by
+    number only (visionlab.trial_pruning); Optuna hands out `Trial` objects only from `ask()`. The
+    study's storage maps the number to the trial's id, which needs the study's `_storage` and `_study_id`.
+    """
+    import optuna  # slow to import: only searches pay for it
+
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.trial.Trial(study, trial_id)
+
+
+def stored_trial(trial: Any) -> Any:
+    """`trial` as its study's storage holds it now (a `FrozenTrial`: state, reported values), whichever
+    process wrote it: a job marks its own trial pruned, a later launch marks a stopped one failed.
+
+    `Trial` keeps its storage id private (`_trial_id`); `study.trials` would read every trial.
+    """
+    return trial.storage.get_trial(trial._trial_id)
+
+
+def enqueued_values(trial: Any) -> dict[str, Any]:
+    """The parameter values `study.enqueue_trial` fixed for `trial` (none for a sampled trial), as the
+    storage holds them: Optuna keeps them in the trial's system attribute `fixed_params`, by its private id."""
+    return trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})
+
+
+def distribution_holds(distribution: Any, value: Any) -> bool:
+    """Whether an Optuna distribution can take `value` (an enqueued trial's, from a storage that may be
+    someone else's). Distributions answer that only privately, `_contains` on their internal representation."""
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
+
+
+def searched_parameters(search: Any, arguments: list[str]) -> set[str]:
+    """The parameters a Hydra Optuna search samples: its config's `params` and the command line's sweeps
+    (`x=interval(...)`, `x=choice(...)`, `x=a,b`). The sweeper (`search`, its `OptunaSweeperImpl`) parses
+    both only privately: `_parse_sweeper_params_config` and `_impl.create_params_from_overrides`.
+    """
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    return set(create_params_from_overrides([*search._parse_sweeper_params_config(), *arguments])[0])
+
+
+def study_directions(search: Any) -> list[Any]:
+    """The directions a Hydra Optuna search optimizes (`hydra.sweeper.direction`), as `optuna.create_study`
+    takes them, for a study created before the sweeper's own loop starts; the sweeper computes them privately."""
+    return search._get_directions()
+
+
+def replace_trial_configuration(search: Any, replacement: Callable[..., Any]) -> Callable[..., Any]:
+    """Put `replacement` in the place of the Hydra Optuna sweeper's `_configure_trials`, and return that.
+
+    It is the step of the sweeper's loop between asking a batch of trials and launching their jobs,
+    the one place that sees both the trials and the jobs' overrides: where a job learns its trial's number.
+    """
+    configure = search._configure_trials
+    search._configure_trials = replacement
+    return configure

@@ -7,7 +7,7 @@ to the same trial. Pruned, the job records its run directory in the trial and ma
 itself: the sweeper then leaves the trial as it is.
 
 Anything else (a single run, a grid sweep, `pruner: none`) gets a `TrialPruning` that does nothing
-and never imports optuna (2 s).
+and never imports optuna (slow to import).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from visionlab import patches
 from visionlab.errors import Pruned
 from visionlab.reporting.study_trials import RUN_DIR
 from visionlab.training.callbacks import Callback
@@ -73,7 +74,7 @@ class TrialPruning:
             return False
         if self.trial is None:
             self.trial = self._load_trial()
-        reported = self.trial.storage.get_trial(self.trial._trial_id)
+        reported = patches.stored_trial(self.trial)
         if reported.state.is_finished():
             return False
         if epoch not in reported.intermediate_values:
@@ -98,8 +99,7 @@ class TrialPruning:
         from hydra.utils import instantiate
 
         study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=instantiate(self.pruner))
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
-        return optuna.trial.Trial(study, trial_id)
+        return patches.optuna_trial(study, self.number)
 
 
 class ReportToTrial(Callback):

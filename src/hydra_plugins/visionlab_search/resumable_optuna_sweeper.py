@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.visionlab_search import study_settings
 from hydra_plugins.visionlab_search.search_clock import SearchClock, quiet_other_lines, tried
+from visionlab import patches
 from visionlab.errors import UserError
 from visionlab.reporting.study_trials import RUN_DIR, SQLITE
 from visionlab.reporting.sweep_report import SweepReportCallback
@@ -62,13 +63,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         import optuna  # slow to import: only sweeps pay for it
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
         from optuna.trial import TrialState
 
         search = self.sweeper
         if isinstance(search.storage, str):
             search.storage = UncachedStorage(search.storage)
-        searched = set(create_params_from_overrides([*search._parse_sweeper_params_config(), *arguments])[0])
+        searched = patches.searched_parameters(search, arguments)
         study = existing_study(search.storage, search.study_name)
         if study is not None:
             try:  # before anything is written or told
@@ -91,7 +91,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             )
             if search.storage is not None and search.study_name is not None:
                 study = optuna.create_study(
-                    study_name=search.study_name, storage=search.storage, directions=search._get_directions()
+                    study_name=search.study_name, storage=search.storage, directions=patches.study_directions(search)
                 )
                 study_settings.store(study, searched, search.config)
         else:
@@ -132,7 +132,7 @@ def follow_trials(search: Any) -> None:
     (user attribute `run_dir`). A trial its job pruned is finished already: it keeps what the job
     recorded, and the study's `tell` of the job's value leaves it alone.
     """
-    configure, launch = search._configure_trials, search.launcher.launch
+    launch = search.launcher.launch
     batch: list[Any] = []
     searched: list[str] = []
     clock = SearchClock()
@@ -157,28 +157,21 @@ def follow_trials(search: Any) -> None:
                 trial.set_user_attr(RUN_DIR, ret.hydra_cfg.hydra.runtime.output_dir)
         return returns
 
-    search._configure_trials, search.launcher.launch = configure_trials, launch_and_record
+    configure = patches.replace_trial_configuration(search, configure_trials)
+    search.launcher.launch = launch_and_record
 
 
 def check_enqueued_values(trial: Any, space: dict[str, Any], storage: Any) -> None:
     """A trial enqueued in the study takes its values from the storage, a file that may be someone else's
     (docs/architecture.md, "What is trusted"): each must be one this search space can take."""
-    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})
-    for name, value in fixed.items():
+    for name, value in patches.enqueued_values(trial).items():
         distribution = space.get(name)
-        if distribution is not None and not holds(distribution, value):
+        if distribution is not None and not patches.distribution_holds(distribution, value):
             raise UserError(
                 f"{storage}: study {trial.study.study_name}'s enqueued trial {trial.number} sets {name}={value!r}, "
                 f"which this search's {name} ({distribution}) cannot take: start a new study with "
                 "hydra.sweeper.study_name=... (or another storage)"
             )
-
-
-def holds(distribution: Any, value: Any) -> bool:
-    try:
-        return distribution._contains(distribution.to_internal_repr(value))
-    except (ValueError, TypeError):
-        return False
 
 
 def leave_finished_trials_alone(study: Any) -> None:
@@ -198,7 +191,7 @@ def leave_finished_trials_alone(study: Any) -> None:
 
 def finished(trial: Any) -> bool:
     """Whether the trial is finished in the storage (the sweeper's storage is uncached: this is what the jobs wrote)."""
-    return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+    return patches.stored_trial(trial).state.is_finished()
 
 
 class UncachedStorage:

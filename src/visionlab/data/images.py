@@ -1,19 +1,19 @@
 """Image files to uint8 arrays: decoded, converted to 1 or 3 channels and resized once, in parallel across the cores.
 
-Shared by `dataset=folder` and `vl-predict`, so a picture given to a model is prepared exactly as
-its training images were. JPEGs (the common case, in YCbCr or grey) are decoded by simplejpeg
-(libjpeg-turbo called straight from C: 11 µs for a 32x32 file, where Pillow's Python-level
-opening and loading take 120 µs), a JPEG shrunk by half or more straight to the smallest scale of
-at least the target size (libjpeg's DCT scaling, as Pillow's `draft`). Pillow does the rest: every
-other format and JPEG colour space, every JPEG simplejpeg refuses (so a bad file is named in
-Pillow's words), grey conversion (its "L": ITU-R 601-2 luma) and resizing (its bilinear filter,
-antialiased when shrinking). Both decode a JPEG with libjpeg-turbo's default (accurate) DCT and
-upsampling, so they give the same pixels. Every file is turned upright by its EXIF orientation
-(data/orientation.py) before it is resized, so sizes here are upright sizes. HEIC/HEIF (iPhones)
-is read by Pillow through pillow-heif, imported at the first such file. Workers hold no torch tensors: torch's per-image
-calls on tiny tensors, with its thread pool on a busy machine, made decoding up to 9x slower. (torchvision.io
-decodes JPEGs too, but its image decoding is deprecated since torchvision 0.29, gives a palette
-PNG's indices instead of its colours, and its import costs each worker 2 s and 164 MB.)
+Shared by `dataset=folder` and `vl-predict`, so a picture given to a model is prepared exactly as its training
+images were. JPEGs (the common case, in YCbCr or grey) are decoded by simplejpeg (libjpeg-turbo called straight
+from C: for a small file Pillow's Python-level opening and loading cost far more than the decoding;
+BENCHMARKS.md, "Your own images"), a JPEG shrunk by half or more straight to the smallest scale of at least the
+target size (libjpeg's DCT scaling, as Pillow's `draft`). Pillow does the rest: every other format and JPEG
+colour space, every JPEG simplejpeg refuses (so a bad file is named in Pillow's words), grey conversion (its
+"L": ITU-R 601-2 luma) and resizing (its bilinear filter, antialiased when shrinking). Both decode a JPEG with
+libjpeg-turbo's default (accurate) DCT and upsampling, so they give the same pixels. Every file is turned
+upright by its EXIF orientation (data/orientation.py) before it is resized, so sizes here are upright sizes.
+HEIC/HEIF (iPhones) is read by Pillow through pillow-heif, imported at the first such file. Workers hold no
+torch tensors: every torch call on a tiny tensor waits for torch's thread pool, which, on cores other work
+holds, costs more than the decoding. (torchvision.io decodes JPEGs too, but its image decoding is deprecated
+since torchvision 0.29, gives a palette PNG's indices instead of its colours, and every worker would pay its
+import in start-up time and memory.)
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def decode_files(
     headers, guesses the most common size first; at a wrong guess every file is redone), into rows of
     an array from `allocate(shape)`: zeroed uint8 memory shared with forked children
     (PixelWriter.allocate: the cache file itself). No pixel crosses a pipe: pickling a chunk's pixels
-    back had made two workers slower than one on 128x128 images.
+    back, and unpickling them in the parent, is work of the size of the decoding itself, done by one process.
     """
     n = len(paths)
     target = tuple(size) if size is not None else training_size(common or common_size(paths), max_side)

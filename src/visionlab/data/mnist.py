@@ -1,7 +1,7 @@
 """MNIST from the standard IDX files in `<root>/MNIST/raw/`.
 
-The files are read here rather than through torchvision, whose import alone costs a second of
-start-up and 170 MB; torchvision is loaded only to download them.
+The files are read here rather than through torchvision, whose import would add to every run's start-up
+time and memory (BENCHMARKS.md, "Speed"); torchvision is loaded only to download them.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from visionlab.models.mlp import MLP
 
 log = logging.getLogger("visionlab")
 
-# Images per extraction step: 187 MiB of scratch (peak RSS growth) for 32x32 colour images. Fewer, bigger steps
-# wait less on a busy core.
+# Images per extraction step: 187 MiB of scratch for 32x32 colour images (BENCHMARKS.md, "Image features"). Each
+# step is a few dozen parallel regions, each waiting for every thread, so fewer, bigger steps wait less on busy cores.
 CHUNK = 2048
 VECTOR_MODELS = (Linear, MLP, KNN)  # models that flatten their input, so a vector serves as well as an image
 
