@@ -284,7 +284,7 @@ def handed_on(node: DictConfig) -> Mapping[str, Rule]:
         return {}
     rules: dict[str, Rule] = {}
     for name in listed:
-        child = listed._get_node(name)
+        child = patches.stored_node(listed, name)
         if isinstance(child, DictConfig) and "_target_" in child:
             rules |= declared(child._target_)
     return rules
