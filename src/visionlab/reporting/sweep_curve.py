@@ -2,7 +2,7 @@
 
 The course's "accuracy against k": one point per value (the mean over its runs), a band of ± the
 standard deviation over the k-fold folds, and each fold's value as a dot. A report of one kNN run
-given several k draws its `val/acc@k` instead (with the folds' `cv/fold_<i>/val_acc@<k>` of a
+given several k draws its accuracy for each k instead (`KChoice`, with each fold's of a
 k-fold run). Holdout runs have no folds: the points and the line only. `vl-report` (and every
 multirun's report) writes it beside summary.csv as a PNG and as a TensorBoard image.
 """
@@ -27,7 +27,7 @@ LOG_X_FROM = 100  # positive values spanning this factor or more go on a log axi
 
 @dataclass
 class Curve:
-    parameter: str  # the x axis: an override's key, or `model.k` for one run's val/acc@k
+    parameter: str  # the x axis: an override's key, or `model.k` for one kNN run's accuracy by k
     objective: str  # the y axis
     labels: list[str]  # each point's value, as the runs' overrides spell it
     x: list[float]  # each point's place on the x axis: the number, or its rank among choices

@@ -30,7 +30,7 @@ class MemorizingLearner:
 
         Such a model has `fit(train)`, a list of candidate `ks`, `scores_by_k(images)` (scores for every
         k from one neighbour search) and the `k` its forward() uses. Every k is scored on val, the best
-        (ties: the smaller k) is kept for test: val/acc@k for each k, val/acc and best_k come out of it.
+        (ties: the smaller k) is kept for test: the accuracy for each k (KChoice), val/acc and best_k.
         """
         model, splits = lesson.model, lesson.splits
         log.info("%s has no trainable parameters: loss, optimizer and scheduler are not used", type(model).__name__)
