@@ -19,7 +19,7 @@ from visionlab.data import make_splits
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
 from visionlab.evaluation import evaluate_checkpoint
-from visionlab.experiment import build_parts, run
+from visionlab.experiment import build_components, run
 from visionlab.models.cnn import CNN
 from visionlab.models.knn import KNN
 from visionlab.models.mlp import MLP
@@ -202,13 +202,13 @@ def test_a_logging_node_stored_before_the_list_is_trusted_and_builds_the_picture
     config = OmegaConf.to_container(compose_train(), resolve=True)
     config["logging"] = dict(STORED_BEFORE)
     check_stored(config, "last.pt", Allowlist.for_command())
-    parts = build_parts(OmegaConf.create(config))
-    assert list(parts.pictures.kinds) == list(listed()), "the pictures drawn then are today's list"
-    assert parts.pictures.kinds["graph"][1] == {"graph": False}
-    assert isinstance(parts.pictures, VisualSettings)
+    components = build_components(OmegaConf.create(config))
+    assert list(components.pictures.kinds) == list(listed()), "the pictures drawn then are today's list"
+    assert components.pictures.kinds["graph"][1] == {"graph": False}
+    assert isinstance(components.pictures, VisualSettings)
     config["logging"]["confusion_every_n_epochs"] = -1
     with pytest.raises(UserError, match=r"^logging\.confusion_every_n_epochs=-1 is invalid: use a whole number"):
-        build_parts(OmegaConf.create(config))
+        build_components(OmegaConf.create(config))
 
 
 def test_a_checkpoint_stored_before_the_list_evaluates_and_resumes(tmp_path):
