@@ -69,7 +69,9 @@ def main() -> None:
                 str(args.cifar),
             ]
             print(f"\n==> bench/{name}.py{' --quick' * args.quick}", flush=True)
+            began = time.perf_counter()
             done = subprocess.run(command + ["--quick"] * args.quick)
+            print(f"<== bench/{name}.py: {time.perf_counter() - began:.0f} s", flush=True)
             if done.returncode == 0:
                 rows += [Row(**row) for row in json.loads(out.read_text())]
             else:
