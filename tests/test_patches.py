@@ -63,3 +63,23 @@ def test_with_the_switch_off_a_run_behaves_the_same_through_the_libraries_own_pa
     assert result.returncode == 0, result.stderr
     assert read_metrics(run_dir)["status"] == "completed"
     assert (run_dir / "summary.md").is_file()
+
+
+def test_torch_still_has_the_private_vnni_check_and_it_answers_a_bool():
+    assert isinstance(torch.cpu._is_vnni_supported(), bool)
+    assert patches.cpu_has_vnni() is (patches.ENABLED and torch.cpu._is_vnni_supported())
+
+
+def test_torch_int8_matmul_still_gives_exact_int32_products_and_the_switch_gives_the_same(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (17, 40), dtype=torch.int8, generator=generator)
+    b = torch.randint(-128, 128, (40, 24), dtype=torch.int8, generator=generator)
+    a[0], b[:, 0] = -128, -128  # the largest products, 2^14 each
+    expected = a.long() @ b.long()
+    assert callable(torch._int_mm)
+    products = patches.int8_matmul(a, b)
+    assert products.dtype == torch.int32 and torch.equal(products.long(), expected)
+    monkeypatch.setattr(patches, "ENABLED", False)
+    off = patches.int8_matmul(a, b)
+    assert off.dtype == torch.int32 and torch.equal(off.long(), expected)
+    assert patches.cpu_has_vnni() is False
