@@ -28,13 +28,11 @@ from visionlab import patches
 SRC = REPO / "src"
 PATCHES = SRC / "visionlab" / "patches.py"
 OURS = ("visionlab", "hydra_plugins.visionlab_search")  # the packages in src/: their private names are ours
-# Private uses in files that other branches are changing at the moment, so not moved here: (file under src/, the
-# use as the check prints it) -> why. An entry that no longer matches anything is harmless: delete it once moved.
+# Hooks of another library's base class that a class of ours must override to do its job, so they cannot move
+# into patches.py: (file under src/, the use as the check prints it) -> why.
 ELSEWHERE = {
-    ("visionlab/models/knn.py", "torch.cpu._is_vnni_supported"): "moving into patches.py on another branch",
-    ("visionlab/models/knn.py", "torch._int_mm"): "knn.py is another branch's to change: to move into patches.py",
-    ("visionlab/models/knn.py", "super()._load_from_state_dict"): "KNN's override of nn.Module's hook: as above",
-    ("visionlab/models/knn.py", "KNN._load_from_state_dict: torch.nn.modules.module.Module's"): "the override itself",
+    ("visionlab/models/knn/model.py", "super()._load_from_state_dict"): "KNN rebuilds its search from loaded tensors",
+    ("visionlab/models/knn/model.py", "KNN._load_from_state_dict: torch.nn.modules.module.Module's"): "the override",
 }
 # Our own private attributes reached through an object other than self or cls, whose type the check cannot see:
 # (file under src/, the use) -> why it is ours. None so far.
@@ -360,3 +358,23 @@ def test_the_hydra_optuna_sweeper_still_has_the_steps_the_search_takes_over():
     ]
     original = search._configure_trials
     assert patches.replace_trial_configuration(search, print) == original and search._configure_trials is print
+
+
+def test_torch_still_has_the_private_vnni_check_and_it_answers_a_bool():
+    assert isinstance(torch.cpu._is_vnni_supported(), bool)
+    assert patches.cpu_has_vnni() is (patches.ENABLED and torch.cpu._is_vnni_supported())
+
+
+def test_torch_int8_matmul_still_gives_exact_int32_products_and_the_switch_gives_the_same(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (17, 40), dtype=torch.int8, generator=generator)
+    b = torch.randint(-128, 128, (40, 24), dtype=torch.int8, generator=generator)
+    a[0], b[:, 0] = -128, -128  # the largest products, 2^14 each
+    expected = a.long() @ b.long()
+    assert callable(torch._int_mm)
+    products = patches.int8_matmul(a, b)
+    assert products.dtype == torch.int32 and torch.equal(products.long(), expected)
+    monkeypatch.setattr(patches, "ENABLED", False)
+    off = patches.int8_matmul(a, b)
+    assert off.dtype == torch.int32 and torch.equal(off.long(), expected)
+    assert patches.cpu_has_vnni() is False

@@ -91,7 +91,7 @@ def estimate(
         built = model(in_shape=in_shape, num_classes=plan.classes)
     table = layer_table(built, in_shape)
     name = type(built).__name__
-    if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn.py)
+    if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn/)
         width = math.prod(in_shape)
         chunk = min(getattr(built, "chunk_size", plan.test), max(plan.train, plan.test))
         parts.append(

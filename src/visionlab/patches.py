@@ -166,3 +166,25 @@ def replace_trial_configuration(search: Any, replacement: Callable[..., Any]) ->
     configure = search._configure_trials
     search._configure_trials = replacement
     return configure
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has VNNI, the int8 dot-product instructions that make torch's int8 matrix product
+    (`int8_matmul`) faster than a float32 one: kNN's search of 8-bit images asks (models/knn/).
+
+    Without VNNI torch's CPU int8 product is a plain loop, far slower than a float32 matrix product
+    (BENCHMARKS.md, "kNN"). torch answers only privately. Off (VL_NO_PATCHES=1): no, so the kNN search
+    takes its float32 products, which give the same answers.
+    """
+    return ENABLED and torch.cpu._is_vnni_supported()
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b of int8 matrices `[m, d]` and `[d, n]`, exactly, as int32: torch's private `_int_mm` (cuBLAS's int8
+    product on a GPU, VNNI on a CPU), its only int8 matrix product. Its shape rules are the caller's
+    (models/knn/int8_codes.py). Off (VL_NO_PATCHES=1): float64 matrix products, as exact (each sum of
+    int8 products is an integer far below 2^53) and slower.
+    """
+    if not ENABLED:
+        return (a.double() @ b.double()).int()
+    return torch._int_mm(a, b)

@@ -14,6 +14,8 @@ from tests.models.test_knn import pixel_brute_force
 from visionlab.data import DeviceSplit
 from visionlab.models.airbench import Airbench
 from visionlab.models.knn import KNN
+from visionlab.models.knn.int8_l2 import IntegerL2
+from visionlab.models.knn.pruned_l1 import PrunedL1
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
 from visionlab.tta import with_tta
@@ -95,6 +97,7 @@ def test_knn_on_cuda_searches_in_int8_at_any_shape_and_finds_the_brute_force_nei
     model = KNN((1, 1, features), 4, k=3, distance=distance, chunk_size=chunk_size)
     model.fit(on_gpu)
     assert model.train_features.dtype == torch.int8 and model.train_features.is_cuda
+    assert type(model.search) is {"l2": IntegerL2, "l1": PrunedL1}[distance]  # int8 products, VNNI or not
     picked = torch.arange(0, n, 3)
     distances, indices = model.neighbours(on_gpu.batch(picked.to(CUDA))[0], 3)
     expected_distances, expected_indices = pixel_brute_force(cpu, picked, distance, 3)

@@ -16,13 +16,18 @@ from sklearn.preprocessing import StandardScaler
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import TINY, config_error, read_metrics, run_cli
+from visionlab import patches
 from visionlab.data import DeviceSplit, make_splits
 from visionlab.data.base import LabeledImages, RawData
 from visionlab.data.mnist import MNIST
 from visionlab.data.synthetic import Synthetic
 from visionlab.errors import UserError
-from visionlab.models import knn
 from visionlab.models.knn import KNN
+from visionlab.models.knn.float_search import FloatSearch
+from visionlab.models.knn.int8_codes import PixelCodes
+from visionlab.models.knn.int8_l2 import IntegerL2
+from visionlab.models.knn.pruned_l1 import PrunedL1
+from visionlab.models.knn.pruned_l2 import PrunedL2
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -299,7 +304,7 @@ def test_both_routes_to_exact_int8_products_find_the_brute_force_neighbours(monk
     # 3,072 features: the float32 route takes three pieces of 1,024. Pixels near 0 and 255 make codes
     # near -128 and 127, so an image's products with itself sum to about 3 x 2^24, past float32's
     # exact integers in one piece; the all-0 image puts each product at its extreme, 128^2.
-    monkeypatch.setattr(knn, "INT_MM_IS_FAST", fast_int_mm)
+    monkeypatch.setattr(patches, "cpu_has_vnni", lambda: fast_int_mm)
     generator = torch.Generator().manual_seed(1)
     bright = torch.rand(300, 3, 32, 32, generator=generator) < 0.5
     images = torch.randint(0, 12, (300, 3, 32, 32), dtype=torch.uint8, generator=generator) + bright * torch.tensor(
@@ -345,6 +350,42 @@ def test_l1_queries_that_are_not_eight_bit_images_are_searched_by_l1_in_float():
     distances, indices = model.neighbours(queries([[1.5, 0.25]]), 2)
     assert indices.tolist() == [[1, 0]]  # by L2 the order would be [0, 1]
     torch.testing.assert_close(distances, torch.tensor([[3.75, 4.25]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "distance,scales,vnni,route",
+    [
+        ("l2", [0.02] * 3, True, IntegerL2),
+        ("l2", [0.02] * 3, False, PrunedL2),
+        ("l1", [0.02] * 3, True, PrunedL1),
+        ("l1", [0.02] * 3, False, PrunedL1),
+        ("l2", [0.02, 0.03, 0.05], True, FloatSearch),
+        ("cosine", [0.02] * 3, True, FloatSearch),
+    ],
+)
+def test_the_route_is_chosen_at_fit_and_again_from_a_checkpoint(monkeypatch, distance, scales, vnni, route):
+    monkeypatch.setattr(patches, "cpu_has_vnni", lambda: vnni)
+    train = colour_split(scales)
+    model = fitted(train, k=3, distance=distance)
+    assert type(model.search) is route
+    restored = KNN((3, 4, 4), 3, k=3, distance=distance)
+    restored.load_state_dict(model.state_dict())
+    assert type(restored.search) is route and restored.search.features is restored.train_features
+    queries_ = train.batch(torch.arange(0, 400, 9))[0]
+    search = model.search
+    assert torch.equal(restored(queries_), model(queries_))
+    assert model.search is search  # kept from one search to the next, with whatever it made on first need
+
+
+def test_a_loaded_checkpoint_replaces_what_the_search_kept_of_the_split_before(monkeypatch):
+    monkeypatch.setattr(patches, "cpu_has_vnni", lambda: False)  # PrunedL2 keeps float codes and projections
+    first = colour_split([0.02] * 3)
+    second = DeviceSplit(first.images.flip(0).contiguous(), first.labels, first.scale, first.shift)
+    model, other = fitted(first, k=3), fitted(second, k=3)
+    queries_ = first.batch(torch.arange(0, 400, 9))[0]
+    model(queries_)  # the search makes its float32 copies of the codes
+    model.load_state_dict(other.state_dict())
+    assert torch.equal(model.neighbours(queries_, 3)[1], other.neighbours(queries_, 3)[1])
 
 
 def test_an_integer_model_survives_its_state_dict(synthetic):
@@ -409,7 +450,7 @@ def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index
         expected_distances = expected_distances * scale
     else:  # the features the model measures (normalized, standardized or unit vectors: float32), in float64
         expected_distances, expected_indices = brute_force(
-            model.train_features, model._features(images), distance, p, k
+            model.train_features, model.vectors(images), distance, p, k
         )
         if distance == "cosine":
             # unit vectors, so 1 - <x, y> is 1 - cos
@@ -428,17 +469,18 @@ def test_without_vnni_only_the_images_a_bound_cannot_rule_out_are_measured_exact
 ):
     # L2's bound (64 principal axes) and L1's (L2^2 / 255) must leave few images per query to measure,
     # or the pruned search is a brute force with extra steps; the answer stays the brute force's.
-    monkeypatch.setattr(knn, "INT_MM_IS_FAST", False)
+    monkeypatch.setattr(patches, "cpu_has_vnni", lambda: False)
     train, images = mnist_with_duplicates
     measured = []
-    nearest = KNN._nearest
+    nearest_among = PixelCodes.nearest_among
 
     def counting(self, queries_, rows, candidates, k, exact):
         measured.append(len(rows))
-        return nearest(self, queries_, rows, candidates, k, exact)
+        return nearest_among(self, queries_, rows, candidates, k, exact)
 
-    monkeypatch.setattr(KNN, "_nearest", counting)
+    monkeypatch.setattr(PixelCodes, "nearest_among", counting)
     model = fitted(train, 10, k=3, distance=distance)
+    assert isinstance(model.search, {"l2": PrunedL2, "l1": PrunedL1}[distance])
     distances, indices = model.neighbours(images, 3)
     scale, shift = train.scale.flatten()[0].double(), train.shift.flatten()[0].double()
     pixels = [((x.flatten(1).double() - shift) / scale).round() for x in (as_matrix(train), images)]
