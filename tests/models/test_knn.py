@@ -449,9 +449,7 @@ def test_every_distance_finds_the_float64_brute_force_neighbours_index_for_index
         expected_distances, expected_indices = brute_force(*pixels, distance, p, k)
         expected_distances = expected_distances * scale
     else:  # the features the model measures (normalized, standardized or unit vectors: float32), in float64
-        expected_distances, expected_indices = brute_force(
-            model.train_features, model.vectors(images), distance, p, k
-        )
+        expected_distances, expected_indices = brute_force(model.train_features, model.vectors(images), distance, p, k)
         if distance == "cosine":
             # unit vectors, so 1 - <x, y> is 1 - cos
             torch.testing.assert_close(model.train_features.norm(dim=1), torch.ones(len(train)))
