@@ -20,14 +20,19 @@ def images(seed: int = 0, n: int = 20) -> torch.Tensor:
 
 
 class Counted(Features):
-    """Features that count how often they really compute."""
+    """Features that count how often they really compute, theirs and their fitted copies' (make_splits fits a copy:
+    the run's own Features stays as built)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.computed = 0
+        self.extractions: list[int] = []  # one entry per extraction, shared with the copies
+
+    @property
+    def computed(self) -> int:
+        return len(self.extractions)
 
     def extract(self, images, device):
-        self.computed += 1
+        self.extractions.append(len(images))
         return super().extract(images, device)
 
 
