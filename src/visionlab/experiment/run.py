@@ -124,9 +124,10 @@ def train_plan(components: Components, context: RunContext, raw: RawData, plan: 
                 with PartitionTraining(components, context, plan, index, done) as training:
                     result, test = training.learn(raw, describe_layers=not layers)
                     layers = layers or training.layers
-                    if len(plan) == 1:
+                    if len(plan) == 1:  # the holdout's own reporter has the run's last words
                         metrics = final_metrics(result, test, context, "completed")
                         publish(training.reporter, components, metrics, {}, result.steps, context.folder)
+                        summary_by = training.reporter
                 if not plan[index].final:
                     done.append(result)
     except RunStopped as exc:
@@ -142,12 +143,10 @@ def train_plan(components: Components, context: RunContext, raw: RawData, plan: 
         metrics = final_metrics(summary, test, context, "completed")
         summary_tags = ("val/acc", "val/loss", "test/acc", "test/loss")
         final_scalars = {k: v for k, v in metrics.items() if k in summary_tags or k.startswith("cv/")}
-        reporter = Reporter(context.folder, components.trainer.epochs, components.trainer.log_every_n_steps)
-        with contextlib.closing(reporter):
-            publish(reporter, components, metrics, final_scalars, 0, context.folder)
-    else:
-        reporter = training.reporter
-    reporter.finish(metrics, context.folder, layers)
+        summary_by = Reporter(context.folder, components.trainer.epochs, components.trainer.log_every_n_steps)
+        with contextlib.closing(summary_by):
+            publish(summary_by, components, metrics, final_scalars, 0, context.folder)
+    summary_by.finish(metrics, context.folder, layers)
     return metrics
 
 
