@@ -28,6 +28,7 @@ from visionlab.reporting.pictures.mistake_finder import MISTAKES, MistakeFinder
 from visionlab.reporting.pictures.picture import Evaluation, Picture, Subject, Watch
 from visionlab.reporting.reporter import Reporter
 from visionlab.suggest import did_you_mean
+from visionlab.training.loop import all_of
 
 log = logging.getLogger("visionlab")
 
@@ -130,18 +131,6 @@ def _timed(method):
     return wrapper
 
 
-def each_of(watches: Sequence[Watch]) -> Watch | None:
-    """One watcher that shows each batch to every one of `watches`."""
-    if len(watches) <= 1:
-        return watches[0] if watches else None
-
-    def each(scores: torch.Tensor, labels: torch.Tensor) -> None:
-        for watch in watches:
-            watch(scores, labels)
-
-    return each
-
-
 def in_words(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
@@ -181,7 +170,7 @@ class PictureLog:
         device = self.subject.splits.train.labels.device
         self.finder = MistakeFinder(MISTAKES, self.subject.votes, device) if wanted else None
         watches = [watch for picture in self.pictures if (watch := picture.watch(epoch)) is not None]
-        return each_of([*watches, *([self.finder] if self.finder is not None else [])])
+        return all_of([*watches, *([self.finder] if self.finder is not None else [])])
 
     @_timed
     @torch.inference_mode()
