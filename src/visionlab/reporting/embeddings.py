@@ -13,8 +13,8 @@ They are written as the Projector tab reads them, beside the TensorBoard events
 (`<step>/<tag>/tensors.tsv`, `metadata.tsv` with each point's true and predicted class, `sprite.png`
 with the thumbnails, and `projector_config.pbtxt` naming them; tensorboard's own `ProjectorConfig`
 message), the files `SummaryWriter.add_embedding` writes, but not with it: it formats every number
-with its own `str()` and builds the sprite in float64, 0.47 s of the default job's 6.3 s; one `%`
-per row and a uint8 sprite take 0.035 s (BENCHMARKS.md, "Seeing inside the network").
+with its own `str()` and builds the sprite in float64, a visible share of a short run; one `%` per
+row and a uint8 sprite cost a tenth of that (BENCHMARKS.md, "Seeing inside the network").
 At most `points` test images, evenly spaced through the split (a dataset stored class by class
 still shows every class).
 """

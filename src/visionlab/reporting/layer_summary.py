@@ -7,8 +7,8 @@ pooling count 0). Forward hooks on the leaf modules (those without children) rec
 shapes. What no leaf holds, a parameter of a parent module or a matrix product written in a
 `forward()`, is one "outside the layers" row, so the rows always add up to the totals.
 
-FlopCounterMode's first use imports torch._dynamo (1-4 s on 2 CPU cores); every run that trains
-pays that anyway, when its optimizer is built, so the summary only moves it earlier.
+FlopCounterMode's first use imports torch._dynamo, which takes seconds; every run that trains pays
+that anyway, when its optimizer is built, so the summary only moves it earlier.
 """
 
 from __future__ import annotations

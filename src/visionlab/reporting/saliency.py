@@ -9,8 +9,8 @@ Both come out of one forward and one backward pass over a few images, in eval mo
   (the feature map's h x w, shown stretched to the image), but it says which region the features
   that decided the class came from.
 
-Our own few lines, not captum's: `import captum.attr` imports matplotlib, 0.5 s of every run's
-start that the pictures avoid (visuals.py). The tests check both maps against captum's `Saliency`
+Our own few lines, not captum's: `import captum.attr` imports matplotlib, which would slow every
+run's start, and the pictures avoid it (visuals.py). The tests check both maps against captum's `Saliency`
 and `LayerGradCam`. Gradients go to the inputs and the feature map only (`torch.autograd.grad`),
 never into the parameters' `.grad`, so a picture never touches training.
 """

@@ -6,7 +6,7 @@ the study: the `multirun.yaml` that the resumable sweeper writes into its sweep 
 folder from before that, a job's `.hydra/hydra.yaml`. The sweeper records each trial's run
 directory as the trial's `run_dir` user attribute; a trial without one (a launch killed while it
 ran, or a study from before that) is the job of the same number under the sweep folder, if one
-there names the study. optuna (2 s to import) is loaded only for a folder whose config names a
+there names the study. optuna, slow to import, is loaded only for a folder whose config names a
 storage.
 """
 

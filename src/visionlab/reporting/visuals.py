@@ -3,8 +3,9 @@
 Everything here is drawing only: CPU tensors in, an image out. Which pictures a run logs, and
 when, is the job of `reporting/pictures/`. Tiles are laid out as `torchvision.utils.make_grid` does and
 zoomed by whole pixels; Pillow writes the words (class names, captions, titles) around them in
-its built-in font. A picture takes milliseconds and imports no plotting library: matplotlib's
-import alone cost 0.4 s of every run's start-up, for a grid of squares and some text.
+its built-in font. A picture takes milliseconds and imports no plotting library: importing
+matplotlib would cost every run's start-up more than the pictures themselves, for a grid of squares
+and some text.
 """
 
 from __future__ import annotations
