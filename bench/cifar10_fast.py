@@ -83,10 +83,14 @@ def rows(args) -> list[Row]:
         baseline, baseline_s = launch(["experiment=cifar10_resnet_small", "seed=0", *data], scratch / "baseline")
         one_epoch = [] if args.quick else ["trainer.epochs=1"]
         epoch_s = {
-            precision: launch(
-                ["experiment=cifar10_fast", "seed=0", f"trainer.precision={precision}", *one_epoch, *data],
-                scratch / f"epoch-{precision}",
-            )[1]
+            precision: (
+                runs[0][1]  # --quick trains one epoch with the recipe's precision=auto: seed 0's run is this launch
+                if args.quick and precision == "auto" and 0 in runs
+                else launch(
+                    ["experiment=cifar10_fast", "seed=0", f"trainer.precision={precision}", *one_epoch, *data],
+                    scratch / f"epoch-{precision}",
+                )[1]
+            )
             for precision in ("auto", "32")
         }
         first = scratch / f"fast-{seeds[0]}"

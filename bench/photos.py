@@ -113,9 +113,10 @@ def rows(args) -> list[Row]:
         for name, (count, size) in folders.items():
             tree = draw(scratch / name, count, size)
             models = ("linear", "mlp", "cnn", "knn") if name == "medium" else ("cnn",) if name == "phone" else ("mlp",)
+            data = ["dataset=folder", f"dataset.root={tree}", *(QUICK_RUN if args.quick else [])]
+            launch([*data, f"model={models[0]}"], scratch / f"warm-{name}")  # the image cache: one per folder and size
             for model in models:
-                job = ["dataset=folder", f"dataset.root={tree}", f"model={model}", *(QUICK_RUN if args.quick else [])]
-                launch(job, scratch / f"warm-{name}-{model}")  # the cache, made once per folder and size
+                job = [*data, f"model={model}"]
                 ours = launch(job, scratch / f"{name}-{model}")
                 baseline = launch([*job, "dataset.max_side=null"], scratch / f"{name}-{model}-full")
                 ratio = (

@@ -60,7 +60,7 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
     from visionlab.reporting.layer_summary import report_layers
     from visionlab.reporting.pictures.mistake_finder import MISTAKES, MistakeFinder
     from visionlab.training.device import resolve_device
-    from visionlab.training.loop import evaluate
+    from visionlab.training.loop import all_of, evaluate
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -99,10 +99,9 @@ def inside_pictures(overrides: list[str], repeats: int) -> dict[str, float]:
             )
             plain = time.perf_counter() - started
             started = time.perf_counter()
-            recorder = embeddings.Penultimate(
-                model, len(splits.test), EMBEDDING_POINTS, MistakeFinder(MISTAKES, False, device)
-            )
-            evaluate(model, splits.test, None, cfg.trainer.eval_batch_size, watch=recorder)
+            recorder = embeddings.Penultimate(model, len(splits.test), EMBEDDING_POINTS)
+            watch = all_of([recorder, MistakeFinder(MISTAKES, False, device)])  # as the pictures watch the test pass
+            evaluate(model, splits.test, None, cfg.trainer.eval_batch_size, watch=watch)
             recorder.write(writer, splits.test, splits.classes, repeat)
             times["embedding (recorder in the test pass, and writing)"].append(time.perf_counter() - started - plain)
         writer.close()

@@ -33,7 +33,7 @@ from visionlab.reporting import embeddings, saliency, visuals
 from visionlab.reporting.layer_summary import OUTSIDE, layer_table, report_layers
 from visionlab.reporting.pictures.mistake_finder import MistakeFinder
 from visionlab.reporting.summary import RunSummary
-from visionlab.training.loop import evaluate
+from visionlab.training.loop import all_of, evaluate
 
 MODELS = {
     "linear": lambda: Linear((1, 28, 28), 10),
@@ -304,9 +304,9 @@ def projector_files(log_dir) -> dict:
 
 
 def embed(model, split, points, tmp_path, watch=None, batch_size=16) -> int:
-    """The test pass with a Penultimate recorder as its watcher, then its points into a fresh writer at step 7."""
-    recorder = embeddings.Penultimate(model, len(split), points, watch)
-    evaluate(model, split, None, batch_size, watch=recorder)
+    """The test pass with a Penultimate recorder among its watchers, then its points into a fresh writer at step 7."""
+    recorder = embeddings.Penultimate(model, len(split), points)
+    evaluate(model, split, None, batch_size, watch=all_of([recorder, *([watch] if watch else [])]))
     with SummaryWriter(str(tmp_path)) as writer:
         return recorder.write(writer, split, SHAPES, step=7)
 
@@ -320,7 +320,7 @@ def test_the_embedding_has_one_row_per_image_with_its_features_and_classes(shape
     }[name]()
     finder = MistakeFinder(4, False, torch.device("cpu"))
     assert embed(model, shapes_splits.test, 30, tmp_path, watch=finder) == 30
-    assert finder.seen == 100, "the batches went on to the mistake finder"
+    assert finder.seen == 100, "the mistake finder saw the same batches"
     ((tag, (tensors, metadata, sprite, size)),) = projector_files(tmp_path).items()
     assert tag.startswith(embeddings.TAG) and "00007" in str(tensors)
     index = embeddings.spaced(100, 30)

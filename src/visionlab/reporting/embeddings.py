@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -56,16 +56,13 @@ def spaced(n: int, points: int) -> torch.Tensor:
 class Penultimate:
     """Keeps the penultimate features and predicted classes of `points` evenly spaced images of one evaluate() pass.
 
-    Use it as evaluate()'s `watch`: the hook sees each batch's features just before the last
-    layer, then evaluate() calls it with the batch's (scores, labels); it hands those on to `watch`
-    (the MistakeFinder) if given. Rows stay on the device until `write`. Without a penultimate
-    layer, or with `points` 0, it only passes the batches on.
+    Use it as evaluate()'s `watch` (beside others: training.loop.all_of): the hook sees each batch's
+    features just before the last layer, then evaluate() calls it with the batch's (scores, labels).
+    Rows stay on the device until `write`. Without a penultimate layer, or with `points` 0, it keeps
+    nothing.
     """
 
-    def __init__(
-        self, model: nn.Module, n: int, points: int, watch: Callable[[torch.Tensor, torch.Tensor], None] | None = None
-    ):
-        self.watch = watch
+    def __init__(self, model: nn.Module, n: int, points: int):
         self.index = spaced(n, points)
         self.seen = 0
         self.features: list[torch.Tensor] = []
@@ -93,8 +90,6 @@ class Penultimate:
         if self.handle is not None:
             self.predicted.append(scores[self._rows(len(labels)).to(scores.device)].argmax(1))
         self.seen += len(labels)
-        if self.watch is not None:
-            self.watch(scores, labels)
 
     def write(self, writer: SummaryWriter, split: DeviceSplit, classes: Sequence[str], step: int) -> int:
         """The recorded points into the projector, under TAG at `step`; returns how many (0: none)."""
