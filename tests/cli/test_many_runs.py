@@ -75,7 +75,9 @@ def test_a_second_run_takes_half_the_cores_and_the_first_gives_them_up_and_back(
     first = start(LONG, tmp_path / "first")
     try:
         wait_for_position(tmp_path / "first", first, lambda position: position["epoch"] >= 2)
-        second = start([*SHARED, "model=linear"], tmp_path / "second")
+        # long enough for the first run to see it: it looks at step boundaries, at most once a second, and on a
+        # busy machine a two-epoch linear run can start and end between two of its looks
+        second = start([*SHARED, "model=linear", "trainer.epochs=50"], tmp_path / "second")
         out, _ = second.communicate(timeout=300)
         assert second.returncode == 0, out
         assert "device: cpu (1 CPU threads)" in out
