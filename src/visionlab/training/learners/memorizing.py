@@ -74,16 +74,13 @@ class MemorizingLearner:
         return {"k": self.fold_choice(folds).best}
 
     def summarize_choices(self, folds: Sequence[FitResult]) -> tuple[dict[str, Any], list[float]]:
-        choice = self.fold_choice(folds)
+        each = self.choices(folds)
+        choice = KChoice.mean(each)
         best = choice.best
         entries = {**choice.entries(), "best_k": best}
         # the ± band of accuracy against k (reporting/sweep_curve.py)
-        entries |= {
-            KChoice.fold_tag(i, k): fold.accuracy[k]
-            for k in choice.accuracy
-            for i, fold in enumerate(self.choices(folds))
-        }
-        return entries, [fold.accuracy[best] for fold in self.choices(folds)]
+        entries |= {KChoice.fold_tag(i, k): fold.accuracy[k] for k in choice.accuracy for i, fold in enumerate(each)}
+        return entries, [fold.accuracy[best] for fold in each]
 
     def fold_choice(self, folds: Sequence[FitResult]) -> KChoice:
         return KChoice.mean(self.choices(folds))
