@@ -1,10 +1,11 @@
-"""A fork server for the suite's short `vl-train` runs: one process per test worker imports visionlab, Hydra and
-torch once, and forks a child per command, which runs `vl-train`'s own entry point (cli.train) as a fresh process
-would. A command then costs a fork instead of Python's start and torch's import.
+"""A fork server for the suite's short commands: one process per test worker imports visionlab, Hydra and torch
+once, and forks a child per command, which runs the command's own entry point (`vl-train`: cli.train, `vl-eval`,
+`vl-predict`, `vl-report`: the console scripts pyproject.toml declares) as a fresh process would. A command then
+costs a fork instead of Python's start and torch's import.
 
 The child gets what a fresh `vl-train` gets: its own argv, working directory, environment, stdin (/dev/null),
 stdout and stderr (files, so not a terminal, as with `capture_output=True`), and SIGINT as the test process
-has it (ignored, when the suite started in the background). conftest.vl_train uses it where nothing the
+has it (ignored, when the suite started in the background). conftest.run_tool uses it where nothing the
 command does depends on how its process started: a sweep (its launcher's worker processes), a command with
 environment variables (read when modules load), and a test that sends signals or needs a terminal start a
 real process instead.
@@ -23,16 +24,17 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from importlib.metadata import entry_points
 from pathlib import Path
 
-VL_TRAIN = Path(sys.executable).parent / "vl-train"
+BIN = Path(sys.executable).parent
 PR_SET_PDEATHSIG = 1
 
 
 def serve(path: str) -> None:
     """Answer one request at a time (a test worker runs one test at a time): fork, report the pid, then the
     child's exit status."""
-    from visionlab import cli, experiment  # noqa: F401  what every run loads, loaded once here
+    from visionlab import cli, experiment, prediction  # noqa: F401  what every command loads, loaded once here
 
     with contextlib.suppress(OSError, AttributeError):  # ends with the test worker that started it (Linux)
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -69,12 +71,11 @@ def run_in_child(request: dict) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN if request["sigint_ignored"] else signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        sys.argv = [str(VL_TRAIN), *request["args"]]
-        from visionlab import cli
-
-        cli.train()  # exits (patches.exit_without_teardown) after its atexit handlers and a flush
+        sys.argv = [str(BIN / request["tool"]), *request["args"]]
+        (entry,) = entry_points(group="console_scripts", name=request["tool"])
+        entry.load()()  # vl-train exits (patches.exit_without_teardown) after its atexit handlers and a flush
         code = 0
-    except SystemExit as exc:  # a sweep exits the normal way: its atexit handlers (the sweep report) run here
+    except SystemExit as exc:  # a sweep, vl-eval and vl-predict exit the normal way: their atexit handlers run here
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         traceback.print_exc()
@@ -119,10 +120,14 @@ class Server:
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the vl-train fork server did not start (exit {self.process.wait()})")
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    def run(
+        self, tool: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        command = [str(BIN / tool), *map(str, args)]
         with tempfile.TemporaryDirectory(dir=self.folder) as outputs:
             request = {
-                "args": [str(a) for a in args],
+                "tool": tool,
+                "args": command[1:],
                 "cwd": str(cwd),
                 "env": env,
                 "stdout": os.path.join(outputs, "stdout"),
@@ -140,10 +145,10 @@ class Server:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                     replies.number(timeout=60)  # the server has reaped it
-                    raise subprocess.TimeoutExpired([str(VL_TRAIN), *args], timeout) from None
+                    raise subprocess.TimeoutExpired(command, timeout) from None
             stdout = Path(request["stdout"]).read_text(errors="replace")
             stderr = Path(request["stderr"]).read_text(errors="replace")
-        return subprocess.CompletedProcess([str(VL_TRAIN), *args], code, stdout, stderr)
+        return subprocess.CompletedProcess(command, code, stdout, stderr)
 
     def close(self) -> None:
         self.process.kill()

@@ -79,20 +79,28 @@ def run_cli(
 
 
 def vl_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`vl-train args` in `cwd`, its output captured: forked from the worker's server (tests/cli_server.py), which
-    has torch and visionlab loaded already. A sweep, and a command with environment variables of its own (read
-    when modules load), start a fresh process instead, as every command does with VL_TEST_FRESH_PROCESSES=1."""
+    """`vl-train args` in `cwd`, its output captured (run_tool)."""
+    return run_tool("vl-train", args, cwd, timeout, env)
+
+
+def run_tool(
+    tool: str, args: list, cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`tool args` (vl-train, vl-eval, vl-predict, vl-report) in `cwd`, its output captured: forked from the
+    worker's server (tests/cli_server.py), which has torch and visionlab loaded already. A sweep, and a command
+    with environment variables of its own (read when modules load), start a fresh process instead, as every
+    command does with VL_TEST_FRESH_PROCESSES=1."""
     sweep = "-m" in args or "--multirun" in args  # a launcher's worker processes (joblib's loky) want a real parent
     if env or sweep or os.environ.get("VL_TEST_FRESH_PROCESSES"):
         return subprocess.run(
-            [str(VL_TRAIN), *args],
+            [str(VL_TRAIN.with_name(tool)), *map(str, args)],
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=cwd,
             env={**os.environ, **(env or {})},
         )
-    return cli_server().run(args, cwd, dict(os.environ), timeout)
+    return cli_server().run(tool, args, cwd, dict(os.environ), timeout)
 
 
 @functools.cache

@@ -15,10 +15,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli, vl_train, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, compose_train, run_cli, run_tool, vl_train, wait_for_position
 from tests.test_config_checks import MISTYPED
 
-VL_EVAL = VL_TRAIN.with_name("vl-eval")
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -220,7 +219,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, files, command, args, expecte
     result = (
         vl_train(args, tmp_path, timeout=120)
         if command == "train"
-        else subprocess.run([str(VL_EVAL), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        else run_tool("vl-eval", args, tmp_path, timeout=120)
     )
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

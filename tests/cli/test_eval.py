@@ -9,16 +9,15 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics, run_cli
+from tests.conftest import TINY, read_metrics, run_cli, run_tool
 
-VL_EVAL = VL_TRAIN.with_name("vl-eval")
-VL_PREDICT = VL_TRAIN.with_name("vl-predict")
+VL_EVAL, VL_PREDICT = "vl-eval", "vl-predict"
 # Four epochs at a learning rate high enough that val/acc peaks at epoch 3 of TINY's synthetic data, tested on best.pt.
 BEST_BEFORE_LAST = [*TINY, "model=linear", "trainer.epochs=4", "optimizer.lr=0.5", "trainer.test_on=best"]
 
 
 def cli(command, *args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return run_tool(command, list(args), cwd, timeout=120)
 
 
 @pytest.mark.parametrize("model", ["cnn", "knn"])
@@ -28,7 +27,7 @@ def test_vl_eval_reproduces_the_runs_test_accuracy(tmp_path, model):
     assert run_cli([*TINY, f"model={model}", *extra], run_dir).returncode == 0
     run = read_metrics(run_dir)
 
-    result = subprocess.run([str(VL_EVAL), str(run_dir)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = cli(VL_EVAL, run_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     tested = "best" if model == "cnn" else "last"  # the cnn recipe stops early, so its best epoch takes the test
     assert f"checkpoint: {run_dir / tested}.pt (" in result.stdout
@@ -46,9 +45,7 @@ def test_vl_eval_reproduces_the_runs_test_accuracy(tmp_path, model):
 def test_best_pt_is_the_epoch_with_the_best_val_accuracy(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli([*TINY, "model=linear", "trainer.epochs=4", "optimizer.lr=0.05"], run_dir).returncode == 0
-    result = subprocess.run(
-        [str(VL_EVAL), str(run_dir / "best.pt"), "split=val"], capture_output=True, text=True, timeout=120
-    )
+    result = cli(VL_EVAL, run_dir / "best.pt", "split=val", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((run_dir / "eval_best_val.json").read_text())
     events = EventAccumulator(str(run_dir))

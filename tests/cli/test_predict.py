@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import VL_TRAIN, run_cli
+from tests.conftest import run_cli, run_tool
 from tests.data.test_folder import FAST, write_folder
 from tests.data.test_more_datasets import write_idx_dataset
 from visionlab.data.fashion_mnist import FashionMNIST
 
-# The installed command once the project is installed from this tree; the same main() through -m before that.
-VL_PREDICT = (
-    [str(VL_TRAIN.with_name("vl-predict"))]
-    if VL_TRAIN.with_name("vl-predict").exists()
-    else [sys.executable, "-m", "visionlab.prediction"]
-)
-
 
 def predict(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*VL_PREDICT, *map(str, args)], capture_output=True, text=True, timeout=180, cwd=cwd)
+    return run_tool("vl-predict", list(args), cwd, timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,9 @@ import torch
 from PIL import Image
 
 import visionlab
-from tests.conftest import TINY, VL_TRAIN, run_cli, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, run_cli, run_tool, wait_for_position
 from visionlab.provenance import NUMERIC_FLAGS
 
-VL_EVAL = VL_TRAIN.with_name("vl-eval")
-VL_PREDICT = VL_TRAIN.with_name("vl-predict")
 SAID = "this checkpoint was made"
 
 
@@ -35,7 +33,7 @@ def said(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def vl_eval(checkpoint: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(VL_EVAL), str(checkpoint)], capture_output=True, text=True, timeout=120)
+    result = run_tool("vl-eval", [checkpoint], checkpoint.parent, timeout=120)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -73,12 +71,7 @@ def test_a_run_records_its_code_and_environment_and_its_checkpoints_carry_them(t
 
     picture = tmp_path / "digit.png"
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(picture)
-    predicted = subprocess.run(
-        [str(VL_PREDICT), str(changed), str(picture), "--out", str(tmp_path / "predictions")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    predicted = run_tool("vl-predict", [changed, picture, "--out", tmp_path / "predictions"], tmp_path, timeout=120)
     assert predicted.returncode == 0, predicted.stderr
     assert said(predicted) == [line]
 
