@@ -3,7 +3,7 @@
     .venv/bin/python bench/cifar10_fast.py               # seeds 0, 1, 2 and the baseline
                                                          # (about 65 minutes on 2 cores with bf16)
     .venv/bin/python bench/cifar10_fast.py --seeds 0     # one seed
-    .venv/bin/python bench/cifar10_fast.py --quick       # 1,000 images, one epoch, seeds 0 and 1: a smoke run
+    .venv/bin/python bench/cifar10_fast.py --quick       # 300 images, one epoch, seeds 0 and 1: a smoke run
 
 Ours: `vl-train experiment=cifar10_fast seed=S`, every default, one launch per seed, timed from the
 command to its exit (the budget's measure: start-up, the whitening fit, training, the test pass with
@@ -32,7 +32,7 @@ from visionlab.tta import TTA_MODES
 
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 BUDGET_S = 25 * 60
-QUICK = ["dataset.train_size=1000", "dataset.test_size=500", "trainer.epochs=1"]
+QUICK = ["dataset.train_size=300", "dataset.test_size=100", "trainer.epochs=1"]
 QUICK_SEEDS = "0,1"
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/lr_find.py            # MNIST, model=cnn: the range test,
                                                  # then one epoch at the default lr and at the suggested one
-    .venv/bin/python bench/lr_find.py --quick    # 2,000 images: a smoke run
+    .venv/bin/python bench/lr_find.py --quick    # 1,000 images: a smoke run
 
 Three launches of `vl-train dataset=mnist model=cnn` from the same seed: `lr_find=true` (its
 `lr_find.json` gives the suggested lr and the range test's `seconds`), the default run stopped after
@@ -42,7 +42,7 @@ def rows(args) -> list[Row]:
         "dataset=mnist",
         f"dataset.root={root}",
         "model=cnn",
-        *(["dataset.train_size=2000", "dataset.test_size=500"] if args.quick else []),
+        *(["dataset.train_size=1000", "dataset.test_size=200"] if args.quick else []),
         *FIRST_EPOCH,
     ]
     with tempfile.TemporaryDirectory() as tmp:

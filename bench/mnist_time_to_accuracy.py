@@ -1,7 +1,7 @@
 """MNIST time-to-accuracy: `vl-train dataset=mnist model=cnn` against the pytorch/examples MNIST script.
 
     .venv/bin/python bench/mnist_time_to_accuracy.py            # the full benchmark (a minute or two)
-    .venv/bin/python bench/mnist_time_to_accuracy.py --quick    # a smoke run on 2,000 images
+    .venv/bin/python bench/mnist_time_to_accuracy.py --quick    # a smoke run on 600 images
 
 Ours: the command with every default (the CNN recipe, batch 128; pictures and checkpoints included)
 but stopped after its first epoch, `trainer.epochs=1 trainer.early_stopping.patience=null`, in a
@@ -41,7 +41,7 @@ BASELINE_CACHE = REPO / ".cache" / "bench" / "mnist_pytorch_example.json"
 def ours(root: Path, quick: bool, runs: int, *overrides: str) -> tuple[float, dict, list[float]]:
     """The median seconds from launch to exit of `runs` launches of the default command (plus `overrides`),
     the metrics.json of the median one, and every launch's seconds."""
-    small = ["dataset.train_size=2000", "dataset.test_size=500"] if quick else []
+    small = ["dataset.train_size=600", "dataset.test_size=200"] if quick else []
     launches = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +157,7 @@ def rows(args) -> list[Row]:
         shown_baseline = (
             f"{full:.0f} (extrapolated to {args.baseline_epochs} epochs from 3 batches; --quick: not a measurement)"
         )
-        title = "MNIST CNN: time to >= 99.0% test accuracy, s (--quick: 2,000 images, 1 epoch; not a measurement)"
+        title = "MNIST CNN: time to >= 99.0% test accuracy, s (--quick: 600 images, 1 epoch; not a measurement)"
         return [
             Row(
                 title,

@@ -34,7 +34,7 @@ def search(root: Path, folder: Path, args, pruner: str | None) -> tuple[float, d
         "dataset=mnist",
         f"dataset.root={root}",
         f"dataset.train_size={args.train_size}",
-        "dataset.test_size=2000",
+        f"dataset.test_size={args.test_size}",
         f"trainer.epochs={args.epochs}",
         "trainer.threads=1",
         "trainer.device=cpu",
@@ -58,7 +58,7 @@ def search(root: Path, folder: Path, args, pruner: str | None) -> tuple[float, d
 
 def rows(args) -> list[Row]:
     if args.quick:
-        args.trials, args.epochs, args.train_size = 3, 2, 600
+        args.trials, args.epochs, args.train_size, args.test_size = 3, 2, 600, 200
     root = mnist_root(args.mnist)
     what = (
         f"{args.trials}-trial MLP search (mlp_optuna), MNIST's first {args.train_size:,} images, {args.epochs} epochs"
@@ -92,6 +92,7 @@ if __name__ == "__main__":
     cli.add_argument(
         "--train-size", type=int, default=60000, help="MNIST's first N training images (a tenth of them is val)"
     )
+    cli.add_argument("--test-size", type=int, default=2000, help="MNIST's first N test images")
     cli.add_argument(
         "--pruners", default="successive_halving", help="options of conf/hydra/sweeper/pruner/, comma-separated"
     )

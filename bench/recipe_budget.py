@@ -1,7 +1,7 @@
 """The CNN recipe's epoch budget against its old fixed single epoch, on MNIST and on data it was not tuned on.
 
     .venv/bin/python bench/recipe_budget.py            # MNIST, and CIFAR-10 as 28x28 grey images from its JPEG tree
-    .venv/bin/python bench/recipe_budget.py --quick    # 2,000 images of each: a smoke run
+    .venv/bin/python bench/recipe_budget.py --quick    # 600 images of each: a smoke run
 
 Ours: `vl-train model=cnn` with every default (the recipe: up to 10 epochs of one cosine cycle each,
 ending once val/acc gains no more than half a point, the best epoch tested). Baseline: the recipe
@@ -22,8 +22,8 @@ from pathlib import Path
 from common import FIRST_EPOCH, REPO, VL_TRAIN, Row, main, mnist_root, parser
 from folder_decode import subset, unpacked
 
-QUICK = ["dataset.train_size=2000", "dataset.test_size=400"]
-QUICK_FILES = 2500
+QUICK = ["dataset.train_size=600", "dataset.test_size=100"]
+QUICK_FILES = 800
 
 
 def launch(overrides: list[str], run_dir: Path) -> dict:
