@@ -13,7 +13,7 @@ import pytest
 from torch import nn
 
 from tests.conftest import compose_train, config_error
-from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Whole, declared
+from visionlab.checks import Each, Either, Maybe, Number, OneOf, Pattern, Switch, Whole, declared
 from visionlab.config import validate
 
 # (overrides, the words the one line must hold)
@@ -63,6 +63,11 @@ MISTYPED = [
     (["dataset.num_classes=1"], "dataset.num_classes=1 is invalid: use a whole number from 2 to 10"),
     (["dataset.max_shift=-1"], "dataset.max_shift=-1 is invalid"),
     (["dataset.augment.flip=1"], "dataset.augment.flip=1 is invalid: use true or false"),
+    (
+        ["dataset=folder", "dataset.label_pattern='(\\d+'"],
+        "dataset.label_pattern='(\\d+' is invalid (missing ), unterminated subpattern at position 0): use a regular",
+    ),
+    (["dataset=folder", "dataset.labels=''"], "dataset.labels='' is invalid: use a text, or null"),
     (["split.val_fraction=0"], "split.val_fraction=0 is invalid: use a number in (0, 1)"),
     (["split.val_fraction=10"], "split.val_fraction=10 is invalid"),
     (["split=kfold", "split.folds=1"], "split.folds=1 is invalid: use a whole number of at least 2"),
@@ -180,6 +185,12 @@ def test_torch_classes_are_described_in_one_table():
         (Each(Whole(1), empty_ok=True), [[], [3]], [[0]], "a list of whole numbers of at least 1"),
         (Maybe(Whole(1)), [None, 3], [0], "a whole number of at least 1, or null"),
         (Either(Whole(1), OneOf("all")), [5, "all"], ["al", 0], "a whole number of at least 1, or one of all"),
+        (
+            Pattern("label", "'^(x)'"),
+            [r"^(\d+)\.", r"(?P<label>[a-z]+)_\d"],
+            [r"^\d+", "^(", "", 3, None],
+            "a regular expression whose first group, or the group named label, is the label, such as '^(x)'",
+        ),
     ],
 )
 def test_rules_accept_what_they_say(rule, good, bad, noun):

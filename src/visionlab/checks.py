@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ def shown(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.isprintable() and "'" not in value:
+        return f"'{value}'"  # not repr, which doubles a regular expression's backslashes
     return repr(value)
 
 
@@ -50,9 +53,16 @@ class Rule:
     def noun(self, plural: bool = False) -> str:
         raise NotImplementedError
 
+    def why(self, value: Any) -> str:
+        """What is wrong with a refused value where the noun alone does not tell (a regular expression's error)."""
+        return ""
+
     def check(self, key: str, value: Any) -> None:
         if not self.accepts(value):
-            raise UserError(f"{key}={shown(value)} is {self.verdict}: use {self.noun()}")
+            because = self.why(value)
+            raise UserError(
+                f"{key}={shown(value)} is {self.verdict}{f' ({because})' if because else ''}: use {self.noun()}"
+            )
 
 
 def _is_whole(value: Any) -> bool:
@@ -168,12 +178,41 @@ class Each(Rule):
         return text + (f", such as {self.example}" if self.example else "")
 
 
+class Pattern(Rule):
+    """A regular expression with a group: the first, or the one called `group`, is what it picks out of a text."""
+
+    def __init__(self, group: str, example: str):
+        self.group = group
+        self.example = example
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and not self.why(value)
+
+    def why(self, value: Any) -> str:
+        if not isinstance(value, str):
+            return ""
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            return str(exc)
+        return "" if compiled.groups else "it has no group"
+
+    def noun(self, plural: bool = False) -> str:
+        return (
+            f"a regular expression whose first group, or the group named {self.group}, is the {self.group}, "
+            f"such as {self.example}"
+        )
+
+
 class Either(Rule):
     def __init__(self, *rules: Rule):
         self.rules = rules
 
     def accepts(self, value: Any) -> bool:
         return any(rule.accepts(value) for rule in self.rules)
+
+    def why(self, value: Any) -> str:
+        return next((because for rule in self.rules if (because := rule.why(value))), "")
 
     def noun(self, plural: bool = False) -> str:
         return ", or ".join(rule.noun(plural) for rule in self.rules)

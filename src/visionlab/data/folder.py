@@ -1,17 +1,22 @@
-"""Your own images: a folder of class folders, the layout torchvision's ImageFolder reads.
+"""Your own images: a folder of class folders, the layout torchvision's ImageFolder reads, or a flat folder and labels.
 
     ROOT/<class>/<image>                                   one tree: a seeded, stratified test_fraction is set aside
     ROOT/train/<class>/<image> + ROOT/test/<class>/<image>  the split is yours
+    ROOT/<image> with dataset.labels (a CSV)                one tree, or the split is the CSV's split column
+      or dataset.label_pattern (a regular expression)
+    ROOT/train/<image> + ROOT/test/<image>, with either     the split is yours
 
-Class names are the folder names, sorted. With `size` null, the images train at the most common
-(upright) size among them, shrunk to `max_side` when it is larger (images.training_size): a folder
-of phone photos trains at 48x64, not 3024x4032. plan() finds the files and that size from the cache
-or a sample of headers, before anything is decoded, so the memory check (budget.py) comes first.
-The images are decoded once (data/images.py) into a
-uint8 cache in `cache_dir` (default ROOT/.visionlab), keyed by the file list, each file's size and
-modification time and the decoding parameters, so a later run, or vl-eval, loads them in a fraction
-of a second and a changed file is noticed. The test files drawn from one tree are recorded there
-too, so every run and vl-eval sees the same test images even after files are added.
+Class names are the folder names, or the labels (data/labels.py), sorted. Every layout ends in the same list of
+files grouped by class, sorted by name within each (scan(), ImageFolder._labelled()), so the test draw, the
+cache, vl-eval and vl-predict work alike for all, and a folder of class folders read again as a flat folder with
+a CSV draws the same test images. With `size` null, the images train at the most common (upright) size among
+them, shrunk to `max_side` when it is larger (images.training_size): a folder of phone photos trains at 48x64,
+not 3024x4032. plan() finds the files and that size from the cache or a sample of headers, before anything is
+decoded, so the memory check (budget.py) comes first. The images are decoded once (data/images.py) into a uint8
+cache in `cache_dir` (default ROOT/.visionlab), keyed by the file list, each file's size, modification time and
+label and the decoding parameters, so a later run, or vl-eval, loads them in a fraction of a second and a changed
+file is noticed. The test files drawn from one tree are recorded there too, so every run and vl-eval sees the
+same test images even after files are added.
 """
 
 from __future__ import annotations
@@ -32,18 +37,22 @@ import numpy as np
 import torch
 
 from visionlab.cache import PixelCache
-from visionlab.checks import Each, Either, Maybe, Number, OneOf, Switch, Text, Whole, WritesOutside
+from visionlab.checks import Each, Either, Maybe, Number, OneOf, Pattern, Switch, Text, Whole, WritesOutside
 from visionlab.data.base import ImageDataset, LabeledImages, Plan, RawData
 from visionlab.data.files import DataFiles
 from visionlab.data.images import EXTENSIONS, common_size, decode_files, decoders, is_image, training_size, worker_count
-from visionlab.errors import UserError
+from visionlab.data.labels import classes_of, labels_by_pattern, read_labels_file
+from visionlab.errors import SettingRejected, UserError
 
 log = logging.getLogger("visionlab")
 
 SHOWN = 3  # bad files named in the error line; the count says how many more
 DECODER = "simplejpeg-pillow-upright-3"  # part of the cache key: change it when data/images.py decodes differently
 BY_NAME = operator.attrgetter("name")  # directory entries sort by name
-LAYOUT = "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
+LAYOUT = (
+    "expected ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>; a flat folder "
+    "of images needs dataset.labels or dataset.label_pattern"
+)
 
 
 @dataclass
@@ -58,6 +67,17 @@ class Scan:
     sizes: list[int]  # bytes
     mtimes: list[int]  # modification times, ns
     ignored: int  # files that are not images (by name), or outside the class folders
+
+    def pick(self, indices: list[int], ignored: int) -> Scan:
+        """These files, in this order, with their classes as they are."""
+        return Scan(
+            self.classes,
+            [self.files[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.sizes[i] for i in indices],
+            [self.mtimes[i] for i in indices],
+            ignored,
+        )
 
 
 @dataclass
@@ -76,11 +96,16 @@ class Found:
     common: tuple[int, int] | None
     size: tuple[int, int]  # what they train at
     sizes: list[int]  # each file's bytes, in the order of `files`: for the run's provenance
+    labels_file: Path | None  # dataset.labels, which the run's provenance fingerprints with the images
 
 
 @dataclass
 class ImageFolder(ImageDataset):
     root: Annotated[str | None, Maybe(Text())] = None  # required: null is refused with the layout it needs
+    # a flat folder's labels: a CSV of file names and labels (relative to root, or absolute), or a regular expression
+    # whose first group (or group named label) in each file's name is its label; both null: the class folders' names
+    labels: Annotated[str | None, Maybe(Text())] = None
+    label_pattern: Annotated[str | None, Maybe(Pattern("label", r"'^(\d+)\.'"))] = None
     # [height, width] (one number: a square); null: the most common size among the files, shrunk to max_side
     size: Annotated[
         list[int] | None,
@@ -99,6 +124,11 @@ class ImageFolder(ImageDataset):
     _found: Found | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.labels is not None and self.label_pattern is not None:
+            raise SettingRejected(
+                "dataset.labels and dataset.label_pattern are both set: the labels come from one of them, so set "
+                "the other to null"
+            )
         if isinstance(self.size, int):
             self.size = [self.size, self.size]
         elif self.size is not None:
@@ -123,10 +153,15 @@ class ImageFolder(ImageDataset):
         listing = hashlib.sha256("\n".join(files).encode())
         listing.update(sizes.astype("<i8").tobytes())
         listing.update(mtimes.astype("<i8").tobytes())
+        # what each image is labelled, which a class folder's path says and a flat folder's does not: the cache
+        # of a relabelled folder (a changed labels.csv) is a new one, as that of a file moved to another class folder
+        labelled = hashlib.sha256("\n".join(train.classes).encode())
+        labelled.update(labels.astype("<i8").tobytes())
         key = {
             "dataset": "folder",
             "split": "all",
             "files": listing.hexdigest(),
+            "labels": labelled.hexdigest(),
             "size": self.size,
             "channels": self.channels,
             "max_side": None if self.size else self.max_side,
@@ -151,6 +186,7 @@ class ImageFolder(ImageDataset):
             common,
             size,
             sizes.tolist(),
+            self._labels_file(root) if self.labels is not None else None,
         )
         if common is not None and size != common:
             log.info(
@@ -196,10 +232,10 @@ class ImageFolder(ImageDataset):
             if missing:
                 raise UserError(
                     f"dataset.root={root}: no readable {name} images of class {', '.join(missing)}; add some, or "
-                    "remove the folder"
+                    "leave the class out"
                 )
             parts.append(LabeledImages(part_images, torch.from_numpy(part_labels)))
-        return RawData(parts[0], parts[1], classes, DataFiles(root, files, found.sizes))
+        return RawData(parts[0], parts[1], classes, _data_files(found))
 
     # ---- finding the files ---------------------------------------------------------------------
 
@@ -212,15 +248,12 @@ class ImageFolder(ImageDataset):
         return root.absolute()
 
     def _split(self, root: Path) -> tuple[Scan, Scan]:
-        """(train, test) from ROOT/train + ROOT/test, or drawn from the one tree."""
-        folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        if "train" in folders or "test" in folders:
-            if not {"train", "test"} <= folders:
-                have, lacks = ("train", "test") if "train" in folders else ("test", "train")
-                raise UserError(
-                    f"dataset.root={root} has {have}/ but no {lacks}/: add {root / lacks}/<class>/..., or put the "
-                    f"class folders directly in {root}"
-                )
+        """(train, test) from ROOT/train + ROOT/test, or as a labels file's split column says, or drawn from the
+        one tree."""
+        given = _given_split(root)
+        if self.labels is not None or self.label_pattern is not None:
+            return self._split_labelled(root, given)
+        if given:
             train, test = scan(root, "train"), scan(root, "test")
             if train.classes != test.classes:
                 only_train = sorted(set(train.classes) - set(test.classes))
@@ -240,6 +273,75 @@ class ImageFolder(ImageDataset):
             return train, test
         return self._draw_test(root, scan(root, None))
 
+    def _split_labelled(self, root: Path, given: bool) -> tuple[Scan, Scan]:
+        """(train, test) of a flat folder labelled by a CSV or a pattern: as the CSV's split column says, else as
+        ROOT/train and ROOT/test hold the files, else drawn as from one tree."""
+        listing = _images_below(root, ("train", "test") if given else ("",))
+        if not listing.files:
+            raise UserError(
+                f"dataset.root={root} holds no images for {self._source(root)} to label: put "
+                f"{', '.join(EXTENSIONS)} files there"
+            )
+        if self.labels is not None:
+            texts, splits = self._listed(root, listing.files)
+            by = f"{self._source(root)} (its split column)"
+        else:
+            texts, splits = self._matched(root, listing.files), None
+        if splits is None and given:
+            splits = [name.split("/", 1)[0] for name in listing.files]
+            by = f"dataset.root={root} (its train/ and test/)"
+        tree, kept = _by_class(self._source(root), listing, texts)
+        if splits is None:
+            return self._draw_test(root, tree)
+        return _as_given(tree, [splits[i] == "test" for i in kept], by)
+
+    def _listed(self, root: Path, files: list[str]) -> tuple[list[str | None], list[str | None] | None]:
+        """Each file's label in the labels file (None: left out) and, where it has a split column, its split."""
+        listing = read_labels_file(self._labels_file(root))
+        rows, missing = listing.for_files(files)
+        self._leave_out(
+            missing, f"files listed in {listing.named} but not found in {root}", "add them or remove their rows"
+        )
+        self._leave_out(
+            [name for name, row in zip(files, rows) if row is None],
+            f"images in {root} not listed in {listing.named}",
+            f"list them, or move them out of {root}",
+        )
+        splits = [row.split if row else None for row in rows] if listing.has_split else None
+        return [row.label if row else None for row in rows], splits
+
+    def _matched(self, root: Path, files: list[str]) -> list[str | None]:
+        """Each file's label by the pattern (None: left out)."""
+        texts = labels_by_pattern(self.label_pattern, files)
+        self._leave_out(
+            [name for name, text in zip(files, texts) if text is None],
+            f"images in {root} whose names {self._source(root)} does not match",
+            "change the pattern, or rename or move the files",
+        )
+        return texts
+
+    def _leave_out(self, names: list[str], what: str, remedy: str) -> None:
+        """Files the labels cannot be matched with: one line naming the first few, and the run stops; or, with
+        dataset.skip_bad_files, a warning, as for files that cannot be decoded, and the run goes on without them."""
+        if not names:
+            return
+        more = f" and {len(names) - SHOWN:,} more" if len(names) > SHOWN else ""
+        said = f"{len(names):,} {what}: {', '.join(names[:SHOWN])}{more}"
+        if not self.skip_bad_files:
+            raise UserError(f"{said}; {remedy}, or set dataset.skip_bad_files=true to leave them out")
+        log.warning("folder: leaving out %s (dataset.skip_bad_files=true)", said)
+
+    def _source(self, root: Path) -> str:
+        """Where the labels come from, as messages name it."""
+        if self.labels is not None:
+            return f"dataset.labels={self._labels_file(root)}"
+        return f"dataset.label_pattern='{self.label_pattern}'"
+
+    def _labels_file(self, root: Path) -> Path:
+        """dataset.labels: relative to the root, as the names it lists are, or absolute."""
+        path = Path(self.labels).expanduser()
+        return path if path.is_absolute() else root / path
+
     def _draw_test(self, root: Path, tree: Scan) -> tuple[Scan, Scan]:
         """A seeded, stratified test_fraction of each class,
         recorded in the cache folder the first time and read back after."""
@@ -256,19 +358,10 @@ class ImageFolder(ImageDataset):
                 f"{len(set(names) & test_names):,}",
             )
         is_test = [name in test_names for name in names]
-
-        def part(test: bool) -> Scan:
-            picked = [i for i, t in enumerate(is_test) if t == test]
-            return Scan(
-                tree.classes,
-                [tree.files[i] for i in picked],
-                [tree.labels[i] for i in picked],
-                [tree.sizes[i] for i in picked],
-                [tree.mtimes[i] for i in picked],
-                0 if test else tree.ignored,
-            )
-
-        return part(False), part(True)
+        return (
+            tree.pick([i for i, test in enumerate(is_test) if not test], tree.ignored),
+            tree.pick([i for i, test in enumerate(is_test) if test], 0),
+        )
 
     def _order(self, count: int) -> np.ndarray:
         """A seeded shuffle, so train_size/test_size take a mix of classes, not the first class folder."""
@@ -352,6 +445,65 @@ class ImageFolder(ImageDataset):
             log.warning("folder: skipping %s (dataset.skip_bad_files=true)", line)
 
 
+def _given_split(root: Path) -> bool:
+    """Whether ROOT holds train/ and test/, the split given; one of them alone is refused."""
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if "train" not in folders and "test" not in folders:
+        return False
+    if not {"train", "test"} <= folders:
+        have, lacks = ("train", "test") if "train" in folders else ("test", "train")
+        raise UserError(
+            f"dataset.root={root} has {have}/ but no {lacks}/: add {root / lacks}/, laid out as {have}/ is, or put "
+            f"what {have}/ holds directly in {root}"
+        )
+    return True
+
+
+def _images_below(root: Path, parts: tuple[str, ...]) -> Scan:
+    """Every image below each of ROOT's `parts` ("": ROOT itself), not yet labelled (-1) and in no class."""
+    files, sizes, mtimes, ignored = [], [], [], 0
+    for part in parts:
+        ignored += _walk(str(root / part), part, files, sizes, mtimes)
+    return Scan([], files, [-1] * len(files), sizes, mtimes, ignored)
+
+
+def _by_class(source: str, listing: Scan, texts: list[str | None]) -> tuple[Scan, list[int]]:
+    """The files `texts` labels, grouped by class and sorted by name within each, as scan() gives class folders,
+    and where each was in `listing`."""
+    classes, index = classes_of(text for text in texts if text is not None)
+    if len(classes) < 2:
+        said = f"one class ({classes[0]})" if classes else "no image a label"
+        raise UserError(f"{source} gives {said}: a classifier needs at least two classes")
+    kept = sorted(
+        (i for i, text in enumerate(texts) if text is not None), key=lambda i: (index[texts[i]], listing.files[i])
+    )
+    labels = [index.get(text, -1) for text in texts]  # -1: left out, never picked
+    labelled = Scan(classes, listing.files, labels, listing.sizes, listing.mtimes, listing.ignored)
+    return labelled.pick(kept, listing.ignored), kept
+
+
+def _as_given(tree: Scan, is_test: list[bool], by: str) -> tuple[Scan, Scan]:
+    """(train, test) as `by` says, each with images of every class."""
+    train = tree.pick([i for i, test in enumerate(is_test) if not test], tree.ignored)
+    test = tree.pick([i for i, test in enumerate(is_test) if test], 0)
+    for name, part in (("train", train), ("test", test)):
+        lacking = sorted(set(range(len(tree.classes))) - set(part.labels))
+        if lacking:
+            raise UserError(
+                f"{by}: no {name} images of class {', '.join(tree.classes[c] for c in lacking)}; give every class "
+                "train and test images"
+            )
+    return train, test
+
+
+def _data_files(found: Found) -> DataFiles:
+    """The images, and the labels file where there is one: the run's data fingerprint changes with its labels."""
+    if found.labels_file is None:
+        return DataFiles(found.root, found.files, found.sizes)
+    name = os.path.relpath(found.labels_file, found.root)
+    return DataFiles(found.root, [*found.files, name], [*found.sizes, found.labels_file.stat().st_size])
+
+
 def scan(root: Path, part: str | None) -> Scan:
     """The class folders of ROOT (or ROOT/part): every image file below each, in sorted order,
     with its size and mtime."""
@@ -386,8 +538,9 @@ def scan(root: Path, part: str | None) -> Scan:
 
 
 def _walk(folder: str, prefix: str, files: list[str], sizes: list[int], mtimes: list[int]) -> int:
-    """Append the image files anywhere below `folder` (as prefix/relative names, sorted; hidden files and folders
-    skipped), their sizes and mtimes; return how many other files there were.
+    """Append the image files anywhere below `folder` (as prefix/relative names, or relative names where the prefix
+    is empty, sorted; hidden files and folders skipped), their sizes and mtimes; return how many other files there
+    were.
 
     One stat per entry, which is most of a cached run's start, and
     little else: names sorted as strings, no DirEntry objects. A link to nothing named like an image
@@ -396,15 +549,16 @@ def _walk(folder: str, prefix: str, files: list[str], sizes: list[int], mtimes: 
     ignored = 0
     for name in sorted(os.listdir(folder)):
         path = f"{folder}/{name}"
+        relative = f"{prefix}/{name}" if prefix else name
         try:
             info = os.stat(path)
         except OSError:
             info = None
         if info is not None and stat.S_ISDIR(info.st_mode):
             if not name.startswith("."):
-                ignored += _walk(path, f"{prefix}/{name}", files, sizes, mtimes)
+                ignored += _walk(path, relative, files, sizes, mtimes)
         elif is_image(name):
-            files.append(f"{prefix}/{name}")
+            files.append(relative)
             sizes.append(info.st_size if info else -1)
             mtimes.append(info.st_mtime_ns if info else -1)
         else:
