@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import VL_TRAIN, read_metrics, run_cli, vl_train
+from tests.conftest import read_metrics, run_cli, run_tool, vl_train
 from visionlab.cores import allowed
 from visionlab.data.folder import ImageFolder
 from visionlab.data.images import BadImage, decode
 
-VL_EVAL = VL_TRAIN.with_name("vl-eval")
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
 # (extension, Pillow mode) in turn; every 4th image is 20x12 instead of 16x16.
 KINDS = [
@@ -96,7 +94,7 @@ def test_a_folder_of_mixed_files_trains_and_names_classes_after_the_folders(tmp_
     assert {"test/per_class_acc/blue", "test/per_class_acc/green", "test/per_class_acc/red"} <= set(
         events.Tags()["scalars"]
     )
-    done = subprocess.run([str(VL_EVAL), str(run_dir)], capture_output=True, text=True, timeout=120)
+    done = run_tool("vl-eval", [run_dir], run_dir.parent, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads((run_dir / "eval_last_test.json").read_text())
     assert report["classes"] == ["blue", "green", "red"] and report["test/acc"] == 1.0

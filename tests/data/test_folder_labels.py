@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ import torch
 from PIL import Image
 
 from tests.cli.test_predict import predict, rows
-from tests.conftest import read_metrics, run_cli, vl_train
-from tests.data.test_folder import FAST, VL_EVAL
+from tests.conftest import read_metrics, run_cli, run_tool, vl_train
+from tests.data.test_folder import FAST
 from visionlab.data.folder import ImageFolder
 from visionlab.data.labels import classes_of, read_labels_file
 from visionlab.errors import UserError
@@ -83,7 +82,7 @@ def test_a_run_on_a_csv_labelled_folder_scores_evaluates_and_predicts_as_on_clas
     accuracy = {way: read_metrics(run_dir)["test/acc"] for way, run_dir in runs.items()}
     assert len(set(accuracy.values())) == 1 and 0.5 < accuracy["csv"], accuracy
 
-    done = subprocess.run([str(VL_EVAL), str(runs["csv"])], capture_output=True, text=True, timeout=120)
+    done = run_tool("vl-eval", [runs["csv"]], tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads((runs["csv"] / "eval_last_test.json").read_text())
     assert report["classes"] == list(COLOURS) and report["test/acc"] == accuracy["csv"]
