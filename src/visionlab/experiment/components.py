@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -107,11 +108,25 @@ def fresh_model(
 ) -> torch.nn.Module:
     """Built afresh from the run's seed, so partitions differ by their data alone."""
     seed_everything(components.seed)
-    model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes, **(overrides or {}))
+    model = components.model(
+        in_shape=splits.in_shape,
+        num_classes=splits.num_classes,
+        **pixel_stats(components.model, splits),
+        **(overrides or {}),
+    )
     model = model.to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %s with %s trainable parameters", type(model).__name__, f"{trainable:,}")
     return model
+
+
+def pixel_stats(model: Callable, splits: Splits) -> dict[str, Any]:
+    """`pixel_stats`, the training split's per-channel mean and std with which every image reaching the model was
+    standardized, for a model that takes them: one that works on the pixels as they were (models/torchvision.py
+    brings them to its pretrained weights' normalization). Its checkpoint keeps what it made of them."""
+    if "pixel_stats" not in inspect.signature(target_of(model)).parameters:
+        return {}
+    return {"pixel_stats": (splits.mean, splits.std)}
 
 
 def partition_splits(components: Components, raw: RawData, partition: Partition, device: torch.device) -> Splits:
