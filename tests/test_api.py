@@ -232,12 +232,12 @@ def test_interrupting_the_kernel_saves_last_pt_and_raises_keyboard_interrupt(tmp
         run_dir = tmp_path / "run"
         # short epochs, many of them: the interrupt lands long before the end, and the resume is quick
         code = (
-            "visionlab.train('model=cnn', 'dataset.train_size=1000', 'dataset.test_size=200', 'trainer.epochs=20', "
+            "visionlab.train('model=cnn', 'dataset.train_size=600', 'dataset.test_size=200', 'trainer.epochs=8', "
             f"'trainer.early_stopping.patience=null', 'logging=none', 'hydra.run.dir={run_dir}')"
         )
         msg_id = client.execute(code)
         deadline = time.monotonic() + 120
-        while "epoch 1/20" not in ((run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else ""):
+        while "epoch 1/8" not in ((run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else ""):
             assert time.monotonic() < deadline, "the run never finished its first epoch"
             time.sleep(0.1)
         manager.interrupt_kernel()
@@ -253,7 +253,7 @@ def test_interrupting_the_kernel_saves_last_pt_and_raises_keyboard_interrupt(tmp
             client, f"run = visionlab.train('resume={run_dir}')\nprint(run.status, run.metrics['epochs'])"
         )
         assert [m["content"]["ename"] for m in resumed if m["msg_type"] == "error"] == []
-        assert text_of(resumed).strip().splitlines()[-1] == "completed 20"
+        assert text_of(resumed).strip().splitlines()[-1] == "completed 8"
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
