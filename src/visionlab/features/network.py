@@ -73,7 +73,9 @@ class NetworkFeatures:
                 "network whose activations become the features"
             )
         self.file, state, self.sha256 = load(self.checkpoint)
-        inputs = state.inputs or inputs_from_its_data(self.checkpoint, self.file, state)
+        inputs = checked_inputs(
+            self.checkpoint, self.file, state.inputs or inputs_from_its_data(self.checkpoint, self.file, state)
+        )
         self.in_shape = tuple(int(side) for side in inputs["shape"])
         mean = torch.tensor(inputs["mean"], dtype=torch.float32)
         std = torch.tensor(inputs["std"], dtype=torch.float32)
@@ -259,6 +261,26 @@ def build_network(checkpoint: str, file: Path, state: Checkpoint, in_shape: tupl
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise UserError(f"{KEY}={checkpoint}: {file} does not rebuild its model ({reason})") from None
     return model.eval().requires_grad_(False)
+
+
+def checked_inputs(checkpoint: str, file: Path, inputs: Any) -> dict[str, Any]:
+    """`inputs` as visionlab writes them (a file may come from anyone): a [C, H, W] shape, a mean and a positive std
+    per channel, at least one class."""
+    try:
+        channels = inputs["shape"][0]
+        fine = (
+            len(inputs["shape"]) == 3
+            and all(isinstance(side, int) and 1 <= side <= 2**14 for side in inputs["shape"])
+            and len(inputs["mean"]) == len(inputs["std"]) == channels
+            and all(isinstance(value, float) for value in [*inputs["mean"], *inputs["std"]])
+            and min(inputs["std"]) > 0
+            and len(inputs["classes"]) >= 1
+        )
+    except (KeyError, IndexError, TypeError):
+        fine = False
+    if not fine:
+        raise UserError(f"{KEY}={checkpoint}: {file} does not record its inputs as visionlab writes them")
+    return inputs
 
 
 def inputs_from_its_data(checkpoint: str, file: Path, state: Checkpoint) -> dict[str, Any]:
