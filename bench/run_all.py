@@ -37,6 +37,7 @@ SCRIPTS = [
     "many_runs",
     "cifar10_fast",
     "photos",
+    "features_network",
 ]
 
 

@@ -178,6 +178,22 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     ) and baseline.endswith("(dataset.max_side=null)")
     for model in ("linear", "mlp", "cnn", "knn"):
         assert row(rf"^photos: 30 of 160x120, model={model} defaults --quick")[0].startswith(tuple("0123456789"))
+    for model in ("kNN", "linear"):
+        for features in ("HOG+colour", "bag of words", "the CIFAR-10 CNN's penultimate layer"):
+            named = rf"^network features: CIFAR-10, {re.escape(features)}, {model} test/acc --quick"
+            ours, baseline, points = row(named)
+            assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"\d+\.\d\d% \(pixels\)", baseline)
+            assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
+        ours, baseline, points = row(
+            rf"^network features: transfer, the MNIST CNN's penultimate layer on .+, {model} test/acc --quick"
+        )
+        assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"\d+\.\d\d% \(its pixels\)", baseline)
+        assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    ours, baseline, points = row(r"^network features: CIFAR-10, model=cnn itself against a linear classifier")
+    assert re.fullmatch(r"\d+\.\d\d% \(\d+ epochs?\)", ours) and re.fullmatch(
+        r"\d+\.\d\d% \(linear on its penultimate layer\)", baseline
+    )
+    assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
     assert not [name for name, cells in rows.items() if "failed" in cells[0] or "skipped" in cells[0]]
 
 

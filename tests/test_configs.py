@@ -7,9 +7,11 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import CONF_DIR, compose_train
+from visionlab.config import build
 from visionlab.data import ImageDataset
 from visionlab.data.folds import Holdout, KFold
 from visionlab.data.splits import DeviceSplit
+from visionlab.errors import UserError
 from visionlab.features import Features
 from visionlab.reporting.pictures import PictureList
 from visionlab.training.settings import TrainerSettings
@@ -65,6 +67,9 @@ def test_option_composes_and_instantiates(group, option):
         weight = torch.nn.Parameter(torch.ones(2, 3))  # a weight matrix: biases (1-d) are not penalized
         penalty = instantiate(node)([weight])()
         assert penalty.ndim == 0 and penalty >= 0 and (penalty > 0) == (option != "none")
+    elif group == "features" and option == "network":  # a trained network is the one thing it cannot do without
+        with pytest.raises(UserError, match=r"^features=network needs features.network.checkpoint=RUN_DIR"):
+            build(cfg, "features")
     elif group == "features":
         features = instantiate(node)
         assert isinstance(features, Features) and (len(features.extractors) == 0) == (option == "none")

@@ -67,7 +67,7 @@ LAYERS = {
     "foundation": {
         *("errors", "checks", "paths", "suggest", "objective", "terminal", "patches", "compiled", "parallel_jobs"),
         *("run_registry", "cores", "console", "cache", "trust", "losses", "regularization", "optimization", "tta"),
-        *("rejections", "isolation"),
+        *("rejections", "isolation", "checkpoint_format"),
     },
     "data": {"data"},
     "features and models": {"features", "models"},

@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab import provenance
+from visionlab.checkpoint_format import Checkpoint, run_checkpoint
 from visionlab.data import Splits
 from visionlab.errors import UserError, writing
 from visionlab.experiment import Components, build_components, load_data, prepare_data
-from visionlab.training.checkpoint import UNRECORDED, Checkpoint, load_checkpoint
 from visionlab.training.device import resolve_device
 from visionlab.training.loop import evaluate
 from visionlab.trust import Allowlist, check_stored, keep_writes_here
@@ -97,48 +97,12 @@ def load_model(
 
 
 def checkpoint_file(path: Path, which: str | None) -> tuple[Path, Checkpoint]:
-    """The file to load for `path`, and its contents; for a run directory, said in the log with why that file.
-
-    A run directory's last.pt names the file of its partition whose weights took the test (`test_checkpoint`);
-    `which` (last, best) picks one of that partition's files instead. A checkpoint written before they recorded
-    it is read with metrics.json's `tested_epoch`, which exists when best.pt took the test.
-    """
-    if not path.is_dir():
-        if which is not None:
-            raise UserError(
-                f"--checkpoint {which} picks a file of a run directory, and {path} is a file: "
-                f"give the run directory, or the file alone"
-            )
-        return path, load_checkpoint(path)
-    state = load_checkpoint(path / "last.pt")
-    folder = path / state.place.folder
-    if not folder.is_dir():  # `path` is the partition's own folder (fold_<i>/, final/), not the run directory
-        folder = path
-    tested = state.place.test_checkpoint
-    if tested == UNRECORDED:
-        tested = legacy_test_checkpoint(path)
-    name = f"{which}.pt" if which else tested or "last.pt"
-    chosen = folder / name
-    state = state if name == "last.pt" else load_checkpoint(chosen)
-    log.info("checkpoint: %s (%s)", chosen, why_this_file(state, name, tested, which))
+    """The file to load for `path` (checkpoint_format.run_checkpoint's rule), and its contents; for a run directory,
+    said in the log with why that file."""
+    chosen, state, why = run_checkpoint(path, which)
+    if why:
+        log.info("checkpoint: %s (%s)", chosen, why)
     return chosen, state
-
-
-def legacy_test_checkpoint(run_dir: Path) -> str:
-    metrics = run_dir / "metrics.json"
-    return "best.pt" if metrics.is_file() and "tested_epoch" in json.loads(metrics.read_text()) else "last.pt"
-
-
-def why_this_file(state: Checkpoint, name: str, tested: str | None, which: str | None) -> str:
-    """What the loaded weights are: their epoch, whether they took the run's test, how to choose the other file."""
-    epochs = state.history
-    at = f"epoch {max(map(int, epochs))}, " if epochs else ""
-    if tested is None:
-        return f"{at}the run took no test: a fold of a k-fold run without split.final_test"
-    other = "last" if name == "best.pt" else "best"
-    if name == tested:
-        return f"{at}the weights that took the run's test; --checkpoint {other} for the {other} epoch's"
-    return f"{at}chosen with --checkpoint {which}; the run's test was taken on {tested}"
 
 
 def write_report(metrics: dict[str, Any]) -> Path:

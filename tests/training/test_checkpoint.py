@@ -59,16 +59,18 @@ def test_a_checkpoint_file_holds_the_same_keys_it_always_has_and_reads_back_whol
         place=Place(partition=1, partitions_done=({"epochs": 2},), folder="fold_1", test_checkpoint=None),
     )
     learned = {"model": {"w": torch.ones(2)}, "done": {"train": {"acc": 0.5}}, "position": {"epoch": 2, "step": 9}}
+    checkpoints.inputs = {"shape": [1, 2, 2], "mean": [0.5], "std": [0.25], "classes": ["a", "b"]}
     checkpoints.save({**learned, "history": {1: {"val/acc": 0.5}}}, {"val/acc": 0.5})
     raw = torch.load(tmp_path / "last.pt", weights_only=True)
     assert set(raw) == {
-        *("model", "done", "position", "history", "config", "provenance", "seconds", "best_value"),
+        *("model", "done", "position", "history", "config", "provenance", "seconds", "best_value", "inputs"),
         *("partition", "partitions_done", "model_overrides", "folder", "test_checkpoint"),
     }
     assert raw["partition"] == 1 and raw["folder"] == "fold_1" and raw["partitions_done"] == [{"epochs": 2}]
     loaded = load_checkpoint(tmp_path / "last.pt")
     assert loaded.place == Place(1, ({"epochs": 2},), {}, "fold_1", None)
     assert loaded.position == {"epoch": 2, "step": 9} and loaded.history == {1: {"val/acc": 0.5}}
+    assert loaded.inputs == checkpoints.inputs and "inputs" not in loaded.training  # not part of a resume's state
     assert Checkpoint.from_dict(loaded.to_dict()) == loaded
 
 

@@ -90,6 +90,7 @@ class PartitionTraining:
         layer table and keep it for summary.md (the first partition this session trains)."""
         components, context, learner = self.components, self.context, self.components.learner
         splits = partition_splits(components, raw, self.partition, context.device)
+        self.checkpoints.inputs = inputs_record(splits)
         model = fresh_model(components, splits, context.device, self.overrides)
         if describe_layers:
             self.layers = report_layers(model, splits.in_shape, context.folder, command_line()).markdown()
@@ -143,6 +144,19 @@ class PartitionTraining:
             neighbours=search,
             voters=(lambda: learner.voters(model)) if search else None,
         )
+
+
+def inputs_record(splits: Splits) -> dict[str, Any] | None:
+    """What the model takes, for its checkpoints (`Checkpoint.inputs`): the image shape, the normalization (its train
+    part's per-channel mean and std, exactly: float32 values as Python floats) and the classes; None on features."""
+    if isinstance(splits, FeatureSplits):
+        return None
+    return {
+        "shape": list(splits.in_shape),
+        "mean": splits.mean.tolist(),
+        "std": splits.std.tolist(),
+        "classes": list(splits.classes),
+    }
 
 
 def stored(result: FitResult) -> dict[str, Any]:

@@ -35,17 +35,12 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from visionlab.data import DeviceSplit
+from visionlab.models.layers import penultimate_layer  # the features=network default too
 
 log = logging.getLogger("visionlab")
 
 TAG = "test/penultimate"
 THUMBNAIL_PX = 32  # larger images are shrunk to this side in the sprite: 2,000 of 224 px would make a 300 MB one
-
-
-def penultimate_layer(model: nn.Module) -> nn.Linear | None:
-    """The model's last Linear layer, if some layer with weights comes before it; else None."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    return layers[-1] if len(layers) > 1 and isinstance(layers[-1], nn.Linear) else None
 
 
 def spaced(n: int, points: int) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Pictures of what the features see, one drawing per kind of extractor (features/ itself draws nothing).
 
+A network's activations (features=network) are drawn beside each image as a grid of cells, one per number,
+brighter for larger.
+
 HOG is drawn the usual way: in each cell, a line along the edge for every orientation bin, as
 bright as its share. The lines are stencils, one per bin, so a batch of cell histograms becomes a
 picture with one einsum: `[N, rows, cols, bins] x [bins, G, G]`.
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 from visionlab.features import Features
 from visionlab.features.bow import BagOfWords
 from visionlab.features.hog import HOG
+from visionlab.features.network import NetworkFeatures
 from visionlab.reporting import visuals
 from visionlab.reporting.codebook import codebook_picture
 
@@ -55,6 +59,25 @@ def hog_picture(hog: HOG, images: torch.Tensor) -> torch.Tensor:
     return visuals.picture(tiles, 8, title=title)
 
 
+def network_picture(network: NetworkFeatures, images: torch.Tensor) -> torch.Tensor:
+    """uint8 `[3, H, W]`: each image beside its activations at the network's layer, as a square grid of cells
+    (row by row, the unused end of the last row black), brighter = larger, on one scale for all the images."""
+    activations = network(images.to(network.device)).cpu()
+    n, size = activations.shape
+    side = math.ceil(math.sqrt(size))
+    low, high = activations.min(), activations.max()
+    scaled = (activations - low) / (high - low).clamp_min(1e-12)
+    grid = F.pad(scaled, (0, side * side - size)).view(n, 1, side, side)
+    shown = images.cpu().float() / 255
+    height, width = max(shown.shape[2], side * 4), max(shown.shape[3], side * 4)
+    enlarged = F.interpolate(shown, size=(height, width), mode="nearest")
+    cells = F.interpolate(grid, size=(height, width), mode="nearest").expand(-1, shown.shape[1], -1, -1)
+    tiles = torch.stack([enlarged, cells], 1).flatten(0, 1)
+    where = f"the input of {network.layer_name}" if network.takes_input else network.layer_name
+    title = f"network features: {where}, {size:,} numbers as a {side}x{side} grid, brighter = larger"
+    return visuals.picture(tiles, 8, title=title)
+
+
 def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the run's extractors see in these images."""
     found: dict[str, torch.Tensor] = {}
@@ -63,4 +86,6 @@ def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torc
             found["features/hog_cells"] = hog_picture(extractor, images)
         elif isinstance(extractor, BagOfWords) and extractor.fitted_on:  # its codebook, once learned on the train part
             found[f"features/{name}_codebook"] = codebook_picture(extractor)
+        elif isinstance(extractor, NetworkFeatures):
+            found["features/network_activations"] = network_picture(extractor, images)
     return found
