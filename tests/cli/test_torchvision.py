@@ -5,6 +5,7 @@ score it on a machine whose cache is empty; offline without the file, and a wron
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from torchvision import models
 
 import visionlab
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import read_metrics, run_cli, without_timing
 from visionlab.models.torchvision import hub_file
 
 TINY = [
@@ -84,3 +85,30 @@ def test_a_wrong_name_is_one_line_with_the_close_ones(tmp_path):
     assert result.returncode == 2
     said = result.stderr.strip().splitlines()
     assert len(said) == 1 and "model.name='resnet19' is unknown: did you mean resnet18" in said[0], result.stderr
+
+
+def test_a_linear_probe_stopped_mid_epoch_resumes_to_the_same_metrics(trained, tmp_path, monkeypatch):
+    """train=head from the hub's weights: stopped in epoch 2 and resumed, it ends as if never stopped (the frozen
+    backbone, its BatchNorm statistics and the new head all come back from last.pt)."""
+    from visionlab.training.callbacks import SaveAndStop
+
+    monkeypatch.setenv("TORCH_HOME", str(trained["base"] / "torch"))
+    args = [*TINY, "model.weights=DEFAULT", "model.fetch=cache", "model.train=head", "trainer.epochs=2"]
+    args += ["trainer.batch_size=16", "logging=none"]
+    after_step = SaveAndStop.after_step
+
+    def stop_in_epoch_2(self, state, loss, images):
+        if state.at.epoch == 2 and state.at.batch == 1:
+            self.stop.signum = signal.SIGINT
+        after_step(self, state, loss, images)
+
+    monkeypatch.setattr(SaveAndStop, "after_step", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt, match="last.pt saved"):
+        visionlab.train(*args, f"hydra.run.dir={tmp_path / 'stopped'}")
+    position = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["position"]
+    assert position["epoch"] == 2 and position["batch"] == 1
+    monkeypatch.setattr(SaveAndStop, "after_step", after_step)
+    resumed = visionlab.train(f"resume={tmp_path / 'stopped'}")
+    alone = visionlab.train(*args, f"hydra.run.dir={tmp_path / 'alone'}")
+    assert resumed.metrics["status"] == "completed" and resumed.metrics["epochs"] == 2
+    assert without_timing(resumed.metrics) == without_timing(alone.metrics)
