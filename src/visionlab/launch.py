@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab import patches, run_folder, terminal
@@ -40,6 +41,17 @@ log = logging.getLogger("visionlab")
 # plugin it sets up: seven lines of "setup plugin alembic..." before a search's first.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 run_folder.register_resolver()  # here, at import: a launcher's worker process imports this module for train_job
+
+
+def torchvision_classifiers() -> str:
+    """`${torchvision_classifiers:}` in `vl-train --help`: model=torchvision's names, read only when help is shown
+    (importing torchvision's models takes a second)."""
+    from visionlab.models.torchvision import builders
+
+    return textwrap.fill(", ".join(builders()), width=110, initial_indent="    ", subsequent_indent="    ")
+
+
+OmegaConf.register_new_resolver("torchvision_classifiers", torchvision_classifiers, replace=True)
 
 # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
 HYDRA_MODES_CLASH = "Only one of --run, --multirun"

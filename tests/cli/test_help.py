@@ -16,6 +16,8 @@ def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
     for group in ("model", "optimizer", "features", "recipe"):  # every option in conf/, a new one included
         options = ", ".join(sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
         assert f"{group}: {options}" in result.stdout
+    assert "model=torchvision model.name= takes any of torchvision's classifiers:" in result.stdout
+    assert "resnet18, resnet34" in result.stdout and "mobilenet_v3_small" in result.stdout
 
 
 def test_shell_completion_answers_through_vl_train(tmp_path):
