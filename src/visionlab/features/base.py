@@ -134,7 +134,7 @@ class Features:
             "dataset": dataset.lower(),
             "split": split,
             "images": images_digest(images),
-            "extractors": {name: [type(e).__name__, asdict(e)] for name, e in self.extractors.items()},
+            "extractors": {name: [type(e).__name__, parameters(e)] for name, e in self.extractors.items()},
         }
         if (
             self.cache is not None
@@ -163,3 +163,9 @@ class Features:
             chunk = images[start : start + CHUNK].to(device)
             out[start : start + CHUNK] = torch.cat([extractor(chunk) for extractor in self.extractors.values()], 1)
         return out
+
+
+def parameters(extractor: Extractor) -> dict:
+    """What an extractor's features depend on besides the images, for the cache's key: its `cache_key()` where it has
+    one (a network's content, not its file's name), else all its fields."""
+    return extractor.cache_key() if hasattr(extractor, "cache_key") else asdict(extractor)

@@ -60,17 +60,22 @@ def builders() -> tuple[str, ...]:
 
 
 class Builder(Rule):
-    """A name of `builders()`; a misspelled one is answered with the names closest to it."""
+    """A name of `builders()` (or null, where `null_ok`); a misspelled one is answered with the names closest to it."""
 
     verdict = "unknown"
 
+    def __init__(self, null_ok: bool = False):
+        self.null_ok = null_ok
+
     def accepts(self, value: Any) -> bool:
-        return isinstance(value, str) and value in builders()
+        return (value is None and self.null_ok) or (isinstance(value, str) and value in builders())
 
     def noun(self, plural: bool = False) -> str:
         names = builders()
-        return f"one of the {len(names)} classification models of torchvision {torchvision.__version__}: " + ", ".join(
-            names
+        return (
+            f"one of the {len(names)} classification models of torchvision {torchvision.__version__}: "
+            + ", ".join(names)
+            + (", or null" if self.null_ok else "")
         )
 
     def check(self, key: str, value: Any) -> None:
@@ -215,9 +220,10 @@ class TorchvisionModel(nn.Module):
         return self
 
 
-def weights_of(name: str, weights: str | None, fetch: str) -> tuple[Any, Path | None]:
+def weights_of(name: str, weights: str | None, fetch: str, key: str = "model") -> tuple[Any, Path | None]:
     """The builder's weights that `weights` names (None for a file or none), and the file to read them from
-    (None: nothing to read; for the builder's weights, their place in the hub cache, where they may be missing)."""
+    (None: nothing to read; for the builder's weights, their place in the hub cache, where they may be missing).
+    `key`: the config node whose `weights` these are, as the messages name it (model, features.network)."""
     if weights is None:
         return None, None
     family = models.get_model_weights(name)
@@ -229,7 +235,7 @@ def weights_of(name: str, weights: str | None, fetch: str) -> tuple[Any, Path | 
     if not looks_like_file:
         hint = did_you_mean_one_of(weights, names, 2)
         raise SettingRejected(
-            f"model.weights={weights} is neither one of {name}'s weights nor a file: {hint}use one of "
+            f"{key}.weights={weights} is neither one of {name}'s weights nor a file: {hint}use one of "
             f"{', '.join(names)}, the path of a state dict saved with torch.save, or null (random weights)"
         )
     if fetch == "none":
@@ -237,7 +243,7 @@ def weights_of(name: str, weights: str | None, fetch: str) -> tuple[Any, Path | 
     file = Path(weights).expanduser()
     if not file.is_file():
         raise SettingRejected(
-            f"model.weights={weights}: no such file (use the path of a state dict saved with torch.save, one of "
+            f"{key}.weights={weights}: no such file (use the path of a state dict saved with torch.save, one of "
             f"{name}'s weights {', '.join(names)}, or null for random weights)"
         )
     return None, file
@@ -248,15 +254,16 @@ def hub_file(chosen: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(chosen.url).path).name
 
 
-def cached(chosen: Any, weights: str, name: str, fetch: str) -> Path:
+def cached(chosen: Any, weights: str, name: str, fetch: str, key: str = "model") -> Path:
     """The weights' file in torch's hub cache, downloaded there first when missing and `fetch` is download."""
     file = hub_file(chosen)
     if file.is_file():
         return file
-    put = f"put the file from {chosen.url} at {file} (or set TORCH_HOME to the folder whose checkpoints/ holds it)"
+    put = f"put the file from {chosen.url} at {file} (or set TORCH_HOME to the folder whose hub/checkpoints/ holds it)"
     if fetch == "cache":
         raise UserError(
-            f"model.weights={weights}: {name}'s weights are not in torch's hub cache (model.fetch=cache): {put}"
+            f"{key}.weights={weights}: {name}'s weights are not in torch's hub cache ({key}.fetch=cache): {put}, "
+            f"or let it download them with {key}.fetch=download"
         )
     log.info("model: downloading %s's weights %s from %s to %s", name, chosen, chosen.url, file)
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -266,13 +273,13 @@ def cached(chosen: Any, weights: str, name: str, fetch: str) -> Path:
     except Exception as exc:  # no network, a proxy, a bad checksum: the same advice
         detail = " ".join(str(exc).split())[:200] or "no detail"
         raise UserError(
-            f"model.weights={weights}: {name}'s weights are not in torch's hub cache and could not be downloaded "
+            f"{key}.weights={weights}: {name}'s weights are not in torch's hub cache and could not be downloaded "
             f"({type(exc).__name__}: {detail}): {put}"
         ) from None
     return file
 
 
-def input_side(name: str, recipe: Any, input_size: Any, own: tuple[int, int]) -> tuple[int, int]:
+def input_side(name: str, recipe: Any, input_size: Any, own: tuple[int, int], key: str = "model") -> tuple[int, int]:
     """The size the network is given, and whether it can take it (the weights' `min_size`; a ViT its one size)."""
     if input_size == "auto":
         crop = recipe.transforms().crop_size if recipe is not None else None  # [224], or [h, w]
@@ -283,17 +290,17 @@ def input_side(name: str, recipe: Any, input_size: Any, own: tuple[int, int]) ->
         size = (int(input_size[0]), int(input_size[1]))
     family = models.get_model_weights(name)
     smallest = (recipe or family.DEFAULT).meta["min_size"]
-    said = "model.input_size=null" if input_size is None else f"model.input_size={shown(input_size)}"
+    said = f"{key}.input_size=null" if input_size is None else f"{key}.input_size={shown(input_size)}"
     if size[0] < smallest[0] or size[1] < smallest[1]:
         raise SettingRejected(
             f"{said} gives {name} {size[0]}x{size[1]} images, and it takes at least {smallest[0]}x{smallest[1]}: "
-            f"set model.input_size=[{smallest[0]}, {smallest[1]}] or larger"
+            f"set {key}.input_size=[{smallest[0]}, {smallest[1]}] or larger"
         )
     fixed = next((argument for prefix, argument in SIZED.items() if name.startswith(prefix)), None)
     if fixed and recipe is not None and size != tuple(smallest):
         raise SettingRejected(
             f"{said} gives {name} {size[0]}x{size[1]} images, and its weights take {smallest[0]}x{smallest[1]} only: "
-            f"set model.input_size=auto"
+            f"set {key}.input_size=auto"
         )
     if fixed == "image_size" and size[0] != size[1]:
         raise SettingRejected(f"{said}: {name} takes square images only: give it [{size[0]}, {size[0]}]")
@@ -324,19 +331,19 @@ def build(name: str, recipe: Any, num_classes: int, size: tuple[int, int], meta:
         raise SettingRejected(f"torchvision's {name} rejected {arguments}: {' '.join(str(exc).split())}") from exc
 
 
-def read_weights(file: Path, weights: str) -> dict[str, torch.Tensor]:
+def read_weights(file: Path, weights: str, key: str = "model") -> dict[str, torch.Tensor]:
     """A state dict from `file`, read without running any code in it (weights_only)."""
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled code, a file that is no torch.save, a truncated one
         detail = " ".join(str(exc).split())[:200] or "no detail"
         raise UserError(
-            f"model.weights={weights}: {file} could not be read as a state dict ({type(exc).__name__}: {detail}); "
+            f"{key}.weights={weights}: {file} could not be read as a state dict ({type(exc).__name__}: {detail}); "
             "weights are read with torch.load(weights_only=True), which builds tensors only and runs no code"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(
-            f"model.weights={weights}: {file} holds a {type(state).__name__}, not a state dict "
+            f"{key}.weights={weights}: {file} holds a {type(state).__name__}, not a state dict "
             "(save one with torch.save(net.state_dict(), file))"
         )
     for key in list(state):  # in place: the dict's version records, which modules read as they load, stay
@@ -356,7 +363,13 @@ def classifier(net: nn.Module) -> str:
 
 
 def replace_head(
-    net: nn.Module, num_classes: int, state: dict[str, torch.Tensor] | None, weights: str | None, name: str, new: bool
+    net: nn.Module,
+    num_classes: int,
+    state: dict[str, torch.Tensor] | None,
+    weights: str | None,
+    name: str,
+    new: bool,
+    key: str = "model",
 ) -> str:
     """`state` loaded into `net` (all but its head, whose classes are the weights'), then, if `new`, a new head for
     `num_classes` (without weights the builder made the net for them); returns the head's name."""
@@ -370,13 +383,13 @@ def replace_head(
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # a tensor of another shape
             raise UserError(
-                f"model.weights={weights} does not fit torchvision's {name} ({' '.join(str(exc).split())[:300]})"
+                f"{key}.weights={weights} does not fit torchvision's {name} ({' '.join(str(exc).split())[:300]})"
             ) from None
         missing = [key for key in missing if not key.startswith(f"{head}.")]
         if missing or unexpected:
             which = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
             raise UserError(
-                f"model.weights={weights} does not fit torchvision's {name}: {which}"
+                f"{key}.weights={weights} does not fit torchvision's {name}: {which}"
                 f"{' ...' if len(missing or unexpected) > 3 else ''} (a state dict of {name} itself, as "
                 f"torch.save({name}.state_dict(), file) writes it)"
             )
