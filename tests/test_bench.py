@@ -178,9 +178,13 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
     ) and baseline.endswith("(dataset.max_side=null)")
     for model in ("linear", "mlp", "cnn", "knn"):
         assert row(rf"^photos: 30 of 160x120, model={model} defaults --quick")[0].startswith(tuple("0123456789"))
+    network_rows = [
+        *(("CIFAR-10", f) for f in ("HOG+colour", "bag of words", "the CIFAR-10 CNN's penultimate layer")),
+        ("MNIST", "the MNIST CNN's penultimate layer"),
+    ]
     for model in ("kNN", "linear"):
-        for features in ("HOG+colour", "bag of words", "the CIFAR-10 CNN's penultimate layer"):
-            named = rf"^network features: CIFAR-10, {re.escape(features)}, {model} test/acc --quick"
+        for dataset, features in network_rows:
+            named = rf"^network features: {dataset}, {re.escape(features)}, {model} test/acc --quick"
             ours, baseline, points = row(named)
             assert re.fullmatch(r"\d+\.\d\d%", ours) and re.fullmatch(r"\d+\.\d\d% \(pixels\)", baseline)
             assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
