@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import visionlab
 from tests.conftest import read_metrics, run_cli, without_timing
 from visionlab.data.splits import channel_stats, holdout_indices
-from visionlab.data.synthetic import Synthetic
+from visionlab.data.synthetic import SHAPES, Synthetic
 from visionlab.features.network import NetworkFeatures, fitted
 from visionlab.models.cnn import CNN
 
@@ -54,18 +54,7 @@ def activations_computed_directly(network: Path, images: torch.Tensor) -> torch.
         return model.classifier[:-1](model.features(x))
 
 
-CLASSES = [
-    "horizontal_bar",
-    "vertical_bar",
-    "diagonal",
-    "antidiagonal",
-    "ring",
-    "blob",
-    "square",
-    "cross",
-    "stripes",
-    "checker",
-]
+CLASSES = list(SHAPES)
 
 
 def cached_train_features(cache: Path) -> list[Path]:
