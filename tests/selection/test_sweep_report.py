@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from tests.conftest import CONF_DIR
 from visionlab.errors import UserError
 from visionlab.reporting.sweep_report import build_report, write_report
 
@@ -121,14 +124,16 @@ def test_vl_report_of_an_optuna_sweep_ranks_every_trial_of_its_study_wherever_it
         yaml.safe_dump({"hydra": {"sweeper": {"study_name": "S"}, "job": {"num": 1}}})
     )
     make_run(sweep / "7", ["model=knn", "model.k=9"], {"val/acc": 0.6})
-    config = {
-        "objective": "val/acc",
-        "hydra": {
-            "sweep": {"dir": "multirun/${now:%H-%M-%S}"},
-            "runtime": {"cwd": "/nowhere"},
-            "sweeper": {"storage": "sqlite:///${hydra.sweep.dir}/optuna.db", "study_name": "S"},
-        },
-    }
+    # the multirun.yaml of a search run as users run it: Hydra stores it unresolved, hydra.run.dir's
+    # ${new_folder:...} and the help text's resolvers included, which the report must not need to resolve
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composed = compose(config_name="train", overrides=["hparams_search=knn_optuna"], return_hydra_config=True)
+    config = OmegaConf.to_container(composed, resolve=False)
+    config["objective"] = "val/acc"
+    config["hydra"]["sweep"]["dir"] = "multirun/${now:%H-%M-%S}"
+    config["hydra"]["runtime"]["cwd"] = "/nowhere"
+    config["hydra"]["sweeper"].update(storage="sqlite:///${hydra.sweep.dir}/optuna.db", study_name="S")
+    assert "${new_folder:" in config["hydra"]["run"]["dir"]
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(config))
     study = optuna.create_study(study_name="S", storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
     k = {"model.k": IntUniformDistribution(1, 15)}

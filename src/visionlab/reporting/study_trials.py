@@ -30,6 +30,9 @@ RUN_DIR = "run_dir"  # the trial user attribute that holds its run directory (ab
 SQLITE = "sqlite:///"
 # libyaml's C loader where installed: faster than the pure-Python one
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# the parts of a sweep's config the report reads: the study's storage and name, the sweep folder they may name, and
+# the folder the sweep was launched from (a relative sqlite path is relative to it)
+READ_HYDRA = ("sweeper", "sweep", "runtime")
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running", "WAITING": "waiting"}
 
 
@@ -60,8 +63,12 @@ def sweep_study(root: Path) -> Study | None:
         sweeper = raw.get("hydra", {}).get("sweeper") or {}
         if not (sweeper.get("storage") and sweeper.get("study_name")):  # a grid sweep, or no storage: no study to read
             return None
-        check_resolvers(raw, config)  # a sweep folder from elsewhere: nothing is built from it, but it is resolved
-        cfg = OmegaConf.create(raw)
+        # a sweep folder from elsewhere: nothing is built from it, but what is read is resolved, so only that is
+        # kept and checked (hydra.run.dir's ${new_folder:...} and the help's resolvers are never read here)
+        hydra = {key: raw["hydra"][key] for key in READ_HYDRA if key in raw["hydra"]}
+        read = {"hydra": hydra, "objective": raw.get("objective")}
+        check_resolvers(read, config)
+        cfg = OmegaConf.create(read)
         cfg.hydra.sweep.dir = str(root.resolve())  # `${now:...}` would be today's; this folder is the sweep's
         storage, name = cfg.hydra.sweeper.storage, cfg.hydra.sweeper.study_name
     except (OmegaConfBaseException, yaml.YAMLError, UserError) as exc:
