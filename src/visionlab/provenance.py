@@ -25,7 +25,7 @@ import visionlab
 from visionlab.data.files import DataFiles
 
 if TYPE_CHECKING:
-    from visionlab.training.checkpoint import Checkpoint
+    from visionlab.checkpoint_format import Checkpoint
 
 log = logging.getLogger("visionlab")
 

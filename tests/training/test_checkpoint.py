@@ -8,8 +8,9 @@ import time
 import numpy as np
 import torch
 
+from visionlab.checkpoint_format import UNRECORDED, Checkpoint, Place, load_checkpoint
 from visionlab.provenance import record
-from visionlab.training.checkpoint import UNRECORDED, Checkpoint, Checkpoints, Place, load_checkpoint, save_checkpoint
+from visionlab.training.checkpoint import Checkpoints, save_checkpoint
 from visionlab.training.state import restore_rng_states, rng_states
 
 

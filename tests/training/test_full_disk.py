@@ -20,10 +20,11 @@ import torch
 from tests.cli.test_resume import start
 from tests.conftest import TINY, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
 from visionlab.cache import PixelCache, TensorCache
+from visionlab.checkpoint_format import load_checkpoint
 from visionlab.console import RunLogFile, full_log_file
 from visionlab.errors import DiskFull, no_space
 from visionlab.reporting.metrics_file import write_metrics
-from visionlab.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
+from visionlab.training.checkpoint import Checkpoints, save_checkpoint
 
 # 4 epochs of 38 steps of 16 images: filling the disk once epoch 2 is under way leaves the next checkpoint to fail.
 LONG_EPOCHS = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from visionlab.training.checkpoint import Checkpoint
+from visionlab.checkpoint_format import Checkpoint
 from visionlab.training.signals import StopRequest
 from visionlab.training.threads import SharedThreads
 

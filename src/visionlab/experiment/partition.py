@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from visionlab.checkpoint_format import Place
 from visionlab.compiled import eager
 from visionlab.cross_validation import final_model_trainer
 from visionlab.data import RawData, Splits
@@ -27,7 +28,7 @@ from visionlab.reporting.layer_summary import report_layers
 from visionlab.reporting.pictures import PictureLog, Subject
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.summary import command_line
-from visionlab.training.checkpoint import Checkpoints, Place
+from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.learners import Lesson
 from visionlab.training.loop import FitResult, evaluate
 from visionlab.training.threads import ShareCores

@@ -18,8 +18,7 @@ from typing import Any
 
 import torch
 
-# what a file holds and how it is read live a layer down, where features/ reads them too; named here as before
-from visionlab.checkpoint_format import UNRECORDED, Checkpoint, Place, load_checkpoint  # noqa: F401
+from visionlab.checkpoint_format import Checkpoint, Place
 from visionlab.console import full_log_file
 from visionlab.errors import DiskFull, UserError, no_space
 from visionlab.objective import better

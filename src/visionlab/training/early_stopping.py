@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 import torch
 
+from visionlab.checkpoint_format import load_checkpoint
 from visionlab.checks import Maybe, Number, Whole
 from visionlab.objective import better
 from visionlab.training.callbacks import Callback, EndTraining
-from visionlab.training.checkpoint import load_checkpoint
 from visionlab.training.state import TrainingState
 
 log = logging.getLogger("visionlab")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab.checkpoint_format import Checkpoint, load_checkpoint
 from visionlab.errors import UserError
-from visionlab.training.checkpoint import Checkpoint, load_checkpoint
 from visionlab.trust import Allowlist, check_overrides, check_stored, keep_writes_here, split_config_dirs
 
 log = logging.getLogger("visionlab")

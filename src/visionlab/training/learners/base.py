@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from visionlab.checkpoint_format import Checkpoint
 from visionlab.data import Splits
 from visionlab.training.callbacks import Callback
-from visionlab.training.checkpoint import Checkpoint, Checkpoints
+from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.loop import FitResult, LossFn
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.signals import StopRequest
