@@ -87,11 +87,12 @@ def run_tool(
     tool: str, args: list, cwd: Path, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`tool args` (vl-train, vl-eval, vl-predict, vl-report) in `cwd`, its output captured: forked from the
-    worker's server (tests/cli_server.py), which has torch and visionlab loaded already. A sweep, and a command
-    with environment variables of its own (read when modules load), start a fresh process instead, as every
-    command does with VL_TEST_FRESH_PROCESSES=1."""
-    sweep = "-m" in args or "--multirun" in args  # a launcher's worker processes (joblib's loky) want a real parent
-    if env or sweep or os.environ.get("VL_TEST_FRESH_PROCESSES"):
+    worker's server (tests/cli_server.py), which has torch and visionlab loaded already. A sweep through a launcher
+    of its own (its worker processes: joblib's loky wants a real parent), and a command with environment variables
+    of its own (read when modules load), start a fresh process instead, as every command does with
+    VL_TEST_FRESH_PROCESSES=1. The basic launcher runs a sweep's jobs in the command's own process."""
+    launcher = any(str(arg).startswith(("hydra/launcher=", "+hydra/launcher=")) for arg in args)
+    if env or launcher or os.environ.get("VL_TEST_FRESH_PROCESSES"):
         return subprocess.run(
             [str(VL_TRAIN.with_name(tool)), *map(str, args)],
             capture_output=True,
