@@ -128,6 +128,25 @@ def test_two_processes_are_one_run_in_one_folder_that_ends_as_one_process_does(t
     assert log.count("epoch 3/3") == 1, "rank 0 alone logs"
 
 
+def test_torchrun_gives_one_run_folder_and_the_same_run(tmp_path, two_processes):
+    """torchrun starts every rank as vl-train: rank 0 composes the config and makes the folder, the others take both
+    from it, so the run is the one `trainer.devices=2` makes, in one folder."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [str(VL_TRAIN.with_name("torchrun")), "--nproc-per-node=2", str(VL_TRAIN)]
+        + [arg for arg in LONGER if arg not in TWO]
+        + [f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, **FRESH},
+    )
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path) == ["run"]
+    assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(two_processes))
+
+
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
