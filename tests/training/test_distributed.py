@@ -20,6 +20,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+import visionlab
 from tests.conftest import (
     TINY,
     VL_TRAIN,
@@ -145,6 +146,12 @@ def test_torchrun_gives_one_run_folder_and_the_same_run(tmp_path, two_processes)
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["run"]
     assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(two_processes))
+
+
+def test_the_python_api_trains_on_two_processes_as_vl_train_does(tmp_path, two_processes):
+    run = visionlab.train(*LONGER, f"hydra.run.dir={tmp_path / 'run'}")
+    assert os.listdir(tmp_path) == ["run"]
+    assert without_timing(run.metrics) == without_timing(read_metrics(two_processes))
 
 
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:
