@@ -162,8 +162,7 @@ def rank_job(config: dict[str, Any], run_dir: str) -> tuple[int, Any]:
 
     folder = Path(run_dir)
     ranks.log_as_rank(folder, int(os.environ["RANK"]))
-    if int(os.environ["RANK"]) == 0:
-        terminal.install()
+    terminal.install()  # every rank: a hangup reaches them all, and is no stop unless trainer.on_hangup=stop
     quiet_full_disk_in_threads()
     distributed.join()
     try:

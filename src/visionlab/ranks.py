@@ -38,7 +38,9 @@ class RankFailed(RuntimeError):
 
 def torchrun_follower() -> bool:
     """This process is one of torchrun's ranks other than 0: it takes the run from rank 0 (`handed_to_ranks`)."""
-    return "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1 and os.environ.get("RANK") != "0"
+    from visionlab.training import distributed
+
+    return distributed.launched() and os.environ["RANK"] != "0"
 
 
 def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: str) -> Any:

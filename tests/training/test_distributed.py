@@ -196,6 +196,43 @@ def test_resume_on_another_number_of_processes_carries_on_and_says_so(tmp_path, 
     assert len(lines) == 1, "one line says the split of the batches changed"
 
 
+def in_own_group(run_dir: Path) -> subprocess.Popen:
+    """vl-train in a process group of its own, as a terminal's job: what the terminal sends reaches every rank."""
+    return subprocess.Popen(
+        [str(VL_TRAIN), *LONGER, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **FRESH},
+        start_new_session=True,
+        preexec_fn=sigint_at_default,
+    )
+
+
+def test_ctrl_c_stops_every_rank_at_one_saved_step_with_one_exit_code(tmp_path):
+    run_dir = tmp_path / "run"
+    process = in_own_group(run_dir)
+    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert read_metrics(run_dir)["status"] == "interrupted"
+    assert "second Ctrl-C" not in stderr, "vl-train passes no second SIGINT on to the ranks"
+    assert torch.load(run_dir / "last.pt", weights_only=True)["position"]["step"] >= 34
+
+
+def test_a_hangup_reaches_every_rank_and_the_run_carries_on(tmp_path, two_processes):
+    """The terminal closing sends SIGHUP to its whole process group: vl-train and both ranks, which go on."""
+    run_dir = tmp_path / "run"
+    process = in_own_group(run_dir)
+    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
+    os.killpg(process.pid, signal.SIGHUP)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(two_processes))
+
+
 def rank_pid(parent: int, rank: int, timeout: float = 60) -> int:
     """The pid of the launcher's rank `rank`: a child of `parent` whose entry in the run registry names that rank's
     own folder (training/threads.py; the ranks set their variables once started, so /proc's environ lacks them)."""
