@@ -63,7 +63,8 @@ def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: s
         max_restarts=0,
         signals_to_handle=",".join(passed_on),
     )
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failures are said here
+    for launcher in ("torch.distributed.elastic", "torch.multiprocessing"):  # what ended the ranks is said here
+        logging.getLogger(launcher).setLevel(logging.CRITICAL)
     try:
         with terminal_interrupts_left_to_ranks():
             return elastic_launch(config, entrypoint)(*args)[0]

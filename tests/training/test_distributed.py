@@ -256,7 +256,8 @@ def test_a_rank_killed_ends_the_run_within_seconds_naming_it(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert time.monotonic() - killed < 15, "no hang"
     assert process.returncode == 1
-    errors = [line for line in stderr.splitlines() if "error" in line]
+    # rank 0 may see the launcher's SIGTERM before its collective fails, and say it stops: no error of its own
+    errors = [line for line in stderr.strip().splitlines() if not line.startswith("received SIGTERM: stopping")]
     assert len(errors) == 1, stderr
     assert errors[0].endswith(
         f"error: rank 1 of 2 (pid {victim}) was killed by SIGKILL: the other processes were stopped; "
