@@ -140,25 +140,46 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.trainer.get("devices", 1) == 1 and not distributed.launched():
         return experiment.run(cfg, run_dir)
     validate(cfg)  # a bad value refused once, here, and not by every rank
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
     if distributed.launched():  # torchrun started this process, as rank 0: the others wait in handed_to_ranks
         distributed.join()
-        distributed.from_main((plain, str(run_dir)))
+        distributed.from_main(job)
         return experiment.run(cfg, run_dir)
     count = distributed.processes(cfg.trainer.devices)
     if count == 1:
         return experiment.run(cfg, run_dir)
-    code, value = ranks.started(count, rank_job, plain, str(run_dir), on_hangup=cfg.trainer.on_hangup)
+    code, value = ranks.started(count, rank_job, *job, on_hangup=cfg.trainer.on_hangup)
     if code:  # rank 0 has said why
         end_job(code, run_dir, value)
     return value
 
 
-def rank_job(config: dict[str, Any], run_dir: str) -> tuple[int, Any]:
+def hydra_settings() -> dict[str, Any]:
+    """The job's Hydra config for its ranks, whose code reads it as the job's own (the overrides for summary.md and
+    HParams, a sweep's trial for pruning, its parallel jobs for the threads): resolved where it resolves, without
+    `run` and `sweep`, which name the folders (resolving `${new_folder:...}` again would make another)."""
+    hydra = HydraConfig.get()
+    settings = OmegaConf.to_container(hydra, resolve=False)
+    # a sweep's folder, and what names it (submitit's folder), resolved only in a sweep, whose folder is made already
+    unread = ("run", "sweep") if hydra.mode == RunMode.MULTIRUN else ("run", "sweep", "launcher", "sweeper")
+    for key in unread:
+        settings.pop(key, None)
+    for key, value in settings.items():
+        if OmegaConf.is_config(hydra[key]):
+            with contextlib.suppress(OmegaConfBaseException):  # a missing value: hydra.job.num in a single run
+                value = OmegaConf.to_container(hydra[key], resolve=True)
+        settings[key] = value
+    return settings
+
+
+def rank_job(config: dict[str, Any], run_dir: str, hydra: dict[str, Any]) -> tuple[int, Any]:
     """One rank of a run that vl-train (or torchrun) started on several processes: the run's code, as a run of one
     process runs it, ended with its exit code and rank 0's metrics (or what stopped it)."""
     from visionlab import experiment, ranks
     from visionlab.training import distributed
+
+    if not HydraConfig.initialized():  # the job's, as HydraConfig.get() gives it
+        HydraConfig.instance().cfg = OmegaConf.create({"hydra": hydra})
 
     folder = Path(run_dir)
     ranks.log_as_rank(folder, int(os.environ["RANK"]))
@@ -178,8 +199,8 @@ def handed_to_ranks() -> None:
     from visionlab.training import distributed
 
     distributed.join()
-    config, run_dir = distributed.from_main(None)
-    code, reason = rank_job(config, run_dir)
+    config, run_dir, hydra = distributed.from_main(None)
+    code, reason = rank_job(config, run_dir, hydra)
     if code:
         raise JobEnded(code, Path(run_dir), reason)
 
