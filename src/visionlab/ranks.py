@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: s
     for launcher in ("torch.distributed.elastic", "torch.multiprocessing"):  # what ended the ranks is said here
         logging.getLogger(launcher).setLevel(logging.CRITICAL)
     try:
-        with terminal_interrupts_left_to_ranks():
+        with terminal_interrupts_left_to_ranks(), ranks_temporary_folder():
             return elastic_launch(config, entrypoint)(*args)[0]
     except SignalException as exc:
         raise Interrupted(exc.sigval) from None
@@ -79,6 +80,22 @@ def ended(exitcode: int) -> str:
     if exitcode < 0:
         return f"was killed by {signal.Signals(-exitcode).name}: the other processes were stopped"
     return f"exited with code {exitcode}: the other processes were stopped"
+
+
+@contextmanager
+def ranks_temporary_folder() -> Iterator[None]:
+    """The ranks' TMPDIR: one folder, removed once they have ended however they ended (a rank killed cannot remove
+    its own files; experiment.run.written_here puts the other ranks' run files there)."""
+    previous = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="visionlab-ranks-") as folder:
+        os.environ["TMPDIR"] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = previous
 
 
 @contextmanager

@@ -15,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 from torch import nn
 
 import visionlab
@@ -32,7 +34,9 @@ from tests.conftest import (
     without_timing,
 )
 from visionlab import run_registry
+from visionlab.errors import Pruned
 from visionlab.training import distributed
+from visionlab.trial_pruning import ReportToTrial, TrialPruning
 
 # A BatchNorm-free MLP: with it, 2 processes and 1 compute the same steps up to the order of float additions.
 MLP = [*TINY, "model=mlp", "model.hidden=[32]", "trainer.log_every_n_steps=5"]
@@ -105,6 +109,35 @@ def test_one_step_on_two_ranks_is_one_step_on_the_whole_batch(tmp_path):
         assert torch.equal(first, second), "every rank holds the same weights"
 
 
+def judge_on_rank(rank: int, port: int, storage: str, number: int, out: Path) -> None:
+    """One rank's ReportToTrial after epoch 1 with val/acc 0.5, below the median of the study's two done trials."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    os.environ["LOCAL_RANK"] = str(rank)
+    distributed.join()
+    median = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    judge = ReportToTrial(TrialPruning(storage, "S", number, median, run_dir="/runs/2"), "val/acc", first_step=0)
+    try:
+        judge.after_epoch(None, 1, {"val/acc": 0.5 + rank / 10}, {})  # rank 1's own value is never reported
+        (out / str(rank)).write_text("went on")
+    except Pruned:
+        (out / str(rank)).write_text("pruned")
+    distributed.leave()
+
+
+def test_a_trial_is_pruned_on_rank_0_and_every_rank_stops(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="S", storage=storage, direction="maximize")
+    for value in (0.8, 0.9):
+        trial = study.ask()
+        trial.report(value, step=1)
+        study.tell(trial, value)
+    number = study.ask().number
+    mp.start_processes(judge_on_rank, args=(free_port(), storage, number, tmp_path), nprocs=2, start_method="spawn")
+    assert [(tmp_path / str(rank)).read_text() for rank in (0, 1)] == ["pruned", "pruned"]
+    (trial,) = [t for t in optuna.load_study(study_name="S", storage=storage).trials if t.number == number]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 0.5}
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> Path:
     """An uninterrupted run on 2 processes: the reference for the stopped one."""
@@ -119,7 +152,7 @@ def test_two_processes_are_one_run_in_one_folder_that_ends_as_one_process_does(t
     result = run_cli([arg for arg in LONGER if arg not in TWO], one, env=FRESH)
     assert result.returncode == 0, result.stderr
     assert os.listdir(two_processes.parent) == ["run"], "one run folder, not one per rank"
-    assert not list(Path(tempfile.gettempdir()).glob("visionlab-rank1-*")), "rank 1's scratch folder is removed"
+    assert not list(Path(tempfile.gettempdir()).glob("visionlab-rank*")), "rank 1's scratch folder is removed"
     two, alone = read_metrics(two_processes), read_metrics(one)
     assert two["status"] == "completed" and two["steps"] == alone["steps"] == 3 * 34
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
@@ -127,6 +160,7 @@ def test_two_processes_are_one_run_in_one_folder_that_ends_as_one_process_does(t
     log = (two_processes / "train.log").read_text()
     assert log.count("device: cpu (1 CPU threads each, 2 processes with a share of every batch of 16)") == 1
     assert log.count("epoch 3/3") == 1, "rank 0 alone logs"
+    assert "trainer.devices=2" in (two_processes / "summary.md").read_text(), "the ranks know the job's overrides"
 
 
 def test_torchrun_gives_one_run_folder_and_the_same_run(tmp_path, two_processes):
@@ -255,6 +289,7 @@ def test_a_rank_killed_ends_the_run_within_seconds_naming_it(tmp_path):
     os.kill(victim, signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
     assert time.monotonic() - killed < 15, "no hang"
+    assert not list(Path(tempfile.gettempdir()).glob("visionlab-rank*")), "the killed rank's files are removed"
     assert process.returncode == 1
     # rank 0 may see the launcher's SIGTERM before its collective fails, and say it stops: no error of its own
     errors = [line for line in stderr.strip().splitlines() if not line.startswith("received SIGTERM: stopping")]

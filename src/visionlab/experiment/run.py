@@ -129,8 +129,9 @@ def takes_part(components: Components) -> bool:
 @contextlib.contextmanager
 def written_here(run_dir: Path) -> Iterator[Path]:
     """Where this process writes the run's files: `run_dir` on rank 0; on the other ranks of a run on several
-    processes, a private folder removed at the end, so that the run folder holds one run's files, written once,
-    while every rank runs the same code (the same checkpoints, which best.pt's weights restore from)."""
+    processes, a private folder removed at the end (and with the launcher's temporary folder, where vl-train
+    started the ranks: ranks.py), so that the run folder holds one run's files, written once, while every rank runs
+    the same code (the same checkpoints, which best.pt's weights restore from)."""
     if distributed.is_main():
         yield run_dir
         return
