@@ -143,8 +143,11 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
     if distributed.launched():  # torchrun started this process, as rank 0: the others wait in handed_to_ranks
         distributed.join()
-        distributed.from_main(job)
-        return experiment.run(cfg, run_dir)
+        try:
+            distributed.from_main(job)
+            return experiment.run(cfg, run_dir)
+        finally:
+            distributed.leave()
     count = distributed.processes(cfg.trainer.devices)
     if count == 1:
         return experiment.run(cfg, run_dir)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,7 +102,11 @@ def ranks_temporary_folder() -> Iterator[None]:
 @contextmanager
 def terminal_interrupts_left_to_ranks() -> Iterator[None]:
     """Ctrl-C is the ranks' own: they save and end with 130. A Python handler, not SIG_IGN, which the ranks would
-    inherit."""
+    inherit. Off the main thread (a notebook's worker thread) no handler can be set, and none is needed: Python
+    delivers the signal to the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         yield
