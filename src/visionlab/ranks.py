@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 import uuid
@@ -117,26 +118,27 @@ def terminal_interrupts_left_to_ranks() -> Iterator[None]:
 def log_as_rank(run_dir: Path, rank: int) -> None:
     """A rank's logging: rank 0's lines go to the terminal and the run's train.log, as vl-train's own do
     (conf/hydra/job_logging/visionlab.yaml's format); the other ranks' stdout is silenced (no second progress bar)
-    and only their errors reach stderr, each naming its rank."""
+    and only a bug of their own reaches stderr, naming the rank."""
     formats = OmegaConf.load(config_dir() / "hydra" / "job_logging" / "visionlab.yaml").formatters.simple
     formatter = logging.Formatter(formats.format, formats.datefmt)
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
     root.setLevel(logging.INFO)
-    console = ConsoleHandler()
     if rank == 0:
         file = RunLogFile(run_dir / "train.log", mode="a")
-        for handler in (console, file):
+        for handler in (ConsoleHandler(), file):
             handler.setFormatter(formatter)
             root.addHandler(handler)
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    console.setLevel(logging.ERROR)
-    console.setFormatter(logging.Formatter(f"rank {rank}: %(message)s"))
-    root.addHandler(console)
+    # a bug of its own, with its traceback: the one end the ranks do not share (rank 0 says a divergence, a stop)
+    own_bug = logging.StreamHandler(sys.stderr)
+    own_bug.addFilter(lambda record: record.exc_info is not None)
+    own_bug.setFormatter(logging.Formatter(f"rank {rank}: %(message)s"))
+    root.addHandler(own_bug)
 
 
 def peer_lost(exc: BaseException) -> bool:

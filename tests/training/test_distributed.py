@@ -300,6 +300,15 @@ def test_a_rank_killed_ends_the_run_within_seconds_naming_it(tmp_path):
     )
 
 
+def test_a_divergence_ends_every_rank_with_one_line_and_exit_code_3(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli([*MLP, *TWO, "optimizer=sgd", "optimizer.lr=1e12"], run_dir, env=FRESH)
+    assert result.returncode == 3, result.stderr
+    assert read_metrics(run_dir)["status"] == "diverged"
+    (line,) = result.stderr.strip().splitlines()  # rank 0's: rank 1 ends the same way and says nothing
+    assert "training diverged: the loss is nan by step" in line
+
+
 def test_a_knn_runs_on_rank_0_alone(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli([*TINY, "model=knn", *TWO], run_dir, env=FRESH)
