@@ -7,6 +7,7 @@ It stops on a signal, resumes identical, and ends at once, naming it, when one o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from tests.conftest import (
     config_error,
     read_metrics,
     run_cli,
+    run_tool,
     sigint_at_default,
     wait_for_position,
     without_timing,
@@ -161,6 +163,19 @@ def test_two_processes_are_one_run_in_one_folder_that_ends_as_one_process_does(t
     assert log.count("device: cpu (1 CPU threads each, 2 processes with a share of every batch of 16)") == 1
     assert log.count("epoch 3/3") == 1, "rank 0 alone logs"
     assert "trainer.devices=2" in (two_processes / "summary.md").read_text(), "the ranks know the job's overrides"
+
+
+def test_vl_eval_scores_the_checkpoint_of_two_processes_as_the_run_did(tmp_path, two_processes):
+    """The checkpoint holds the model itself, not DistributedDataParallel's wrapper around it."""
+    result = run_tool("vl-eval", [two_processes], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((two_processes / "eval_last_test.json").read_text())
+    assert report["test/acc"] == read_metrics(two_processes)["test/acc"]
+
+
+def test_auto_is_every_cuda_gpu_and_one_process_without_one():
+    assert distributed.processes("auto") == max(1, torch.cuda.device_count())
+    assert distributed.processes(3) == 3
 
 
 def test_torchrun_gives_one_run_folder_and_the_same_run(tmp_path, two_processes):
