@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from visionlab import terminal
 from visionlab.console import ConsoleHandler, RunLogFile
 from visionlab.errors import Interrupted
 from visionlab.paths import config_dir
@@ -69,10 +70,13 @@ def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: s
     for launcher in ("torch.distributed.elastic", "torch.multiprocessing"):  # what ended the ranks is said here
         logging.getLogger(launcher).setLevel(logging.CRITICAL)
     try:
-        with terminal_interrupts_left_to_ranks(), ranks_temporary_folder():
+        with terminal_interrupts_left_to_ranks(), ranks_temporary_folder(), handlers_kept(passed_on) as kept:
             return elastic_launch(config, entrypoint)(*args)[0]
     except SignalException as exc:
-        raise Interrupted(exc.sigval) from None
+        stopped = Interrupted(exc.sigval)
+        if callable(kept.get(exc.sigval)) and kept[exc.sigval] is not terminal.on_hangup:
+            os.kill(os.getpid(), exc.sigval)  # submitit's SIGUSR2 handler requeues a preempted SLURM job
+        raise stopped from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise RankFailed(f"rank {rank} of {count} (pid {failure.pid}) {ended(failure.exitcode)}") from None
@@ -82,6 +86,20 @@ def ended(exitcode: int) -> str:
     if exitcode < 0:
         return f"was killed by {signal.Signals(-exitcode).name}: the other processes were stopped"
     return f"exited with code {exitcode}: the other processes were stopped"
+
+
+@contextmanager
+def handlers_kept(names: list[str]) -> Iterator[dict[int, Any]]:
+    """The handlers of the signals the launcher passes on (it sets its own, and leaves them), restored when it
+    returns: each signal's handler from before, by number."""
+    kept = {signum: signal.getsignal(signum) for signum in (signal.Signals[name] for name in names)}
+    try:
+        yield kept
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in kept.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
 
 @contextmanager
