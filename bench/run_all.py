@@ -38,6 +38,7 @@ SCRIPTS = [
     "cifar10_fast",
     "photos",
     "features_network",
+    "processes",
 ]
 
 

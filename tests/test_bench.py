@@ -54,6 +54,11 @@ def test_run_all_quick_puts_every_benchmark_in_one_table(shared_data, cifar_root
         )
         ours, baseline, _ = row(rf"^throughput: {model}, data path's share")
         assert re.fullmatch(r"\d+\.\d%", ours) and re.match(r"\d+\.\d% \(DataLoader\)", baseline)
+    for measure in ("training s", "whole command s"):
+        ours, baseline, ratio = row(rf"^2 processes \(trainer\.devices=2.*, {measure}$")
+        assert (
+            re.fullmatch(r"\d+\.\d+", ours) and baseline.endswith(" (1 process)") and re.fullmatch(r"\d+\.\d\dx", ratio)
+        )
     for setting in ("trainer.precision=bf16", "trainer.channels_last=false"):
         assert re.fullmatch(r"\d+\.\d\dx", row(rf"^fast path: .*{re.escape(setting)}")[2])
     for dataset in ("MNIST", "CIFAR-10"):

@@ -77,7 +77,7 @@ LAYERS = {
         *("experiment", "config", "cross_validation", "trial_pruning", "budget", "provenance", "evaluation"),
         *("prediction", "run_folder", "runs", "config_errors"),
     },
-    "cli": {"cli", "launch", "api", "__init__"},
+    "cli": {"cli", "launch", "ranks", "api", "__init__"},
 }
 
 

@@ -30,6 +30,7 @@ from visionlab.objective import DIRECTIONS
 from visionlab.rejections import named_group, rejections
 from visionlab.suggest import did_you_mean
 from visionlab.training.device import resolve_device
+from visionlab.training.distributed import processes
 
 OBJECTIVES = tuple(DIRECTIONS)
 
@@ -52,6 +53,17 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             "trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use "
             "model.batchnorm=false or batch_size of at least 2"
+        )
+    ranks = processes(cfg.trainer.get("devices", 1))
+    if isinstance(cfg.trainer.batch_size, int) and cfg.trainer.batch_size < ranks:
+        raise UserError(
+            f"trainer.batch_size={cfg.trainer.batch_size} with trainer.devices={cfg.trainer.devices}: the batch is "
+            f"shared by the {ranks} processes, so use a batch_size of at least {ranks}"
+        )
+    if ranks > 1 and cfg.trainer.get("sync_batchnorm") and resolve_device(cfg.trainer.device).type != "cuda":
+        raise UserError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU): "
+            "use trainer.sync_batchnorm=false, each process's own BatchNorm statistics"
         )
     if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
         raise UserError(

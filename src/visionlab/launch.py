@@ -15,10 +15,10 @@ import os
 import pickle
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -119,17 +119,104 @@ class RecordSweep(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def train_job(cfg: DictConfig) -> float:
-    from visionlab import experiment  # data, models and training load only once the config has composed
-
     if session.guard_terminal:
         terminal.install()  # again for a job in a launcher's worker process
     quiet_full_disk_in_threads()
     label_parallel_job()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     session.single_run = HydraConfig.get().mode == RunMode.RUN
+    metrics = said(run_dir, lambda: run_job(cfg, run_dir))
+    if session.outcomes is not None:
+        session.outcomes.append(Outcome(run_dir, metrics))
+    return float(metrics.get(cfg.objective) or "nan")  # lr_find=true has no objective
+
+
+def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The run in this process, on `trainer.devices` processes started here, or as rank 0 of torchrun's."""
+    from visionlab import experiment, ranks  # data, models and training load only once the config has composed
+    from visionlab.config import validate
+    from visionlab.training import distributed
+
+    if cfg.trainer.get("devices", 1) == 1 and not distributed.launched():
+        return experiment.run(cfg, run_dir)
+    validate(cfg)  # a bad value refused once, here, and not by every rank
+    job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
+    if distributed.launched():  # torchrun started this process, as rank 0: the others wait in handed_to_ranks
+        distributed.join()
+        try:
+            distributed.from_main(job)
+            return experiment.run(cfg, run_dir)
+        finally:
+            distributed.leave()
+    count = distributed.processes(cfg.trainer.devices)
+    if count == 1:
+        return experiment.run(cfg, run_dir)
+    code, value = ranks.started(count, rank_job, *job, on_hangup=cfg.trainer.on_hangup)
+    if code:  # rank 0 has said why
+        end_job(code, run_dir, value)
+    return value
+
+
+def hydra_settings() -> dict[str, Any]:
+    """The job's Hydra config for its ranks, whose code reads it as the job's own (the overrides for summary.md and
+    HParams, a sweep's trial for pruning, its parallel jobs for the threads): resolved where it resolves, without
+    `run` and `sweep`, which name the folders (resolving `${new_folder:...}` again would make another)."""
+    hydra = HydraConfig.get()
+    settings = OmegaConf.to_container(hydra, resolve=False)
+    # a sweep's folder, and what names it (submitit's folder), resolved only in a sweep, whose folder is made already
+    unread = ("run", "sweep") if hydra.mode == RunMode.MULTIRUN else ("run", "sweep", "launcher", "sweeper")
+    for key in unread:
+        settings.pop(key, None)
+    for key, value in settings.items():
+        if OmegaConf.is_config(hydra[key]):
+            with contextlib.suppress(OmegaConfBaseException):  # a missing value: hydra.job.num in a single run
+                value = OmegaConf.to_container(hydra[key], resolve=True)
+        settings[key] = value
+    return settings
+
+
+def rank_job(config: dict[str, Any], run_dir: str, hydra: dict[str, Any]) -> tuple[int, Any]:
+    """One rank of a run that vl-train (or torchrun) started on several processes: the run's code, as a run of one
+    process runs it, ended with its exit code and rank 0's metrics (or what stopped it)."""
+    from visionlab import experiment, ranks
+    from visionlab.training import distributed
+
+    if not HydraConfig.initialized():  # the job's, as HydraConfig.get() gives it
+        HydraConfig.instance().cfg = OmegaConf.create({"hydra": hydra})
+
+    folder = Path(run_dir)
+    ranks.log_as_rank(folder, int(os.environ["RANK"]))
+    terminal.install()  # every rank: a hangup reaches them all, and is no stop unless trainer.on_hangup=stop
+    quiet_full_disk_in_threads()
+    distributed.join()
+    try:
+        return 0, said(folder, lambda: experiment.run(OmegaConf.create(config), folder))
+    except (JobEnded, JobFailed) as ended:
+        return ended.exit_code, portable(ended.reason)
+    finally:
+        distributed.leave()
+
+
+def handed_to_ranks() -> None:
+    """torchrun's ranks other than 0: the config and run folder that rank 0 composed and made, then the run."""
+    from visionlab.training import distributed
+
+    distributed.join()
+    config, run_dir, hydra = distributed.from_main(None)
+    code, reason = rank_job(config, run_dir, hydra)
+    if code:
+        raise JobEnded(code, Path(run_dir), reason)
+
+
+def said(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`work()`'s metrics; a bad end said in the run's log (once) and raised as the job's end with its exit code."""
+    from visionlab import ranks
+
     try:
         with writing(run_dir, "the run's files"):
-            metrics = experiment.run(cfg, run_dir)
+            return work()
+    except (JobEnded, JobFailed):
+        raise
     except UserError as exc:
         log.error("error: %s", exc)
         end_job(exc.exit_code, run_dir, exc)
@@ -138,20 +225,29 @@ def train_job(cfg: DictConfig) -> float:
         end_job(exc.exit_code, run_dir, exc)
     except RunStopped as exc:  # already said, and saved, by experiment.run
         end_job(exc.exit_code, run_dir, exc)
+    except ranks.RankFailed as exc:
+        log.error("error: %s; %s", exc, resumable(run_dir))
+        end_job(1, run_dir, exc)
     except Exception as exc:
+        if ranks.peer_lost(exc):  # the launcher names the rank that is gone
+            log.error("another process of this run is gone: %s", exc, extra={"file_only": True})
+            end_job(1, run_dir, exc)
         log.error("unexpected error", exc_info=True, extra={"file_only": True})
         log.error(
             "error: unexpected %s: %s (a bug: the traceback is in %s)", type(exc).__name__, exc, run_dir / "train.log"
         )
         end_job(1, run_dir, exc)
-    if session.outcomes is not None:
-        session.outcomes.append(Outcome(run_dir, metrics))
-    return float(metrics.get(cfg.objective) or "nan")  # lr_find=true has no objective
 
 
-def end_job(exit_code: int, run_dir: Path, reason: BaseException) -> None:
-    """A single run ends here; a sweep's job fails and the sweep goes on, unless a signal stopped it."""
-    if HydraConfig.get().mode == RunMode.MULTIRUN and exit_code < 128:
+def resumable(run_dir: Path) -> str:
+    last = run_dir / "last.pt"
+    return f"resume={run_dir} carries on from its last.pt" if last.exists() else "nothing was saved"
+
+
+def end_job(exit_code: int, run_dir: Path, reason: BaseException) -> NoReturn:
+    """A single run ends here; a sweep's job fails and the sweep goes on, unless a signal stopped it. A rank of a
+    run on several processes (no Hydra there) ends as a single run does."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and exit_code < 128:
         raise JobFailed(exit_code, run_dir, reason) from reason
     raise JobEnded(exit_code, run_dir, reason) from reason
 
@@ -163,6 +259,12 @@ def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcom
     """
     session.guard_terminal, session.outcomes, session.single_run, session.sweep_dir = guard_terminal, [], False, None
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; one_line says it
+    if "WORLD_SIZE" in os.environ:  # torch loads only for a process that torchrun started
+        from visionlab.ranks import torchrun_follower
+
+        if torchrun_follower():
+            handed_to_ranks()
+            return session.outcomes
     try:
         arguments = resume_arguments(options_first(args))
         with patches.skip_hydra_mode_compose(), command_line(arguments):

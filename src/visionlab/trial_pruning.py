@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from visionlab import patches
 from visionlab.errors import Pruned
 from visionlab.reporting.study_trials import RUN_DIR
+from visionlab.training import distributed
 from visionlab.training.callbacks import Callback
 from visionlab.training.state import TrainingState
 
@@ -116,5 +117,9 @@ class ReportToTrial(Callback):
         self.last_epoch = last_epoch  # the run's last (its test follows): reported, never pruned, nothing left to save
 
     def after_epoch(self, state: TrainingState, epoch: int, metrics: dict, val: dict) -> None:
-        if self.pruning.after_epoch(self.first_step + epoch, metrics[self.objective], epoch != self.last_epoch):
+        """On several processes rank 0 alone reports to the trial, and its answer is every rank's."""
+        pruned = distributed.is_main() and self.pruning.after_epoch(
+            self.first_step + epoch, metrics[self.objective], epoch != self.last_epoch
+        )
+        if distributed.from_main(pruned):
             raise Pruned(epoch)

@@ -1,6 +1,6 @@
 """`vl-train -m hydra/launcher=slurm` against a real scheduler: a sweep with a failing job, a job
 preempted with SIGUSR2 and a job at its time limit, both requeued by submitit and resumed to the
-metrics.json of a run never stopped."""
+metrics.json of a run never stopped, and a job that trains on 2 processes, preempted the same way."""
 
 from __future__ import annotations
 
@@ -196,3 +196,29 @@ def test_a_job_slurm_stops_saves_is_requeued_and_ends_as_if_never_stopped(
     assert log.index("received SIGUSR2: stopping after this step") < log.index(submitit_says)
     assert resumed_at(sweep / "0") in steps
     assert without_timing(read_metrics(sweep / "0")) == without_timing(read_metrics(stopped_once["uninterrupted"]))
+
+
+# One task of 2 CPUs that trains on 2 processes (trainer.devices=2, 1 thread each): 34 steps of 16 images an epoch.
+ON_TWO = [*TINY, "model=mlp", "model.hidden=[32]", "trainer.epochs=3", "trainer.batch_size=16", "trainer.devices=2"]
+TWO_CPUS = [
+    arg if not arg.startswith("hydra.launcher.cpus_per_task=") else "hydra.launcher.cpus_per_task=2" for arg in SLURM
+]
+
+
+def test_a_job_on_two_processes_is_preempted_requeued_and_ends_as_if_never_stopped(slurm, start, tmp_path):
+    preempted, uninterrupted = tmp_path / "preempted", tmp_path / "uninterrupted"
+    preempting = start(
+        [str(VL_TRAIN), *TWO_CPUS, *ON_TWO, THREADS_FROM_SLURM, "resume=auto", f"hydra.sweep.dir={preempted}"],
+        tmp_path,
+        slurm.env,
+    )
+    wait_until(lambda: checkpoint_step(preempted / "0") >= 34, "epoch 1's checkpoint", preempting, timeout=180)
+    slurm.command("scancel", "--signal=USR2", job_id(preempted))
+    running = start([str(VL_TRAIN), *ON_TWO, f"hydra.run.dir={uninterrupted}"], tmp_path)
+    finish(running, timeout=300)
+    finish(preempting, timeout=300)
+    assert state_and_restarts(slurm, job_id(preempted)) == ("COMPLETED", 1)
+    log = submitit_log(preempted)  # the ranks stop and save first, then vl-train hands the signal to submitit
+    assert log.index("received SIGUSR2: stopping after this step") < log.index("this job is preempted")
+    assert resumed_at(preempted / "0") >= 34
+    assert without_timing(read_metrics(preempted / "0")) == without_timing(read_metrics(uninterrupted))

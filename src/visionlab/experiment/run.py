@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from visionlab import provenance
+from visionlab.checkpoint_format import Checkpoint
 from visionlab.cross_validation import summarize_folds
 from visionlab.data import RawData
 from visionlab.data.folds import Partition
@@ -40,7 +43,9 @@ from visionlab.reporting.layer_summary import report_layers
 from visionlab.reporting.metrics_file import write_metrics
 from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.summary import command_line
+from visionlab.training import distributed
 from visionlab.training.device import resolve_device
+from visionlab.training.learners import MemorizingLearner
 from visionlab.training.loop import FitResult
 from visionlab.training.precision import resolved as resolved_precision
 from visionlab.training.precision import slow_choice
@@ -55,14 +60,23 @@ NOTHING = FitResult({}, {}, 0, 0)  # a run stopped before any partition had a re
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """One run into `run_dir`, which Hydra has made for the CLI; a caller that names a new folder gets it made."""
+    """One run into `run_dir`, which Hydra has made for the CLI; a caller that names a new folder gets it made.
+
+    On several processes every rank runs this; rank 0 alone writes into `run_dir` (`written_here`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = load_resume_state(cfg, run_dir)
     if resume is not None:
         cfg = resume_config(resume, cfg)
     components = build_components(cfg)
+    if distributed.world_size() > 1 and not takes_part(components):
+        return {}  # rank 0 carries on alone
+    with written_here(run_dir) as folder:
+        return run_in(components, folder, resume)
+
+
+def run_in(components: Components, run_dir: Path, resume: Checkpoint | None) -> dict[str, Any]:
     started = time.perf_counter() - (resume.seconds if resume else 0.0)
-    device = resolve_device(components.trainer.device)
+    device = distributed.device(resolve_device(components.trainer.device))
     configure_torch(device)
     threads = SharedThreads(components.trainer.threads, run_dir)
     try:
@@ -90,12 +104,52 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         threads.close()
 
 
+def takes_part(components: Components) -> bool:
+    """Whether this rank of a run on several processes goes on with it: every rank, which train it together. A kNN
+    (which memorizes, and needs no second process), a range test and summary_only run on rank 0 alone: the others
+    leave the group and end, and the log says so once."""
+    alone = (
+        "model memorizes its train split (kNN)"
+        if isinstance(components.learner, MemorizingLearner)
+        else "lr_find=true"
+        if components.range_test is not None
+        else "summary_only=true"
+        if components.summary_only
+        else None
+    )
+    if alone is None:
+        return True
+    ranks, main = distributed.world_size(), distributed.is_main()
+    distributed.leave()
+    if main:
+        log.info("trainer.devices: this %s, so 1 of the %d processes runs it; the others end", alone, ranks)
+    return main
+
+
+@contextlib.contextmanager
+def written_here(run_dir: Path) -> Iterator[Path]:
+    """Where this process writes the run's files: `run_dir` on rank 0; on the other ranks of a run on several
+    processes, a private folder removed at the end (and with the launcher's temporary folder, where vl-train
+    started the ranks: ranks.py), so that the run folder holds one run's files, written once, while every rank runs
+    the same code (the same checkpoints, which best.pt's weights restore from)."""
+    if distributed.is_main():
+        yield run_dir
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"visionlab-rank{distributed.rank()}-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def say_device(components: Components, device: torch.device, threads: SharedThreads) -> None:
     precision = components.trainer.precision
+    ranks = distributed.world_size()
     log.info(
-        "device: %s (%d CPU threads), precision %s",
+        "device: %s (%d CPU threads%s), precision %s",
         device,
         torch.get_num_threads(),
+        f" each, {ranks} processes with a share of every batch of {components.trainer.batch_size}" if ranks > 1 else "",
         resolved_precision(precision, device),
     )
     if warning := slow_choice(precision, device):

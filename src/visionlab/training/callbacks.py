@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from visionlab.errors import Interrupted
+from visionlab.training import distributed
 from visionlab.training.checkpoint import Checkpoints
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.signals import StopRequest
@@ -55,7 +56,8 @@ class SaveAndStop(Callback):
     """last.pt (and best.pt) after every epoch and every N steps, and at once when a stop is requested.
 
     A stop request (SIGINT, SIGTERM, SIGUSR2) ends training at the next step boundary, after
-    saving, with `Interrupted`; nothing is saved once the loss has turned nan or inf.
+    saving, with `Interrupted`; nothing is saved once the loss has turned nan or inf. On several processes the
+    request is agreed after every step (a signal that reached any rank stops them all at the same step).
     """
 
     def __init__(self, checkpoints: Checkpoints, every_steps: int | None, stop: StopRequest):
@@ -64,18 +66,19 @@ class SaveAndStop(Callback):
         self.stop = stop
 
     def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
-        if self.stop or (self.every_steps and state.at.step % self.every_steps == 0):
+        signum = distributed.agreed(self.stop.signum)
+        if signum or (self.every_steps and state.at.step % self.every_steps == 0):
             state.check_finite()
             self.checkpoints.save(state.state_dict())
-            if self.stop:
-                raise Interrupted(self.stop.signum)
+            if signum:
+                raise Interrupted(signum)
 
     def after_epoch(
         self, state: TrainingState, epoch: int, metrics: dict[str, float | None], val: dict[str, Any]
     ) -> None:
         self.checkpoints.save(state.state_dict(), metrics)
-        if self.stop:
-            raise Interrupted(self.stop.signum)
+        if signum := distributed.agreed(self.stop.signum):
+            raise Interrupted(signum)
 
 
 class StopOnRequest(Callback):

@@ -18,6 +18,7 @@ from torch import nn
 from visionlab.data import DeviceSplit, Splits
 from visionlab.errors import RunStopped
 from visionlab.optimization import current_lr
+from visionlab.training import distributed
 from visionlab.training.callbacks import Callback, EndTraining, Watch
 from visionlab.training.settings import TrainerSettings
 from visionlab.training.state import Position, TrainingState
@@ -36,13 +37,15 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. a kNN's choice of k
 
 
-def usable_size(n: int, batch_size: int) -> int:
-    """Drop a trailing batch of one image: BatchNorm cannot train on it and it adds only noise."""
-    return n - 1 if batch_size > 1 and n % batch_size == 1 else n
+def usable_size(n: int, batch_size: int, ranks: int = 1) -> int:
+    """Drop a trailing batch of one image (BatchNorm cannot train on it and it adds only noise), and one that
+    cannot give each of `ranks` processes an image (distributed.shard)."""
+    left = n % batch_size
+    return n - left if batch_size > 1 and 0 < left < max(2, ranks) else n
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-usable_size(n, batch_size) // batch_size)
+def steps_per_epoch(n: int, batch_size: int, ranks: int = 1) -> int:
+    return -(-usable_size(n, batch_size, ranks) // batch_size)
 
 
 @dataclass
@@ -65,15 +68,19 @@ def fit(
 
     A `state` restored from a checkpoint carries on at the very next step, so the run ends
     exactly as an uninterrupted one would. `state.precision` may run the forward pass in 16 bits;
-    R(W) stays in float32.
+    R(W) stays in float32. On several processes (training/distributed.py) each step trains on this rank's share
+    of the batch through `state.replicas`; the callbacks see the whole batch's loss, and the epoch's sums are
+    added over the ranks before they are read.
     """
     model, optimizer, precision = state.model, state.optimizer, state.precision
+    trained = state.replicas or model  # the forward pass whose backward averages the ranks' gradients
     train = splits.train
     params = [p for p in model.parameters() if p.requires_grad]
     device = train.labels.device
     batch_size = settings.images_per_step(len(train))
-    n = usable_size(len(train), batch_size)
-    steps = steps_per_epoch(len(train), batch_size)
+    ranks = distributed.world_size()
+    n = usable_size(len(train), batch_size, ranks)
+    steps = steps_per_epoch(len(train), batch_size, ranks)
     try:
         while state.at.epoch <= settings.epochs:
             at = state.at
@@ -88,14 +95,15 @@ def fit(
             data_loss_sum, reg_loss_sum, correct = at.sums  # updated in place, so a checkpoint sees them
             for callback in callbacks:
                 callback.start_epoch(state, steps)
-            for index in at.order.split(batch_size)[at.batch :]:
+            for batch in at.order.split(batch_size)[at.batch :]:
+                index, weight = distributed.shard(batch)
                 images, labels = train.batch(index)
                 images = augment(images)
                 with precision.autocast():
-                    scores = model(images)
+                    scores = trained(images)
                     data_loss = objective.loss_fn(scores, labels)
                 reg_loss = objective.penalty()
-                loss = data_loss + reg_loss
+                loss = data_loss * weight + reg_loss
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward(loss)
                 if settings.grad_clip is not None:
@@ -108,9 +116,11 @@ def fit(
                 data_loss_sum += data_loss.detach() * len(labels)
                 reg_loss_sum += reg_loss.detach() * len(labels)
                 correct += (scores.detach().argmax(1) == labels).sum()
+                whole = distributed.mean(loss.detach())
                 for callback in callbacks:
-                    callback.after_step(state, loss, len(labels))
+                    callback.after_step(state, whole, len(batch))
             state.check_finite()
+            data_loss_sum, reg_loss_sum, correct = map(distributed.total, at.sums)
             data_loss_mean, reg_loss_mean = data_loss_sum.item() / n, reg_loss_sum.item() / n
             state.done["train"] = {
                 "loss": data_loss_mean + reg_loss_mean,
@@ -119,9 +129,8 @@ def fit(
                 "acc": correct.item() / n,
             }
             watches = [w for w in (callback.watch(at.epoch) for callback in callbacks) if w is not None]
-            state.done["val"] = val = evaluate(
-                model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches)
-            )
+            val = evaluate(model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches))
+            state.done["val"] = val = distributed.from_main(val)  # one course for every rank: rank 0's numbers
             state.schedule.after_epoch(val)
             metrics = {
                 "train/loss": state.done["train"]["loss"],

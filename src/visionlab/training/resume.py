@@ -25,6 +25,9 @@ log = logging.getLogger("visionlab")
 
 RUNS_ROOT = Path("outputs")  # where `resume=auto` looks for single runs (conf/train.yaml's hydra.run.dir)
 OVERRIDES = Path(".hydra") / "overrides.yaml"
+# How many processes train the run: where it runs, not what it computes, so a resume may change it (the log says what
+# that changes: training/state.py).
+LAYOUT = ("trainer.devices=",)
 UNFINISHED = (None, "interrupted")  # metrics.json status of a run worth resuming (None: no metrics.json yet)
 
 
@@ -36,7 +39,8 @@ def resume_arguments(args: list[str]) -> list[str]:
     config_dirs, overrides = split_config_dirs(args)
     allowed = Allowlist.for_command(config_dirs, overrides)
     options = [f"--config-dir={folder}" for folder in config_dirs] + [a for a in overrides if a.startswith("-")]
-    others = [a for a in overrides if not a.startswith(("resume=", "-")) and not is_hydra_setting(a)]
+    layout = [a for a in overrides if a.startswith(LAYOUT)]
+    others = [a for a in overrides if not a.startswith(("resume=", "-", *LAYOUT)) and not is_hydra_setting(a)]
     hydra_args = [a for a in overrides if is_hydra_setting(a) and not a.startswith("hydra.run.dir=")]
     if "-m" in args or "--multirun" in args:
         if value != "auto":
@@ -61,7 +65,8 @@ def resume_arguments(args: list[str]) -> list[str]:
     check_stored(state.config, checkpoint, allowed)
     return [
         *options,
-        *saved_overrides(run_dir, allowed),
+        *[o for o in saved_overrides(run_dir, allowed) if not (layout and o.startswith(LAYOUT))],
+        *layout,
         *hydra_args,
         f'resume="{checkpoint}"',
         f'hydra.run.dir="{run_dir}"',
@@ -177,9 +182,11 @@ def resume_config(state: Checkpoint, composed: DictConfig) -> DictConfig:
     """The config the stopped run had, whatever conf/ says today (with today's `resume`)."""
     stored = OmegaConf.create(keep_writes_here(state.config, composed))
     stored.resume = composed.resume
+    devices = composed.trainer.get("devices", 1)
+    stored.trainer.devices = devices
     today = OmegaConf.to_container(composed, resolve=True)
     today["resume"] = None
-    before = dict(state.config, resume=None)
+    before = dict(state.config, resume=None, trainer={**state.config["trainer"], "devices": devices})
     if today != before:
         log.warning("conf/ has changed since this run started: it carries on with the config stored in its checkpoint")
     return stored

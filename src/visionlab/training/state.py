@@ -9,6 +9,7 @@ can read them.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -20,8 +21,11 @@ from torch import nn
 
 from visionlab.errors import Diverged
 from visionlab.optimization import Schedule, current_lr
+from visionlab.training import distributed
 from visionlab.training.lookahead import Lookahead
 from visionlab.training.precision import Precision
+
+log = logging.getLogger("visionlab")
 
 
 @dataclass
@@ -47,9 +51,16 @@ class TrainingState:
     # each finished epoch's metrics: best epoch, early stopping
     history: dict[int, dict[str, float | None]] = field(default_factory=dict)
     lookahead: Lookahead | None = None  # trainer.ema's average of the weights, which a resume must pull toward
+    # the model wrapped in DistributedDataParallel on several processes, which the training steps run through
+    replicas: nn.Module | None = None
 
     def state_dict(self) -> dict[str, Any]:
+        """On several processes a collective: every rank calls it at the same step. Rank 0's file then holds each
+        rank's random states and epoch sums (`ranks`), and `position`'s sums are the whole batch's."""
         at = self.at
+        ranks = distributed.each_rank(
+            {"rng": rng_states(), "sums": None if at.batch == 0 else [s.cpu() for s in at.sums]}
+        )
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -60,9 +71,10 @@ class TrainingState:
                 "step": at.step,
                 "batch": at.batch,
                 "order": None if at.batch == 0 else at.order.cpu(),
-                "sums": None if at.batch == 0 else [s.cpu() for s in at.sums],
+                "sums": None if at.batch == 0 else [distributed.total(s).cpu() for s in at.sums],
             },
-            "rng": {**rng_states(), "order": self.order_rng.get_state()},
+            "rng": {**ranks[0]["rng"], "order": self.order_rng.get_state()},
+            **({"ranks": ranks} if len(ranks) > 1 else {}),
             "done": {
                 split: {k: v for k, v in metrics.items() if k != "confusion"} for split, metrics in self.done.items()
             },
@@ -76,13 +88,14 @@ class TrainingState:
         self.schedule.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state["scaler"])
         self.order_rng.set_state(state["rng"]["order"])
-        restore_rng_states(state["rng"])
+        mine = own_part(state)
+        restore_rng_states(mine["rng"])
         p = state["position"]
         self.at = Position(p["epoch"], p["step"], p["batch"])
         if self.at.batch:
             device = next(self.model.parameters()).device
             self.at.order = p["order"].to(device)
-            self.at.sums = [s.to(device) for s in p["sums"]]
+            self.at.sums = [s.to(device) for s in mine["sums"]]
         self.done = state["done"]
         self.history = {int(epoch): metrics for epoch, metrics in state["history"].items()}
         if self.lookahead:
@@ -91,7 +104,7 @@ class TrainingState:
     def check_finite(self) -> None:
         """The epoch's loss sum turns nan or inf with the first bad step, so one read covers them all."""
         if self.at.sums is not None:
-            value = (self.at.sums[0] + self.at.sums[1]).item()
+            value = distributed.total(self.at.sums[0] + self.at.sums[1]).item()  # every rank decides alike
             if not math.isfinite(value):
                 raise self.diverged(value)
 
@@ -100,6 +113,27 @@ class TrainingState:
             f"training diverged: the loss is {value} by step {self.at.step} (lr {current_lr(self.optimizer):.3g}); "
             "try a smaller optimizer.lr, trainer.grad_clip=1.0, or a scheduler with warmup"
         )
+
+
+def own_part(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's random states and epoch sums from a checkpoint: its own where the run had as many ranks as now,
+    else rank 0 carries on with the run's (the sums of the whole batch) and the others with rank 0's random states
+    and nothing summed yet, so the epoch's totals stay right."""
+    ranks = state.get("ranks") or [{"rng": state["rng"], "sums": state["position"]["sums"]}]
+    if len(ranks) == distributed.world_size():
+        return ranks[distributed.rank()]
+    log.info(
+        "this run trained on %d process%s and carries on with %d: it goes on from the same step, but the batches "
+        "are split differently, so it will not end bit for bit as it would have",
+        len(ranks),
+        "es" * (len(ranks) != 1),
+        distributed.world_size(),
+    )
+    whole = {"rng": ranks[0]["rng"], "sums": state["position"]["sums"]}
+    if distributed.is_main():
+        return whole
+    nothing = None if whole["sums"] is None else [torch.zeros_like(s) for s in whole["sums"]]
+    return {"rng": whole["rng"], "sums": nothing}
 
 
 def rng_states() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from torch import nn
 from visionlab.data import Splits
 from visionlab.optimization import Schedule
 from visionlab.rejections import first_use
+from visionlab.training import distributed
 from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
 from visionlab.training.learners.base import Lesson, Search
@@ -48,8 +49,10 @@ class GradientLearner:
         `schedule` replaces the run's (the range test's rising lr)."""
         first_use(model, self.loss_fn, splits)
         prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
+        replicas = distributed.replicated(model, trainer.sync_batchnorm)
         optimizer = self.optimizer(model.parameters())
-        steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)))
+        ranks = distributed.world_size()
+        steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)), ranks)
         lookahead = Lookahead(model, total_steps=trainer.epochs * steps, every=trainer.ema) if trainer.ema else None
         return TrainingState(
             model,
@@ -58,6 +61,7 @@ class GradientLearner:
             Precision(trainer.precision, splits.train.labels.device),
             torch.Generator().manual_seed(self.seed),
             lookahead=lookahead,
+            replicas=replicas,
         )
 
     def objective_of(self, model: nn.Module) -> Objective:

@@ -1,0 +1,145 @@
+"""One run trained by several processes (docs/architecture.md, "Several processes"): the process group, and what
+the processes must agree on.
+
+Every process (a rank) holds the whole model and the same train split, draws the same order of it, and takes its
+own share of each batch: the batch is `trainer.batch_size` images in all, so the steps, the learning rate and its
+schedule are those of one process training on the whole batch. DistributedDataParallel averages the gradients; a
+rank's data loss is weighted by its share of the batch, so that average is the whole batch's gradient even when
+the batch does not divide evenly. Whatever decides the run's course (a stop request, a nan loss, the val metrics
+that early stopping, the schedule and best.pt read) is agreed through a collective, so no rank waits on another
+that has stopped. Each collective gives up after `TIMEOUT`: a rank that dies ends the others, never a hang.
+
+One process (no process group) is the case every function here reduces to: nothing is exchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+TIMEOUT = timedelta(seconds=30)  # a collective waits this long for a rank that is gone
+LAUNCHED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # torchrun's, and elastic_launch's
+
+
+def launched() -> bool:
+    """This process is one rank of several, started by torchrun or by vl-train's launcher (the variables they set)."""
+    return all(name in os.environ for name in LAUNCHED) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def processes(devices: int | str) -> int:
+    """`trainer.devices`: a count, or `auto`, every CUDA GPU (1 where there is none)."""
+    if devices == "auto":
+        return max(1, torch.cuda.device_count())
+    return int(devices)
+
+
+def join() -> None:
+    """This process into the run's group: NCCL where it trains on its own GPU (`LOCAL_RANK`), gloo on the CPU."""
+    if dist.is_initialized():
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device(device: torch.device) -> torch.device:
+    """A rank's own GPU (cuda:LOCAL_RANK) when the run is on CUDA; the CPU is every rank's."""
+    if dist.is_initialized() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def shard(index: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """This rank's part of a batch's indices, and the weight of its data loss: W * its share of the batch, so that
+    DistributedDataParallel's average of the W gradients is the gradient of the whole batch's mean loss."""
+    ranks = world_size()
+    if ranks == 1:
+        return index, 1.0
+    part = index.tensor_split(ranks)[rank()]
+    return part, ranks * len(part) / len(index)
+
+
+def total(value: torch.Tensor) -> torch.Tensor:
+    """The sum of `value` over the ranks (a new tensor; `value` itself keeps this rank's part)."""
+    if world_size() == 1:
+        return value
+    summed = value.clone()
+    dist.all_reduce(summed)
+    return summed
+
+
+def mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` over the ranks: a step's loss as the whole batch's."""
+    ranks = world_size()
+    return value if ranks == 1 else total(value) / ranks
+
+
+def agreed(signum: int | None) -> int | None:
+    """A stop request as every rank sees it: the signal any rank received (the largest number), or None."""
+    if world_size() == 1:
+        return signum
+    flag = torch.tensor(signum or 0, device=_collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's `value` on every rank (any picklable object)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
+
+
+def each_rank(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if world_size() == 1:
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors live: NCCL's on the rank's GPU, gloo's on the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def replicated(model: nn.Module, sync_batchnorm: bool) -> nn.Module | None:
+    """The model wrapped for training on every rank (gradients averaged), or None in a run of one process.
+
+    Wrapped after its first use and after everything fitted from data (whitening, normalization), which each rank
+    fitted identically from the same images. `model` itself (its state_dict, evaluation) stays unwrapped.
+    """
+    if world_size() == 1:
+        return None
+    if sync_batchnorm:  # on CUDA only: config.validate refuses it on the CPU, where torch's SyncBatchNorm cannot run
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    parameter_device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[parameter_device] if parameter_device.type == "cuda" else None
+    )
