@@ -7,7 +7,7 @@ schedule are those of one process training on the whole batch. DistributedDataPa
 rank's data loss is weighted by its share of the batch, so that average is the whole batch's gradient even when
 the batch does not divide evenly. Whatever decides the run's course (a stop request, a nan loss, the val metrics
 that early stopping, the schedule and best.pt read) is agreed through a collective, so no rank waits on another
-that has stopped. Each collective gives up after `TIMEOUT`: a rank that dies ends the others, never a hang.
+that has stopped. A rank that dies ends the others at once, and a collective gives up on one that hangs after `TIMEOUT`.
 
 One process (no process group) is the case every function here reduces to: nothing is exchanged.
 """
@@ -22,7 +22,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-TIMEOUT = timedelta(seconds=30)  # a collective waits this long for a rank that is gone
+# How long a collective waits for a rank that is alive but not there yet. A rank that dies is noticed at once (its
+# socket closes, and the launcher ends the others); this bounds a rank that hangs, and must outlast anything one
+# rank does alone between two collectives: rank 0 writing a checkpoint to a slow shared disk, say.
+TIMEOUT = timedelta(minutes=5)
 LAUNCHED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # torchrun's, and elastic_launch's
 
 
