@@ -3,6 +3,7 @@
     .venv/bin/python bench/gpu.py              # on a machine with a CUDA GPU (MNIST and CIFAR-10 as for make bench)
     .venv/bin/python bench/gpu.py --dry-run    # every part for one step, on the CPU: checks the script,
                                                # measures nothing
+    .venv/bin/python bench/gpu.py --parts scaling    # on several GPUs: 1, 2, 4, ... processes (part 5)
 
 Parts, one after the other, each in its own process with its own time limit (seconds, in LIMITS),
 and all of them within TOTAL seconds: a part that would run past the total gets only what is left.
@@ -17,10 +18,14 @@ A part that runs out of time leaves a row saying so; the others go on.
 4. kNN: full MNIST (60,000 train, 10,000 test), k=3, L2 and L1, fit and prediction on the GPU in the
    exact integer search, against a brute force on the same GPU in exact arithmetic (its indices must
    be equal, ties included).
+5. Several GPUs: `vl-train experiment=cifar10_gpu trainer.devices=N` on 1, 2, 4, ... and every GPU (the same run:
+   its global batch split over the N processes), each one's run seconds (metrics.json) and the scaling efficiency
+   t(1) / (N t(N)). On a machine of one GPU it is one row saying so.
 
---dry-run runs each part on the CPU with a few hundred images for one step (the compiled run is left
-out: compiling takes minutes on a CPU), with DRY_RUN_LIMIT seconds for each part (a loaded CPU is slow),
-so the suite can check that every part runs and that every row lands in the table; its figures mean nothing.
+--dry-run runs each part on the CPU with a few hundred images for one step (the compiled run is left out: compiling
+takes minutes on a CPU; the scaling part runs 1 and 2 processes with gloo), with DRY_RUN_LIMIT seconds for each part
+(a loaded CPU is slow), so the suite can check that every part runs and that every row lands in the table; its
+figures mean nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from common import FIRST_EPOCH, REPO, VL_TRAIN, Row, Skipped, cifar_root, load, 
 
 BENCH = Path(__file__).resolve().parent
 TOTAL = 470  # seconds for every part together: the script ends within 8 minutes
-LIMITS = {"tests": 75, "mnist": 45, "mnist_cpu": 45, "cifar10": 120, "cifar10_compile": 120, "knn": 60}
+LIMITS = {"tests": 75, "mnist": 45, "mnist_cpu": 45, "cifar10": 120, "cifar10_compile": 120, "knn": 60, "scaling": 120}
 MNIST_TARGET, CIFAR_TARGET = 0.99, 0.94
 # One step each: a training split of under one batch (10% of it is val), a small test split.
 DRY_MNIST = ["dataset.train_size=140", "dataset.test_size=100"]
@@ -162,6 +167,40 @@ def cifar_rows(args, clock: Clock) -> list[Row]:
     ]
 
 
+def process_counts(gpus: int) -> list[int]:
+    """1, 2, 4, ... up to `gpus`, and `gpus` itself."""
+    return sorted({*(2**i for i in range(gpus.bit_length()) if 2**i <= gpus), gpus})
+
+
+def scaling_rows(args, clock: Clock) -> list[Row]:
+    import torch
+
+    root = cifar_root(args.cifar)
+    gpus = 2 if args.dry_run else torch.cuda.device_count()
+    name = "GPU: CIFAR-10 experiment=cifar10_gpu on {} process{}, run seconds (metrics.json)"
+    if gpus < 2:
+        return [Row(name.format("several", "es"), f"skipped: {gpus} GPU here (this part needs 2 or more)", "", "")]
+    command = ["experiment=cifar10_gpu", f"dataset.root={root}", "dataset.download=false"]
+    command += [*DRY_CIFAR, "trainer.device=cpu"] if args.dry_run else ["trainer.device=cuda"]
+    runs = {
+        count: train([*command, f"trainer.devices={count}"], clock.limit("scaling")) for count in process_counts(gpus)
+    }
+    one = runs[1][1]
+    rows = []
+    for count, (_, metrics) in runs.items():
+        if isinstance(metrics, str) or isinstance(one, str):
+            figures = (metrics if isinstance(metrics, str) else f"{metrics['seconds']:.1f}", "", "n/a")
+        else:
+            speedup = one["seconds"] / metrics["seconds"]
+            figures = (
+                f"{metrics['seconds']:.1f} (test/acc {metrics['test/acc']:.2%}, {metrics['device']})",
+                f"{one['seconds']:.1f} (1 process)",
+                f"{speedup / count:.0%} scaling efficiency ({speedup:.2f}x faster)",
+            )
+        rows.append(Row(name.format(count, "" if count == 1 else "es"), *figures))
+    return rows
+
+
 def knn_rows(args, clock: Clock) -> list[Row]:
     root = mnist_root(args.mnist)
     limit = clock.limit("knn")
@@ -252,10 +291,13 @@ def brute_force(train, queries, distance: str, k: int):
     return torch.cat(found)
 
 
+PARTS = {"mnist": mnist_rows, "cifar10": cifar_rows, "knn": knn_rows, "scaling": scaling_rows}
+
+
 def rows(args) -> list[Row]:
     clock = Clock(args.dry_run)
-    made = [tests_row(args, clock)]
-    for part in (mnist_rows, cifar_rows, knn_rows):
+    made = [tests_row(args, clock)] if "tests" in args.parts else []
+    for part in (PARTS[name] for name in PARTS if name in args.parts):
         try:
             made += part(args, clock)
         except Skipped as exc:
@@ -270,7 +312,16 @@ def main() -> None:
         "--dry-run", action="store_true", help="every part for one step on the CPU: checks the script, measures nothing"
     )
     cli.add_argument("--knn-part", action="store_true", help=argparse.SUPPRESS)  # the kNN part, in its own process
+    every = ["tests", *PARTS]
+    cli.add_argument(
+        "--parts",
+        type=lambda text: text.split(","),
+        default=every,
+        help=f"comma-separated, of {','.join(every)} (default: all; scaling alone on a machine of several GPUs)",
+    )
     args = cli.parse_args()
+    if unknown := sorted(set(args.parts) - set(every)):
+        cli.error(f"--parts: unknown {', '.join(unknown)}; use some of {', '.join(every)}")
     args.dry_run = args.dry_run or args.quick
     if args.knn_part:
         return knn_part(args)

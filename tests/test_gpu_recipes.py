@@ -96,6 +96,11 @@ def test_the_gpu_script_dry_run_runs_every_part_for_one_step_into_one_table(shar
     )
     ours, compiled, _ = row(r"^GPU: CIFAR-10 experiment=cifar10_gpu, time to >= 94\.0%")
     assert re.search(r"test/acc \d+\.\d+% after 1 epoch, cpu\)$", ours) and compiled.startswith("not run in --dry-run")
+    one, _, _ = row(r"^GPU: CIFAR-10 experiment=cifar10_gpu on 1 process, run seconds")
+    two, baseline, efficiency = row(r"^GPU: CIFAR-10 experiment=cifar10_gpu on 2 processes, run seconds")
+    assert re.fullmatch(r"\d+\.\d \(test/acc \d+\.\d\d%, cpu\)", two) and one.endswith(", cpu)")
+    assert re.fullmatch(r"\d+\.\d \(1 process\)", baseline)
+    assert re.fullmatch(r"\d+% scaling efficiency \(\d+\.\d\dx faster\)", efficiency)
     for distance in ("L2", "L1"):
         ours, brute, verdict = row(
             rf"^GPU: kNN MNIST {distance}, k=3: fit \+ predict, s \(2,000 train, 300 test, cpu, training images "
