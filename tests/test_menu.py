@@ -84,7 +84,9 @@ def test_batch_size_all_is_one_step_per_epoch_and_1_is_one_per_image(tmp_path):
 def test_augmentation_touches_training_batches_only(tmp_path, monkeypatch):
     seen = []
     original = Augment.__call__
-    monkeypatch.setattr(Augment, "__call__", lambda self, images: seen.append(len(images)) or original(self, images))
+    monkeypatch.setattr(
+        Augment, "__call__", lambda self, images, *at: seen.append(len(images)) or original(self, images, *at)
+    )
     metrics, _ = train(["model=linear", "dataset.augment.flip=true"], tmp_path)
     assert len(seen) == metrics["steps"]  # once per optimizer step: never on val or test batches
 

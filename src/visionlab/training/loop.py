@@ -56,7 +56,7 @@ class Objective:
 def fit(
     state: TrainingState,
     splits: Splits,
-    augment: Callable[[torch.Tensor], torch.Tensor],
+    augment: Callable[..., torch.Tensor],  # (images, their index in the train split, epoch) -> images
     objective: Objective,
     settings: TrainerSettings,
     callbacks: Sequence[Callback] = (),
@@ -90,7 +90,7 @@ def fit(
                 callback.start_epoch(state, steps)
             for index in at.order.split(batch_size)[at.batch :]:
                 images, labels = train.batch(index)
-                images = augment(images)
+                images = augment(images, index, at.epoch)
                 with precision.autocast():
                     scores = model(images)
                     data_loss = objective.loss_fn(scores, labels)

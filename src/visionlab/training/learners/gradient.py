@@ -32,7 +32,7 @@ class GradientLearner:
     penalty: Callable  # (parameters) -> R(W)
     optimizer: Callable  # (parameters) -> optimizer
     schedule: Callable[..., Schedule]  # (optimizer, epochs=, steps_per_epoch=) -> schedule
-    augment: Callable[[torch.Tensor], torch.Tensor]
+    augment: Callable[..., torch.Tensor]  # (images, index, epoch) -> images: data/augment.py
     seed: int
     objective: str
     votes: bool = False
