@@ -36,13 +36,17 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. a kNN's choice of k
 
 
-def usable_size(n: int, batch_size: int) -> int:
-    """Drop a trailing batch of one image: BatchNorm cannot train on it and it adds only noise."""
+def usable_size(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """The images an epoch trains on. A trailing batch of one image is always dropped: BatchNorm cannot train
+    on it and it adds only noise. With `drop_last` (trainer.drop_last) every partial batch is: each step then
+    averages as many images, as airbench's steps do; fewer images than one batch still make one step."""
+    if drop_last and n > batch_size:
+        return n - n % batch_size
     return n - 1 if batch_size > 1 and n % batch_size == 1 else n
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-usable_size(n, batch_size) // batch_size)
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return -(-usable_size(n, batch_size, drop_last) // batch_size)
 
 
 @dataclass
@@ -72,8 +76,8 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     device = train.labels.device
     batch_size = settings.images_per_step(len(train))
-    n = usable_size(len(train), batch_size)
-    steps = steps_per_epoch(len(train), batch_size)
+    n = usable_size(len(train), batch_size, settings.drop_last)
+    steps = steps_per_epoch(len(train), batch_size, settings.drop_last)
     try:
         while state.at.epoch <= settings.epochs:
             at = state.at

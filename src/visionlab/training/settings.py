@@ -35,6 +35,7 @@ class TrainerSettings:
     # lookahead to the weights' average every N steps
     ema: Annotated[int | None, Maybe(Whole(1, unit="optimizer steps"))] = None
     tta: TTAMode = "none"  # test-time augmentation of the test pass (and vl-eval's)
+    drop_last: Annotated[bool, Switch()] = False  # each epoch's last partial batch left out (training/loop.py)
 
     def tests_best(self) -> bool:
         return self.test_on == "best" or (self.test_on is None and self.early_stopping.enabled)

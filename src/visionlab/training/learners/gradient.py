@@ -49,7 +49,7 @@ class GradientLearner:
         first_use(model, self.loss_fn, splits)
         prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
         optimizer = self.optimizer(model.parameters())
-        steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)))
+        steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)), trainer.drop_last)
         lookahead = Lookahead(model, total_steps=trainer.epochs * steps, every=trainer.ema) if trainer.ema else None
         return TrainingState(
             model,
