@@ -13,7 +13,7 @@ from torch import nn
 from visionlab.data import Splits
 from visionlab.optimization import Schedule
 from visionlab.rejections import first_use
-from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop
+from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop, TellEpoch
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
 from visionlab.training.learners.base import Lesson, Search
 from visionlab.training.lookahead import Lookahead
@@ -44,9 +44,12 @@ class GradientLearner:
         trainer: TrainerSettings,
         schedule: Callable[..., Schedule] | None = None,
     ) -> TrainingState:
-        """The model made ready (first use checked, memory layout, compile) and everything fit() moves forward;
-        `schedule` replaces the run's (the range test's rising lr)."""
+        """The model made ready (first use checked, fitted to clean training images, memory layout, compile) and
+        everything fit() moves forward; `schedule` replaces the run's (the range test's rising lr)."""
         first_use(model, self.loss_fn, splits)
+        device = splits.train.labels.device
+        if hasattr(model, "fit_inputs"):  # a model with layers fitted to the data, not by gradient: its first n images
+            model.fit_inputs(lambda n: splits.train.batch(torch.arange(min(n, len(splits.train)), device=device))[0])
         prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
         optimizer = self.optimizer(model.parameters())
         steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)), trainer.drop_last)
@@ -55,7 +58,7 @@ class GradientLearner:
             model,
             optimizer,
             (schedule or self.schedule)(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
-            Precision(trainer.precision, splits.train.labels.device),
+            Precision(trainer.precision, device),
             torch.Generator().manual_seed(self.seed),
             lookahead=lookahead,
         )
@@ -74,6 +77,8 @@ class GradientLearner:
             SaveAndStop(checkpoints, trainer.checkpoint_every_steps, lesson.stop),
             *lesson.judges,
         ]
+        if hasattr(model, "start_epoch"):
+            callbacks.insert(0, TellEpoch())  # before the first step of each epoch, which it may change
         if state.lookahead is not None:
             callbacks.insert(0, AverageWeights(state.lookahead))  # before anything saves or reports the weights
         if trainer.early_stopping.enabled:
