@@ -115,7 +115,7 @@ def test_plateau_cuts_the_lr_when_val_loss_stops_improving():
 @pytest.mark.parametrize(
     "name", ["none", "cosine", "step", "multistep", "exponential", "onecycle", "piecewise", "plateau"]
 )
-@pytest.mark.parametrize("optimizer_name", ["sgd", "momentum", "adam", "adagrad", "rmsprop", "adamw"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "momentum", "adam", "adagrad", "rmsprop", "adamw", "muon"])
 def test_every_schedule_works_with_every_optimizer(name, optimizer_name):
     cfg = compose_train([f"scheduler={name}", f"optimizer={optimizer_name}"])
     opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(3))])
