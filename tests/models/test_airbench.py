@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import TINY, compose_train, config_error, run_cli
-from visionlab.errors import SettingRejected
+from tests.training.test_fit import StopAtStep
+from visionlab.errors import Interrupted, SettingRejected
 from visionlab.experiment import build_components, prepare_data
 from visionlab.models.airbench import Airbench, ShiftOnlyBatchNorm
 from visionlab.models.blocks import PatchWhitening
@@ -164,3 +165,42 @@ def test_whitening_settings_without_the_whitening_are_refused():
     with pytest.raises(SettingRejected, match="whiten_bias_epochs=3 set the whitening, which model.whiten=false"):
         Airbench((3, 32, 32), 10, whiten=False, whiten_bias_epochs=3)
     assert config_error([*AIRBENCH, "model.whiten_images=0"]).startswith("model.whiten_images=0 is invalid")
+
+
+def test_a_run_stopped_in_epoch_2_and_resumed_ends_bit_identical_with_alternate_flips_and_a_frozen_bias():
+    components, splits = learner_setup(
+        [
+            "dataset.train_size=200",
+            "trainer.epochs=2",
+            "trainer.batch_size=64",
+            "model.whiten_bias_epochs=1",
+            "model.whiten_images=100",
+            "dataset.augment.crop_padding=2",
+            "dataset.augment.flip=alternate",
+            "dataset.augment.crop_padding_mode=reflect",
+            "seed=3",
+        ]
+    )
+    learner = components.learner
+
+    def run(state, callbacks=()):
+        objective = learner.objective_of(state.model)
+        return fit(state, splits, learner.augment, objective, components.trainer, [TellEpoch(), *callbacks])
+
+    def fresh():
+        torch.manual_seed(0)
+        model = components.model(in_shape=splits.in_shape, num_classes=splits.num_classes)
+        return learner.training_state(model, splits, components.trainer)
+
+    straight = fresh()
+    run(straight)
+    stopper = StopAtStep(4)  # 3 steps an epoch: the second step of epoch 2, the bias frozen
+    with pytest.raises(Interrupted):
+        run(fresh(), [stopper])
+    torch.manual_seed(123)  # whatever the global generators did since, the state and the seed bring the same steps
+    resumed = fresh()
+    resumed.load_state_dict(stopper.saved)
+    run(resumed)
+    assert not resumed.model.features[0].conv.bias.requires_grad
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b  # the whitening's `fitted` flag
