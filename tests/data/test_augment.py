@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import compose_train, config_error
 from visionlab.data.augment import Augment, alternate_flips, random_crop, random_flip
+from visionlab.errors import SettingRejected
 
 
 def batch(n: int = 64, c: int = 3, size: int = 8) -> torch.Tensor:
@@ -143,6 +144,11 @@ def test_reflect_padding_crops_windows_of_the_reflected_image():
         shifts.add(matches[0])
     assert len(shifts) > 5
     assert (out != 0).all()  # no zero-filled border anywhere
+
+
+def test_reflect_padding_wider_than_the_image_is_refused_in_one_line():
+    with pytest.raises(SettingRejected, match="crop_padding=8 with crop_padding_mode=reflect .* 8x8 image"):
+        Augment(crop_padding=8, crop_padding_mode="reflect")(batch())
 
 
 @pytest.mark.parametrize("field,value", [("flip", "sometimes"), ("crop_padding_mode", "wrap")])

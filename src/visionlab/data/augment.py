@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from visionlab.checks import Either, Number, OneOf, Switch, Whole
+from visionlab.errors import SettingRejected
 
 FLIPS = ("random", "alternate")
 PADDING_MODES = ("zeros", "reflect")
@@ -55,6 +56,12 @@ class Augment:
             index = torch.arange(len(images), device=images.device) if index is None else index
             flip = alternate_flips(index, epoch, self.seed)
         if self.crop_padding:
+            if self.crop_padding_mode == "reflect" and self.crop_padding >= min(images.shape[2:]):
+                raise SettingRejected(
+                    f"dataset.augment.crop_padding={self.crop_padding} with crop_padding_mode=reflect mirrors more "
+                    f"than a {images.shape[2]}x{images.shape[3]} image holds: use a crop_padding under "
+                    f"{min(images.shape[2:])}, or crop_padding_mode=zeros"
+                )
             images = random_crop(images, self.crop_padding, flip=flip, mode=self.crop_padding_mode)
         elif isinstance(flip, torch.Tensor):
             images = mirror(images, flip)
