@@ -36,6 +36,7 @@ SCRIPTS = [
     "folder_runs",
     "many_runs",
     "cifar10_fast",
+    "airbench94_cpu",
     "photos",
     "features_network",
     "processes",

@@ -66,7 +66,8 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 LAYERS = {
     "foundation": {
         *("errors", "checks", "paths", "suggest", "objective", "terminal", "patches", "compiled", "parallel_jobs"),
-        *("run_registry", "cores", "console", "cache", "trust", "losses", "regularization", "optimization", "tta"),
+        *("run_registry", "cores", "console", "cache", "trust", "losses", "regularization", "optimization", "muon"),
+        "tta",
         *("rejections", "isolation", "checkpoint_format"),
     },
     "data": {"data"},

@@ -25,6 +25,7 @@ OPTIONS = [f"{group}={f.stem}" for group in GROUPS for f in sorted((CONF_DIR / g
 # Not options of a group, but knobs of the same menu.
 EXTRAS = [
     "dataset.augment.crop_padding=2 dataset.augment.flip=true dataset.augment.translate=0.1",
+    "dataset.augment.crop_padding=2 dataset.augment.flip=alternate dataset.augment.crop_padding_mode=reflect",
     "trainer.grad_clip=0.5",
     "trainer.batch_size=all model=linear",
     "trainer.batch_size=1 model=linear dataset.train_size=120",
@@ -84,9 +85,25 @@ def test_batch_size_all_is_one_step_per_epoch_and_1_is_one_per_image(tmp_path):
 def test_augmentation_touches_training_batches_only(tmp_path, monkeypatch):
     seen = []
     original = Augment.__call__
-    monkeypatch.setattr(Augment, "__call__", lambda self, images: seen.append(len(images)) or original(self, images))
+    monkeypatch.setattr(
+        Augment, "__call__", lambda self, images, *at: seen.append(len(images)) or original(self, images, *at)
+    )
     metrics, _ = train(["model=linear", "dataset.augment.flip=true"], tmp_path)
     assert len(seen) == metrics["steps"]  # once per optimizer step: never on val or test batches
+
+
+@pytest.mark.parametrize("drop_last,steps_per_epoch,images_per_epoch", [(False, 9, 540), (True, 8, 512)])
+def test_drop_last_leaves_out_each_epochs_partial_batch(
+    drop_last, steps_per_epoch, images_per_epoch, tmp_path, monkeypatch
+):
+    seen = []
+    original = Augment.__call__
+    monkeypatch.setattr(
+        Augment, "__call__", lambda self, images, *at: seen.append(len(images)) or original(self, images, *at)
+    )
+    metrics, _ = train(["model=linear", "dataset.augment.flip=true", f"trainer.drop_last={drop_last}"], tmp_path)
+    assert metrics["steps"] == 2 * steps_per_epoch  # 600 images, 60 held out for val, batches of 64, two epochs
+    assert sum(seen) == 2 * images_per_epoch and set(seen[:steps_per_epoch]) <= {64, 540 % 64}
 
 
 def test_grad_clip_bounds_the_gradient_norm_at_every_step(tmp_path, monkeypatch):

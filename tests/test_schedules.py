@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train, config_error
-from visionlab.optimization import cosine, current_lr, multistep, onecycle, plateau, step
+from visionlab.optimization import cosine, current_lr, multistep, onecycle, piecewise, plateau, step
 
 EPOCHS, STEPS = 6, 4
 
@@ -81,6 +81,23 @@ def test_onecycle_rises_to_the_optimizer_lr_then_anneals_far_below_it_per_step()
     assert lrs[-1] < 1e-3
 
 
+def test_piecewise_is_airbenchs_straight_lines_up_to_the_lr_then_down_per_step():
+    opt = optimizer()
+    schedule = piecewise(opt, epochs=10, steps_per_epoch=10)  # 100 steps: the peak at step 23
+    assert schedule.interval == "step"
+    lrs = []
+    for _ in range(101):
+        lrs.append(current_lr(opt))
+        opt.step()
+        schedule.after_step()
+    assert lrs[0] == pytest.approx(0.2) and lrs[10] == pytest.approx(0.2 + 0.8 * 10 / 23)
+    assert lrs[23] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
+    assert lrs[50] == pytest.approx(1 - 0.93 * 27 / 77) and lrs[100] == pytest.approx(0.07)
+    custom = optimizer(lr=0.5)
+    piecewise(custom, epochs=1, steps_per_epoch=10, start=0.0, peak_at=0.5, end=0.0)
+    assert current_lr(custom) == 0.0
+
+
 def test_onecycle_leaves_plain_sgd_without_momentum():
     opt = optimizer()
     onecycle(opt, EPOCHS, STEPS)
@@ -95,8 +112,10 @@ def test_plateau_cuts_the_lr_when_val_loss_stops_improving():
     assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1])  # two epochs without improvement, then 10x lower
 
 
-@pytest.mark.parametrize("name", ["none", "cosine", "step", "multistep", "exponential", "onecycle", "plateau"])
-@pytest.mark.parametrize("optimizer_name", ["sgd", "momentum", "adam", "adagrad", "rmsprop", "adamw"])
+@pytest.mark.parametrize(
+    "name", ["none", "cosine", "step", "multistep", "exponential", "onecycle", "piecewise", "plateau"]
+)
+@pytest.mark.parametrize("optimizer_name", ["sgd", "momentum", "adam", "adagrad", "rmsprop", "adamw", "muon"])
 def test_every_schedule_works_with_every_optimizer(name, optimizer_name):
     cfg = compose_train([f"scheduler={name}", f"optimizer={optimizer_name}"])
     opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(3))])
@@ -109,8 +128,9 @@ def test_every_schedule_works_with_every_optimizer(name, optimizer_name):
     [
         ("scheduler.step_size=0", "whole number of epochs of at least 1"),
         ("scheduler.gamma=1.5", "in (0, 1)"),
+        ("scheduler.peak_at=1.0", "[0, 1)"),
     ],
 )
 def test_bad_schedule_values_are_user_errors(override, accepted):
-    message = config_error(["scheduler=step", override])
+    message = config_error(["scheduler=piecewise" if "peak_at" in override else "scheduler=step", override])
     assert message.startswith(f"{override} is invalid") and accepted in message

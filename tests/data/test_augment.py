@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from tests.conftest import compose_train, config_error
-from visionlab.data.augment import Augment, random_crop, random_flip
+from visionlab.data.augment import Augment, alternate_flips, random_crop, random_flip
+from visionlab.errors import SettingRejected
 
 
 def batch(n: int = 64, c: int = 3, size: int = 8) -> torch.Tensor:
@@ -83,3 +84,75 @@ def test_on_for_cifar10_off_for_mnist_and_synthetic():
     for name in ("mnist", "synthetic"):
         off = instantiate(compose_train([f"dataset={name}"]).dataset.augment)
         assert (off.crop_padding, off.flip, off.translate) == (0, False, 0.0)
+
+
+def test_alternate_flips_mirror_a_random_half_then_each_image_the_other_way_every_epoch():
+    images, index = batch(n=200), torch.arange(1000, 1200)
+    augment = Augment(flip="alternate").with_seed(7)
+    mirrored = []
+    for epoch in range(1, 5):
+        out = augment(images, index, epoch)
+        flipped = torch.tensor([torch.equal(o, i.flip(2)) for o, i in zip(out, images)])
+        assert all(torch.equal(o, i.flip(2)) or torch.equal(o, i) for o, i in zip(out, images))
+        mirrored.append(flipped)
+    assert 60 < mirrored[0].sum() < 140  # a random half at first
+    assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
+    assert torch.equal(mirrored[3], ~mirrored[0])
+    # the pattern depends on the seed and each image's index alone: not on the batch it comes in, nor on torch's RNG
+    torch.manual_seed(123)
+    alone = augment(images[50:60], index[50:60], 3)
+    assert torch.equal(alone, augment(images, index, 3)[50:60])
+    other = Augment(flip="alternate").with_seed(8)(images, index, 1)
+    assert not torch.equal(other, augment(images, index, 1))
+
+
+def test_alternate_flips_with_a_crop_mirror_the_same_images_as_without():
+    images, index, p = batch(n=100), torch.arange(100), 2
+    h, w = images.shape[2:]
+    padded = F.pad(images, (p,) * 4)
+    for epoch in (1, 2):
+        out = Augment(crop_padding=p, flip="alternate").with_seed(0)(images, index, epoch)
+        mirrored = alternate_flips(index, epoch, seed=0)
+        for i in range(len(images)):
+            windows = [padded[i, :, y : y + h, x : x + w] for y in range(2 * p + 1) for x in range(2 * p + 1)]
+            assert any(torch.equal(out[i], win.flip(2) if mirrored[i] else win) for win in windows)
+
+
+def test_flip_true_is_random_flips():
+    images = batch(n=50)
+    torch.manual_seed(1)
+    expected = Augment(flip="random")(images)
+    torch.manual_seed(1)
+    assert torch.equal(Augment(flip=True)(images), expected)
+
+
+def test_reflect_padding_crops_windows_of_the_reflected_image():
+    torch.manual_seed(0)
+    images, p = batch(), 3
+    out = Augment(crop_padding=p, crop_padding_mode="reflect")(images)
+    padded = F.pad(images, (p,) * 4, mode="reflect")
+    h, w = images.shape[2:]
+    shifts = set()
+    for i in range(len(images)):
+        matches = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
+        ]
+        assert len(matches) == 1
+        shifts.add(matches[0])
+    assert len(shifts) > 5
+    assert (out != 0).all()  # no zero-filled border anywhere
+
+
+def test_reflect_padding_wider_than_the_image_is_refused_in_one_line():
+    with pytest.raises(SettingRejected, match="crop_padding=8 with crop_padding_mode=reflect .* 8x8 image"):
+        Augment(crop_padding=8, crop_padding_mode="reflect")(batch())
+
+
+@pytest.mark.parametrize("field,value", [("flip", "sometimes"), ("crop_padding_mode", "wrap")])
+def test_bad_flip_and_padding_mode_name_the_choices(field, value):
+    message = config_error([f"dataset.augment.{field}={value}"])
+    assert message.startswith(f"dataset.augment.{field}='{value}' is ")
+    assert ("alternate" if field == "flip" else "reflect") in message

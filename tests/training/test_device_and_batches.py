@@ -41,6 +41,15 @@ def test_an_epoch_drops_only_a_trailing_batch_of_one(n, batch_size, usable, step
     assert steps_per_epoch(n, batch_size) == steps
 
 
+@pytest.mark.parametrize(
+    "n,batch_size,usable,steps",
+    [(100, 10, 100, 10), (109, 10, 100, 10), (101, 10, 100, 10), (7, 10, 7, 1), (5, 1, 5, 5)],
+)
+def test_drop_last_drops_every_partial_batch_but_never_the_only_one(n, batch_size, usable, steps):
+    assert usable_size(n, batch_size, drop_last=True) == usable
+    assert steps_per_epoch(n, batch_size, drop_last=True) == steps
+
+
 @pytest.fixture
 def hydra_job():
     """Makes this process a Hydra job (`HydraConfig`), as a launcher's job process is; unset after."""

@@ -68,7 +68,7 @@ def build_components(cfg: DictConfig) -> Components:
             penalty=build(cfg, "regularization"),
             optimizer=build(cfg, "optimizer"),
             schedule=build(cfg, "scheduler"),
-            augment=dataset.augment,
+            augment=dataset.augment.with_seed(cfg.seed),
             seed=cfg.seed,
             objective=cfg.objective,
         )

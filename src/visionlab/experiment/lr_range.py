@@ -38,7 +38,8 @@ def find_lr(components: Components, context: RunContext, raw: RawData, partition
     if not isinstance(learner, GradientLearner):
         raise UserError(f"lr_find=true needs a model with trainable parameters: {type(model).__name__} has none")
     test = components.range_test
-    steps = steps_per_epoch(len(splits.train), components.trainer.images_per_step(len(splits.train)))
+    trainer = components.trainer
+    steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)), drop_last=trainer.drop_last)
     settings = dataclasses.replace(components.trainer, epochs=-(-test.steps // steps), ema=None)
     state = learner.training_state(model, splits, settings, schedule=constant)
     record = RangeRecord(test)

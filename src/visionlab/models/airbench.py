@@ -1,11 +1,16 @@
 """An airbench-style ConvNet (KellerJordan/cifar10-airbench, airbench94): 94% on CIFAR-10 in seconds on a GPU.
 
-patch whitening (2x2, frozen) -> GELU -> three conv groups -> global max pool -> linear -> x scale.
+patch whitening (2x2, fitted, frozen) -> GELU -> three conv groups -> global max pool -> linear -> x scale.
 A conv group is conv3x3 -> maxpool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU. Its BatchNorm tricks:
 no scale (fixed at 1; the next conv scales), a shift that learns `bias_lr_scale` times faster than
 the other weights, eps 1e-12, and running statistics that follow the batches quickly (momentum 0.4
 in torch's sense: airbench's 0.6 is the share kept). Convs start with identity (dirac) filters in
 their first channels. The output is multiplied by `scale` (1/9): small logits at the start.
+
+The whitening is fitted on the first training batch, or with `whiten_images: N` on the first N training
+images as they are, unaugmented (airbench: 5,000), before the first step; its bias trains throughout, or
+with `whiten_bias_epochs: N` for N epochs and then stays (airbench: 3). Both through the learner's model
+hooks `fit_inputs` and `start_epoch` (training/learners/gradient.py).
 
 Not here, because they belong to training: airbench's per-1024 hyperparameters, label smoothing
 0.2, Nesterov SGD and its schedule are in conf/experiment/cifar10_gpu.yaml; lookahead/EMA is
@@ -15,14 +20,14 @@ training/lookahead.py and flip test-time augmentation tta.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionlab.checks import Each, Number, Switch, Whole
+from visionlab.checks import Each, Maybe, Number, Switch, Whole
 from visionlab.errors import SettingRejected
 from visionlab.models.blocks import PatchWhitening
 
@@ -85,8 +90,17 @@ class Airbench(nn.Module):
         batchnorm_momentum: Annotated[float, Number(ge=0, lt=1, example=0.6)] = 0.6,
         bias_lr_scale: Annotated[float, Number(gt=0, example=64.0)] = 64.0,
         scale: Annotated[float, Number(gt=0, example=0.111)] = 1 / 9,
+        whiten_images: Annotated[int | None, Maybe(Whole(1, unit="images"))] = None,
+        whiten_bias_epochs: Annotated[int | None, Maybe(Whole(0, unit="epochs"))] = None,
     ):
         super().__init__()
+        if not whiten and (whiten_images is not None or whiten_bias_epochs is not None):
+            raise SettingRejected(
+                f"model.whiten_images={whiten_images} and model.whiten_bias_epochs={whiten_bias_epochs} set the "
+                "whitening, which model.whiten=false leaves out: set them to null, or model.whiten=true"
+            )
+        self.whiten_images = whiten_images
+        self.whiten_bias_epochs = whiten_bias_epochs
         channels = in_shape[0]
         width = 2 * channels * whiten_kernel**2
         # whiten=false: the same shape, learned from scratch instead (to see what whitening buys)
@@ -108,6 +122,18 @@ class Airbench(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x)) * self.scale
+
+    def fit_inputs(self, first: Callable[[int], torch.Tensor]) -> None:
+        """Before the first step: with whiten_images, fit the whitening on that many clean training images
+        (`first(n)`), which cover the data better than the first augmented batch that fits it otherwise."""
+        if self.whiten_images is not None:
+            self.features[0].fit(first(self.whiten_images))
+
+    def start_epoch(self, epoch: int) -> None:
+        """At each epoch's start (1 for the first; a resumed run's too): with whiten_bias_epochs, the whitening's
+        bias trains in the first that many epochs only, then takes no more steps."""
+        if self.whiten_bias_epochs is not None:
+            self.features[0].conv.bias.requires_grad_(epoch <= self.whiten_bias_epochs)
 
 
 def feature_side(side: int, whiten_kernel: int, groups: int) -> int:

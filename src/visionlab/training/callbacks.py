@@ -52,6 +52,14 @@ class Callback:
         pass
 
 
+class TellEpoch(Callback):
+    """Tells a model that declares `start_epoch(epoch)` (airbench's whitening bias) which epoch starts. The epoch
+    is the training position's, so a resumed run's model is told the same as an uninterrupted one's."""
+
+    def start_epoch(self, state: TrainingState, steps: int) -> None:
+        state.model.start_epoch(state.at.epoch)
+
+
 class SaveAndStop(Callback):
     """last.pt (and best.pt) after every epoch and every N steps, and at once when a stop is requested.
 

@@ -37,15 +37,19 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)  # more metrics.json entries, e.g. a kNN's choice of k
 
 
-def usable_size(n: int, batch_size: int, ranks: int = 1) -> int:
-    """Drop a trailing batch of one image (BatchNorm cannot train on it and it adds only noise), and one that
-    cannot give each of `ranks` processes an image (distributed.shard)."""
+def usable_size(n: int, batch_size: int, *, drop_last: bool = False, ranks: int = 1) -> int:
+    """The images an epoch trains on. A trailing batch too small to train on is always dropped: one image
+    (BatchNorm cannot train on it and it adds only noise), or fewer than `ranks` processes, each of which takes a
+    share (distributed.shard). With `drop_last` (trainer.drop_last) every partial batch is: each step then
+    averages as many images, as airbench's steps do; fewer images than one batch still make one step."""
     left = n % batch_size
+    if drop_last and n > batch_size:
+        return n - left
     return n - left if batch_size > 1 and 0 < left < max(2, ranks) else n
 
 
-def steps_per_epoch(n: int, batch_size: int, ranks: int = 1) -> int:
-    return -(-usable_size(n, batch_size, ranks) // batch_size)
+def steps_per_epoch(n: int, batch_size: int, *, drop_last: bool = False, ranks: int = 1) -> int:
+    return -(-usable_size(n, batch_size, drop_last=drop_last, ranks=ranks) // batch_size)
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Objective:
 def fit(
     state: TrainingState,
     splits: Splits,
-    augment: Callable[[torch.Tensor], torch.Tensor],
+    augment: Callable[..., torch.Tensor],  # (images, their index in the train split, epoch) -> images
     objective: Objective,
     settings: TrainerSettings,
     callbacks: Sequence[Callback] = (),
@@ -79,8 +83,8 @@ def fit(
     device = train.labels.device
     batch_size = settings.images_per_step(len(train))
     ranks = distributed.world_size()
-    n = usable_size(len(train), batch_size, ranks)
-    steps = steps_per_epoch(len(train), batch_size, ranks)
+    n = usable_size(len(train), batch_size, drop_last=settings.drop_last, ranks=ranks)
+    steps = steps_per_epoch(len(train), batch_size, drop_last=settings.drop_last, ranks=ranks)
     try:
         while state.at.epoch <= settings.epochs:
             at = state.at
@@ -98,7 +102,7 @@ def fit(
             for batch in at.order.split(batch_size)[at.batch :]:
                 index, weight = distributed.shard(batch)
                 images, labels = train.batch(index)
-                images = augment(images)
+                images = augment(images, index, at.epoch)
                 with precision.autocast():
                     scores = trained(images)
                     data_loss = objective.loss_fn(scores, labels)

@@ -35,6 +35,7 @@ class TrainerSettings:
     # lookahead to the weights' average every N steps
     ema: Annotated[int | None, Maybe(Whole(1, unit="optimizer steps"))] = None
     tta: TTAMode = "none"  # test-time augmentation of the test pass (and vl-eval's)
+    drop_last: Annotated[bool, Switch()] = False  # each epoch's last partial batch left out (training/loop.py)
     # processes that train the run together (training/distributed.py); auto: one per CUDA GPU, else 1
     devices: Annotated[int | str, Either(Whole(1, unit="processes"), OneOf("auto"))] = 1
     sync_batchnorm: Annotated[bool, Switch()] = False  # BatchNorm's statistics over every process's images (CUDA)

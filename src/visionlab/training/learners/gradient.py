@@ -14,7 +14,7 @@ from visionlab.data import Splits
 from visionlab.optimization import Schedule
 from visionlab.rejections import first_use
 from visionlab.training import distributed
-from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop
+from visionlab.training.callbacks import AverageWeights, Callback, SaveAndStop, TellEpoch
 from visionlab.training.early_stopping import StopEarly, best_epoch, restore_best
 from visionlab.training.learners.base import Lesson, Search
 from visionlab.training.lookahead import Lookahead
@@ -33,7 +33,7 @@ class GradientLearner:
     penalty: Callable  # (parameters) -> R(W)
     optimizer: Callable  # (parameters) -> optimizer
     schedule: Callable[..., Schedule]  # (optimizer, epochs=, steps_per_epoch=) -> schedule
-    augment: Callable[[torch.Tensor], torch.Tensor]
+    augment: Callable[..., torch.Tensor]  # (images, index, epoch) -> images: data/augment.py
     seed: int
     objective: str
     votes: bool = False
@@ -45,20 +45,23 @@ class GradientLearner:
         trainer: TrainerSettings,
         schedule: Callable[..., Schedule] | None = None,
     ) -> TrainingState:
-        """The model made ready (first use checked, memory layout, compile) and everything fit() moves forward;
-        `schedule` replaces the run's (the range test's rising lr)."""
+        """The model made ready (first use checked, fitted to clean training images, memory layout, compile) and
+        everything fit() moves forward; `schedule` replaces the run's (the range test's rising lr)."""
         first_use(model, self.loss_fn, splits)
+        device = splits.train.labels.device
+        if hasattr(model, "fit_inputs"):  # a model with layers fitted to the data, not by gradient: its first n images
+            model.fit_inputs(lambda n: splits.train.batch(torch.arange(min(n, len(splits.train)), device=device))[0])
         prepare_model(model, channels_last=trainer.channels_last, compile=trainer.compile)
         replicas = distributed.replicated(model, trainer.sync_batchnorm)
         optimizer = self.optimizer(model.parameters())
-        ranks = distributed.world_size()
-        steps = steps_per_epoch(len(splits.train), trainer.images_per_step(len(splits.train)), ranks)
+        images = trainer.images_per_step(len(splits.train))
+        steps = steps_per_epoch(len(splits.train), images, drop_last=trainer.drop_last, ranks=distributed.world_size())
         lookahead = Lookahead(model, total_steps=trainer.epochs * steps, every=trainer.ema) if trainer.ema else None
         return TrainingState(
             model,
             optimizer,
             (schedule or self.schedule)(optimizer, epochs=trainer.epochs, steps_per_epoch=steps),
-            Precision(trainer.precision, splits.train.labels.device),
+            Precision(trainer.precision, device),
             torch.Generator().manual_seed(self.seed),
             lookahead=lookahead,
             replicas=replicas,
@@ -78,6 +81,8 @@ class GradientLearner:
             SaveAndStop(checkpoints, trainer.checkpoint_every_steps, lesson.stop),
             *lesson.judges,
         ]
+        if hasattr(model, "start_epoch"):
+            callbacks.insert(0, TellEpoch())  # before the first step of each epoch, which it may change
         if state.lookahead is not None:
             callbacks.insert(0, AverageWeights(state.lookahead))  # before anything saves or reports the weights
         if trainer.early_stopping.enabled:
