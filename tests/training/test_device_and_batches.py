@@ -50,6 +50,14 @@ def test_drop_last_drops_every_partial_batch_but_never_the_only_one(n, batch_siz
     assert steps_per_epoch(n, batch_size, drop_last=True) == steps
 
 
+@pytest.mark.parametrize(
+    "n,batch_size,drop_last,usable",
+    [(102, 10, False, 100), (103, 10, False, 100), (104, 10, False, 104), (109, 10, True, 100), (7, 10, True, 7)],
+)
+def test_on_four_processes_a_trailing_batch_too_small_to_share_is_dropped(n, batch_size, drop_last, usable):
+    assert usable_size(n, batch_size, drop_last=drop_last, ranks=4) == usable
+
+
 @pytest.fixture
 def hydra_job():
     """Makes this process a Hydra job (`HydraConfig`), as a launcher's job process is; unset after."""
