@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -142,10 +141,13 @@ def test_a_trial_is_pruned_on_rank_0_and_every_rank_stops(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> Path:
-    """An uninterrupted run on 2 processes: the reference for the stopped one."""
+    """An uninterrupted run on 2 processes: the reference for the stopped one. Its TMPDIR is its own (other tests'
+    runs on this machine have theirs), and holds nothing once it ends: rank 1's scratch folder is removed."""
     run_dir = tmp_path_factory.mktemp("two") / "run"
-    result = run_cli(LONGER, run_dir, env=FRESH)
+    tmpdir = tmp_path_factory.mktemp("two-tmpdir")
+    result = run_cli(LONGER, run_dir, env={**FRESH, "TMPDIR": str(tmpdir)})
     assert result.returncode == 0, result.stderr
+    assert not list(tmpdir.iterdir()), "rank 1's scratch folder is removed"
     return run_dir
 
 
@@ -154,7 +156,6 @@ def test_two_processes_are_one_run_in_one_folder_that_ends_as_one_process_does(t
     result = run_cli([arg for arg in LONGER if arg not in TWO], one, env=FRESH)
     assert result.returncode == 0, result.stderr
     assert os.listdir(two_processes.parent) == ["run"], "one run folder, not one per rank"
-    assert not list(Path(tempfile.gettempdir()).glob("visionlab-rank*")), "rank 1's scratch folder is removed"
     two, alone = read_metrics(two_processes), read_metrics(one)
     assert two["status"] == "completed" and two["steps"] == alone["steps"] == 3 * 34
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
@@ -203,14 +204,14 @@ def test_the_python_api_trains_on_two_processes_as_vl_train_does(tmp_path, two_p
     assert without_timing(run.metrics) == without_timing(read_metrics(two_processes))
 
 
-def start(args: list[str], run_dir: Path) -> subprocess.Popen:
+def start(args: list[str], run_dir: Path, tmpdir: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **FRESH},
+        env={**os.environ, **FRESH, **({"TMPDIR": str(tmpdir)} if tmpdir else {})},
         preexec_fn=sigint_at_default,
     )
 
@@ -296,15 +297,16 @@ def rank_pid(parent: int, rank: int, timeout: float = 60) -> int:
 
 
 def test_a_rank_killed_ends_the_run_within_seconds_naming_it(tmp_path):
-    run_dir = tmp_path / "run"
-    process = start(LONGER, run_dir)
+    run_dir, tmpdir = tmp_path / "run", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    process = start(LONGER, run_dir, tmpdir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     victim = rank_pid(process.pid, 1)
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
     assert time.monotonic() - killed < 15, "no hang"
-    assert not list(Path(tempfile.gettempdir()).glob("visionlab-rank*")), "the killed rank's files are removed"
+    assert not list(tmpdir.iterdir()), "the killed rank's files are removed"
     assert process.returncode == 1
     # rank 0 may see the launcher's SIGTERM before its collective fails, and say it stops: no error of its own
     errors = [line for line in stderr.strip().splitlines() if not line.startswith("received SIGTERM: stopping")]
