@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab import patches, run_folder, terminal
+from visionlab import patches, ranks, run_folder, terminal
 from visionlab.config_errors import one_line
 from visionlab.console import RunLogFile
 from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
@@ -132,22 +132,28 @@ def train_job(cfg: DictConfig) -> float:
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """The run in this process, on `trainer.devices` processes started here, or as rank 0 of torchrun's."""
-    from visionlab import experiment, ranks  # data, models and training load only once the config has composed
+    """The run in this process, on `trainer.devices` processes started here, or as rank 0 of torchrun's (or of a
+    SLURM job's tasks)."""
+    from visionlab import experiment  # data, models and training load only once the config has composed
     from visionlab.config import validate
     from visionlab.training import distributed
 
     if cfg.trainer.get("devices", 1) == 1 and not distributed.launched():
         return experiment.run(cfg, run_dir)
-    validate(cfg)  # a bad value refused once, here, and not by every rank
-    job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
-    if distributed.launched():  # torchrun started this process, as rank 0: the others wait in handed_to_ranks
+    if distributed.launched():  # the others wait in handed_to_ranks, for the run or for None
         distributed.join()
         try:
+            try:
+                job = launched_job(cfg, run_dir)
+            except Exception:
+                distributed.from_main(None)  # the other ranks end; this one says why
+                raise
             distributed.from_main(job)
             return experiment.run(cfg, run_dir)
         finally:
             distributed.leave()
+    validate(cfg)  # a bad value refused once, here, and not by every rank
+    job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
     count = distributed.processes(cfg.trainer.devices)
     if count == 1:
         return experiment.run(cfg, run_dir)
@@ -155,6 +161,22 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if code:  # rank 0 has said why
         end_job(code, run_dir, value)
     return value
+
+
+def launched_job(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """What rank 0 of torchrun's processes (or of a SLURM job's tasks) hands the others, once the config is valid.
+    Those processes are the run's: trainer.devices must be 1 or their number, as no rank starts more."""
+    from visionlab.config import validate
+    from visionlab.training import distributed
+
+    world = distributed.world_size()
+    if distributed.processes(cfg.trainer.devices) not in (1, world):
+        raise UserError(
+            f"trainer.devices={cfg.trainer.devices} with {world} processes launched (torchrun's, or a SLURM job's "
+            f"tasks): use trainer.devices=1 or {world}"
+        )
+    validate(cfg)  # a bad value refused once, here, and not by every rank
+    return OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings()
 
 
 def hydra_settings() -> dict[str, Any]:
@@ -178,7 +200,7 @@ def hydra_settings() -> dict[str, Any]:
 def rank_job(config: dict[str, Any], run_dir: str, hydra: dict[str, Any]) -> tuple[int, Any]:
     """One rank of a run that vl-train (or torchrun) started on several processes: the run's code, as a run of one
     process runs it, ended with its exit code and rank 0's metrics (or what stopped it)."""
-    from visionlab import experiment, ranks
+    from visionlab import experiment
     from visionlab.training import distributed
 
     if not HydraConfig.initialized():  # the job's, as HydraConfig.get() gives it
@@ -198,20 +220,42 @@ def rank_job(config: dict[str, Any], run_dir: str, hydra: dict[str, Any]) -> tup
 
 
 def handed_to_ranks() -> None:
-    """torchrun's ranks other than 0: the config and run folder that rank 0 composed and made, then the run."""
+    """torchrun's ranks other than 0 (and a SLURM job's tasks): the config and run folder that rank 0 composed and
+    made, then the run."""
     from visionlab.training import distributed
 
     distributed.join()
-    config, run_dir, hydra = distributed.from_main(None)
+    handed = distributed.from_main(None)
+    if handed is None:  # rank 0 refused the config, and says why
+        distributed.leave()
+        return
+    config, run_dir, hydra = handed
     code, reason = rank_job(config, run_dir, hydra)
     if code:
         raise JobEnded(code, Path(run_dir), reason)
 
 
+def slurm_tasks_joined() -> None:
+    """A SLURM job of several tasks: submitit runs the launcher's Hydra job in every task, and each would make,
+    lock and write the run folder (train.log, `.hydra/`) as a run of its own. Task 0 runs it, as torchrun's rank 0
+    does; the others take the config and folder from it (`handed_to_ranks`) instead of Hydra's job set-up, and
+    write nothing there. Their result is None: task 0's is the job's, and rank 0 says how the run ended."""
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+    hydra_job = BaseSubmititLauncher.__call__
+
+    def task(self: BaseSubmititLauncher, *args: Any, **kwargs: Any) -> Any:
+        if not ranks.torchrun_follower():
+            return hydra_job(self, *args, **kwargs)
+        with contextlib.suppress(JobEnded):
+            handed_to_ranks()
+        return None
+
+    BaseSubmititLauncher.__call__ = task
+
+
 def said(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """`work()`'s metrics; a bad end said in the run's log (once) and raised as the job's end with its exit code."""
-    from visionlab import ranks
-
     try:
         with writing(run_dir, "the run's files"):
             return work()
@@ -259,12 +303,9 @@ def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcom
     """
     session.guard_terminal, session.outcomes, session.single_run, session.sweep_dir = guard_terminal, [], False, None
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; one_line says it
-    if "WORLD_SIZE" in os.environ:  # torch loads only for a process that torchrun started
-        from visionlab.ranks import torchrun_follower
-
-        if torchrun_follower():
-            handed_to_ranks()
-            return session.outcomes
+    if "WORLD_SIZE" in os.environ and ranks.torchrun_follower():  # torch loads only for a process torchrun started
+        handed_to_ranks()
+        return session.outcomes
     try:
         arguments = resume_arguments(options_first(args))
         with patches.skip_hydra_mode_compose(), command_line(arguments):
@@ -343,3 +384,7 @@ def options_first(args: list[str]) -> list[str]:
         kind.extend(args[position : position + taken])
         position += taken
     return options + overrides + last
+
+
+if ranks.slurm_task_of_several():  # at import: submitit's task imports this module for train_job, then runs it
+    slurm_tasks_joined()

@@ -47,6 +47,19 @@ def torchrun_follower() -> bool:
     return distributed.launched() and os.environ["RANK"] != "0"
 
 
+def slurm_task_of_several() -> bool:
+    """This process is one task of a SLURM job of several tasks that submitit started (`tasks_per_node`, `nodes`):
+    the tasks are one run's ranks, so torchrun's variables are set here from SLURM's, by submitit's
+    TorchDistributedEnvironment: the task's SLURM_PROCID is its rank, the job's first node the address of rank 0,
+    and a port drawn from the job id, the same in every task."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)  # LOCAL_RANK picks the GPU
+    return True
+
+
 def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: str) -> Any:
     """`entrypoint(*args)` on `count` new processes on this machine; rank 0's return value.
 

@@ -1,6 +1,7 @@
 """`vl-train -m hydra/launcher=slurm` against a real scheduler: a sweep with a failing job, a job
 preempted with SIGUSR2 and a job at its time limit, both requeued by submitit and resumed to the
-metrics.json of a run never stopped, and a job that trains on 2 processes, preempted the same way."""
+metrics.json of a run never stopped, and a job that trains on 2 processes, and one of 2 tasks that are one run's
+2 processes, preempted the same way."""
 
 from __future__ import annotations
 
@@ -221,4 +222,30 @@ def test_a_job_on_two_processes_is_preempted_requeued_and_ends_as_if_never_stopp
     log = submitit_log(preempted)  # the ranks stop and save first, then vl-train hands the signal to submitit
     assert log.index("received SIGUSR2: stopping after this step") < log.index("this job is preempted")
     assert resumed_at(preempted / "0") >= 34
+    assert without_timing(read_metrics(preempted / "0")) == without_timing(read_metrics(uninterrupted))
+
+
+def test_a_job_of_two_tasks_is_one_run_preempted_requeued_and_ended_as_if_never_stopped(slurm, start, tmp_path):
+    """Two tasks of 1 CPU are the run's 2 processes: task 0 is rank 0 and owns the folder, task 1 writes nothing
+    there."""
+    preempted, uninterrupted = tmp_path / "preempted", tmp_path / "uninterrupted"
+    two_tasks = [*SLURM, "hydra.launcher.tasks_per_node=2", *ON_TWO, THREADS_FROM_SLURM, "resume=auto"]
+    preempting = start([str(VL_TRAIN), *two_tasks, f"hydra.sweep.dir={preempted}"], tmp_path, slurm.env)
+    wait_until(lambda: checkpoint_step(preempted / "0") >= 34, "epoch 1's checkpoint", preempting, timeout=180)
+    slurm.command("scancel", "--signal=USR2", job_id(preempted))
+    running = start([str(VL_TRAIN), *ON_TWO, f"hydra.run.dir={uninterrupted}"], tmp_path)
+    finish(running, timeout=300)
+    finish(preempting, timeout=300)  # task 0's result: task 1 may still be exiting
+    assert slurm.wait_until_no_jobs(), slurm.command("squeue")
+    assert state_and_restarts(slurm, job_id(preempted)) == ("COMPLETED", 1)  # one requeue, task 0's
+    log = submitit_log(preempted)
+    assert log.index("received SIGUSR2: stopping after this step") < log.index("this job is preempted")
+    task_1 = (preempted / ".submitit" / job_id(preempted) / f"{job_id(preempted)}_1_log.err").read_text()
+    assert "received SIGUSR2: stopping after this step" in task_1  # its submitit handler leaves the requeue to task 0
+    assert resumed_at(preempted / "0") >= 34  # one run: one resume in one train.log
+    assert sorted(p.name for p in (preempted / "0" / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
     assert without_timing(read_metrics(preempted / "0")) == without_timing(read_metrics(uninterrupted))

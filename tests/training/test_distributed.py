@@ -198,6 +198,23 @@ def test_torchrun_gives_one_run_folder_and_the_same_run(tmp_path, two_processes)
     assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(two_processes))
 
 
+def test_torchrun_refuses_another_number_of_devices_in_one_line_and_no_rank_waits(tmp_path):
+    """torchrun's processes are the run's: trainer.devices=3 on 2 is refused by rank 0 (exit 2), which hands rank 1
+    nothing to run, so it ends too instead of waiting for a broadcast."""
+    result = subprocess.run(
+        [str(VL_TRAIN.with_name("torchrun")), "--nproc-per-node=2", str(VL_TRAIN), *MLP, "trainer.devices=3"]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **FRESH},
+    )
+    assert "exitcode  : 2" in result.stderr  # torchrun's report of rank 0; it exits 1 itself
+    assert "error: trainer.devices=3 with 2 processes launched" in result.stderr
+    assert "use trainer.devices=1 or 2" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_the_python_api_trains_on_two_processes_as_vl_train_does(tmp_path, two_processes):
     run = visionlab.train(*LONGER, f"hydra.run.dir={tmp_path / 'run'}")
     assert os.listdir(tmp_path) == ["run"]
