@@ -66,24 +66,26 @@ def started(count: int, entrypoint: Callable[..., Any], *args: Any, on_hangup: s
     Raises RankFailed naming the first rank that died, and Interrupted for a signal that stopped them all (each
     rank saved and wrote what it could first)."""
     from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     passed_on = ["SIGTERM", "SIGUSR2", *(["SIGHUP"] if on_hangup == "stop" else [])]
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=count,
-        run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone takes
-        max_restarts=0,
-        signals_to_handle=",".join(passed_on),
-    )
     for launcher in ("torch.distributed.elastic", "torch.multiprocessing"):  # what ended the ranks is said here
         logging.getLogger(launcher).setLevel(logging.CRITICAL)
     try:
-        with terminal_interrupts_left_to_ranks(), ranks_temporary_folder(), handlers_kept(passed_on) as kept:
+        with terminal_interrupts_left_to_ranks(), ranks_temporary_folder() as folder, handlers_kept(passed_on) as kept:
+            config = LaunchConfig(
+                min_nodes=1,
+                max_nodes=1,
+                nproc_per_node=count,
+                logs_specs=DefaultLogsSpecs(log_dir=str(folder / "launcher")),  # else a torchelastic_* folder left
+                run_id=uuid.uuid4().hex,
+                rdzv_backend="c10d",
+                rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone takes
+                max_restarts=0,
+                signals_to_handle=",".join(passed_on),
+            )
             return elastic_launch(config, entrypoint)(*args)[0]
     except SignalException as exc:
         stopped = Interrupted(exc.sigval)
@@ -116,14 +118,14 @@ def handlers_kept(names: list[str]) -> Iterator[dict[int, Any]]:
 
 
 @contextmanager
-def ranks_temporary_folder() -> Iterator[None]:
-    """The ranks' TMPDIR: one folder, removed once they have ended however they ended (a rank killed cannot remove
-    its own files; experiment.run.written_here puts the other ranks' run files there)."""
+def ranks_temporary_folder() -> Iterator[Path]:
+    """The ranks' TMPDIR, and the launcher's logs: one folder, removed once they have ended however they ended (a
+    rank killed cannot remove its own files; experiment.run.written_here puts the other ranks' run files there)."""
     previous = os.environ.get("TMPDIR")
     with tempfile.TemporaryDirectory(prefix="visionlab-ranks-") as folder:
         os.environ["TMPDIR"] = folder
         try:
-            yield
+            yield Path(folder)
         finally:
             if previous is None:
                 del os.environ["TMPDIR"]
