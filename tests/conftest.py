@@ -63,6 +63,24 @@ def sigint_at_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_vl_train(
+    args: list[str], run_dir: Path, env: dict | None = None, own_group: bool = False
+) -> subprocess.Popen:
+    """`vl-train args` into `run_dir`, a process of its own with SIGINT at its default and its stderr piped: for the
+    tests that signal it. `own_group`: a process group of its own, as a terminal's job, so that what is sent to the
+    group reaches every process it starts."""
+    return subprocess.Popen(
+        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        start_new_session=own_group,
+        preexec_fn=sigint_at_default,
+    )
+
+
 @pytest.fixture
 def sigint_handled() -> Iterator[None]:
     """In this process, SIGINT raises KeyboardInterrupt, as Python sets it when it starts with SIGINT at its default."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from tests.conftest import (
     metrics_of_a_run_left_alone,
     read_metrics,
     run_cli,
-    sigint_at_default,
+    start_vl_train,
     vl_train,
     wait_for_position,
     without_timing,
@@ -25,18 +24,6 @@ from tests.conftest import (
 
 # 4 epochs of 38 steps of 16 images: a signal sent once epoch 2 is under way lands with epochs to spare.
 LONG_EPOCHS = [*TINY, "trainer.epochs=4", "trainer.batch_size=16", "trainer.log_every_n_steps=3", "model=cnn"]
-
-
-def start(args: list[str], run_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
-        cwd=run_dir.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=sigint_at_default,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 def test_sigkill_mid_epoch_then_resume_ends_identical(tmp_path, uninterrupted, every_steps):
     run_dir = tmp_path / "run"
     extra = [] if every_steps is None else [f"trainer.checkpoint_every_steps={every_steps}"]
-    process = start([*LONG_EPOCHS, *extra], run_dir)
+    process = start_vl_train([*LONG_EPOCHS, *extra], run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2 and (not every_steps or at["batch"] > 0))
     process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL
@@ -75,7 +62,7 @@ def test_sigkill_mid_epoch_then_resume_ends_identical(tmp_path, uninterrupted, e
 def test_a_signal_stops_at_a_step_saves_and_resumes(tmp_path, uninterrupted, signum):
     """SIGHUP stops only with trainer.on_hangup=stop (by default a run carries on: tests/cli/test_terminal.py)."""
     run_dir = tmp_path / "run"
-    process = start([*LONG_EPOCHS, "trainer.on_hangup=stop"], run_dir)
+    process = start_vl_train([*LONG_EPOCHS, "trainer.on_hangup=stop"], run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     process.send_signal(signum)
     assert process.wait(timeout=60) == 128 + signum
@@ -169,7 +156,7 @@ def kfold_uninterrupted(tmp_path_factory) -> dict:
 
 def test_kfold_killed_in_fold_3_resumes_there_and_ends_identical(tmp_path, kfold_uninterrupted):
     run_dir = tmp_path / "run"
-    process = start(KFOLD, run_dir)
+    process = start_vl_train(KFOLD, run_dir)
     wait_for_position(run_dir, process, lambda at: at["partition"] == 2 and at["batch"] > 0)
     process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL
@@ -194,7 +181,7 @@ def test_kfold_killed_in_fold_3_resumes_there_and_ends_identical(tmp_path, kfold
 
 def test_sigterm_in_a_kfold_run_saves_exits_143_and_resumes(tmp_path, kfold_uninterrupted):
     run_dir = tmp_path / "run"
-    process = start(KFOLD, run_dir)
+    process = start_vl_train(KFOLD, run_dir)
     wait_for_position(run_dir, process, lambda at: at["partition"] == 1)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143

@@ -17,6 +17,22 @@ def batch(n: int = 64, c: int = 3, size: int = 8) -> torch.Tensor:
     return torch.arange(1, n * c * size * size + 1, dtype=torch.float32).view(n, c, size, size)
 
 
+def window_offsets(out: torch.Tensor, padded: torch.Tensor, p: int) -> list[tuple[int, int]]:
+    """Each output image's offset (dy, dx) as the one window of its padded self it equals."""
+    h, w = out.shape[2:]
+    offsets = []
+    for i in range(len(out)):
+        matches = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
+        ]
+        assert len(matches) == 1, f"image {i} is not a crop of its padded self"
+        offsets.append(matches[0])
+    return offsets
+
+
 def test_everything_off_returns_the_batch_itself():
     images = batch()
     assert Augment()(images) is images
@@ -27,19 +43,8 @@ def test_random_crop_is_a_zero_filled_shift_of_at_most_padding_pixels_per_image(
     images, p = batch(), 2
     out = Augment(crop_padding=p)(images)
     assert out.shape == images.shape
-    padded = F.pad(images, (p, p, p, p))
-    h, w = images.shape[2:]
-    shifts = set()
-    for i in range(len(images)):
-        matches = [
-            (dy, dx)
-            for dy in range(2 * p + 1)
-            for dx in range(2 * p + 1)
-            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
-        ]
-        assert len(matches) == 1, f"image {i} is not a crop of its padded self"
-        shifts.add(matches[0])
-    assert len(shifts) > 5  # offsets are drawn per image, not once per batch
+    shifts = window_offsets(out, F.pad(images, (p, p, p, p)), p)
+    assert len(set(shifts)) > 5  # offsets are drawn per image, not once per batch
 
 
 def test_flip_mirrors_about_half_the_images_left_right():
@@ -130,19 +135,8 @@ def test_reflect_padding_crops_windows_of_the_reflected_image():
     torch.manual_seed(0)
     images, p = batch(), 3
     out = Augment(crop_padding=p, crop_padding_mode="reflect")(images)
-    padded = F.pad(images, (p,) * 4, mode="reflect")
-    h, w = images.shape[2:]
-    shifts = set()
-    for i in range(len(images)):
-        matches = [
-            (dy, dx)
-            for dy in range(2 * p + 1)
-            for dx in range(2 * p + 1)
-            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
-        ]
-        assert len(matches) == 1
-        shifts.add(matches[0])
-    assert len(shifts) > 5
+    shifts = window_offsets(out, F.pad(images, (p,) * 4, mode="reflect"), p)
+    assert len(set(shifts)) > 5
     assert (out != 0).all()  # no zero-filled border anywhere
 
 

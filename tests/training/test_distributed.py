@@ -30,7 +30,7 @@ from tests.conftest import (
     read_metrics,
     run_cli,
     run_tool,
-    sigint_at_default,
+    start_vl_train,
     wait_for_position,
     without_timing,
 )
@@ -226,21 +226,9 @@ def left_behind(tmpdir: Path) -> list[str]:
     return [path.name for path in tmpdir.iterdir() if not path.name.startswith("torchinductor_")]
 
 
-def start(args: list[str], run_dir: Path, tmpdir: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(VL_TRAIN), *args, f"hydra.run.dir={run_dir}"],
-        cwd=run_dir.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **FRESH, **({"TMPDIR": str(tmpdir)} if tmpdir else {})},
-        preexec_fn=sigint_at_default,
-    )
-
-
 def test_sigterm_mid_epoch_then_resume_ends_identical(tmp_path, two_processes):
     run_dir = tmp_path / "run"
-    process = start(LONGER, run_dir)
+    process = start_vl_train(LONGER, run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -257,7 +245,7 @@ def test_sigterm_mid_epoch_then_resume_ends_identical(tmp_path, two_processes):
 def test_resume_on_another_number_of_processes_carries_on_and_says_so(tmp_path, two_processes):
     run_dir = tmp_path / "run"
     short = [*LONGER[:-1], "trainer.epochs=1"]  # all but TWO's override
-    process = start([*short, "trainer.devices=2", "trainer.checkpoint_every_steps=10"], run_dir)
+    process = start_vl_train([*short, "trainer.devices=2", "trainer.checkpoint_every_steps=10"], run_dir)
     wait_for_position(run_dir, process, lambda at: at["step"] >= 10)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
@@ -268,27 +256,20 @@ def test_resume_on_another_number_of_processes_carries_on_and_says_so(tmp_path, 
     assert len(lines) == 1, "one line says the split of the batches changed"
 
 
-def in_own_group(run_dir: Path) -> subprocess.Popen:
-    """vl-train in a process group of its own, as a terminal's job: what the terminal sends reaches every rank."""
-    return subprocess.Popen(
-        [str(VL_TRAIN), *LONGER, f"hydra.run.dir={run_dir}"],
-        cwd=run_dir.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **FRESH},
-        start_new_session=True,
-        preexec_fn=sigint_at_default,
-    )
+def sent_to_the_group_in_epoch_2(run_dir: Path, signum: int) -> tuple[int, str]:
+    """What a terminal does to its job (Ctrl-C, closing): `signum` to vl-train's process group, every rank in it,
+    once epoch 2 is under way; the exit code and stderr."""
+    process = start_vl_train(LONGER, run_dir, own_group=True)
+    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
 
 
 def test_ctrl_c_stops_every_rank_at_one_saved_step_with_one_exit_code(tmp_path):
     run_dir = tmp_path / "run"
-    process = in_own_group(run_dir)
-    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    code, stderr = sent_to_the_group_in_epoch_2(run_dir, signal.SIGINT)
+    assert code == 130, stderr
     assert read_metrics(run_dir)["status"] == "interrupted"
     assert "second Ctrl-C" not in stderr, "vl-train passes no second SIGINT on to the ranks"
     assert torch.load(run_dir / "last.pt", weights_only=True)["position"]["step"] >= 34
@@ -297,11 +278,8 @@ def test_ctrl_c_stops_every_rank_at_one_saved_step_with_one_exit_code(tmp_path):
 def test_a_hangup_reaches_every_rank_and_the_run_carries_on(tmp_path, two_processes):
     """The terminal closing sends SIGHUP to its whole process group: vl-train and both ranks, which go on."""
     run_dir = tmp_path / "run"
-    process = in_own_group(run_dir)
-    wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
-    os.killpg(process.pid, signal.SIGHUP)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    code, stderr = sent_to_the_group_in_epoch_2(run_dir, signal.SIGHUP)
+    assert code == 0, stderr
     assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(two_processes))
 
 
@@ -321,7 +299,7 @@ def rank_pid(parent: int, rank: int, timeout: float = 60) -> int:
 def test_a_rank_killed_ends_the_run_within_seconds_naming_it(tmp_path):
     run_dir, tmpdir = tmp_path / "run", tmp_path / "tmpdir"
     tmpdir.mkdir()
-    process = start(LONGER, run_dir, tmpdir)
+    process = start_vl_train(LONGER, run_dir, {"TMPDIR": str(tmpdir)})
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     victim = rank_pid(process.pid, 1)
     killed = time.monotonic()
