@@ -14,8 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.cli.test_resume import LONG_EPOCHS, start
-from tests.conftest import TINY, cpu_has_native_bfloat16, read_metrics, run_cli, wait_for_position, without_timing
+from tests.cli.test_resume import LONG_EPOCHS
+from tests.conftest import (
+    TINY,
+    cpu_has_native_bfloat16,
+    read_metrics,
+    run_cli,
+    start_vl_train,
+    wait_for_position,
+    without_timing,
+)
 from visionlab import patches
 from visionlab.models.cnn import CNN
 from visionlab.training.precision import Precision
@@ -161,7 +169,7 @@ def test_fp16_run_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     assert read_metrics(uninterrupted)["test/acc"] is not None
 
     run_dir = tmp_path / "run"
-    process = start([*args, "trainer.checkpoint_every_steps=7"], run_dir)
+    process = start_vl_train([*args, "trainer.checkpoint_every_steps=7"], run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2 and at["batch"] > 0)
     process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL

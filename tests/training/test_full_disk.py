@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli.test_resume import start
-from tests.conftest import TINY, metrics_of_a_run_left_alone, read_metrics, run_cli, wait_for_position, without_timing
+from tests.conftest import (
+    TINY,
+    metrics_of_a_run_left_alone,
+    read_metrics,
+    run_cli,
+    start_vl_train,
+    wait_for_position,
+    without_timing,
+)
 from visionlab.cache import PixelCache, TensorCache
 from visionlab.checkpoint_format import load_checkpoint
 from visionlab.console import RunLogFile, full_log_file
@@ -138,7 +145,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 def test_a_checkpoint_that_finds_the_disk_full_stops_with_75_and_resume_ends_identical(small_disk, uninterrupted):
     run_dir = small_disk / "run"
-    process = start(LONG_EPOCHS, run_dir)
+    process = start_vl_train(LONG_EPOCHS, run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     process.send_signal(signal.SIGSTOP)  # the disk fills between two checkpoints, not during one
     try:
@@ -180,7 +187,7 @@ def test_a_disk_that_fills_mid_run_never_shows_a_traceback(small_disk):
     """Whichever write meets the full disk first (TensorBoard's thread, train.log, a checkpoint),
     the run says it once."""
     run_dir = small_disk / "run"
-    process = start(LONG_EPOCHS, run_dir)
+    process = start_vl_train(LONG_EPOCHS, run_dir)
     wait_for_position(run_dir, process, lambda at: at["epoch"] >= 2)
     fill(small_disk)
     assert process.wait(timeout=120) == 75
