@@ -35,8 +35,12 @@ from tests.conftest import (
     without_timing,
 )
 from visionlab import run_registry
+from visionlab.data import DeviceSplit
 from visionlab.errors import Pruned
+from visionlab.reporting.embeddings import Penultimate
+from visionlab.reporting.pictures.mistake_finder import MistakeFinder
 from visionlab.training import distributed
+from visionlab.training.loop import all_of, evaluate
 from visionlab.trial_pruning import ReportToTrial, TrialPruning
 
 # A BatchNorm-free MLP: with it, 2 processes and 1 compute the same steps up to the order of float additions.
@@ -108,6 +112,98 @@ def test_one_step_on_two_ranks_is_one_step_on_the_whole_batch(tmp_path):
             torch.testing.assert_close(shared, whole.detach(), rtol=1e-5, atol=1e-7)
     for first, second in zip(ranks[0]["parameters"], ranks[1]["parameters"], strict=True):
         assert torch.equal(first, second), "every rank holds the same weights"
+
+
+def bn_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def val_split() -> DeviceSplit:
+    """23 images of 3x2x2 (12 and 11 on 2 ranks), 3 classes."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (23, 3, 2, 2), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 3, (23,), generator=generator)
+    return DeviceSplit(images, labels, torch.full((1, 3, 1, 1), 1 / 64), torch.full((1, 3, 1, 1), -2.0))
+
+
+def watched(model: nn.Module) -> tuple[MistakeFinder, Penultimate]:
+    """The watches of a test pass: the mistakes, and the embedding's recorder of 7 points."""
+    return MistakeFinder(4, False, torch.device("cpu")), Penultimate(model, 23, 7)
+
+
+class Part:
+    """A watch that can see a part: where its part starts and how many images it saw."""
+
+    def __init__(self):
+        self.first, self.images = None, 0
+
+    def __call__(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images += len(labels)
+
+    def start_at(self, first: int) -> None:
+        self.first = first
+
+    def gather(self) -> None:
+        pass
+
+
+def evaluate_on_rank(rank: int, port: int, out: Path) -> None:
+    """Rank 1's BatchNorm statistics made different from rank 0's (as its own share of the last batch leaves them):
+    the evaluation is rank 0's model's all the same. Then one step's agreement of loss and stop request."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    distributed.join()
+    model = bn_mlp()
+    model[2].running_mean += rank
+    seen: list[int] = []
+
+    def count(scores: torch.Tensor, labels: torch.Tensor) -> None:
+        seen.append(len(labels))
+
+    whole = evaluate(model, val_split(), nn.functional.cross_entropy, 5, watch=count)  # rank 0's numbers, broadcast
+    finder, recorder = watched(model)  # its hook records every pass from now on
+    part = Part()
+    shared = evaluate(model, val_split(), nn.functional.cross_entropy, 5, watch=all_of([finder, recorder, part]))
+    model(val_split().batch(torch.arange(30, dtype=torch.long) % 23)[0])  # as the saliency picture does: no more rows
+    agreed = distributed.agreed_step(torch.tensor(1.0 + 2 * rank), 15 if rank == 1 else None)
+    torch.save(
+        {
+            "shared": shared,
+            "whole": whole,
+            "mistakes": finder.mistakes(),
+            "features": torch.cat(recorder.features),
+            "predicted": torch.cat(recorder.predicted),
+            "seen": seen,
+            "part": (part.first, part.images),
+            "agreed": agreed,
+        },
+        out / f"{rank}.pt",
+    )
+    distributed.leave()
+
+
+def test_an_evaluation_on_two_ranks_is_rank_0_models_on_the_whole_split_and_its_watches_see_it_all(tmp_path):
+    mp.start_processes(evaluate_on_rank, args=(free_port(), tmp_path), nprocs=2, start_method="spawn")
+    model = bn_mlp()
+    finder, recorder = watched(model)
+    alone = evaluate(model, val_split(), nn.functional.cross_entropy, 5, watch=all_of([finder, recorder]))
+    model(val_split().batch(torch.arange(30, dtype=torch.long) % 23)[0])
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=False)
+        for result in (got["shared"], got["whole"]):
+            assert result["acc"] == alone["acc"]
+            assert torch.equal(result["confusion"], alone["confusion"])
+            assert result["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+        for mine, one in zip(got["mistakes"], finder.mistakes(), strict=True):
+            torch.testing.assert_close(mine, one)
+        torch.testing.assert_close(got["features"], torch.cat(recorder.features))
+        assert torch.equal(got["predicted"], torch.cat(recorder.predicted))
+        assert got["seen"] == [5, 5, 5, 5, 3], "a plain function watches the whole split, on every rank"
+        assert got["part"] == [(0, 12), (12, 11)][rank], "each rank scored its own part"
+        loss, signum = got["agreed"]
+        assert loss.item() == 2.0 and signum == 15, "one collective: the mean loss and any rank's signal"
 
 
 def judge_on_rank(rank: int, port: int, storage: str, number: int, out: Path) -> None:

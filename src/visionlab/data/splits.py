@@ -33,9 +33,13 @@ class DeviceSplit:
         images = torch.index_select(self.images, 0, index)
         return images.float().mul_(self.scale).add_(self.shift), torch.index_select(self.labels, 0, index)
 
-    def in_order(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(self)), device=self.labels.device)
+    def in_order(
+        self, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The images `start:stop` (all of them by default) in batches of `batch_size`, in order."""
+        stop = len(self) if stop is None else stop
+        for first in range(start, stop, batch_size):
+            index = torch.arange(first, min(first + batch_size, stop), device=self.labels.device)
             yield self.batch(index)
 
 

@@ -36,6 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from visionlab.data import DeviceSplit
 from visionlab.models.layers import penultimate_layer  # the features=network default too
+from visionlab.training import distributed
 
 log = logging.getLogger("visionlab")
 
@@ -54,7 +55,8 @@ class Penultimate:
     Use it as evaluate()'s `watch` (beside others: training.loop.all_of): the hook sees each batch's
     features just before the last layer, then evaluate() calls it with the batch's (scores, labels).
     Rows stay on the device until `write`. Without a penultimate layer, or with `points` 0, it keeps
-    nothing.
+    nothing. On several processes it may watch one rank's part of the split (training.loop.sees_a_part):
+    `start_at`, then `gather`.
     """
 
     def __init__(self, model: nn.Module, n: int, points: int):
@@ -85,6 +87,22 @@ class Penultimate:
         if self.handle is not None:
             self.predicted.append(scores[self._rows(len(labels)).to(scores.device)].argmax(1))
         self.seen += len(labels)
+
+    def start_at(self, first: int) -> None:
+        """The split index of the first image this rank's part of the evaluation shows it."""
+        self.seen = first
+
+    def gather(self) -> None:
+        """Every rank's rows, in rank order (the order of the split), into every rank's recorder (a collective); it
+        has then seen the whole split, so a later forward pass (the saliency picture's) adds no row."""
+        if self.handle is None:  # no layer to record on any rank: the same model everywhere
+            return
+        device = self.features[0].device
+        mine = (torch.cat(self.features).cpu(), torch.cat(self.predicted).cpu(), self.seen)
+        parts = distributed.each_rank(mine)
+        self.features = [features.to(device) for features, _, _ in parts]
+        self.predicted = [predicted.to(device) for _, predicted, _ in parts]
+        self.seen = max(seen for _, _, seen in parts)
 
     def write(self, writer: SummaryWriter, split: DeviceSplit, classes: Sequence[str], step: int) -> int:
         """The recorded points into the projector, under TAG at `step`; returns how many (0: none)."""

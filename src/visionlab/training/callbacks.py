@@ -65,7 +65,8 @@ class SaveAndStop(Callback):
 
     A stop request (SIGINT, SIGTERM, SIGUSR2) ends training at the next step boundary, after
     saving, with `Interrupted`; nothing is saved once the loss has turned nan or inf. On several processes the
-    request is agreed after every step (a signal that reached any rank stops them all at the same step).
+    request is the one fit() agreed after the step, in the collective that gives the step's loss (`stop.agreed`: a
+    signal that reached any rank stops them all at the same step); on one process, this process's own.
     """
 
     def __init__(self, checkpoints: Checkpoints, every_steps: int | None, stop: StopRequest):
@@ -74,7 +75,7 @@ class SaveAndStop(Callback):
         self.stop = stop
 
     def after_step(self, state: TrainingState, loss: torch.Tensor, images: int) -> None:
-        signum = distributed.agreed(self.stop.signum)
+        signum = self.stop.agreed if distributed.world_size() > 1 else self.stop.signum
         if signum or (self.every_steps and state.at.step % self.every_steps == 0):
             state.check_finite()
             self.checkpoints.save(state.state_dict())

@@ -5,9 +5,12 @@ Every process (a rank) holds the whole model and the same train split, draws the
 own share of each batch: the batch is `trainer.batch_size` images in all, so the steps, the learning rate and its
 schedule are those of one process training on the whole batch. DistributedDataParallel averages the gradients; a
 rank's data loss is weighted by its share of the batch, so that average is the whole batch's gradient even when
-the batch does not divide evenly. Whatever decides the run's course (a stop request, a nan loss, the val metrics
-that early stopping, the schedule and best.pt read) is agreed through a collective, so no rank waits on another
-that has stopped. A rank that dies ends the others at once, and a collective gives up on one that hangs after `TIMEOUT`.
+the batch does not divide evenly. An evaluation is shared the same way: each rank scores its own consecutive part
+of the split, with rank 0's buffers, and the sums are added over the ranks. Whatever decides the run's course (a
+stop request, a nan loss, the val metrics that early stopping, the schedule and best.pt read) is agreed through a
+collective, so no rank waits on another that has stopped; after each step one collective (`agreed_step`) carries
+both the loss and the stop request. A rank that dies ends the others at once, and a collective gives up on one that
+hangs after `TIMEOUT`.
 
 One process (no process group) is the case every function here reduces to: nothing is exchanged.
 """
@@ -75,14 +78,23 @@ def device(device: torch.device) -> torch.device:
     return device
 
 
+def part(n: int) -> tuple[int, int]:
+    """This rank's consecutive part `[start, stop)` of n things (a batch, a split being evaluated), as
+    `Tensor.tensor_split` cuts them: W parts in rank order, the first n % W one longer than the others."""
+    ranks, me = world_size(), rank()
+    size, longer = divmod(n, ranks)
+    start = me * size + min(me, longer)
+    return start, start + size + (me < longer)
+
+
 def shard(index: torch.Tensor) -> tuple[torch.Tensor, float]:
     """This rank's part of a batch's indices, and the weight of its data loss: W * its share of the batch, so that
     DistributedDataParallel's average of the W gradients is the gradient of the whole batch's mean loss."""
     ranks = world_size()
     if ranks == 1:
         return index, 1.0
-    part = index.tensor_split(ranks)[rank()]
-    return part, ranks * len(part) / len(index)
+    start, stop = part(len(index))
+    return index[start:stop], ranks * (stop - start) / len(index)
 
 
 def total(value: torch.Tensor) -> torch.Tensor:
@@ -94,12 +106,6 @@ def total(value: torch.Tensor) -> torch.Tensor:
     return summed
 
 
-def mean(value: torch.Tensor) -> torch.Tensor:
-    """The mean of `value` over the ranks: a step's loss as the whole batch's."""
-    ranks = world_size()
-    return value if ranks == 1 else total(value) / ranks
-
-
 def agreed(signum: int | None) -> int | None:
     """A stop request as every rank sees it: the signal any rank received (the largest number), or None."""
     if world_size() == 1:
@@ -107,6 +113,21 @@ def agreed(signum: int | None) -> int | None:
     flag = torch.tensor(signum or 0, device=_collective_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag.item()) or None
+
+
+def agreed_step(loss: torch.Tensor, signum: int | None) -> tuple[torch.Tensor, int | None]:
+    """After a step, in one collective: the whole batch's loss (the mean of the ranks' `loss`) and the stop request
+    as every rank sees it (`agreed`'s). One process: both as they are, nothing exchanged.
+
+    An all-gather of [loss, signal] from each rank, since one all-reduce cannot both add and take the largest."""
+    ranks = world_size()
+    if ranks == 1:
+        return loss, signum
+    mine = torch.stack([loss, loss.new_tensor(signum or 0)])  # a signal number is exact in any float type
+    every = [torch.empty_like(mine) for _ in range(ranks)]
+    dist.all_gather(every, mine)
+    every = torch.stack(every)
+    return every[:, 0].sum() / ranks, int(every[:, 1].max().item()) or None
 
 
 def from_main(value: Any) -> Any:
@@ -125,6 +146,25 @@ def each_rank(value: Any) -> list[Any]:
     values: list[Any] = [None] * world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def same_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) in `model` on every rank, so that each evaluates the model
+    rank 0 saves. Each rank's BatchNorm updates them from its own share of the batch; DistributedDataParallel
+    overwrites them with rank 0's before every training step anyway, so training is unchanged. One broadcast per
+    dtype; nothing on one process, or for a model without buffers."""
+    if world_size() == 1:
+        return
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for buffer in model.buffers():
+        groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+    for (dtype, _), buffers in groups.items():
+        flat = torch.cat([buffer.detach().reshape(-1) for buffer in buffers])
+        flat = flat.to(torch.uint8) if dtype == torch.bool else flat  # gloo has no bool
+        dist.broadcast(flat, src=0)
+        if not is_main():
+            for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+                buffer.copy_(value.view_as(buffer))
 
 
 def _collective_device() -> torch.device:

@@ -8,6 +8,7 @@ once per epoch, so a GPU never waits on the host.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from visionlab.optimization import current_lr
 from visionlab.training import distributed
 from visionlab.training.callbacks import Callback, EndTraining, Watch
 from visionlab.training.settings import TrainerSettings
+from visionlab.training.signals import StopRequest
 from visionlab.training.state import Position, TrainingState
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,6 +69,7 @@ def fit(
     objective: Objective,
     settings: TrainerSettings,
     callbacks: Sequence[Callback] = (),
+    stop: StopRequest | None = None,
 ) -> FitResult:
     """Minimize data loss + R(W) over the train split, from wherever `state` is; augment touches training batches only.
 
@@ -74,7 +77,9 @@ def fit(
     exactly as an uninterrupted one would. `state.precision` may run the forward pass in 16 bits;
     R(W) stays in float32. On several processes (training/distributed.py) each step trains on this rank's share
     of the batch through `state.replicas`; the callbacks see the whole batch's loss, and the epoch's sums are
-    added over the ranks before they are read.
+    added over the ranks before they are read. After each step one collective agrees both that loss and `stop`,
+    the run's stop request (`stop.agreed`, which SaveAndStop acts on), so every rank stops at the same step; on one
+    process nothing is exchanged. The val split is evaluated in parts, one per rank (`evaluate`).
     """
     model, optimizer, precision = state.model, state.optimizer, state.precision
     trained = state.replicas or model  # the forward pass whose backward averages the ranks' gradients
@@ -120,7 +125,9 @@ def fit(
                 data_loss_sum += data_loss.detach() * len(labels)
                 reg_loss_sum += reg_loss.detach() * len(labels)
                 correct += (scores.detach().argmax(1) == labels).sum()
-                whole = distributed.mean(loss.detach())
+                whole, agreed = distributed.agreed_step(loss.detach(), stop.signum if stop is not None else None)
+                if stop is not None:
+                    stop.agreed = agreed
                 for callback in callbacks:
                     callback.after_step(state, whole, len(batch))
             state.check_finite()
@@ -133,8 +140,10 @@ def fit(
                 "acc": correct.item() / n,
             }
             watches = [w for w in (callback.watch(at.epoch) for callback in callbacks) if w is not None]
-            val = evaluate(model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches))
-            state.done["val"] = val = distributed.from_main(val)  # one course for every rank: rank 0's numbers
+            # one course for every rank: the same numbers, added over the ranks' parts
+            state.done["val"] = val = evaluate(
+                model, splits.val, objective.loss_fn, settings.eval_batch_size, watch=all_of(watches)
+            )
             state.schedule.after_epoch(val)
             metrics = {
                 "train/loss": state.done["train"]["loss"],
@@ -157,19 +166,43 @@ def fit(
     return FitResult(state.done["train"], state.done["val"], settings.epochs, state.at.step)
 
 
+class AllOf:
+    """One watcher that shows each batch to every one of `watches`; it sees a part if each of them does."""
+
+    def __init__(self, watches: Sequence[Watch]):
+        self.watches = list(watches)
+
+    def __call__(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        for watch in self.watches:
+            watch(scores, labels)
+
+    def start_at(self, first: int) -> None:
+        for watch in self.watches:
+            watch.start_at(first)
+
+    def gather(self) -> None:
+        for watch in self.watches:
+            watch.gather()
+
+
 def all_of(watches: Sequence[Watch]) -> Watch | None:
     """One watcher that shows each batch to every one of `watches`."""
     if len(watches) <= 1:
         return watches[0] if watches else None
-
-    def each(scores: torch.Tensor, labels: torch.Tensor) -> None:
-        for watch in watches:
-            watch(scores, labels)
-
-    return each
+    return AllOf(watches)
 
 
-@torch.inference_mode()
+def sees_a_part(watch: Watch | None) -> bool:
+    """Whether `watch` can watch one rank's part of an evaluation (callbacks.Watch): it has `start_at(first)`, told
+    the split index of the first image it will see, and `gather()`, a collective after the pass from which every
+    rank's watch holds what it would have kept from the whole split. A watch without them sees the whole split."""
+    if watch is None:
+        return True
+    if isinstance(watch, AllOf):
+        return all(sees_a_part(each) for each in watch.watches)
+    return callable(getattr(watch, "start_at", None)) and callable(getattr(watch, "gather", None))
+
+
 def evaluate(
     model: nn.Module,
     split: DeviceSplit,
@@ -181,12 +214,54 @@ def evaluate(
 
     Also "confusion": a CPU tensor [C, C] counting images of true class t predicted as p at [t, p],
     one bincount per batch on the device. `watch(scores, labels)`, if given, sees every batch in order.
+
+    On several processes (every rank calls it: the val pass, the test pass) each rank scores its own consecutive
+    part of the split (distributed.part), with rank 0's buffers (distributed.same_buffers), and the loss sum and
+    the confusion matrix are added over the ranks in one collective: every rank returns the whole split's metrics,
+    those of rank 0's model, up to the order of float additions. A watch that cannot see a part (`sees_a_part`: a
+    picture of one's own with a plain function), or a split of fewer images than ranks, has every rank score the
+    whole split instead, as one process does, and take rank 0's numbers.
     """
+    ranks = distributed.world_size()
+    shared = ranks > 1 and len(split) >= ranks and sees_a_part(watch)
+    start, stop = distributed.part(len(split)) if shared else (0, len(split))
+    if shared:
+        distributed.same_buffers(model)
+        if watch is not None:
+            watch.start_at(start)
+    loss_sum, confusion = _sums(model, split, loss_fn, batch_size, watch, start, stop)
+    if shared:
+        summed = distributed.total(torch.cat([loss_sum.double().view(1), confusion.double()]))  # counts stay exact
+        loss_sum, confusion = summed[0], summed[1:].round().long()
+        if watch is not None:
+            watch.gather()
+    n = len(split)
+    classes = math.isqrt(confusion.numel())
+    confusion = confusion.view(classes, classes).cpu()
+    result = {
+        "acc": confusion.trace().item() / n,
+        "loss": loss_sum.item() / n if loss_fn is not None else None,
+        "confusion": confusion,
+    }
+    return result if shared else distributed.from_main(result)  # one process: itself
+
+
+@torch.inference_mode()
+def _sums(
+    model: nn.Module,
+    split: DeviceSplit,
+    loss_fn: LossFn | None,
+    batch_size: int,
+    watch: Watch | None,
+    start: int,
+    stop: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss sum and the flat confusion counts [C * C] of the images `start:stop` of `split`, on the device."""
     model.eval()
     device = split.labels.device
     loss_sum = torch.zeros((), device=device)
     confusion = torch.zeros((), device=device, dtype=torch.long)  # broadcasts to C*C counts at the first batch
-    for images, labels in split.in_order(batch_size):
+    for images, labels in split.in_order(batch_size, start, stop):
         scores = model(images)
         if loss_fn is not None:
             loss_sum += loss_fn(scores, labels) * len(labels)
@@ -194,10 +269,4 @@ def evaluate(
         confusion = confusion + torch.bincount(labels * classes + scores.argmax(1), minlength=classes * classes)
         if watch is not None:
             watch(scores, labels)
-    n = len(split)
-    confusion = confusion.view(classes, classes).cpu()
-    return {
-        "acc": confusion.trace().item() / n,
-        "loss": loss_sum.item() / n if loss_fn is not None else None,
-        "confusion": confusion,
-    }
+    return loss_sum, confusion

@@ -22,8 +22,12 @@ ON_HANGUP = ("continue", "stop")
 
 
 class StopRequest:
+    """`signum`: the signal this process received; `agreed`: on several processes, the one every rank acts on,
+    agreed by fit() after each step (the largest any rank received), which may be another rank's."""
+
     def __init__(self, on_hangup: str = "continue") -> None:
         self.signum: int | None = None
+        self.agreed: int | None = None
         self.signals = HANDLED if on_hangup == "stop" else STOPPING
         self._previous: dict[int, object] = {}
 

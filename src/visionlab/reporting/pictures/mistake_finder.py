@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from visionlab.training import distributed
+
 MISTAKES = 16  # most confidently wrong images kept per evaluation
 
 
@@ -12,7 +14,8 @@ class MistakeFinder:
 
     Called with each batch's (scores, labels) in order. Confidence is the softmax probability of the
     predicted class, or the vote share itself for a model whose scores are already votes (kNN).
-    Per batch it costs a softmax and a top-k over k + batch numbers, and never waits on the device.
+    Per batch it costs a softmax and a top-k over k + batch numbers, and never waits on the device. On several
+    processes it may watch one rank's part of the split (training.loop.sees_a_part): `start_at`, then `gather`.
     """
 
     def __init__(self, k: int, votes: bool, device: torch.device):
@@ -34,6 +37,19 @@ class MistakeFinder:
         self.confidence = confidence[top]
         self.index = torch.cat([self.index, index])[top]
         self.predicted = torch.cat([self.predicted, predicted])[top]
+
+    def start_at(self, first: int) -> None:
+        """The split index of the first image this rank's part of the evaluation shows it."""
+        self.seen = first
+
+    def gather(self) -> None:
+        """Every rank's mistakes into every rank's finder (a collective): the k most confident of the whole split."""
+        parts = distributed.each_rank((self.confidence.cpu(), self.index.cpu(), self.predicted.cpu(), self.seen))
+        device = self.confidence.device
+        confidence, index, predicted = (torch.cat(column).to(device) for column in list(zip(*parts))[:3])
+        top = confidence.topk(min(self.k, len(confidence))).indices
+        self.confidence, self.index, self.predicted = confidence[top], index[top], predicted[top]
+        self.seen = max(seen for *_, seen in parts)
 
     def mistakes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(split indices, predicted classes, confidences) on the CPU, most confident first."""
