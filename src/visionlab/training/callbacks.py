@@ -21,7 +21,9 @@ from visionlab.training.lookahead import Lookahead
 from visionlab.training.signals import StopRequest
 from visionlab.training.state import TrainingState
 
-Watch = Callable[[torch.Tensor, torch.Tensor], None]  # sees every (scores, labels) batch of an evaluation
+# Sees every (scores, labels) batch of an evaluation; on several processes, one that also has `start_at` and `gather`
+# sees only its rank's part of the split (loop.sees_a_part), one without them has every rank score the whole split.
+Watch = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 class EndTraining(Exception):
@@ -35,6 +37,10 @@ class EndTraining(Exception):
 
 class Callback:
     """Each hook may do nothing; fit() calls them in the order the callbacks are given."""
+
+    # The run's stop request, held by a callback that acts on it: fit() agrees it with the other ranks after each
+    # step, in the collective that gives the step's loss, into `stop.agreed` (the callbacks' hooks read that).
+    stop: StopRequest | None = None
 
     def start_epoch(self, state: TrainingState, steps: int) -> None:
         pass

@@ -22,7 +22,6 @@ from visionlab.optimization import current_lr
 from visionlab.training import distributed
 from visionlab.training.callbacks import Callback, EndTraining, Watch
 from visionlab.training.settings import TrainerSettings
-from visionlab.training.signals import StopRequest
 from visionlab.training.state import Position, TrainingState
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,7 +68,6 @@ def fit(
     objective: Objective,
     settings: TrainerSettings,
     callbacks: Sequence[Callback] = (),
-    stop: StopRequest | None = None,
 ) -> FitResult:
     """Minimize data loss + R(W) over the train split, from wherever `state` is; augment touches training batches only.
 
@@ -77,9 +75,10 @@ def fit(
     exactly as an uninterrupted one would. `state.precision` may run the forward pass in 16 bits;
     R(W) stays in float32. On several processes (training/distributed.py) each step trains on this rank's share
     of the batch through `state.replicas`; the callbacks see the whole batch's loss, and the epoch's sums are
-    added over the ranks before they are read. After each step one collective agrees both that loss and `stop`,
-    the run's stop request (`stop.agreed`, which SaveAndStop acts on), so every rank stops at the same step; on one
-    process nothing is exchanged. The val split is evaluated in parts, one per rank (`evaluate`).
+    added over the ranks before they are read. After each step one collective agrees both that loss and the stop
+    request a callback holds (`Callback.stop`, into its `agreed`, which SaveAndStop acts on), so every rank stops at
+    the same step; on one process nothing is exchanged. The val split is evaluated in parts, one per rank
+    (`evaluate`).
     """
     model, optimizer, precision = state.model, state.optimizer, state.precision
     trained = state.replicas or model  # the forward pass whose backward averages the ranks' gradients
@@ -90,6 +89,7 @@ def fit(
     ranks = distributed.world_size()
     n = usable_size(len(train), batch_size, drop_last=settings.drop_last, ranks=ranks)
     steps = steps_per_epoch(len(train), batch_size, drop_last=settings.drop_last, ranks=ranks)
+    stop = next((callback.stop for callback in callbacks if callback.stop is not None), None)
     try:
         while state.at.epoch <= settings.epochs:
             at = state.at

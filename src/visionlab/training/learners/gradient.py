@@ -97,7 +97,7 @@ class GradientLearner:
                 "s" * (patience != 1),
             )
             callbacks.append(StopEarly(trainer.early_stopping, self.objective))
-        result = fit(state, lesson.splits, self.augment, self.objective_of(model), trainer, callbacks, lesson.stop)
+        result = fit(state, lesson.splits, self.augment, self.objective_of(model), trainer, callbacks)
         if trainer.early_stopping.enabled:
             result.extra = {
                 "stopped_early": False,
