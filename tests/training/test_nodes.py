@@ -124,11 +124,13 @@ def test_a_node_that_dies_ends_the_other_within_seconds_in_one_line(tmp_path):
     )
 
 
-def test_a_sigterm_to_node_1_stops_both_nodes_at_one_saved_step(tmp_path):
+def test_a_sigterm_to_node_1_stops_both_nodes_at_one_step_and_both_resume_to_the_run_left_alone(tmp_path):
     """The stop is agreed after every step, whichever node heard it; node 0 does not wait torch's 5 minutes for
-    the launcher of node 1, which the signal ended (patches.no_exit_barrier)."""
-    run_dir = tmp_path / "node0" / "run"
-    run_dir.parent.mkdir()
+    the launcher of node 1, which the signal ended (patches.no_exit_barrier). `resume=RUN` on node 0 carries on
+    with the run's layout, every rank reading the checkpoint: the end of `trainer.devices=2` left alone."""
+    run_dir, reference = tmp_path / "node0" / "run", tmp_path / "devices" / "run"
+    for folder in (run_dir, reference):
+        folder.parent.mkdir()
     args = across(LONGER, free_port())
     node_1 = start_node_1(args, tmp_path / "node1")
     node_0 = start_vl_train([*args, "trainer.node_rank=0"], run_dir, FRESH)
@@ -146,7 +148,14 @@ def test_a_sigterm_to_node_1_stops_both_nodes_at_one_saved_step(tmp_path):
     (said,) = stopped.strip().splitlines()
     assert said.endswith("stopped by SIGTERM")
     assert read_metrics(run_dir)["status"] == "interrupted"
+    node_1 = start_node_1(args, tmp_path / "node1")
+    resumed = run_cli([f"resume={run_dir}"], run_dir, env=FRESH)
+    node_1.communicate(timeout=120)
+    assert (resumed.returncode, node_1.returncode) == (0, 0), resumed.stderr
     assert os.listdir(tmp_path / "node1") == []
+    result = run_cli(LONGER, reference, env=FRESH)
+    assert result.returncode == 0, result.stderr
+    assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(reference))
 
 
 def test_a_node_waits_for_node_0_a_bounded_time_and_says_so_in_one_line(tmp_path, monkeypatch):
