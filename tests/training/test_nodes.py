@@ -158,7 +158,7 @@ def test_a_sigterm_to_node_1_stops_both_nodes_at_one_step_and_both_resume_to_the
     assert without_timing(read_metrics(run_dir)) == without_timing(read_metrics(reference))
 
 
-def test_a_node_waits_for_node_0_a_bounded_time_and_says_so_in_one_line(tmp_path, monkeypatch):
+def test_a_node_waits_for_node_0_a_bounded_time_and_says_so_in_one_line():
     address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(ranks.RankFailed) as failed:
