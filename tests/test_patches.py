@@ -378,3 +378,13 @@ def test_torch_int8_matmul_still_gives_exact_int32_products_and_the_switch_gives
     off = patches.int8_matmul(a, b)
     assert off.dtype == torch.int32 and torch.equal(off.long(), expected)
     assert patches.cpu_has_vnni() is False
+
+
+def test_torch_elastic_agents_still_wait_at_the_exit_barrier_that_a_launch_skips():
+    from torch.distributed.elastic.agent.server.api import SimpleElasticAgent
+
+    assert "self._exit_barrier()" in inspect.getsource(SimpleElasticAgent._invoke_run)
+    waiting = SimpleElasticAgent._exit_barrier
+    with patches.no_exit_barrier():
+        assert SimpleElasticAgent._exit_barrier(None) is None
+    assert SimpleElasticAgent._exit_barrier is waiting

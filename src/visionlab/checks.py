@@ -153,6 +153,20 @@ class Text(Rule):
         return "texts" if plural else "a text"
 
 
+class Address(Rule):
+    """Where a server listens, as host:port: a name or an IP address, and a port from 1 to 65535."""
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        host, _, port = value.rpartition(":")
+        named = bool(host.strip("[]")) and not any(c.isspace() for c in host)
+        return named and port.isdigit() and 0 < int(port) < 65536
+
+    def noun(self, plural: bool = False) -> str:
+        return "host:port, such as node0:29500"
+
+
 @dataclasses.dataclass(frozen=True)
 class Each(Rule):
     """A list whose every item passes `item` (at least one item unless `empty_ok`; exactly `length` if given)."""

@@ -36,7 +36,7 @@ def train() -> NoReturn:
         code = 0
     except (launch.JobEnded, launch.JobFailed) as exc:  # the job has said why
         code = exc.exit_code
-    except UserError as exc:
+    except (UserError, launch.NodeEnded) as exc:
         say_error(str(exc))
         code = exc.exit_code
     except DiskFull as exc:  # before the run started: Hydra's first writes

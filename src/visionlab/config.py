@@ -24,7 +24,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from visionlab import patches
-from visionlab.checks import Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared
+from visionlab.checks import Maybe, OneOf, Switch, Text, Whole, check_node, check_targets, declared, shown
 from visionlab.errors import UserError
 from visionlab.objective import DIRECTIONS
 from visionlab.rejections import named_group, rejections
@@ -54,11 +54,14 @@ def validate(cfg: DictConfig) -> None:
             "trainer.batch_size=1 with model.batchnorm=true: BatchNorm normalizes over the batch, so use "
             "model.batchnorm=false or batch_size of at least 2"
         )
-    ranks = processes(cfg.trainer.get("devices", 1))
+    check_nodes(cfg.trainer)
+    nodes = cfg.trainer.get("nodes", 1)
+    ranks = processes(cfg.trainer.get("devices", 1)) * nodes
     if isinstance(cfg.trainer.batch_size, int) and cfg.trainer.batch_size < ranks:
+        on = f" on trainer.nodes={nodes}" if nodes > 1 else ""
         raise UserError(
-            f"trainer.batch_size={cfg.trainer.batch_size} with trainer.devices={cfg.trainer.devices}: the batch is "
-            f"shared by the {ranks} processes, so use a batch_size of at least {ranks}"
+            f"trainer.batch_size={cfg.trainer.batch_size} with trainer.devices={cfg.trainer.devices}{on}: the batch "
+            f"is shared by the {ranks} processes, so use a batch_size of at least {ranks}"
         )
     if ranks > 1 and cfg.trainer.get("sync_batchnorm") and resolve_device(cfg.trainer.device).type != "cuda":
         raise UserError(
@@ -68,6 +71,26 @@ def validate(cfg: DictConfig) -> None:
     if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
         raise UserError(
             "optimizer.nesterov=true needs momentum: set optimizer.momentum=0.9 (or use optimizer=momentum)"
+        )
+
+
+def check_nodes(trainer: DictConfig) -> None:
+    """trainer.node_rank and trainer.rendezvous against trainer.nodes, once each is valid alone."""
+    nodes, node_rank, rendezvous = trainer.get("nodes", 1), trainer.get("node_rank", 0), trainer.get("rendezvous")
+    if node_rank >= nodes:
+        raise UserError(
+            f"trainer.node_rank={node_rank} with trainer.nodes={nodes}: number the nodes from 0 to {nodes - 1}, one "
+            "number each (node 0 writes the run)"
+        )
+    if nodes > 1 and rendezvous is None:
+        raise UserError(
+            f"trainer.nodes={nodes} needs trainer.rendezvous=HOST:PORT, where the nodes meet: node 0's address and a "
+            "free port there, the same on every node"
+        )
+    if nodes == 1 and rendezvous is not None:
+        raise UserError(
+            f"trainer.rendezvous={shown(rendezvous)} with trainer.nodes=1: a run on one node has no rendezvous, so "
+            "drop it (or set trainer.nodes)"
         )
 
 

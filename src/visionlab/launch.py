@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
@@ -31,10 +33,19 @@ from omegaconf.errors import OmegaConfBaseException
 from visionlab import patches, ranks, run_folder, terminal
 from visionlab.config_errors import one_line
 from visionlab.console import RunLogFile
-from visionlab.errors import DiskFull, RunStopped, UserError, no_space, quiet_full_disk_in_threads, writing
+from visionlab.errors import (
+    DiskFull,
+    Interrupted,
+    RunStopped,
+    UserError,
+    no_space,
+    quiet_full_disk_in_threads,
+    writing,
+)
 from visionlab.parallel_jobs import label_parallel_job
 from visionlab.paths import config_dir
-from visionlab.training.resume import resume_arguments
+from visionlab.training.resume import is_hydra_setting, resume_arguments
+from visionlab.trust import split_config_dirs
 
 log = logging.getLogger("visionlab")
 # Importing optuna (a search's plugin, found by Hydra; a pruned trial's job) imports alembic, which logs a line per
@@ -138,7 +149,9 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from visionlab.config import validate
     from visionlab.training import distributed
 
-    if cfg.trainer.get("devices", 1) == 1 and not distributed.launched():
+    trainer = cfg.trainer
+    nodes = ranks.Nodes(trainer.get("nodes", 1), trainer.get("node_rank", 0), trainer.get("rendezvous"))
+    if trainer.get("devices", 1) == 1 and nodes == ranks.ALONE and not distributed.launched():
         return experiment.run(cfg, run_dir)
     if distributed.launched():  # the others wait in handed_to_ranks, for the run or for None
         distributed.join()
@@ -153,11 +166,18 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         finally:
             distributed.leave()
     validate(cfg)  # a bad value refused once, here, and not by every rank
+    if nodes.rank:  # only a command line's trainer.node_rank makes a node other than 0 (`other_node`)
+        raise UserError(f"trainer.node_rank={nodes.rank} goes on that node's command line, not in a config file")
+    if nodes.count > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError(
+            f"trainer.nodes={nodes.count} in a sweep (-m): the nodes train one run together, so start each run on "
+            "every node (a sweep's jobs on several nodes: hydra/launcher=slurm with hydra.launcher.nodes)"
+        )
     job = (OmegaConf.to_container(cfg, resolve=True), str(run_dir), hydra_settings())
-    count = distributed.processes(cfg.trainer.devices)
-    if count == 1:
+    count = distributed.processes(trainer.devices)
+    if count == 1 and nodes.count == 1:
         return experiment.run(cfg, run_dir)
-    code, value = ranks.started(count, rank_job, *job, on_hangup=cfg.trainer.on_hangup)
+    code, value = ranks.started(count, node_job, job, on_hangup=trainer.on_hangup, nodes=nodes)
     if code:  # rank 0 has said why
         end_job(code, run_dir, value)
     return value
@@ -170,6 +190,11 @@ def launched_job(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], str, d
     from visionlab.training import distributed
 
     world = distributed.world_size()
+    if cfg.trainer.get("nodes", 1) > 1:
+        raise UserError(
+            f"trainer.nodes={cfg.trainer.nodes} with {world} processes launched (torchrun's, or a SLURM job's tasks): "
+            "their launcher spans the nodes (torchrun --nnodes, hydra.launcher.nodes), so use trainer.nodes=1"
+        )
     if distributed.processes(cfg.trainer.devices) not in (1, world):
         raise UserError(
             f"trainer.devices={cfg.trainer.devices} with {world} processes launched (torchrun's, or a SLURM job's "
@@ -217,6 +242,25 @@ def rank_job(config: dict[str, Any], run_dir: str, hydra: dict[str, Any]) -> tup
         return ended.exit_code, portable(ended.reason)
     finally:
         distributed.leave()
+
+
+def node_job(job: tuple[dict[str, Any], str, dict[str, Any]] | None) -> tuple[int, Any]:
+    """A rank that vl-train started: the job from rank 0, on the node that composed it (the ranks of a node other
+    than 0 have none), then the run as `rank_job` runs it, and its exit code and what ended it back to vl-train.
+
+    Two ends exit instead, for the launcher to read from the exit code. A rank that lost another exits with
+    ranks.PEER_GONE, for its launcher to name the rank that died, or to say another node's did (it would wait for
+    that node). A rank stopped by a signal exits with the signal's code: a launcher that received the signal no
+    longer reads what its ranks return, and would keep them 30 seconds before killing them."""
+    from visionlab.training import distributed
+
+    distributed.join()
+    code, reason = rank_job(*distributed.from_main(job))
+    if code and ranks.peer_lost(reason):
+        sys.exit(ranks.PEER_GONE)
+    if code in ranks.STOPS:
+        sys.exit(code)
+    return code, reason
 
 
 def handed_to_ranks() -> None:
@@ -307,6 +351,9 @@ def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcom
         handed_to_ranks()
         return session.outcomes
     try:
+        if (node := other_node(args)) is not None:
+            joined_node(node)
+            return session.outcomes
         arguments = resume_arguments(options_first(args))
         with patches.skip_hydra_mode_compose(), command_line(arguments):
             train_job()
@@ -324,6 +371,64 @@ def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcom
             f"{exc}: -m with --cfg or --info is refused; drop -m to see the config one job composes"
         ) from None
     return session.outcomes
+
+
+class NodeEnded(Exception):
+    """A node other than 0 ended and the run did not complete: the one line to say (its ranks say nothing, rank 0
+    being on node 0), and the exit code."""
+
+    def __init__(self, line: str, exit_code: int):
+        super().__init__(line)
+        self.exit_code = exit_code
+
+
+def other_node(args: list[str]) -> DictConfig | None:
+    """The config of a node other than 0, which its command line names (`trainer.node_rank=K`, as torchrun's
+    --node-rank): composed without Hydra's job, so that no run folder is made here, and its trainer's values
+    checked. None for node 0 and a run on one node. Node 0 alone reads `resume=` and decides the run."""
+    if not any(arg.startswith("trainer.node_rank=") and arg.split("=", 1)[1] != "0" for arg in args):
+        return None
+    from visionlab.checks import check_targets
+    from visionlab.config import check_nodes
+
+    folders, rest = split_config_dirs(args)
+    name = next((rest[i + 1] for i, arg in enumerate(rest[:-1]) if arg in ("--config-name", "-cn")), "train")
+    overrides = [arg for arg in rest if "=" in arg and not arg.startswith("-") and not is_hydra_setting(arg)]
+    searchpath = f"hydra.searchpath=[{','.join(f'file://{Path(d).expanduser().resolve()}' for d in folders)}]"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=[*overrides, searchpath])
+    check_targets(cfg.trainer, "trainer.")
+    check_nodes(cfg.trainer)
+    return cfg if cfg.trainer.node_rank else None
+
+
+def joined_node(cfg: DictConfig) -> None:
+    """A node other than 0: its ranks meet node 0's at the rendezvous and take the run from rank 0 (`node_job`),
+    its config and folder, which they write nothing into. This vl-train starts them, and says in one line that the
+    run did not complete, where it did not (node 0's terminal and train.log say why)."""
+    from visionlab.console import console
+    from visionlab.training import distributed
+
+    trainer = cfg.trainer
+    count = distributed.processes(trainer.devices)
+    session.single_run = True
+    console.print(
+        f"node {trainer.node_rank} of {trainer.nodes}: {count} process{'es' * (count > 1)} joining the run at "
+        f"{trainer.rendezvous}; node 0 writes it (its terminal, its run folder)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    nodes = ranks.Nodes(trainer.nodes, trainer.node_rank, trainer.rendezvous)
+    try:
+        code, _ = ranks.started(count, node_job, None, on_hangup=trainer.on_hangup, nodes=nodes)
+    except ranks.RankFailed as exc:
+        raise NodeEnded(str(exc), 1) from None
+    except Interrupted as exc:  # this node's own signal: every node stops at the same step
+        code = exc.exit_code
+    if code:
+        raise NodeEnded(f"the run ended with exit code {code}: node 0's terminal and train.log say why", code)
 
 
 @contextlib.contextmanager

@@ -83,6 +83,20 @@ def unchecked_trace() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def no_exit_barrier() -> Iterator[None]:
+    """torch's elastic agent, once its ranks have ended, waits at a barrier for every other node's agent
+    (`_exit_barrier`, up to 5 minutes), which an agent stopped by a signal never reaches: a run stopped from node 1
+    would end on node 0 5 minutes later, in C++ log lines of a store's timeout. A visionlab run's ranks agree on how
+    it ends (training/distributed.py), so each node's agent ends with its own ranks, for the launch only. Left on
+    by VL_NO_PATCHES: LaunchConfig has no setting for the barrier.
+    """
+    from torch.distributed.elastic.agent.server.api import SimpleElasticAgent
+
+    with mock.patch.object(SimpleElasticAgent, "_exit_barrier", lambda agent: None):
+        yield
+
+
 def cpu_computes_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX): `trainer.precision=auto` asks.
 

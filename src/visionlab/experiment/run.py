@@ -62,8 +62,10 @@ NOTHING = FitResult({}, {}, 0, 0)  # a run stopped before any partition had a re
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One run into `run_dir`, which Hydra has made for the CLI; a caller that names a new folder gets it made.
 
-    On several processes every rank runs this; rank 0 alone writes into `run_dir` (`written_here`)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    On several processes every rank runs this; rank 0 alone makes and writes `run_dir` (`written_here`), which the
+    others may not see (another node's disk)."""
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
     resume = load_resume_state(cfg, run_dir)
     if resume is not None:
         cfg = resume_config(resume, cfg)

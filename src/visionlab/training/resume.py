@@ -25,9 +25,10 @@ log = logging.getLogger("visionlab")
 
 RUNS_ROOT = Path("outputs")  # where `resume=auto` looks for single runs (conf/train.yaml's hydra.run.dir)
 OVERRIDES = Path(".hydra") / "overrides.yaml"
-# How many processes train the run: where it runs, not what it computes, so a resume may change it (the log says what
-# that changes: training/state.py).
-LAYOUT = ("trainer.devices=",)
+# How many processes train the run, on which machines: where it runs, not what it computes, so a resume may change it
+# (the log says what that changes: training/state.py).
+LAYOUT_KEYS = ("devices", "nodes", "node_rank", "rendezvous")
+LAYOUT = tuple(f"trainer.{key}=" for key in LAYOUT_KEYS)
 UNFINISHED = (None, "interrupted")  # metrics.json status of a run worth resuming (None: no metrics.json yet)
 
 
@@ -182,11 +183,11 @@ def resume_config(state: Checkpoint, composed: DictConfig) -> DictConfig:
     """The config the stopped run had, whatever conf/ says today (with today's `resume`)."""
     stored = OmegaConf.create(keep_writes_here(state.config, composed))
     stored.resume = composed.resume
-    devices = composed.trainer.get("devices", 1)
-    stored.trainer.devices = devices
+    layout = {key: composed.trainer[key] for key in LAYOUT_KEYS if key in composed.trainer}
+    stored.trainer.update(layout)
     today = OmegaConf.to_container(composed, resolve=True)
     today["resume"] = None
-    before = dict(state.config, resume=None, trainer={**state.config["trainer"], "devices": devices})
+    before = dict(state.config, resume=None, trainer={**state.config["trainer"], **layout})
     if today != before:
         log.warning("conf/ has changed since this run started: it carries on with the config stored in its checkpoint")
     return stored

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from visionlab.checks import Either, Maybe, Number, OneOf, Switch, Text, Whole
+from visionlab.checks import Address, Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.training.early_stopping import EarlyStopping
 from visionlab.training.precision import CHOICES
 from visionlab.training.signals import ON_HANGUP
@@ -39,6 +39,10 @@ class TrainerSettings:
     # processes that train the run together (training/distributed.py); auto: one per CUDA GPU, else 1
     devices: Annotated[int | str, Either(Whole(1, unit="processes"), OneOf("auto"))] = 1
     sync_batchnorm: Annotated[bool, Switch()] = False  # BatchNorm's statistics over every process's images (CUDA)
+    # machines that train the run together, each on `devices` processes (launch.py); this one's number; where they meet
+    nodes: Annotated[int, Whole(1, unit="nodes")] = 1
+    node_rank: Annotated[int, Whole(0)] = 0
+    rendezvous: Annotated[str | None, Maybe(Address())] = None
 
     def tests_best(self) -> bool:
         return self.test_on == "best" or (self.test_on is None and self.early_stopping.enabled)
