@@ -257,8 +257,16 @@ def log_as_rank(run_dir: Path, rank: int) -> None:
     root.addHandler(own_bug)
 
 
+# What a collective raises when another rank is gone. NCCL's errors and the TCPStore's are typed (DistError); gloo's
+# are not: ProcessGroupGloo rethrows its transport's error as a plain RuntimeError (torch 2.14), whose text says what
+# happened to the socket: closed (the peer was gone before or while this rank waited) or reset (mid-transfer).
+GLOO_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+
+
 def peer_lost(exc: BaseException) -> bool:
     """A collective failed because another rank is gone: the launcher (or torchrun) names it, not this rank."""
     from torch.distributed import DistError
 
-    return isinstance(exc, DistError) or "Connection closed by peer" in str(exc) or "Connection reset" in str(exc)
+    if isinstance(exc, DistError):
+        return True
+    return type(exc) is RuntimeError and any(words in str(exc) for words in GLOO_PEER_GONE)
