@@ -102,15 +102,21 @@ def test_a_bad_layout_is_one_line_and_exit_code_2(tmp_path, overrides, line):
     assert said.endswith(f"error: {line}")
 
 
+def two_nodes_in_epoch_2(args: list[str], run_dir: Path, node_1_folder: Path) -> tuple[subprocess.Popen, ...]:
+    """Node 0 (writing `run_dir`) and node 1 of the run `args` make, once it has reached its second epoch."""
+    node_1 = start_node_1(args, node_1_folder)
+    node_0 = start_vl_train([*args, "trainer.node_rank=0"], run_dir, FRESH)
+    wait_for_position(run_dir, node_0, lambda at: at["epoch"] >= 2)
+    return node_0, node_1
+
+
 def test_a_node_that_dies_ends_the_other_within_seconds_in_one_line(tmp_path):
     """Node 1's machine gone (its vl-train and its process killed): node 0's collective fails at once, and its
     launcher, which cannot see another node's processes, says one is gone."""
     run_dir = tmp_path / "node0" / "run"
     run_dir.parent.mkdir()
     args = across(LONGER, free_port())
-    node_1 = start_node_1(args, tmp_path / "node1")
-    node_0 = start_vl_train([*args, "trainer.node_rank=0"], run_dir, FRESH)
-    wait_for_position(run_dir, node_0, lambda at: at["epoch"] >= 2)
+    node_0, node_1 = two_nodes_in_epoch_2(args, run_dir, tmp_path / "node1")
     killed = time.monotonic()
     os.killpg(node_1.pid, signal.SIGKILL)
     node_1.communicate(timeout=60)
@@ -132,9 +138,7 @@ def test_a_sigterm_to_node_1_stops_both_nodes_at_one_step_and_both_resume_to_the
     for folder in (run_dir, reference):
         folder.parent.mkdir()
     args = across(LONGER, free_port())
-    node_1 = start_node_1(args, tmp_path / "node1")
-    node_0 = start_vl_train([*args, "trainer.node_rank=0"], run_dir, FRESH)
-    wait_for_position(run_dir, node_0, lambda at: at["epoch"] >= 2)
+    node_0, node_1 = two_nodes_in_epoch_2(args, run_dir, tmp_path / "node1")
     sent = time.monotonic()
     node_1.send_signal(signal.SIGTERM)
     _, err = node_1.communicate(timeout=120)
