@@ -57,10 +57,12 @@ def config_error(overrides: list[str]) -> str:
     return message
 
 
-def sigint_at_default() -> None:
-    """A child process's `preexec_fn`: SIGINT at its default, as a user's shell gives it. A suite started in the
-    background (`make test &`, `setsid nohup ... &`) inherits SIGINT ignored, and an ignored signal stays ignored."""
+def signals_at_default() -> None:
+    """A child process's `preexec_fn`: SIGINT and SIGHUP at their defaults, as a user's shell gives them. A suite
+    started in the background (`make test &`) inherits SIGINT ignored, one started with nohup SIGHUP, and an
+    ignored signal stays ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start_vl_train(
@@ -77,16 +79,18 @@ def start_vl_train(
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         start_new_session=own_group,
-        preexec_fn=sigint_at_default,
+        preexec_fn=signals_at_default,
     )
 
 
 @pytest.fixture
-def sigint_handled() -> Iterator[None]:
-    """In this process, SIGINT raises KeyboardInterrupt, as Python sets it when it starts with SIGINT at its default."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+def signals_as_from_a_shell() -> Iterator[None]:
+    """In this process, SIGINT raises KeyboardInterrupt and SIGHUP is at its default, as Python has them when a
+    user's shell starts it (signals_at_default)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
-    signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, previous[0])
+    signal.signal(signal.SIGHUP, previous[1])
 
 
 def run_cli(

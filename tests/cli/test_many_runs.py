@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, VL_TRAIN, read_metrics, sigint_at_default, wait_for_position
+from tests.conftest import TINY, VL_TRAIN, read_metrics, signals_at_default, wait_for_position
 from visionlab import cores, run_registry
 
 CORES = sorted(os.sched_getaffinity(0))[:2]
@@ -33,7 +33,7 @@ def on_two_cores() -> None:
     """Also SIGINT at its default: `stop` sends Ctrl-C,
     which a suite started in the background would pass on ignored."""
     os.sched_setaffinity(0, CORES)
-    sigint_at_default()
+    signals_at_default()
 
 
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:

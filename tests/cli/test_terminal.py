@@ -26,6 +26,7 @@ from tests.conftest import (
     metrics_of_a_run_left_alone,
     read_metrics,
     run_cli,
+    signals_at_default,
     tmux_session,
     wait_for_position,
     without_timing,
@@ -49,6 +50,7 @@ class PseudoTerminal:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x1e\x00\x78\x00\x00\x00\x00\x00")  # 30 rows, 120 columns
 
         def controlling_terminal() -> None:  # runs in the child: a new session whose terminal is the slave
+            signals_at_default()
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 

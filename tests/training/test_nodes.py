@@ -19,7 +19,7 @@ from tests.conftest import (
     VL_TRAIN,
     read_metrics,
     run_cli,
-    sigint_at_default,
+    signals_at_default,
     start_vl_train,
     wait_for_position,
     without_timing,
@@ -44,7 +44,7 @@ def start_node_1(args: list[str], cwd: Path) -> subprocess.Popen:
         text=True,
         env={**os.environ, **FRESH},
         start_new_session=True,
-        preexec_fn=sigint_at_default,
+        preexec_fn=signals_at_default,
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from visionlab.training.signals import HANDLED, StopRequest
 
 
-def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys, sigint_handled):
+def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys, signals_as_from_a_shell):
     with StopRequest() as stop:
         assert not stop
         os.kill(os.getpid(), signal.SIGINT)
@@ -21,7 +21,7 @@ def test_first_signal_only_raises_the_flag_and_a_second_ctrl_c_exits(capsys, sig
 
 
 @pytest.mark.parametrize("signum", HANDLED)
-def test_each_handled_signal_is_caught_and_handlers_are_restored(signum, sigint_handled):
+def test_each_handled_signal_is_caught_and_handlers_are_restored(signum, signals_as_from_a_shell):
     before = signal.getsignal(signum)
     with StopRequest(on_hangup="stop") as stop:
         os.kill(os.getpid(), signum)
