@@ -55,8 +55,11 @@ run_folder.register_resolver()  # here, at import: a launcher's worker process i
 
 
 def torchvision_classifiers() -> str:
-    """`${torchvision_classifiers:}` in `vl-train --help`: model=torchvision's names, read only when help is shown
-    (importing torchvision's models takes a second)."""
+    """`${torchvision_classifiers:}` in `vl-train --help`: model=torchvision's names. Hydra resolves the help
+    template in every composition (a merge onto an interpolation dereferences it), so the names are read only
+    when the help is shown: importing torchvision's models, and torch._dynamo with them, takes over a second."""
+    if not session.help_shown:
+        return ""
     from visionlab.models.torchvision import builders
 
     return textwrap.fill(", ".join(builders()), width=110, initial_indent="    ", subsequent_indent="    ")
@@ -115,6 +118,7 @@ class Session:
     outcomes: list[Outcome] | None = None
     single_run: bool = False  # a single run (not a sweep) has started: see patches.exit_without_teardown
     sweep_dir: Path | None = None  # a sweep's folder, once it has started (RecordSweep)
+    help_shown: bool = False  # vl-train --help: its template lists torchvision's classifiers
 
 
 session = Session()
@@ -346,6 +350,7 @@ def compose_and_run(args: list[str], guard_terminal: bool = True) -> list[Outcom
     Hydra reads its arguments from sys.argv, which holds them for the call only.
     """
     session.guard_terminal, session.outcomes, session.single_run, session.sweep_dir = guard_terminal, [], False, None
+    session.help_shown = bool({"--help", "-h"} & set(args))
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing; one_line says it
     if "WORLD_SIZE" in os.environ and ranks.torchrun_follower():  # torch loads only for a process torchrun started
         handed_to_ranks()

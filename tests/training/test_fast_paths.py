@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from tests.cli.test_resume import LONG_EPOCHS
 from tests.conftest import (
@@ -20,6 +22,7 @@ from tests.conftest import (
     cpu_has_native_bfloat16,
     read_metrics,
     run_cli,
+    run_tool,
     start_vl_train,
     wait_for_position,
     without_timing,
@@ -146,18 +149,38 @@ def test_freed_activations_stay_in_the_heap_instead_of_faulting_back_in_every_st
     assert float(faults["kept"]) < float(faults["default"]) / 10, faults
 
 
-def test_a_run_loads_neither_torchvision_nor_a_plotting_library():
+def test_a_command_loads_neither_torchvision_nor_a_plotting_library_nor_dynamo():
     """Each costs start-up time and memory (BENCHMARKS.md, "Speed"): torchvision only downloads,
-    and pictures are drawn with Pillow."""
+    pictures are drawn with Pillow, and torch._dynamo (over a second) waits for what needs it (torch's
+    optimizers, torch.compile), which vl-eval, vl-predict and kNN never do."""
     code = (
         "import sys, torch, visionlab.cli, visionlab.experiment\n"
         "from visionlab.reporting import visuals\n"
         "visuals.picture(torch.rand(4, 1, 8, 8), 2, title='t', row_labels=['a', 'b'], captions=['c'] * 4)\n"
         "visuals.confusion_picture(torch.eye(3, dtype=torch.long), ['a', 'b', 'c'], 't')\n"
-        "print(sorted({'torchvision', 'matplotlib'} & set(sys.modules)))"
+        "print(sorted({'torchvision', 'matplotlib', 'torch._dynamo'} & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_knn_vl_eval_and_vl_predict_start_without_torchvision_or_dynamo(tmp_path):
+    """Composing the config loads neither: Hydra resolves the help template, with its list of torchvision's
+    classifiers, in every composition. Fresh processes (an environment of their own), which list every import."""
+    run_dir, image = tmp_path / "run", tmp_path / "digit.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(image)
+    commands = {
+        "vl-train": [*TINY, "model=knn", f"hydra.run.dir={run_dir}"],
+        "vl-eval": [run_dir],
+        "vl-predict": [run_dir, image],
+    }
+    for tool, args in commands.items():
+        done = run_tool(tool, args, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {
+            line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+        }
+        assert not {"torchvision", "torch._dynamo"} & imported, tool
 
 
 @pytest.mark.slow

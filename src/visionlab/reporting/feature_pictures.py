@@ -11,6 +11,7 @@ picture with one einsum: `[N, rows, cols, bins] x [bins, G, G]`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,11 @@ import torch.nn.functional as F
 from visionlab.features import Features
 from visionlab.features.bow import BagOfWords
 from visionlab.features.hog import HOG
-from visionlab.features.network import NetworkFeatures
 from visionlab.reporting import visuals
 from visionlab.reporting.codebook import codebook_picture
+
+if TYPE_CHECKING:
+    from visionlab.features.network import NetworkFeatures
 
 GLYPH = 16  # picture pixels per cell side
 
@@ -80,6 +83,10 @@ def network_picture(network: NetworkFeatures, images: torch.Tensor) -> torch.Ten
 
 def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the run's extractors see in these images."""
+    # Here, not at the top: the config checks import every picture plug-in, and features.network loads torchvision
+    # and torch._dynamo, over a second of every run's start.
+    from visionlab.features.network import NetworkFeatures
+
     found: dict[str, torch.Tensor] = {}
     for name, extractor in features.extractors.items():
         if isinstance(extractor, HOG):
