@@ -280,7 +280,7 @@ def runs_of_this_test_only(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(

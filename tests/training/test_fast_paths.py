@@ -164,23 +164,26 @@ def test_a_command_loads_neither_torchvision_nor_a_plotting_library_nor_dynamo()
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-def test_knn_vl_eval_and_vl_predict_start_without_torchvision_or_dynamo(tmp_path):
-    """Composing the config loads neither: Hydra resolves the help template, with its list of torchvision's
-    classifiers, in every composition. Fresh processes (an environment of their own), which list every import."""
-    run_dir, image = tmp_path / "run", tmp_path / "digit.png"
+def test_commands_start_without_torchvision_and_only_an_optimizer_loads_dynamo(tmp_path):
+    """Composing the config loads neither (Hydra resolves the help template, with its list of torchvision's
+    classifiers, in every composition); torch's optimizers load torch._dynamo, so only a run that trains by gradient
+    has it. Fresh processes (an environment of their own), which list every import."""
+    knn, cnn, image = tmp_path / "knn", tmp_path / "cnn", tmp_path / "digit.png"
     Image.fromarray(np.full((28, 28), 200, np.uint8)).save(image)
-    commands = {
-        "vl-train": [*TINY, "model=knn", f"hydra.run.dir={run_dir}"],
-        "vl-eval": [run_dir],
-        "vl-predict": [run_dir, image],
-    }
-    for tool, args in commands.items():
+    commands = [
+        ("vl-train", [*TINY, "model=knn", f"hydra.run.dir={knn}"], {"torchvision", "torch._dynamo"}),
+        ("vl-eval", [knn], {"torchvision", "torch._dynamo"}),
+        ("vl-predict", [knn, image], {"torchvision", "torch._dynamo"}),
+        ("vl-train", [*TINY, "model=cnn", "trainer.epochs=1", f"hydra.run.dir={cnn}"], {"torchvision"}),
+    ]
+    for tool, args, absent in commands:
         done = run_tool(tool, args, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert done.returncode == 0, done.stderr[-2000:]
         imported = {
             line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
         }
-        assert not {"torchvision", "torch._dynamo"} & imported, tool
+        assert not absent & imported, (tool, args)
+    assert "torch._dynamo" in imported  # the CNN's optimizer: the check sees what a run loads
 
 
 @pytest.mark.slow
