@@ -41,8 +41,7 @@ def test_each_airbench_recipe_trains_one_step_on_the_cpu_through_the_cli(recipe,
     metrics = read_metrics(tmp_path / "run")
     assert metrics["status"] == "completed" and metrics["steps"] == 1 and math.isfinite(metrics["train/loss"])
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    # whitened from its first batch (cifar10_fast), or from its first 5,000 clean images (cifar10_gpu: all 98 here)
-    assert state["model"]["features.0._extra_state"] == {"fitted": True}
+    assert state["model"]["features.0._extra_state"] == {"fitted": True}  # whitened from that one batch
     assert state["model"]["features.0.conv.weight"].abs().sum() > 0
     assert state["config"]["optimizer"]["nesterov"] and state["config"]["loss"]["label_smoothing"] == 0.2
     assert "epoch 1 step 1" in result.stdout or "completed after 1 epoch (1 step)" in result.stdout
@@ -53,7 +52,6 @@ def test_each_airbench_recipe_trains_one_step_on_the_cpu_through_the_cli(recipe,
             "alternate",
             "reflect",
         )
-        assert (config["model"]["whiten_images"], config["model"]["whiten_bias_epochs"]) == (5000, 3)
     if recipe == "cifar10_fast":  # precision auto: bf16 where the CPU computes it, and the log says which
         assert f"precision {'bf16' if cpu_has_native_bfloat16() else '32'}" in result.stdout
 
