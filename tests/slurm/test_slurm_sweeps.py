@@ -181,22 +181,25 @@ def stopped_once(slurm, start, submit, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(
-    "name,submitit_says,steps",
+    "name,submitit_says,signalled_at",
     [
-        ("preempted", "this job is preempted", range(42, 68)),  # mid-epoch 2, where the signal stopped it
-        ("timed-out", "this job is timed-out", range(7, 34)),  # mid-epoch 1
+        # the checkpoint step at which the test signals it; how far past it the stop lands depends on how soon SLURM
+        # delivers the signal on a loaded machine, so the check is only that it lands after it and before the end
+        ("preempted", "this job is preempted", 42),
+        ("timed-out", "this job is timed-out", 7),
     ],
     ids=["preempted", "timed-out"],
 )
 def test_a_job_slurm_stops_saves_is_requeued_and_ends_as_if_never_stopped(
-    slurm, stopped_once, name, submitit_says, steps
+    slurm, stopped_once, name, submitit_says, signalled_at
 ):
     sweep = stopped_once[name]
     assert state_and_restarts(slurm, job_id(sweep)) == ("COMPLETED", 1)
     log = submitit_log(sweep)  # vl-train's handler first (it saves last.pt), then submitit's (it requeues)
     assert log.index("received SIGUSR2: stopping after this step") < log.index(submitit_says)
-    assert resumed_at(sweep / "0") in steps
-    assert without_timing(read_metrics(sweep / "0")) == without_timing(read_metrics(stopped_once["uninterrupted"]))
+    uninterrupted = read_metrics(stopped_once["uninterrupted"])
+    assert signalled_at <= resumed_at(sweep / "0") < uninterrupted["steps"]
+    assert without_timing(read_metrics(sweep / "0")) == without_timing(uninterrupted)
 
 
 # One task of 2 CPUs that trains on 2 processes (trainer.devices=2, 1 thread each): 34 steps of 16 images an epoch.
