@@ -175,6 +175,7 @@ def test_commands_start_without_torchvision_and_only_an_optimizer_loads_dynamo(t
         ("vl-eval", [knn], {"torchvision", "torch._dynamo"}),
         ("vl-predict", [knn, image], {"torchvision", "torch._dynamo"}),
         ("vl-train", [*TINY, "model=cnn", "trainer.epochs=1", f"hydra.run.dir={cnn}"], {"torchvision"}),
+        ("vl-train", [*TINY, "model=linear", "features=hog", f"hydra.run.dir={tmp_path / 'hog'}"], {"torchvision"}),
     ]
     for tool, args, absent in commands:
         done = run_tool(tool, args, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -183,7 +184,7 @@ def test_commands_start_without_torchvision_and_only_an_optimizer_loads_dynamo(t
             line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
         }
         assert not absent & imported, (tool, args)
-    assert "torch._dynamo" in imported  # the CNN's optimizer: the check sees what a run loads
+    assert "torch._dynamo" in imported  # the optimizer: the check sees what a run loads
 
 
 @pytest.mark.slow

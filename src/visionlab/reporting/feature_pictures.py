@@ -11,6 +11,7 @@ picture with one einsum: `[N, rows, cols, bins] x [bins, G, G]`.
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING
 
 import torch
@@ -83,16 +84,16 @@ def network_picture(network: NetworkFeatures, images: torch.Tensor) -> torch.Ten
 
 def feature_pictures(features: Features, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """TensorBoard pictures `{tag: uint8 [3, H, W]}` of what the run's extractors see in these images."""
-    # Here, not at the top: the config checks import every picture plug-in, and features.network loads torchvision
-    # and torch._dynamo, over a second of every run's start.
-    from visionlab.features.network import NetworkFeatures
-
+    # Not imported here: the config checks import every picture plug-in, and features.network loads torchvision,
+    # which a run without a network among its features (HOG, a bag of words) never needs. A network extractor is
+    # built from that module, so where there is one the module is loaded.
+    network = sys.modules.get("visionlab.features.network")
     found: dict[str, torch.Tensor] = {}
     for name, extractor in features.extractors.items():
         if isinstance(extractor, HOG):
             found["features/hog_cells"] = hog_picture(extractor, images)
         elif isinstance(extractor, BagOfWords) and extractor.fitted_on:  # its codebook, once learned on the train part
             found[f"features/{name}_codebook"] = codebook_picture(extractor)
-        elif isinstance(extractor, NetworkFeatures):
+        elif network is not None and isinstance(extractor, network.NetworkFeatures):
             found["features/network_activations"] = network_picture(extractor, images)
     return found
