@@ -1,4 +1,4 @@
-"""The bag of visual words on CIFAR-10 (`experiment=cifar10_bow`'s features, as its conf/experiment file sets them):
+"""The bag of visual words on CIFAR-10 (`experiment=cifar10_bow`'s features, conf/features/cifar10_bow/bow.yaml):
 learning the codebook and encoding images, visionlab's batched tensor code beside scikit-learn
 and a per-image NumPy loop.
 

@@ -1,13 +1,18 @@
-"""Every option of every config group composes with the real conf/ and builds its object."""
+"""Every option of every config group composes with the real conf/ and builds its object; in every experiment,
+every option of each group it changes passes vl-train's checks and comes with its own defaults."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import CONF_DIR, compose_train
-from visionlab.config import build
+from visionlab.config import build, check_arguments, validate
 from visionlab.data import ImageDataset
 from visionlab.data.folds import Holdout, KFold
 from visionlab.data.splits import DeviceSplit
@@ -22,6 +27,9 @@ GROUPS = sorted(
     p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "hparams_search")
 )
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# An experiment's own option of a group: conf/<group>/<experiment>/<the option it extends>.yaml.
+OWN_OPTIONS = sorted(p for p in CONF_DIR.glob("*/*/*.yaml") if p.parent.name in EXPERIMENTS)
 
 
 def tiny_split(n: int) -> DeviceSplit:
@@ -105,6 +113,80 @@ def test_no_config_sets_hydra_mode_so_only_the_command_line_can(choice):
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         assert compose(config_name="train", overrides=[choice], return_hydra_config=True).hydra.mode is None
+
+
+@functools.cache
+def choices(experiment: str) -> dict[str, str]:
+    """The option each group of experiment=`experiment` came from (Hydra's runtime choices)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        return dict(cfg.hydra.runtime.choices)
+
+
+@functools.cache
+def option_alone(group: str, option: str, model: str) -> dict:
+    """`group=option` resolved as it comes without an experiment, beside `model` (and so with its recipe, which
+    some options read their defaults from)."""
+    return resolved(compose_train([f"model={model}", f"{group}={option}"])[group])
+
+
+def refusal(cfg: DictConfig) -> str | None:
+    """The one line vl-train would refuse `cfg` with before it builds anything, or None: every value
+    (config.validate), then every key of each group against what its target takes (config.build's first step;
+    the model's as a partial, its shape comes with the data)."""
+    try:
+        validate(cfg)
+        for group in GROUPS:
+            if group in cfg:
+                check_arguments(cfg[group], f"{group}.", group, partial=group == "model")
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def resolved(node: DictConfig) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+# The groups whose keys an experiment sets for whichever option is chosen: its augmentation (every dataset has the
+# same augment keys) and its training length and batches (conf/trainer/ has one option).
+KEPT_BY_EXPERIMENTS = ("dataset", "trainer")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_any_option_of_a_group_swaps_into_an_experiment_with_its_own_defaults(experiment):
+    """`experiment=cifar10_fast scheduler=piecewise` was refused (scheduler.pct_start is not an argument of
+    piecewise): the experiment set onecycle's keys at its top level, where they outlived its choice of onecycle.
+    An experiment's settings of a group are its own option of that group (scheduler=cifar10_fast/onecycle), which
+    the user's choice replaces whole. So every option of every group an experiment changes passes the checks
+    vl-train runs before building anything, and comes as it comes without the experiment: none of the
+    experiment's keys of that group stay, accepted or not (experiment=cifar10_mlp optimizer=sgd is sgd's lr)."""
+    plain, chosen = compose_train(), choices(experiment)
+    composed = compose_train([f"experiment={experiment}"])
+    changed = [g for g in GROUPS if (g in composed) != (g in plain) or g in plain and composed[g] != plain[g]]
+    assert {"dataset", "model"} <= set(changed), "every experiment names its data and its model"
+    refused, kept = [], []
+    for group in changed:
+        for option in sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")):
+            cfg = compose_train([f"experiment={experiment}", f"{group}={option}"])
+            if (why := refusal(cfg)) is not None:
+                refused.append(f"{group}={option}: {why}")
+            model = option if group == "model" else chosen["model"]
+            if group not in KEPT_BY_EXPERIMENTS and group in cfg:
+                if resolved(cfg[group]) != (alone := option_alone(group, option, model)):
+                    kept.append(f"{group}={option} is {resolved(cfg[group])}, not {alone}")
+    assert not refused, f"experiment={experiment} with " + "; ".join(refused)
+    assert not kept, f"experiment={experiment} kept its keys of a group the user chose: " + "; ".join(kept)
+
+
+@pytest.mark.parametrize("path", OWN_OPTIONS, ids=lambda p: f"{p.parent.parent.name}={p.parent.name}/{p.stem}")
+def test_an_experiments_own_option_is_the_option_it_is_named_after_chosen_by_that_experiment(path):
+    """optimizer=cifar10_fast/momentum reads as "momentum, as cifar10_fast sets it" in the run's choices and
+    TensorBoard's HParams: it must build what optimizer=momentum builds, and no option may outlive its experiment."""
+    group, experiment, option = path.parent.parent.name, path.parent.name, path.stem
+    own = compose_train([f"{group}={experiment}/{option}"])[group]
+    assert own._target_ == compose_train([f"{group}={option}"])[group]._target_
+    assert choices(experiment)[group] == f"{experiment}/{option}"
 
 
 def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():

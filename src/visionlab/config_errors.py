@@ -33,13 +33,17 @@ def one_line(exc: BaseException, args: list[str] = ()) -> str:
     if key := re.search(r"Could not delete from config. '([^']+)' does not exist", text):
         hint = did_you_mean(key[1], known_keys(args, key[1]), "~{}") if args else ""
         return f"~{key[1]}: {key[1]} is not a key of the config: {hint or 'check its spelling against conf/'}"
-    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
+    if (missing := re.search(r"Could not find '([^']+)'", text)) and (
+        group := re.search(r"Available options in '([^']+)'", text)
+    ):
+        # the group Hydra lists, not the path's folder: optimizer=cifar10_fast/adam is an option of optimizer
+        option = missing[1].removeprefix(f"{group[1]}/")
         listed = text.split("Available options in", 1)[1].split("Config search path", 1)[0].splitlines()[1:]
         options = [o.strip() for o in listed if o.strip()]
-        hint = did_you_mean(missing[2], options, f"{missing[1]}={{}}")
+        hint = did_you_mean(option, options, f"{group[1]}={{}}")
         choices = f"use one of {', '.join(options)}"
         advice = f"{hint} ({choices})" if hint else choices
-        return f"{missing[1]}={missing[2]} is not an option of conf/{missing[1]}/: {advice}"
+        return f"{group[1]}={option} is not an option of conf/{group[1]}/: {advice}"
     text = re.sub(r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
     lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     return "; ".join(lines)

@@ -24,6 +24,7 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -66,6 +67,33 @@ def torchvision_classifiers() -> str:
 
 
 OmegaConf.register_new_resolver("torchvision_classifiers", torchvision_classifiers, replace=True)
+
+
+def config_groups() -> str:
+    """`${config_groups:}` in `vl-train --help`: each group with its options, as Hydra's $APP_CONFIG_GROUPS lists
+    them, less an experiment's own options of a group (conf/scheduler/cifar10_fast/onecycle.yaml, chosen as
+    scheduler=cifar10_fast/onecycle by experiment=cifar10_fast), which Hydra would list as groups of their own
+    (`scheduler/cifar10_fast: onecycle`): they are parts of the experiment, not groups to choose from."""
+    if not session.help_shown:
+        return ""
+    loader = GlobalHydra.instance().config_loader()
+    experiments = set(loader.get_group_options("experiment"))
+    listed: dict[str, str] = {}
+
+    def add(parent: str) -> None:
+        for name in loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if group == "hydra" or (parent and name in experiments):
+                continue
+            if options := loader.get_group_options(group, ObjectType.CONFIG):
+                listed[group] = ", ".join(sorted(options))
+            add(group)
+
+    add("")
+    return "\n".join(f"{group}: {options}" for group, options in sorted(listed.items()))
+
+
+OmegaConf.register_new_resolver("config_groups", config_groups, replace=True)
 
 # Hydra's ValueError for two of its modes at once (vl-train -m --cfg)
 HYDRA_MODES_CLASH = "Only one of --run, --multirun"
@@ -118,7 +146,7 @@ class Session:
     outcomes: list[Outcome] | None = None
     single_run: bool = False  # a single run (not a sweep) has started: see patches.exit_without_teardown
     sweep_dir: Path | None = None  # a sweep's folder, once it has started (RecordSweep)
-    help_shown: bool = False  # vl-train --help: its template lists torchvision's classifiers
+    help_shown: bool = False  # vl-train --help: its template lists the groups and torchvision's classifiers
 
 
 session = Session()

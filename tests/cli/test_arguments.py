@@ -7,8 +7,10 @@ import os
 import subprocess
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
-from tests.conftest import REPO, TINY, VL_TRAIN, read_metrics, run_cli
+from tests.conftest import REPO, TINY, VL_TRAIN, compose_train, read_metrics, run_cli
 from visionlab.launch import options_first
 
 EXAMPLE = REPO / "docs" / "examples" / "my_configs"
@@ -52,6 +54,30 @@ def test_an_own_config_dir_is_searched_for_the_closest_option(tmp_path):
     assert result.returncode == 2 and "did you mean model.width=3?" in result.stderr
     result = run_cli(["experiment=quik", "--config-dir", str(EXAMPLE)], tmp_path / "run", env=env)
     assert result.returncode == 2 and "did you mean experiment=quick?" in result.stderr
+
+
+def test_a_group_of_an_experiment_swaps_on_the_command_line_with_the_options_own_defaults(tmp_path):
+    """experiment=cifar10_fast scheduler=piecewise exited 2 (scheduler.pct_start is not an argument of piecewise)
+    while the experiment set onecycle's keys at its top level; they are its option scheduler=cifar10_fast/onecycle
+    now, which piecewise replaces whole, while the experiment's other groups stay its own (tests/test_configs.py
+    checks every experiment with every option). summary_only on a few synthetic colour images: nothing trains."""
+    run_dir = tmp_path / "run"
+    colour = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=100", "dataset.test_size=20"]
+    cpu = ["trainer.device=cpu", "trainer.threads=1"]
+    result = run_cli(["experiment=cifar10_fast", "scheduler=piecewise", "summary_only=true", *colour, *cpu], run_dir)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["scheduler"] == OmegaConf.to_container(compose_train(["scheduler=piecewise"]).scheduler)
+    assert config["optimizer"]["lr"] == 0.375 and config["loss"]["label_smoothing"] == 0.2  # still cifar10_fast's
+    assert "Airbench" in (run_dir / "summary.md").read_text()
+
+
+def test_a_missing_option_under_an_experiments_name_is_named_as_an_option_of_its_group(tmp_path):
+    """Hydra names optimizer=cifar10_fast/adam's file optimizer/cifar10_fast/adam, which split at its last slash
+    read as an option adam of a group optimizer/cifar10_fast, whose options were said to be optimizer's."""
+    result = run_cli(["optimizer=cifar10_fast/adam"], tmp_path / "run")
+    assert result.returncode == 2
+    assert "optimizer=cifar10_fast/adam is not an option of conf/optimizer/: use one of adagrad, adam," in result.stderr
 
 
 def test_hydra_options_go_before_the_overrides_with_their_values():

@@ -13,8 +13,9 @@ with `whiten_bias_epochs: N` for N epochs and then stays (airbench: 3). Both thr
 hooks `fit_inputs` and `start_epoch` (training/learners/gradient.py).
 
 Not here, because they belong to training: airbench's per-1024 hyperparameters, label smoothing
-0.2, Nesterov SGD and its schedule are in conf/experiment/cifar10_gpu.yaml; lookahead/EMA is
-training/lookahead.py and flip test-time augmentation tta.py.
+0.2, Nesterov SGD and its schedule are experiment=cifar10_gpu's (conf/experiment/cifar10_gpu.yaml and its options
+conf/optimizer/cifar10_gpu/ and conf/loss/cifar10_gpu/); lookahead/EMA is training/lookahead.py and flip test-time
+augmentation tta.py.
 """
 
 from __future__ import annotations
