@@ -116,6 +116,19 @@ def test_the_test_split_is_stratified_recorded_and_kept_when_files_are_added(tmp
     assert len(other_seed.test) == 15  # a new draw: 0.2 of 24 is 5 per class
 
 
+def test_folders_sharing_a_cache_dir_each_keep_their_own_test_split(tmp_path):
+    """Two folders with the same class and file names, one dataset.cache_dir: the second once read the first's
+    recorded test draw as its own (a silent wrong test split, or a refusal when a class had no test image left)."""
+    small, large, cache = tmp_path / "small", tmp_path / "large", tmp_path / "cache"
+    write_folder(small, per_class=10)
+    write_folder(large, per_class=30)
+    shared = [ImageFolder(root=str(root), cache_dir=str(cache)).load() for root in (small, large)]
+    alone = ImageFolder(root=str(large)).load()
+    assert torch.bincount(shared[1].test.labels).tolist() == [6, 6, 6] == torch.bincount(alone.test.labels).tolist()
+    assert torch.equal(shared[1].test.images, alone.test.images) and len(shared[0].test) == 6
+    assert len(list(cache.glob("*-test-split-seed0-fraction0.2.json"))) == 2
+
+
 def test_the_cache_is_read_back_notices_a_changed_file_and_survives_corruption(tmp_path, folder):
     runs = tmp_path / "runs"
     runs.mkdir()

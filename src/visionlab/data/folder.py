@@ -345,7 +345,7 @@ class ImageFolder(ImageDataset):
     def _draw_test(self, root: Path, tree: Scan) -> tuple[Scan, Scan]:
         """A seeded, stratified test_fraction of each class,
         recorded in the cache folder the first time and read back after."""
-        record = self._cache_dir(root) / f"test-split-seed{self.seed}-fraction{self.test_fraction:g}.json"
+        record = self._test_record(root)
         names = tree.files
         test_names = _read_record(record)
         if test_names is None:
@@ -369,6 +369,14 @@ class ImageFolder(ImageDataset):
 
     def _cache_dir(self, root: Path) -> Path:
         return Path(self.cache_dir).expanduser().absolute() if self.cache_dir else root / ".visionlab"
+
+    def _test_record(self, root: Path) -> Path:
+        """Where the test draw is recorded: the folder's own .visionlab, or, in a dataset.cache_dir that other folders
+        may share, under a name of this folder's own, so that no folder reads another's test images as its own."""
+        name = f"test-split-seed{self.seed}-fraction{self.test_fraction:g}.json"
+        if self.cache_dir:
+            name = f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}-{name}"
+        return self._cache_dir(root) / name
 
     # ---- decoding, once -------------------------------------------------------------------------
 
