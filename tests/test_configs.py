@@ -86,9 +86,15 @@ def test_option_composes_and_instantiates(group, option):
     elif group == "trainer":
         assert isinstance(instantiate(node), TrainerSettings)
     elif group == "recipe":
-        assert set(node) <= {"epochs", "lr", "label_smoothing", "patience", "min_delta", "restart_every_epochs"}, (
-            "a recipe holds defaults other groups read, nothing else"
-        )
+        assert set(node) <= {
+            "epochs",
+            "epoch_budget",
+            "lr",
+            "label_smoothing",
+            "patience",
+            "min_delta",
+            "restart_every_epochs",
+        }, "a recipe holds defaults other groups read, nothing else"
     else:
         pytest.fail(f"conf/{group}/ is a new group: say here what instantiating its options must give")
 
@@ -191,14 +197,15 @@ def test_an_experiments_own_option_is_the_option_it_is_named_after_chosen_by_tha
 
 def test_the_cnn_recipe_fills_its_keys_and_the_command_line_wins():
     cfg = compose_train()
-    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == (10, 0.01, 0.1)
+    assert (cfg.trainer.epochs, cfg.optimizer.lr, cfg.loss.label_smoothing) == ("auto", 0.01, 0.1)
+    assert (cfg.trainer.epoch_budget.epochs, cfg.trainer.epoch_budget.min_steps) == (10, 400)
     assert (
         cfg.trainer.early_stopping.patience,
         cfg.trainer.early_stopping.min_delta,
         cfg.scheduler.restart_every_epochs,
-    ) == (1, 0.005, 1)
+    ) == (2, 0.005, 1)
     mlp = compose_train(["model=mlp"])
-    assert (mlp.trainer.epochs, mlp.optimizer.lr, mlp.loss.label_smoothing) == (3, 0.003, 0.0)
+    assert (mlp.trainer.epochs, mlp.optimizer.lr, mlp.loss.label_smoothing) == ("auto", 0.003, 0.0)
     overridden = compose_train(["trainer.epochs=4", "optimizer.lr=0.001"])
     assert (overridden.trainer.epochs, overridden.optimizer.lr) == (4, 0.001)
     assert "label_smoothing" not in compose_train(["loss=hinge"]).loss

@@ -36,12 +36,16 @@ def test_lr_find(shared_data, cifar_root, tmp_path):
 
 def test_recipe_budget(shared_data, cifar_root, tmp_path):
     rows = quick_rows("recipe_budget", shared_data, cifar_root, tmp_path)
-    for dataset in ("MNIST", "CIFAR-10 as 28x28 grey"):
-        ours, baseline, points = rows.row(rf"^cnn recipe, {dataset}.*: test/acc \(epochs, run seconds\) --quick")
-        assert re.fullmatch(r"\d+\.\d\d% \(\d+ epochs?, \d+\.\d s\)", ours) and re.fullmatch(
-            r"\d+\.\d\d% \(1 epoch, \d+\.\d s\) \(one epoch\)", baseline
-        )
+    run = r"\d+\.\d\d% \((\d+) epochs?, (\d+) steps, \d+\.\d s\)"
+    folder = "a folder of 3 classes x 30 --quick"
+    for model, dataset in [("cnn", "MNIST --quick"), ("linear", folder), ("cnn", folder)]:
+        ours, longer, points = rows.row(rf"^epoch budget, {model}, {dataset}.*: test/acc \(epochs, steps, run s\)")
+        budget, fixed = re.fullmatch(run, ours), re.fullmatch(run + ", fixed", longer)
+        assert budget and fixed and int(fixed[1]) == 3 * int(budget[1])
         assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    for model in ("linear", "cnn"):  # a folder of 72 training images: 1 step an epoch, so the budget's 10 steps
+        ours, before, _ = rows.row(rf"^epoch budget, {model}, a folder .*: against the default before it")
+        assert re.fullmatch(run, ours)[2] == "10" and re.fullmatch(run + ", before", before)
 
 
 def test_many_runs(shared_data, cifar_root, tmp_path):

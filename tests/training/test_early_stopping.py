@@ -85,9 +85,10 @@ def test_a_resumed_run_keeps_the_patience_count_from_its_history():
     from visionlab.training.early_stopping import EarlyStopping, StopEarly
 
     rule = StopEarly(EarlyStopping(patience=2), "val/acc")
-    rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55)), steps=10)  # one stale epoch: carries on
+    at = SimpleNamespace(step=40)
+    rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55), at=at), steps=10)  # one stale epoch: carries on
     with pytest.raises(EndTraining) as ended:
-        rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55, 0.58)), steps=10)
+        rule.start_epoch(SimpleNamespace(history=history(0.5, 0.6, 0.55, 0.58), at=at), steps=10)
     assert ended.value.extra == {"stopped_early": True, "best_epoch": 2}
 
 

@@ -11,6 +11,7 @@ docs/architecture.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -45,8 +46,9 @@ from visionlab.reporting.reporter import Reporter
 from visionlab.reporting.summary import command_line
 from visionlab.training import distributed
 from visionlab.training.device import resolve_device
+from visionlab.training.epoch_budget import AUTO
 from visionlab.training.learners import MemorizingLearner
-from visionlab.training.loop import FitResult
+from visionlab.training.loop import FitResult, steps_per_epoch
 from visionlab.training.precision import resolved as resolved_precision
 from visionlab.training.precision import slow_choice
 from visionlab.training.resume import load_resume_state, resume_config
@@ -87,6 +89,7 @@ def run_in(components: Components, run_dir: Path, resume: Checkpoint | None) -> 
         raw = load_data(components, device, training=True)
         origin = provenance.start(run_dir, device, raw.files, resume)
         plan = components.split.plan(raw.train.labels, components.seed)
+        components = with_epoch_budget(components, plan[0])
         if len(plan) > 1:
             log.info(
                 "data: %s, %d training images in %d stratified folds, %d test images",
@@ -104,6 +107,38 @@ def run_in(components: Components, run_dir: Path, resume: Checkpoint | None) -> 
             return train_plan(components, context, raw, plan)
     finally:
         threads.close()
+
+
+def with_epoch_budget(components: Components, partition: Partition) -> Components:
+    """`trainer.epochs=auto` made a number for this run's train split (training/epoch_budget.py), once its size is
+    known; the log says what it chose."""
+    trainer = components.trainer
+    if trainer.epochs != AUTO:
+        return components
+    images = len(partition.train)
+    steps = steps_per_epoch(
+        images, trainer.images_per_step(images), drop_last=trainer.drop_last, ranks=distributed.world_size()
+    )
+    budgeted = trainer.for_steps_per_epoch(steps)
+    budget = trainer.epoch_budget
+    if budgeted.epochs > budget.epochs:  # a train split too small for the budget's epochs
+        log.info(
+            "epochs=auto: %d epochs of %d step%s, to make the budget's %d steps (trainer.epoch_budget), every one of "
+            "them%s",
+            budgeted.epochs,
+            steps,
+            "s" * (steps != 1),
+            budget.min_steps,
+            ", with no early stopping: the last weights take the test" if trainer.early_stopping.enabled else "",
+        )
+    else:
+        log.info(
+            "epochs=auto: %d epochs of %d steps (trainer.epoch_budget%s)",
+            budgeted.epochs,
+            steps,
+            f"; early stopping waits for {budget.min_steps} steps" if budgeted.early_stopping.enabled else "",
+        )
+    return dataclasses.replace(components, trainer=budgeted)
 
 
 def takes_part(components: Components) -> bool:

@@ -1,7 +1,8 @@
 """`trainer.early_stopping`: end training once the objective has stopped improving.
 
 Patience counts finished epochs since the last improvement by more than `min_delta`, read from
-the training state's per-epoch history, so a resumed run keeps its count. The best epoch is the
+the training state's per-epoch history, so a resumed run keeps its count; no run ends before `min_steps`
+optimizer steps (training/epoch_budget.py), however flat its first epochs. The best epoch is the
 one best.pt holds (the first with the best objective); `trainer.test_on=best` tests its weights.
 """
 
@@ -27,6 +28,8 @@ log = logging.getLogger("visionlab")
 class EarlyStopping:
     patience: Annotated[int | None, Maybe(Whole(1, unit="epochs"))] = None  # null: train every epoch
     min_delta: Annotated[float, Number(ge=0, example=0.001)] = 0.0
+    # no stop before this many optimizer steps (epochs=auto: at least its budget's min_steps)
+    min_steps: Annotated[int, Whole(0, unit="optimizer steps")] = 0
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +71,8 @@ class StopEarly(Callback):
         self._check(state)
 
     def _check(self, state: TrainingState) -> None:
+        if state.at.step < self.rule.min_steps:
+            return
         stale = epochs_without_improvement(state.history, self.objective, self.rule.min_delta)
         if stale >= self.rule.patience:
             best = best_epoch(state.history, self.objective)

@@ -5,11 +5,13 @@ Built once by the run from its `_target_`; checks.py reads the declarations befo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from visionlab.checks import Address, Either, Maybe, Number, OneOf, Switch, Text, Whole
 from visionlab.training.early_stopping import EarlyStopping
+from visionlab.training.epoch_budget import AUTO, EpochBudget
 from visionlab.training.precision import CHOICES
 from visionlab.training.signals import ON_HANGUP
 from visionlab.tta import TTAMode
@@ -17,7 +19,7 @@ from visionlab.tta import TTAMode
 
 @dataclass
 class TrainerSettings:
-    epochs: Annotated[int, Whole(1)]
+    epochs: Annotated[int | str, Either(Whole(1), OneOf(AUTO))]  # auto: epoch_budget's, for the train split's size
     batch_size: Annotated[int | str, Either(Whole(1), OneOf("all"))]  # all: full-batch gradient descent
     eval_batch_size: Annotated[int, Whole(1)]
     device: Annotated[str, Text()]  # which devices exist: training/device.py
@@ -43,9 +45,26 @@ class TrainerSettings:
     nodes: Annotated[int, Whole(1, unit="nodes")] = 1
     node_rank: Annotated[int, Whole(0)] = 0
     rendezvous: Annotated[str | None, Maybe(Address())] = None
+    epoch_budget: EpochBudget = field(default_factory=EpochBudget)  # what epochs=auto trains (training/epoch_budget.py)
 
     def tests_best(self) -> bool:
         return self.test_on == "best" or (self.test_on is None and self.early_stopping.enabled)
 
     def images_per_step(self, train_images: int) -> int:
         return train_images if self.batch_size == "all" else self.batch_size
+
+    def for_steps_per_epoch(self, steps: int) -> TrainerSettings:
+        """These settings with `epochs=auto` made a number for epochs of `steps` optimizer steps (a number of epochs
+        given is kept as it is). Where the budget's epochs are enough steps, early stopping waits for its `min_steps`;
+        where the train split is so small that more epochs make them up, every one is trained and the last weights
+        take the test: a val split that small picks an epoch by a few images' noise."""
+        if self.epochs != AUTO:
+            return self
+        budget = self.epoch_budget
+        epochs = budget.epochs_for(steps)
+        if epochs > budget.epochs:
+            return dataclasses.replace(self, epochs=epochs, early_stopping=EarlyStopping())
+        waits = max(self.early_stopping.min_steps, budget.min_steps)
+        return dataclasses.replace(
+            self, epochs=epochs, early_stopping=dataclasses.replace(self.early_stopping, min_steps=waits)
+        )
