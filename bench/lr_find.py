@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/lr_find.py            # MNIST, model=cnn: the range test,
                                                  # then one epoch at the default lr and at the suggested one
-    .venv/bin/python bench/lr_find.py --quick    # 1,000 images: a smoke run
+    .venv/bin/python bench/lr_find.py --quick    # 600 images, a 10-step range test, pictures off: a smoke run
 
 Three launches of `vl-train dataset=mnist model=cnn` from the same seed: `lr_find=true` (its
 `lr_find.json` gives the suggested lr and the range test's `seconds`), the default run stopped after
@@ -42,11 +42,15 @@ def rows(args) -> list[Row]:
         "dataset=mnist",
         f"dataset.root={root}",
         "model=cnn",
-        *(["dataset.train_size=1000", "dataset.test_size=200"] if args.quick else []),
+        *(["dataset.train_size=600", "dataset.test_size=200", "logging=none"] if args.quick else []),
         *FIRST_EPOCH,
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        find_s, found = launch([*job, "lr_find=true"], Path(tmp) / "lr_find", "lr_find.json")
+        find_s, found = launch(
+            [*job, "lr_find=true", *(["lr_range.steps=10"] if args.quick else [])],
+            Path(tmp) / "lr_find",
+            "lr_find.json",
+        )
         epoch_s, default = launch(job, Path(tmp) / "default", "metrics.json")
         suggested = float(f"{found['suggested_lr']:.2g}")  # as the log tells the user to type it
         _, tuned = launch([*job, f"optimizer.lr={suggested}"], Path(tmp) / "suggested", "metrics.json")

@@ -33,7 +33,8 @@ from common import REPO, VL_TRAIN, Row, main, mnist_root, parser
 from folder_decode import unpacked
 
 QUICK_MNIST = ["dataset.train_size=300", "dataset.test_size=100"]
-QUICK_BUDGET = ["trainer.epoch_budget.epochs=2", "trainer.epoch_budget.min_steps=10"]
+# MNIST's 300 images (3 steps an epoch) make min_steps in the budget's epochs, the folder's (1 step) in more
+QUICK_BUDGET = ["trainer.epoch_budget.epochs=2", "trainer.epoch_budget.min_steps=4"]
 # (name, classes, images per class) of the small folders
 FOLDERS = [("3 classes x 100", ["airplane", "frog", "truck"], 100), ("10 classes x 60", None, 60)]
 FOLDERS += [("10 classes x 200", None, 200)]

@@ -1,7 +1,7 @@
 """Start-up: seconds from the command to the end of the first training step, `vl-train` against a bare script.
 
     .venv/bin/python bench/startup.py              # fastest of 5 launches each
-    .venv/bin/python bench/startup.py --quick      # one launch each
+    .venv/bin/python bench/startup.py --quick      # one launch each, vl-train on 600 images
 
 Ours is `vl-train dataset=mnist model=cnn trainer.log_every_n_steps=1` (every default, pictures
 included), the bare script `bench/bare_mnist_step.py` (import torch, read MNIST, build the same CNN,
@@ -26,6 +26,7 @@ from common import REPO, VL_TRAIN, Row, main, mnist_root, parser
 
 # The two pictures drawn before the first step: the data preview and the model graph.
 START_PICTURES_OFF = ["logging.data_preview=false", "logging.graph=false"]
+QUICK = ["dataset.train_size=600", "dataset.test_size=200"]
 
 
 def seconds_to_line(command: list[str], marker: str) -> float:
@@ -67,6 +68,7 @@ def rows(args) -> list[Row]:
                 f"dataset.root={root}",
                 "model=cnn",
                 "trainer.log_every_n_steps=1",
+                *(QUICK if args.quick else []),
             ]
             ours.append(seconds_to_line([*command, f"hydra.run.dir={Path(tmp) / str(launch)}"], "epoch 1 step 1 loss"))
             no_start_pictures.append(
@@ -91,15 +93,16 @@ def rows(args) -> list[Row]:
         }.items()
     }
     every = f" (fastest of {launches})" if launches > 1 else ""
+    quick = " (--quick: vl-train on 600 images)" if args.quick else ""
     return [
         Row(
-            f"start-up: command to the end of training step 1, MNIST CNN, s{every}",
+            f"start-up: command to the end of training step 1, MNIST CNN, s{every}{quick}",
             f"{fastest['ours']:.2f} (vl-train)",
             f"{fastest['bare']:.2f} (bare script)",
             f"{fastest['ours'] - fastest['bare']:+.2f} s overhead",
         ),
         Row(
-            f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}",
+            f"start-up: the same with {' '.join(START_PICTURES_OFF)}, s{every}{quick}",
             f"{fastest['no_start_pictures']:.2f} (vl-train)",
             f"{fastest['bare']:.2f} (bare script)",
             f"{fastest['no_start_pictures'] - fastest['bare']:+.2f} s overhead",

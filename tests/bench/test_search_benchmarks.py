@@ -43,9 +43,9 @@ def test_recipe_budget(shared_data, cifar_root, tmp_path):
         budget, fixed = re.fullmatch(run, ours), re.fullmatch(run + ", fixed", longer)
         assert budget and fixed and int(fixed[1]) == 3 * int(budget[1])
         assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
-    for model in ("linear", "cnn"):  # a folder of 72 training images: 1 step an epoch, so the budget's 10 steps
+    for model in ("linear", "cnn"):  # a folder of 72 training images: 1 step an epoch, so the budget's 4 steps
         ours, before, _ = rows.row(rf"^epoch budget, {model}, a folder .*: against the default before it")
-        assert re.fullmatch(run, ours)[2] == "10" and re.fullmatch(run + ", before", before)
+        assert re.fullmatch(run, ours)[2] == "4" and re.fullmatch(run + ", before", before)
 
 
 def test_many_runs(shared_data, cifar_root, tmp_path):
