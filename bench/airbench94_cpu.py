@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/airbench94_cpu.py                    # seeds 0, 1, 2 in float32, 9.9 epochs each
     .venv/bin/python bench/airbench94_cpu.py --precision bf16   # the forward passes under bf16 autocast
-    .venv/bin/python bench/airbench94_cpu.py --quick            # 512 training images, 2 epochs, seed 0: a smoke run
+    .venv/bin/python bench/airbench94_cpu.py --quick            # 256 training images, 2 epochs, seed 0: a smoke run
 
 KellerJordan/cifar10-airbench's legacy/airbench94.py (94.01% mean over 1,000 runs in 3.83 s on an A100),
 ported with the fewest changes, each marked `CPU port:`: the device is the CPU; the weights are float32,
@@ -60,7 +60,7 @@ hyp = {
     },
 }
 # CPU port: --quick's sizes, a smoke run that checks the port runs, not what it reaches
-QUICK = {"train_size": 512, "test_size": 200, "batch_size": 256, "train_epochs": 2, "seeds": "0"}
+QUICK = {"train_size": 256, "test_size": 50, "batch_size": 256, "train_epochs": 2, "seeds": "0"}
 PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 A100 = {"acc": 0.9401, "seconds": 3.83}  # airbench94's README and header: n=1,000 runs, A100-SXM4-80GB
 

@@ -4,8 +4,8 @@ test accuracy.
     .venv/bin/python bench/folder_runs.py                     # 10-epoch CNN runs in 2 rounds;
                                                               # CNN and kNN accuracy over seeds 0-2
     .venv/bin/python bench/folder_runs.py --rounds 1 --seeds 0
-    .venv/bin/python bench/folder_runs.py --quick             # 1 epoch on 500 images, one seed, kNN's accuracy only:
-                                                              # a smoke run
+    .venv/bin/python bench/folder_runs.py --quick             # 1 epoch on 500 images, one seed, kNN's accuracy only,
+                                                              # no pictures: a smoke run
 
 `vl-train dataset=folder dataset.root=TREE` against `vl-train dataset=cifar10 dataset.root=CIFAR`
 (the pickled layout `../shared/tools/cifar10-from-jpeg` rebuilds from the same JPEG tree), same
@@ -37,7 +37,7 @@ from folder_decode import subset, unpacked
 
 AUGMENT = ["dataset.augment.crop_padding=4", "dataset.augment.flip=true"]
 QUICK_FILES = 800  # --quick: a tree of links to this many of the JPEGs, and as many cifar10 images
-QUICK = ["dataset.train_size=500", "dataset.test_size=100"]
+QUICK = ["dataset.train_size=500", "dataset.test_size=100", "logging=none"]  # no pictures: the rows need none
 MIB = 2**20
 
 

@@ -123,7 +123,7 @@ def rows(args) -> list[Row]:
     device = resolve_device("auto")
     configure_torch(device)
     torch.set_num_threads(allowed().cores)  # alone: every core this process may use
-    warmup, steps = (2, 4) if args.quick else (args.warmup, args.steps)
+    warmup, steps = (1, 2) if args.quick else (args.warmup, args.steps)
     size = ["dataset.train_size=1000"] if args.quick else []
     cases = [("mnist", "linear"), ("mnist", "mlp"), ("mnist", "cnn"), ("cifar10", "cnn")]
     roots = {"mnist": lambda: mnist_root(args.mnist), "cifar10": lambda: cifar_root(args.cifar)}

@@ -68,7 +68,7 @@ def test_folder_runs(shared_data, cifar_root, tmp_path):
 
 def test_photos(shared_data, cifar_root, tmp_path):
     rows = quick_rows("photos", shared_data, cifar_root, tmp_path)
-    ours, baseline, _ = rows.row(r"^photos: 12 of 1008x756, model=cnn defaults --quick")
+    ours, baseline, _ = rows.row(r"^photos: 12 of 504x378, model=cnn defaults --quick")
     assert re.fullmatch(
         r"[\d,]+ MiB peak, \d+\.\d s, run folder [\d,]+\.\d MiB, test/acc \d+\.\d%", ours
     ) and baseline.endswith("(dataset.max_side=null)")
