@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/many_runs.py                  # issue 38's runs: the MNIST CNN, 3 epochs; a 4-job lr sweep
     .venv/bin/python bench/many_runs.py --epochs 1 --jobs 2
-    .venv/bin/python bench/many_runs.py --quick          # small synthetic runs, pictures off: a smoke run
+    .venv/bin/python bench/many_runs.py --quick          # small synthetic runs: a smoke run, no meaningful figures
 
 Each figure is wall time from launch to exit, every run a fresh `vl-train` process on the CPU:
 
@@ -40,7 +40,6 @@ def job(args, root: Path | None) -> list[str]:
             "trainer.epochs=1",
             "model=mlp",
             "trainer.device=cpu",
-            "logging=none",
         ]
     return [
         "dataset=mnist",
@@ -102,11 +101,7 @@ def timed(args, run: list[str], scratch: Path) -> list[Row]:
         f"hydra.sweep.dir={scratch / 'joblib'}",
     ]
     parallel = together([joblib], [scratch / "joblib"], env)
-    what = (
-        "--quick: mlp, 1 epoch on 600 synthetic images, pictures off"
-        if args.quick
-        else f"MNIST cnn, {args.epochs} epochs"
-    )
+    what = "--quick: mlp, 1 epoch on 600 synthetic images" if args.quick else f"MNIST cnn, {args.epochs} epochs"
     one_after = f"{serial:.1f} (one after the other: {alone[0]:.1f} + {alone[1]:.1f})"
     return [
         Row(

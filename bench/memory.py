@@ -1,7 +1,7 @@
 """Memory: peak resident set size of `vl-train` on MNIST and CIFAR-10, against torch's own footprint.
 
     .venv/bin/python bench/memory.py            # one epoch of the default CNN on each dataset, median of 3 runs
-    .venv/bin/python bench/memory.py --quick    # 600 training images, pictures off, one run
+    .venv/bin/python bench/memory.py --quick    # 600 training images, one run
 
 Ours is `vl-train dataset=<name> model=cnn trainer.epochs=1` (every other default). The torch
 baseline is a process that imports torch and trains and evaluates the same CNN (channels-last, as
@@ -70,7 +70,7 @@ def rows(args) -> list[Row]:
     roots = {"mnist": lambda: mnist_root(args.mnist), "cifar10": lambda: cifar_root(args.cifar)}
     for name, (shape, images) in DATASETS.items():
         root = roots[name]()
-        small = ["dataset.train_size=600", "dataset.test_size=200", "logging=none"] if args.quick else []
+        small = ["dataset.train_size=600", "dataset.test_size=200"] if args.quick else []
         if args.quick:
             images = 800
         runs = 1 if args.quick else args.repeat
@@ -106,7 +106,7 @@ def rows(args) -> list[Row]:
         data = images * math.prod(shape) / 2**20
         target = torch_alone + 2 * data
         shown = "MNIST" if name == "mnist" else "CIFAR-10"
-        quick = " (--quick: 800 images, pictures off)" if args.quick else ""
+        quick = " (--quick: 800 images)" if args.quick else ""
         every = f" (median of {runs})" if runs > 1 else ""
         out.append(
             Row(
