@@ -27,8 +27,6 @@ CONF_DIR = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 CIFAR_TOOL = REPO.parent / "shared" / "tools" / "cifar10-from-jpeg"
 VL_TRAIN = Path(sys.executable).parent / "vl-train"
-# The CPUs the suite was started on, before each worker took its share of them (a_share_of_the_cores).
-SUITE_CPUS = frozenset(os.sched_getaffinity(0))
 
 # Small and fast: a few hundred images, one or two epochs, one CPU thread per run.
 TINY = [
@@ -271,26 +269,6 @@ def tmux_session(command: str, cwd: Path, columns: int = 120, rows: int = 30) ->
         yield screen
     finally:
         subprocess.run([tmux, "-L", session, "kill-server"], capture_output=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def a_share_of_the_cores(request) -> None:
-    """Each worker (pytest-xdist) and every process it starts runs on its own share of the suite's CPUs, as a SLURM
-    task or a `taskset` would: a run sees the cores it may use (cores.allowed) and takes their threads. Left to share
-    every core, each worker's runs would take all of them beside the other worker's, and torch's threads on
-    oversubscribed cores wait for each other (docs/testing.md). Tests of several runs on more cores set their
-    processes' affinity themselves (test_many_runs), and the SLURM cluster's daemons get every core (on_every_core)."""
-    worker = getattr(request.config, "workerinput", None)
-    cpus = sorted(SUITE_CPUS)
-    if worker is None or len(cpus) < worker["workercount"]:
-        return
-    index = int(worker["workerid"].removeprefix("gw"))
-    os.sched_setaffinity(0, cpus[index :: worker["workercount"]])
-
-
-def on_every_core() -> None:
-    """A child process's `preexec_fn`: every CPU the suite was started on, whichever worker's share starts it."""
-    os.sched_setaffinity(0, SUITE_CPUS)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import machine_lock, on_every_core
+from tests.conftest import machine_lock
 
 PACKAGES = ["slurm-wlm", "munge", "slurmdbd", "mariadb-server"]
 PROGRAMS = ["munged", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct"]
@@ -159,7 +159,7 @@ class Cluster:
 
     def slurm_conf(self, munge: Path, ctld: int, slurmd: int, dbd: int) -> str:
         node = subprocess.run(
-            ["slurmd", "-C"], capture_output=True, text=True, env=self.env, check=True, preexec_fn=on_every_core
+            ["slurmd", "-C"], capture_output=True, text=True, env=self.env, check=True
         ).stdout.splitlines()[0]
         host = node.split()[0].removeprefix("NodeName=")
         return f"""\
@@ -216,11 +216,7 @@ LogFile={self.root / "slurmdbd.log"}
 
     def spawn(self, program: str, *args: str) -> None:
         with (self.root / f"{program}.out").open("w") as log:
-            self.daemons.append(
-                subprocess.Popen(
-                    [program, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=on_every_core
-                )
-            )
+            self.daemons.append(subprocess.Popen([program, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env))
 
     def wait_for(self, ready, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
