@@ -34,8 +34,6 @@ PR_SET_PDEATHSIG = 1
 def serve(path: str) -> None:
     """Answer one request at a time (a test worker runs one test at a time): fork, report the pid, then the
     child's exit status."""
-    import torch._dynamo  # noqa: F401  what every training run loads (torch's optimizers), loaded once here
-
     from visionlab import cli, experiment, prediction  # noqa: F401  what every command loads, loaded once here
 
     with contextlib.suppress(OSError, AttributeError):  # ends with the test worker that started it (Linux)

@@ -7,6 +7,7 @@ import ast
 import atexit
 import importlib
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -388,3 +389,90 @@ def test_torch_elastic_agents_still_wait_at_the_exit_barrier_that_a_launch_skips
     with patches.no_exit_barrier():
         assert SimpleElasticAgent._exit_barrier(None) is None
     assert SimpleElasticAgent._exit_barrier is waiting
+
+
+def test_torchs_wrappers_still_import_dynamo_at_their_first_call_and_close_over_what_eager_calls():
+    """patches.eager_without_dynamo reads what torch's two wrappers close over and where the first keeps its cache."""
+    from torch.optim import optimizer as torch_optimizer
+
+    assert "fn" in patches._DYNAMO_DISABLED.co_freevars
+    assert '"__dynamo_disable"' in inspect.getsource(torch._disable_dynamo)
+    assert "func" in patches._STEP_BETWEEN_GRAPH_BREAKS.co_freevars
+    assert 'self.defaults["differentiable"]' in inspect.getsource(torch_optimizer._use_grad_for_differentiable)
+
+
+# What a run that trains does through torch: count a model's FLOPs (batch norm decomposes into torch._refs' ops),
+# then train it with three optimizers, each saved and reloaded; inside the block, then as torch is released.
+EAGER_AND_RELEASED = """
+import gc, json, sys, torch
+from torch.utils.flop_counter import FlopCounterMode
+from visionlab import patches
+
+def train():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(144, 3)
+    )
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 8, 8))
+    model.train()
+    losses = []
+    for kind in (torch.optim.SGD, torch.optim.Adam, torch.optim.RMSprop):
+        optimizer = kind(model.parameters(), lr=0.01)
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = model(torch.linspace(0, 1, 128).reshape(2, 1, 8, 8)).square().mean()
+            loss.backward()
+            optimizer.step()
+        optimizer.load_state_dict(optimizer.state_dict())
+        losses.append(loss.item())
+    return [counter.get_total_flops(), losses, [p.tolist() for p in model.parameters()]]
+
+steps = torch.optim.Adam.step, torch.optim.SGD.step
+with patches.eager_without_dynamo():
+    eager = train()
+    loaded_inside = "torch._dynamo" in sys.modules
+wrapped = [patches._closed_over(f, "fn") for f in gc.get_referrers(patches._DYNAMO_DISABLED) if callable(f)]
+shims_left = [f for f in wrapped if hasattr(f, patches._DISABLED_CACHE)]
+restored = (torch.optim.Adam.step, torch.optim.SGD.step) == steps
+released = train()
+print(json.dumps([loaded_inside, len(shims_left), restored, eager == released, "torch._dynamo" in sys.modules]))
+"""
+
+
+def test_inside_the_block_training_loads_no_dynamo_gives_the_same_numbers_and_leaves_torch_as_released():
+    done = subprocess.run([sys.executable, "-c", EAGER_AND_RELEASED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded_inside, shims_left, restored, same, loaded_after = json.loads(done.stdout)
+    assert not loaded_inside, "counting FLOPs or training with torch's optimizers loaded torch._dynamo in the block"
+    assert shims_left == 0 and restored, "leaving the block left torch patched"
+    assert same, "the FLOPs, losses or weights differ from torch's own path"
+    assert loaded_after, "torch's own path loads dynamo: the check sees it"
+
+
+ONCE_DYNAMO_LOADS = """
+import json, sys, torch
+from visionlab import patches
+
+model = torch.nn.Linear(3, 2)
+with patches.eager_without_dynamo():
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    import torch._dynamo
+    optimizer.zero_grad()
+    cached = getattr(patches._closed_over(torch.optim.Optimizer.zero_grad, "fn"), patches._DISABLED_CACHE, None)
+    model(torch.ones(1, 3)).sum().backward()
+    steps = []
+    torch._dynamo.graph_break = lambda: steps.append("graph break")
+    optimizer.step()
+print(json.dumps([getattr(cached, "__name__", None), steps]))
+"""
+
+
+def test_once_anything_loads_dynamo_inside_the_block_torch_takes_its_own_path():
+    done = subprocess.run([sys.executable, "-c", ONCE_DYNAMO_LOADS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cached, steps = json.loads(done.stdout)
+    assert cached not in (None, "shim"), "zero_grad did not go back to torch's disabled function"
+    assert steps == ["graph break", "graph break"], "the step did not go through torch's wrapper"

@@ -1,16 +1,26 @@
-"""A model compiled by `trainer.compile` (training/speed.py's prepare_model),
-run as plain PyTorch where it is looked inside.
+"""A model compiled by `trainer.compile` (training/speed.py's prepare_model), run as plain PyTorch where it is
+looked inside, and what its graph must leave out (the whitening layer's fit, models/blocks.py).
 
-Its own module because both the run (experiment/partition.py, for the test pass) and the pictures
-(reporting/pictures/log.py) need it.
+Its own module because the run (experiment/partition.py, for the test pass), the pictures
+(reporting/pictures/log.py) and the models need it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
+
+
+def kept_out(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` kept out of torch.compile's graphs, run eagerly. Where torch._dynamo was never loaded nothing is
+    compiled, so it is `function` itself: torch.compiler.disable imports dynamo, seconds of a run's start."""
+    if "torch._dynamo" not in sys.modules:
+        return function
+    return torch.compiler.disable(function)
 
 
 def eager() -> contextlib.AbstractContextManager:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import gc
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from unittest import mock
@@ -22,6 +24,7 @@ from unittest import mock
 import torch
 from hydra._internal.hydra import Hydra
 from hydra.types import RunMode
+from torch.optim import optimizer as torch_optimizer  # its module, which torch.optim's namespace does not keep
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -95,6 +98,91 @@ def no_exit_barrier() -> Iterator[None]:
 
     with mock.patch.object(SimpleElasticAgent, "_exit_barrier", lambda agent: None):
         yield
+
+
+# torch._compile's wrapper that keeps torch.compile out of a function, and the optimizers' step wrapper that sets
+# the grad mode between graph breaks: each imports torch._dynamo at its first call (torch.optim.optimizer).
+_DYNAMO_DISABLED = torch._disable_dynamo(lambda: None).__code__
+_STEP_BETWEEN_GRAPH_BREAKS = torch_optimizer._use_grad_for_differentiable(lambda: None).__code__
+_DISABLED_CACHE = "__dynamo_disable"  # where the wrapper keeps its disabled function after the first call
+
+
+@contextlib.contextmanager
+def eager_without_dynamo() -> Iterator[None]:
+    """torch's optimizers (their construction, zero_grad, step, state_dict), its reference ops and dispatch modes (the
+    FLOP counter of the memory check and the layer table) and DDP's forward import torch._dynamo at their first call,
+    to keep torch.compile from tracing into them: seconds at the start of every run that trains, compiling or not.
+
+    While torch._dynamo is not loaded nothing is being compiled, so inside this block they call what they wrap,
+    with the grad mode torch's step sets; once anything loads it (`trainer.compile`, torchvision's models) they
+    take torch's own path again. What is loaded when the block starts is covered (enter it again after importing
+    more); on leaving it torch is as released.
+    """
+    if not ENABLED or "torch._dynamo" in sys.modules:
+        yield
+        return
+    shimmed = [
+        _called_directly_until_dynamo_loads(disabled)
+        for disabled in gc.get_referrers(_DYNAMO_DISABLED)  # every function torch wrapped so, wherever it is kept
+        if isinstance(disabled, types.FunctionType) and not hasattr(_closed_over(disabled, "fn"), _DISABLED_CACHE)
+    ]
+    with contextlib.ExitStack() as restore:
+        for optimizer in _with_subclasses(torch.optim.Optimizer):
+            if (between := _step_between_graph_breaks(vars(optimizer).get("step"))) is not None:
+                restore.enter_context(mock.patch.object(optimizer, "step", _eager_step(between)))
+        try:
+            yield
+        finally:
+            for function, shim in shimmed:
+                if getattr(function, _DISABLED_CACHE, None) is shim:
+                    delattr(function, _DISABLED_CACHE)
+
+
+def _with_subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _with_subclasses(direct))]
+
+
+def _called_directly_until_dynamo_loads(disabled: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Puts a shim where torch's wrapper `disabled` looks for its cached disabled function: it calls the wrapped
+    function directly while torch._dynamo is unloaded, and hands back to the wrapper once it is loaded."""
+    function = _closed_over(disabled, "fn")
+
+    def shim(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:
+            return function(*args, **kwargs)
+        if getattr(function, _DISABLED_CACHE, None) is shim:
+            delattr(function, _DISABLED_CACHE)
+        return disabled(*args, **kwargs)
+
+    setattr(function, _DISABLED_CACHE, shim)
+    return function, shim
+
+
+def _closed_over(wrapper: Callable[..., Any], name: str) -> Any:
+    """What torch's `wrapper` closes over as `name`: the function it wraps, which its `__wrapped__` does not always
+    name (torch._refs' elementwise ops rename theirs)."""
+    return wrapper.__closure__[wrapper.__code__.co_freevars.index(name)].cell_contents
+
+
+def _step_between_graph_breaks(step: Any) -> Callable[..., Any] | None:
+    """The optimizer's step as wrapped by `_use_grad_for_differentiable`, under torch's profiler hook if an
+    optimizer of its class was built already; None for a step without it (ours, a subclass's own)."""
+    while step is not None and getattr(step, "__code__", None) is not _STEP_BETWEEN_GRAPH_BREAKS:
+        step = getattr(step, "__wrapped__", None)
+    return step
+
+
+def _eager_step(between: Callable[..., Any]) -> Callable[..., Any]:
+    step = _closed_over(between, "func")
+
+    @functools.wraps(step)
+    def eager_step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" in sys.modules:
+            return between(self, *args, **kwargs)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return step(self, *args, **kwargs)
+
+    return eager_step
 
 
 def cpu_computes_bfloat16() -> bool:

@@ -164,27 +164,36 @@ def test_a_command_loads_neither_torchvision_nor_a_plotting_library_nor_dynamo()
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-def test_commands_start_without_torchvision_and_only_an_optimizer_loads_dynamo(tmp_path):
+def test_commands_start_without_torchvision_and_a_run_that_trains_without_dynamo(tmp_path):
     """Composing the config loads neither (Hydra resolves the help template, with its list of torchvision's
-    classifiers, in every composition); torch's optimizers load torch._dynamo, so only a run that trains by gradient
-    has it. Fresh processes (an environment of their own), which list every import."""
+    classifiers, in every composition). torch's optimizers and FLOP counter load torch._dynamo at their first call,
+    which a run that compiles nothing does not need (patches.eager_without_dynamo); with the patches off it is
+    there, so the check sees what a run loads. Fresh processes (an environment of their own), which list every
+    import."""
     knn, cnn, image = tmp_path / "knn", tmp_path / "cnn", tmp_path / "digit.png"
     Image.fromarray(np.full((28, 28), 200, np.uint8)).save(image)
+    both = {"torchvision", "torch._dynamo"}
     commands = [
-        ("vl-train", [*TINY, "model=knn", f"hydra.run.dir={knn}"], {"torchvision", "torch._dynamo"}),
-        ("vl-eval", [knn], {"torchvision", "torch._dynamo"}),
-        ("vl-predict", [knn, image], {"torchvision", "torch._dynamo"}),
-        ("vl-train", [*TINY, "model=cnn", "trainer.epochs=1", f"hydra.run.dir={cnn}"], {"torchvision"}),
-        ("vl-train", [*TINY, "model=linear", "features=hog", f"hydra.run.dir={tmp_path / 'hog'}"], {"torchvision"}),
+        ("vl-train", [*TINY, "model=knn", f"hydra.run.dir={knn}"], {}, both, set()),
+        ("vl-eval", [knn], {}, both, set()),
+        ("vl-predict", [knn, image], {}, both, set()),
+        ("vl-train", [*TINY, "model=cnn", "trainer.epochs=1", f"hydra.run.dir={cnn}"], {}, both, set()),
+        ("vl-train", [*TINY, "model=linear", "features=hog", f"hydra.run.dir={tmp_path / 'hog'}"], {}, both, set()),
+        (
+            "vl-train",
+            [*TINY, "model=linear", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'released'}"],
+            {"VL_NO_PATCHES": "1"},
+            {"torchvision"},
+            {"torch._dynamo"},
+        ),
     ]
-    for tool, args, absent in commands:
-        done = run_tool(tool, args, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    for tool, args, env, absent, present in commands:
+        done = run_tool(tool, args, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1", **env})
         assert done.returncode == 0, done.stderr[-2000:]
         imported = {
             line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
         }
-        assert not absent & imported, (tool, args)
-    assert "torch._dynamo" in imported  # the optimizer: the check sees what a run loads
+        assert not absent & imported and present <= imported, (tool, args, env)
 
 
 @pytest.mark.slow

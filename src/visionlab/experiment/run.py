@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from visionlab import provenance
+from visionlab import patches, provenance
 from visionlab.checkpoint_format import Checkpoint
 from visionlab.cross_validation import summarize_folds
 from visionlab.data import RawData
@@ -74,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     components = build_components(cfg)
     if distributed.world_size() > 1 and not takes_part(components):
         return {}  # rank 0 carries on alone
-    with written_here(run_dir) as folder:
+    with written_here(run_dir) as folder, patches.eager_without_dynamo():
         return run_in(components, folder, resume)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
+from visionlab import compiled
 from visionlab.checks import Each, Number, OneOf, Whole
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -73,9 +74,7 @@ class PatchWhitening(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.fitted:
-            # Eager under torch.compile. Looked up here, not as a decorator: torch.compiler.disable imports
-            # torch._dynamo, which would add over a second to every command's start (vl-eval, vl-predict, kNN).
-            torch.compiler.disable(self.fit)(x)
+            compiled.kept_out(self.fit)(x)  # eager under torch.compile
         return self.conv(x)
 
     def get_extra_state(self) -> dict[str, bool]:

@@ -7,8 +7,8 @@ pooling count 0). Forward hooks on the leaf modules (those without children) rec
 shapes. What no leaf holds, a parameter of a parent module or a matrix product written in a
 `forward()`, is one "outside the layers" row, so the rows always add up to the totals.
 
-FlopCounterMode's first use imports torch._dynamo, which takes seconds; every run that trains pays
-that anyway, when its optimizer is built, so the summary only moves it earlier.
+FlopCounterMode's first use would import torch._dynamo, which takes seconds and which a run that compiles
+nothing does not need: it counts under patches.eager_without_dynamo, as the run trains.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visionlab import patches
 from visionlab.reporting.saliency import evaluating
 
 log = logging.getLogger("visionlab")
@@ -127,7 +128,12 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> LayerTable:
     handles = [module.register_forward_hook(recorder(name)) for name, module in leaves]
     example = torch.zeros(1, *in_shape, device=parameters[0].device)
     try:
-        with evaluating(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with (
+            patches.eager_without_dynamo(),
+            evaluating(model),
+            torch.no_grad(),
+            FlopCounterMode(display=False) as counter,
+        ):
             model(example)
     finally:
         for handle in handles:
