@@ -139,3 +139,28 @@ def test_slurm_jobs_share_only_their_own_allocation(tmp_path, monkeypatch):
     monkeypatch.setenv("VL_RUNS_DIR", str(tmp_path))
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     assert run_registry.folder() == tmp_path / "slurm-77"
+
+
+POLICY_AT_START = "import os, visionlab.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+
+
+def test_vl_train_lets_idle_threads_sleep_only_beside_another_live_run(tmp_path, monkeypatch):
+    """cli.py sets OMP_WAIT_POLICY=PASSIVE as it loads, before torch reads it, when another run is alive: spinning
+    threads would take the cores from its working ones. Alone a run keeps OpenMP's default; a value set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"VL_RUNS_DIR": str(tmp_path)}
+
+    def policy() -> str:
+        done = subprocess.run([sys.executable, "-c", POLICY_AT_START], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert policy() == "None"
+    monkeypatch.setenv("VL_RUNS_DIR", str(tmp_path))
+    seat = run_registry.join(TWO, None, "the other run")
+    try:
+        assert policy() == "PASSIVE"
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        cores.quiet_idle_threads()
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE", "the user's value is kept"
+    finally:
+        seat.leave()
