@@ -2,7 +2,7 @@
 
 What a run will take is estimated from the dataset's plan (data/base.py: counts and image shape,
 known before any file is decoded) and a shape-only copy of the model built on torch's meta device
-(parameters, FLOPs and every layer's output, for no memory and a few milliseconds), then weighed
+(parameters, FLOPs and every layer's output, for no memory and a few milliseconds; `measurable`), then weighed
 against what the machine, or the GPU, has free. Over it: one line and exit 2, before anything is
 decoded or built, naming the figure and the settings that bring it down. Near it: a warning line.
 The estimate errs high (float32, Adam's two moments, every layer's output kept for the backward
@@ -39,6 +39,7 @@ TRAINED_COPIES = 7
 PICTURED = 72  # images a picture of the run holds at most (the kNN's: 8 test images and 8 neighbours each; reporting/)
 PICTURE_COPIES = 3  # float32 copies of them while a picture is drawn
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+EMPTIED_ON_THE_CPU = 2**24  # parameters up to which the layer table of the shape-only copy runs on the CPU (measurable)
 SMALL_SIDE = 64  # the longer side of the size suggested when images are large (conf/dataset/folder.yaml's max_side)
 
 
@@ -89,7 +90,7 @@ def estimate(
         )
     with torch.device("meta"):  # shapes only: a model of a billion weights costs nothing here
         built = model(in_shape=in_shape, num_classes=plan.classes)
-    table = layer_table(built, in_shape)
+    table = layer_table(measurable(built), in_shape)
     name = type(built).__name__
     if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn/)
         width = math.prod(in_shape)
@@ -135,6 +136,29 @@ def estimate(
             Part(f"an evaluation pass of {evaluated:,} images", scoring, True, ("trainer.eval_batch_size", *pixels[:1]))
         )
     return Need(parts, f"{name}, {table.params:,} parameters, {human(table.flops)}FLOPs per image")
+
+
+def measurable(built: torch.nn.Module) -> torch.nn.Module:
+    """The shape-only copy, given empty CPU weights where it has at most EMPTIED_ON_THE_CPU parameters, for the
+    layer table's one image: on the meta device that image goes through torch's Python reference ops, which import
+    sympy, about a second of CPU at every run's start, where empty weights on the CPU give the same shapes and
+    FLOPs in milliseconds. Their values are never read for anything but shapes; a larger model stays on meta."""
+    parameters = {id(parameter): parameter for parameter in built.parameters()}
+    if not parameters or sum(p.numel() for p in parameters.values()) > EMPTIED_ON_THE_CPU:
+        return built
+    emptied: dict[int, torch.Tensor] = {}  # by the meta tensor's id: a weight two layers share stays one
+
+    def empty(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in emptied:
+            copy = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
+            is_parameter = isinstance(tensor, torch.nn.Parameter)
+            emptied[id(tensor)] = torch.nn.Parameter(copy, tensor.requires_grad) if is_parameter else copy
+        return emptied[id(tensor)]
+
+    for module in built.modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            setattr(module, name, empty(tensor))
+    return built
 
 
 def check(need: Need, device: torch.device) -> None:
