@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from visionlab.budget import EMPTIED_ON_THE_CPU, measurable
+from visionlab.budget import EMPTIED_ON_THE_CPU, estimate, measurable
+from visionlab.data.base import Plan
+from visionlab.features import Features
 from visionlab.models.airbench import Airbench
 from visionlab.models.cnn import CNN
 from visionlab.models.linear import Linear
@@ -18,6 +21,8 @@ from visionlab.models.mlp import MLP
 from visionlab.models.resnet import ResNet
 from visionlab.models.torchvision import TorchvisionModel
 from visionlab.reporting.layer_summary import layer_table
+
+TRAINER = SimpleNamespace(batch_size=64, eval_batch_size=256)  # what the estimate reads of trainer.*
 
 MODELS = {
     "linear": lambda: Linear((1, 28, 28), 10),
@@ -68,6 +73,23 @@ def test_a_model_over_the_limit_stays_on_the_meta_device():
     with torch.device("meta"):
         large = nn.Linear(EMPTIED_ON_THE_CPU, 2)
     assert measurable(large).weight.device.type == "meta"
+
+
+class KeepsATensorOfItsOwn(nn.Module):
+    """A plain tensor attribute, neither parameter nor buffer: built on meta, it stays there when the weights move."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, num_classes)
+        self.offset = torch.zeros(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.flatten(1) + self.offset)
+
+
+def test_a_model_that_keeps_a_tensor_of_its_own_is_measured_on_the_meta_device_as_before():
+    need = estimate(Plan((1, 2, 2), 60, 20, 3), KeepsATensorOfItsOwn, Features(), TRAINER, training=True)
+    assert need.model == "KeepsATensorOfItsOwn, 15 parameters, 24 FLOPs per image"
 
 
 def test_the_memory_check_of_a_cnn_run_imports_no_sympy():

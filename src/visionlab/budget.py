@@ -90,7 +90,12 @@ def estimate(
         )
     with torch.device("meta"):  # shapes only: a model of a billion weights costs nothing here
         built = model(in_shape=in_shape, num_classes=plan.classes)
-    table = layer_table(measurable(built), in_shape)
+    try:
+        table = layer_table(measurable(built), in_shape)
+    except RuntimeError:  # a tensor it keeps outside its parameters and buffers is still on meta: measured there
+        with torch.device("meta"):
+            built = model(in_shape=in_shape, num_classes=plan.classes)
+        table = layer_table(built, in_shape)
     name = type(built).__name__
     if not table.params:  # nothing to train: it memorizes the training split and searches it (models/knn/)
         width = math.prod(in_shape)
@@ -143,8 +148,8 @@ def measurable(built: torch.nn.Module) -> torch.nn.Module:
     layer table's one image: on the meta device that image goes through torch's Python reference ops, which import
     sympy, about a second of CPU at every run's start, where empty weights on the CPU give the same shapes and
     FLOPs in milliseconds. Their values are never read for anything but shapes; a larger model stays on meta."""
-    parameters = {id(parameter): parameter for parameter in built.parameters()}
-    if not parameters or sum(p.numel() for p in parameters.values()) > EMPTIED_ON_THE_CPU:
+    count = sum(parameter.numel() for parameter in built.parameters())
+    if not count or count > EMPTIED_ON_THE_CPU:
         return built
     emptied: dict[int, torch.Tensor] = {}  # by the meta tensor's id: a weight two layers share stays one
 
