@@ -147,7 +147,8 @@ def measurable(built: torch.nn.Module) -> torch.nn.Module:
     """The shape-only copy, given empty CPU weights where it has at most EMPTIED_ON_THE_CPU parameters, for the
     layer table's one image: on the meta device that image goes through torch's Python reference ops, which import
     sympy, about a second of CPU at every run's start, where empty weights on the CPU give the same shapes and
-    FLOPs in milliseconds. Their values are never read for anything but shapes; a larger model stays on meta."""
+    FLOPs in milliseconds. Their values are never read for anything but shapes; a larger model stays on meta. Not
+    nn.Module.to_empty: its empty_like of a meta tensor is one of those reference ops."""
     count = sum(parameter.numel() for parameter in built.parameters())
     if not count or count > EMPTIED_ON_THE_CPU:
         return built
