@@ -14,7 +14,9 @@ A part that runs out of time leaves a row saying so; the others go on.
    CNN recipe's first epoch alone, as bench/mnist_time_to_accuracy.py times it), launch to exit, and whether its
    test/acc reached 99.0%; beside it the same command on the host's CPU (`trainer.device=cpu`).
 3. CIFAR-10: `vl-train experiment=cifar10_gpu`, launch to exit, and whether its test/acc reached 94.0%;
-   beside it the same with `trainer.compile=true` (whether compiling pays for a run this short).
+   beside it the same with `trainer.compile=true` (whether compiling pays for a run this short). 94% is airbench's
+   figure on the original pixels; on the project's JPEG copy of CIFAR-10 airbench94 itself reaches about 91% on a
+   CPU (BENCHMARKS.md, "CIFAR-10 on a CPU"), so the row's test/acc is the figure to compare with that.
 4. kNN: full MNIST (60,000 train, 10,000 test), k=3, L2 and L1, fit and prediction on the GPU in the
    exact integer search, against a brute force on the same GPU in exact arithmetic (its indices must
    be equal, ties included).

@@ -163,7 +163,7 @@ KEPT_BY_EXPERIMENTS = ("dataset", "trainer")
 def test_any_option_of_a_group_swaps_into_an_experiment_with_its_own_defaults(experiment):
     """`experiment=cifar10_fast scheduler=piecewise` was refused (scheduler.pct_start is not an argument of
     piecewise): the experiment set onecycle's keys at its top level, where they outlived its choice of onecycle.
-    An experiment's settings of a group are its own option of that group (scheduler=cifar10_fast/onecycle), which
+    An experiment's settings of a group are its own option of that group (optimizer=cifar10_fast/momentum), which
     the user's choice replaces whole. So every option of every group an experiment changes passes the checks
     vl-train runs before building anything, and comes as it comes without the experiment: none of the
     experiment's keys of that group stay, accepted or not (experiment=cifar10_mlp optimizer=sgd is sgd's lr)."""

@@ -71,9 +71,9 @@ OmegaConf.register_new_resolver("torchvision_classifiers", torchvision_classifie
 
 def config_groups() -> str:
     """`${config_groups:}` in `vl-train --help`: each group with its options, as Hydra's $APP_CONFIG_GROUPS lists
-    them, less an experiment's own options of a group (conf/scheduler/cifar10_fast/onecycle.yaml, chosen as
-    scheduler=cifar10_fast/onecycle by experiment=cifar10_fast), which Hydra would list as groups of their own
-    (`scheduler/cifar10_fast: onecycle`): they are parts of the experiment, not groups to choose from."""
+    them, less an experiment's own options of a group (conf/optimizer/cifar10_fast/momentum.yaml, chosen as
+    optimizer=cifar10_fast/momentum by experiment=cifar10_fast), which Hydra would list as groups of their own
+    (`optimizer/cifar10_fast: momentum`): they are parts of the experiment, not groups to choose from."""
     if not session.help_shown:
         return ""
     loader = GlobalHydra.instance().config_loader()

@@ -14,13 +14,18 @@ pytestmark = pytest.mark.slow
 
 def test_cifar10_fast(shared_data, cifar_root, tmp_path):
     rows = quick_rows("cifar10_fast", shared_data, cifar_root, tmp_path)
+    port = r"\(airbench94 ported, (bf16|32)\)"
     ours, baseline, points = rows.row(r"^cifar10_fast: CIFAR-10 test/acc, mean \(range\) over seeds 0,1 --quick")
-    assert re.fullmatch(r"\d+\.\d\d% \(\d+\.\d\d%-\d+\.\d\d%\)", ours) and baseline.endswith(
-        "(cifar10_resnet_small, seed 0)"
-    )
-    assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
-    ours, baseline, share = rows.row(r"^cifar10_fast: launch to exit, s, by seed \(budget 1500\)")
-    assert re.fullmatch(r"\d+, \d+", ours) and re.fullmatch(r"\d\.\d\dx the budget at most", share)
+    assert re.fullmatch(r"\d+\.\d\d% \(\d+\.\d\d%-\d+\.\d\d%\)", ours)
+    assert re.fullmatch(rf"\d+\.\d\d% {port}", baseline) and re.fullmatch(r"[+-]\d+\.\d\d points", points)
+    ours, baseline, share = rows.row(r"^cifar10_fast: launch to exit, s, by seed \(budget 900\)")
+    assert re.fullmatch(r"\d+, \d+", ours) and re.fullmatch(rf"\d+, \d+ {port}", baseline)
+    assert re.fullmatch(r"\d\.\d\dx the budget at most", share)
+    for seed in (0, 1):  # each seed beside the port's run of the same seed
+        ours, baseline, points = rows.row(rf"^cifar10_fast seed {seed}: test/acc, epochs, launch to exit --quick")
+        assert re.fullmatch(r"\d+\.\d\d%, 1 epochs?, \d+ s", ours)
+        assert re.fullmatch(r"\d+\.\d\d%, \d+ s \(\d+ s on airbench's clock\)", baseline)
+        assert re.fullmatch(r"[+-]\d+\.\d\d points", points)
     ours, _, points = rows.row(r"^cifar10_fast seed 0's model: test/acc by trainer.tta")
     assert re.fullmatch(r"none \d+\.\d\d%, flip \d+\.\d\d%, flip_translate \d+\.\d\d%", ours) and points.endswith(
         "(flip_translate)"

@@ -58,17 +58,18 @@ def test_an_own_config_dir_is_searched_for_the_closest_option(tmp_path):
 
 def test_a_group_of_an_experiment_swaps_on_the_command_line_with_the_options_own_defaults(tmp_path):
     """experiment=cifar10_fast scheduler=piecewise exited 2 (scheduler.pct_start is not an argument of piecewise)
-    while the experiment set onecycle's keys at its top level; they are its option scheduler=cifar10_fast/onecycle
-    now, which piecewise replaces whole, while the experiment's other groups stay its own (tests/test_configs.py
-    checks every experiment with every option). summary_only on a few synthetic colour images: nothing trains."""
+    while the experiment set onecycle's keys at its top level; an experiment's settings of a group are its option
+    of that group now (optimizer=cifar10_fast/momentum), which optimizer=adamw replaces whole, while the experiment's
+    other groups stay its own (tests/test_configs.py checks every experiment with every option). summary_only on a
+    few synthetic colour images: nothing trains."""
     run_dir = tmp_path / "run"
     colour = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=100", "dataset.test_size=20"]
     cpu = ["trainer.device=cpu", "trainer.threads=1"]
-    result = run_cli(["experiment=cifar10_fast", "scheduler=piecewise", "summary_only=true", *colour, *cpu], run_dir)
+    result = run_cli(["experiment=cifar10_fast", "optimizer=adamw", "summary_only=true", *colour, *cpu], run_dir)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    assert config["scheduler"] == OmegaConf.to_container(compose_train(["scheduler=piecewise"]).scheduler)
-    assert config["optimizer"]["lr"] == 0.375 and config["loss"]["label_smoothing"] == 0.2  # still cifar10_fast's
+    assert config["optimizer"] == OmegaConf.to_container(compose_train(["optimizer=adamw"]).optimizer)
+    assert config["loss"]["label_smoothing"] == 0.2 and config["model"]["whiten_images"] == 5000  # cifar10_fast's
     assert "Airbench" in (run_dir / "summary.md").read_text()
 
 

@@ -18,11 +18,11 @@ def test_help_says_what_it_does_shows_examples_and_lists_every_group(tmp_path):
     for group in ("model", "optimizer", "features", "recipe"):  # every option in conf/, a new one included
         options = ", ".join(sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
         assert f"{group}: {options}" in result.stdout
-    # an experiment's own options of a group (conf/scheduler/cifar10_fast/onecycle.yaml) are not groups to choose
-    # from: Hydra would list each as one (scheduler/cifar10_fast: onecycle), the help says once how they are chosen
+    # an experiment's own options of a group (conf/optimizer/cifar10_fast/momentum.yaml) are not groups to choose
+    # from: Hydra would list each as one (optimizer/cifar10_fast: momentum), the help says once how they are chosen
     experiments = "|".join(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
     assert not [line for line in result.stdout.splitlines() if re.match(rf"\S+/({experiments}): ", line)]
-    assert "experiment=cifar10_fast chooses scheduler=cifar10_fast/onecycle" in " ".join(result.stdout.split())
+    assert "experiment=cifar10_fast chooses optimizer=cifar10_fast/momentum" in " ".join(result.stdout.split())
     assert "model=torchvision model.name= takes any of torchvision's classifiers:" in result.stdout
     assert "resnet18, resnet34" in result.stdout and "mobilenet_v3_small" in result.stdout
 
