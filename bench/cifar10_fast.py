@@ -37,7 +37,6 @@ from visionlab.tta import TTA_MODES
 VL_EVAL = VL_TRAIN.with_name("vl-eval")
 BUDGET_S = 15 * 60
 AIRBENCH = Path(__file__).with_name("airbench94_cpu.py")
-AIRBENCH_PRECISION = {"bf16": "bf16", "32": "32"}  # ours as resolved -> the port's --precision
 QUICK = ["dataset.train_size=100", "dataset.test_size=20", "trainer.epochs=1", "logging=none"]  # one step, no pictures
 QUICK_SEEDS = "0,1"
 
@@ -57,9 +56,10 @@ def launch(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
 
 
 def airbench(seed: int, precision: str, args, scratch: Path) -> tuple[float, float, float]:
-    """The airbench port's run of one seed: its test accuracy with TTA, its own seconds, and launch to exit."""
+    """The airbench port's run of one seed in `precision` (ours as resolved: bf16 or 32, its --precision choices):
+    its test accuracy with TTA, its own seconds, and launch to exit."""
     rows_file = scratch / f"airbench-{seed}.json"
-    command = [sys.executable, str(AIRBENCH), "--seeds", str(seed), "--precision", AIRBENCH_PRECISION[precision]]
+    command = [sys.executable, str(AIRBENCH), "--seeds", str(seed), "--precision", precision]
     command += ["--cifar", str(args.cifar), "--json", str(rows_file), *(["--quick"] * args.quick)]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,7 +125,7 @@ def rows(args) -> list[Row]:
         raise AssertionError(
             f"vl-eval's test/acc {by_tta[recipe_tta]} is not the run's {runs[seeds[0]][0]['test/acc']}"
         )
-    port = f"airbench94 ported, {AIRBENCH_PRECISION[here]}"
+    port = f"airbench94 ported, {here}"
     out = [
         Row(
             f"cifar10_fast: CIFAR-10 test/acc, mean (range) over seeds {args.seeds}{quick}",
