@@ -137,6 +137,16 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def cpu_flags_unlike(flags: list[str] | None) -> list[str]:
+    """Recorded CPU flags that differ from `flags` (this machine's): theirs with avx512_bf16 toggled. A fixed list
+    would be some machine's own (a Zen 5 records exactly avx2, fma, avx512f and avx512_bf16), where no difference
+    is found."""
+    from visionlab.provenance import NUMERIC_FLAGS
+
+    toggled = set(flags or []) ^ {"avx512_bf16"}
+    return [flag for flag in NUMERIC_FLAGS if flag in toggled]
+
+
 def cpu_has_native_bfloat16() -> bool:
     """The kernel's word, independent of torch's: this CPU lists AVX-512 BF16 or AMX BF16 among its flags."""
     cpuinfo = Path("/proc/cpuinfo")
